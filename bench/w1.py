@@ -1,0 +1,97 @@
+"""W1: 1,000 instances x 3 no-op steps, created with the batch endpoint, run to completion.
+
+Prints workflows/s, steps/s, step latency p50/p99 and database commits per step, for SQLite
+and PostgreSQL. Usage: python -m bench.w1 [--instances N] [--backend sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from bench._server import fresh_database, metric, serve, tenant_client
+
+SOURCE = """
+from treadle import WorkflowEntrypoint
+
+class ThreeSteps(WorkflowEntrypoint):
+    def run(self, event, step):
+        step.do("one", lambda: 1)
+        step.do("two", lambda: 2)
+        step.do("three", lambda: 3)
+        return "ok"
+"""
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _step_latencies(instance: dict[str, Any]) -> list[float]:
+    """Time from the previous step's end (or the start) to each step's end."""
+    previous = _ts(instance["started_at"])
+    latencies = []
+    for step in instance["steps"]:
+        ended = _ts(step["attempts"][-1]["ended_at"])
+        latencies.append(ended - previous)
+        previous = ended
+    return latencies
+
+
+def run(backend: str, instances: int) -> dict[str, float]:
+    with fresh_database(backend) as url, serve(url) as base:
+        client = tenant_client(base)
+        client.put("/v1/workflows/w1", json={"source": SOURCE, "sandbox": "restricted"})
+        commits_before = metric(base, "treadle_commits_total")
+        started = time.perf_counter()
+        for first in range(0, instances, 100):
+            batch = [{"id": f"i{n}"} for n in range(first, min(first + 100, instances))]
+            reply = client.post("/v1/workflows/w1/instances/batch", json={"instances": batch})
+            reply.raise_for_status()
+            assert not reply.json()["errors"], reply.json()["errors"]
+        while metric(base, 'treadle_instances{status="complete"}') < instances:
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("W1 did not finish in 10 minutes")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        commits = metric(base, "treadle_commits_total") - commits_before
+        latencies = []
+        for n in range(instances):
+            latencies += _step_latencies(client.get(f"/v1/workflows/w1/instances/i{n}").json())
+    latencies.sort()
+    steps = instances * 3
+    return {
+        "workflows_per_s": instances / elapsed,
+        "steps_per_s": steps / elapsed,
+        "step_p50_ms": statistics.median(latencies) * 1000,
+        "step_p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "commits_per_step": commits / steps,
+        "elapsed_s": elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    args = parser.parse_args()
+    for backend in args.backend or ["sqlite", "postgresql"]:
+        try:
+            figures = run(backend, args.instances)
+        except httpx.HTTPError as exc:
+            raise SystemExit(f"{backend}: {exc}") from exc
+        print(
+            f"W1 {backend:10} {args.instances} instances x 3 steps: "
+            f"{figures['workflows_per_s']:.0f} workflows/s, {figures['steps_per_s']:.0f} steps/s, "
+            f"step p50 {figures['step_p50_ms']:.1f} ms p99 {figures['step_p99_ms']:.1f} ms, "
+            f"{figures['commits_per_step']:.2f} commits/step ({figures['elapsed_s']:.2f} s)"
+        )
+
+
+if __name__ == "__main__":
+    main()

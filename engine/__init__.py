@@ -1,0 +1,19 @@
+"""Durable execution: journal, replay, retries, timers, events, leases and scheduling."""
+
+from __future__ import annotations
+
+from engine._engine import Engine, NewInstance
+from engine._names import FINISHED, STATUSES
+from engine._replay import InstanceRef, LoadRunner, Runner
+from engine._store import LeaseLost
+
+__all__ = [
+    "FINISHED",
+    "STATUSES",
+    "Engine",
+    "InstanceRef",
+    "LeaseLost",
+    "LoadRunner",
+    "NewInstance",
+    "Runner",
+]

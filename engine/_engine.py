@@ -1,0 +1,199 @@
+"""The engine's face to the dispatcher: create, inspect and signal instances; run them."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from engine._names import check_event_type, check_instance_id, check_status, encode_payload
+from engine._replay import LoadRunner
+from engine._scheduler import Scheduler
+from engine._store import EngineStore
+from engine._views import instance_view, log_view
+from storage import Clock, Database, GroupCommitter
+from treadle.errors import InvalidInput, TreadleError
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    id: str | None = None
+    params: Any = None
+
+
+class Engine:
+    """Durable execution of workflow instances on one database.
+
+    ``load_runner`` is handed in by the composition root: the engine never loads tenant code
+    itself, it asks for a runner of the exact version an instance is pinned to.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        committer: GroupCommitter,
+        *,
+        load_runner: LoadRunner,
+        clock: Clock,
+        owner: str,
+        concurrency: int = 8,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.db = db
+        self._committer = committer
+        self._clock = clock
+        self._store = EngineStore(db)
+        self._scheduler = Scheduler(
+            self._store,
+            committer,
+            load_runner,
+            clock,
+            owner=owner,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            poll_seconds=poll_seconds,
+        )
+
+    def start(self) -> None:
+        if self.db.dialect == "sqlite":
+            # One process owns a SQLite file: whatever it was running when it stopped is ours
+            # to resume now, without waiting for the leases to expire.
+            self._committer.run(self._store.recover_all(self._clock.now()))
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        self._scheduler.stop()
+
+    def create_instances(
+        self, tenant_id: int, workflow: str, version: str, items: list[NewInstance]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Create instances; return (created, errors) with per-item errors as in §6."""
+        now = self._clock.now()
+        rows: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            instance_id = item.id if item.id is not None else uuid.uuid4().hex
+            try:
+                check_instance_id(instance_id)
+                encode_payload(item.params, "params")
+                if instance_id in seen:
+                    raise InvalidInput(
+                        f"instance id {instance_id!r} appears twice in this batch",
+                        code="instance.already_exists",
+                    )
+            except TreadleError as exc:
+                errors.append(_item_error(index, instance_id, exc))
+                continue
+            seen[instance_id] = index
+            rows.append(_new_row(tenant_id, workflow, version, instance_id, item.params, now))
+        inserted = self._committer.run(self._store.create(rows)) if rows else set()
+        created = []
+        for row in rows:
+            if row["id"] in inserted:
+                created.append({"id": row["id"], "status": "queued", "version": version})
+            else:
+                errors.append(
+                    {
+                        "index": seen[row["id"]],
+                        "id": row["id"],
+                        "code": "instance.already_exists",
+                        "message": f"instance {row['id']!r} already exists",
+                    }
+                )
+        if created:
+            self._scheduler.wake()
+        errors.sort(key=lambda e: e["index"])
+        return created, errors
+
+    def get_instance(self, tenant_id: int, workflow: str, instance_id: str) -> dict[str, Any]:
+        found = self._store.instance(tenant_id, workflow, instance_id)
+        return instance_view(found["row"], found["steps"])
+
+    def list_instances(
+        self,
+        tenant_id: int,
+        workflow: str,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        if status is not None:
+            check_status(status)
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        rows = self._store.instances(tenant_id, workflow, status, limit + 1, _decode(cursor))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _encode(rows[-1]["pk"]) if more else None
+        return [instance_view(r, None) for r in rows], next_cursor
+
+    def send_event(
+        self, tenant_id: int, workflow: str, instance_id: str, event_type: str, payload: Any
+    ) -> None:
+        check_event_type(event_type)
+        encode_payload(payload, "event payload")
+        now = self._clock.now()
+        self._committer.run(
+            self._store.send_event(tenant_id, workflow, instance_id, event_type, payload, now)
+        )
+        self._scheduler.wake()
+
+    def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[dict[str, Any]]:
+        return [log_view(x) for x in self._store.logs(tenant_id, workflow, instance_id)]
+
+    def delete_workflow(self, tenant_id: int, workflow: str) -> None:
+        self._committer.run(self._store.delete_workflow(tenant_id, workflow))
+
+    def stats(self) -> dict[str, int | float]:
+        counters = self._scheduler.counters
+        stats: dict[str, int | float] = {
+            "commits": self.db.commits,
+            "replays": counters.replays,
+            "steps": counters.steps,
+        }
+        for status, count in self._store.counts_by_status().items():
+            stats[f"instances_{status}"] = count
+        return stats
+
+
+def _new_row(
+    tenant_id: int, workflow: str, version: str, instance_id: str, params: Any, now: float
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "workflow": workflow,
+        "id": instance_id,
+        "version": version,
+        "status": "queued",
+        "params": params,
+        "output": None,
+        "error": None,
+        "created_at": now,
+        "started_at": None,
+        "ended_at": None,
+        "due_at": now,
+        "lease_owner": None,
+        "epoch": 0,
+    }
+
+
+def _item_error(index: int, instance_id: str, exc: TreadleError) -> dict[str, Any]:
+    return {"index": index, "id": instance_id, "code": exc.code, "message": exc.message}
+
+
+def _encode(pk: int) -> str:
+    return base64.urlsafe_b64encode(str(pk).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return int(base64.urlsafe_b64decode(padded.encode()).decode())
+    except ValueError:
+        raise InvalidInput("cursor is not valid", code="request.invalid_cursor") from None

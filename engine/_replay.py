@@ -1,0 +1,125 @@
+"""Drive one replay of a claimed instance through its sandbox and record what it did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine._store import Claimed, EngineStore, Final, Journal
+from sandbox import Done, Failed, Host, Outcome, ReplayRequest, Suspended
+from storage import Clock, GroupCommitter
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """What a loader needs to find an instance's code: routing kept outside the params."""
+
+    pk: int
+    tenant_id: int
+    workflow: str
+    version: str
+    id: str
+
+
+class Runner(Protocol):
+    """A tenant's compiled program of one version, ready to replay instances."""
+
+    vars: dict[str, Any]
+
+    def replay(self, request: ReplayRequest, host: Host) -> Outcome: ...
+
+
+LoadRunner = Callable[[InstanceRef], Runner]
+
+
+@dataclass
+class Counters:
+    replays: int = 0
+    steps: int = 0
+
+
+class ReplayHost:
+    """The engine's side of a replay: makes the sandbox's step records durable."""
+
+    def __init__(
+        self,
+        store: EngineStore,
+        committer: GroupCommitter,
+        clock: Clock,
+        claimed: Claimed,
+        journal: Journal,
+        lease_seconds: float,
+        counters: Counters,
+    ) -> None:
+        self._store = store
+        self._committer = committer
+        self._clock = clock
+        self._claimed = claimed
+        self._lease_seconds = lease_seconds
+        self._counters = counters
+        self._seq = {(s["name"], s["count"]): i for i, s in enumerate(journal.steps)}
+
+    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+        self._committer.run(self._write(records, logs, None))
+
+    def finish(self, outcome: Outcome) -> None:
+        self._committer.run(self._write(outcome.records, outcome.logs, _final(outcome)))
+
+    def _write(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], final: Final | None
+    ) -> Any:
+        now = self._clock.now()
+        rows = self._rows(records)
+        self._counters.steps += sum(1 for r in rows if r["status"] in ("complete", "errored"))
+        return self._store.record(self._claimed, now + self._lease_seconds, rows, logs, now, final)
+
+    def _rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # One row per step key: a batch may hold several records of one step (an attempt that
+        # failed, then the retry that succeeded); the last one is the step's state.
+        latest: dict[tuple[str, int], dict[str, Any]] = {}
+        for record in records:
+            key = (record["name"], record["count"])
+            if key not in self._seq:
+                self._seq[key] = len(self._seq)
+            latest[key] = record
+        return [
+            {
+                "instance_pk": self._claimed.pk,
+                "seq": self._seq[key],
+                "name": key[0],
+                "count": key[1],
+                "type": r["type"],
+                "status": r["status"],
+                "output": r.get("output"),
+                "error": r.get("error"),
+                "attempts": r.get("attempts") or [],
+                "wake_at": r.get("wake_at"),
+                "event_pk": r.get("event_pk"),
+            }
+            for key, r in latest.items()
+        ]
+
+
+def _final(outcome: Outcome) -> Final:
+    if isinstance(outcome, Done):
+        return Final("complete", output=outcome.output)
+    if isinstance(outcome, Failed):
+        return Final("errored", error=outcome.error)
+    assert isinstance(outcome, Suspended)
+    return Final("waiting", wake_at=outcome.wake_at, event_type=outcome.event_type)
+
+
+def request_for(
+    claimed: Claimed, journal: Journal, now: float, vars: dict[str, Any]
+) -> ReplayRequest:
+    return ReplayRequest(
+        instance_id=claimed.id,
+        workflow=claimed.workflow,
+        created_at=claimed.created_at,
+        params=claimed.params,
+        journal=journal.steps,
+        events=journal.events,
+        now=now,
+        vars=vars,
+    )

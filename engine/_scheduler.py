@@ -1,0 +1,176 @@
+"""Claim due instances in batches and replay them on a pool of runner threads.
+
+One claimer thread takes as many due instances as there are idle runners, in one transaction,
+oldest due first; runner threads replay them; a heartbeat thread extends the leases of
+everything held. The claimer sleeps until the next due time, a local wake-up (a create, an
+event, a finished replay) or, on PostgreSQL, a NOTIFY from another process.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+import psycopg
+
+from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, request_for
+from engine._store import WAKE_CHANNEL, Claimed, EngineStore, Journal, LeaseLost
+from storage import Clock, GroupCommitter
+
+_log = logging.getLogger("treadle.engine")
+_RETRY_AFTER_FAILURE = 5.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: EngineStore,
+        committer: GroupCommitter,
+        load_runner: LoadRunner,
+        clock: Clock,
+        *,
+        owner: str,
+        concurrency: int,
+        lease_seconds: float,
+        poll_seconds: float,
+    ) -> None:
+        self._store = store
+        self._committer = committer
+        self._load_runner = load_runner
+        self._clock = clock
+        self._owner = owner
+        self._concurrency = concurrency
+        self._lease = lease_seconds
+        self._poll = poll_seconds
+        self.counters = Counters()
+        self._work: queue.SimpleQueue[tuple[Claimed, Journal] | None] = queue.SimpleQueue()
+        self._held: dict[int, Claimed] = {}
+        self._held_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        targets: list[tuple[str, Any]] = [("claimer", self._claim_loop), ("heartbeat", self._beat)]
+        targets += [(f"runner-{i}", self._run_loop) for i in range(self._concurrency)]
+        if self._store.db.dialect == "postgresql":
+            targets.append(("listener", self._listen))
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=f"treadle-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for _ in range(self._concurrency):
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                progressed = self._claim_batch()
+            except Exception:
+                _log.exception("claiming instances failed; retrying")
+                self._stop.wait(1.0)
+                continue
+            if not progressed:
+                self._idle()
+
+    def _claim_batch(self) -> bool:
+        """Claim for every idle runner; False when nothing was due."""
+        with self._held_lock:
+            free = self._concurrency - len(self._held)
+        if free <= 0:
+            # Every runner is busy: a finishing replay sets the wake-up.
+            self._wake.wait(self._poll)
+            self._wake.clear()
+            return True
+        now = self._clock.now()
+        claimed = self._committer.run(self._store.claim(self._owner, now, now + self._lease, free))
+        if claimed:
+            journals = self._store.journals([c.pk for c in claimed])
+            with self._held_lock:
+                self._held.update((c.pk, c) for c in claimed)
+            for c in claimed:
+                self._work.put((c, journals[c.pk]))
+        return bool(claimed)
+
+    def _idle(self) -> None:
+        next_due = self._store.next_due()
+        delay = self._poll if next_due is None else next_due - self._clock.now()
+        self._wake.wait(min(self._poll, max(delay, 0.01)))
+        self._wake.clear()
+
+    def _listen(self) -> None:
+        url = self._store.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except psycopg.Error:
+                _log.warning("lost the wake-up connection; reconnecting", exc_info=True)
+                self._stop.wait(1.0)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease / 3):
+            with self._held_lock:
+                held = list(self._held.values())
+            if held:
+                try:
+                    until = self._clock.now() + self._lease
+                    self._committer.run(self._store.heartbeat(held, until))
+                except Exception:
+                    _log.exception("lease heartbeat failed")
+
+    # -- replaying ------------------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            claimed, journal = item
+            try:
+                self._replay(claimed, journal)
+            except LeaseLost:
+                _log.warning("lease of instance %s was taken over; dropped its replay", claimed.id)
+            except Exception:
+                _log.exception("replay of instance %s failed; it will be retried", claimed.id)
+                self._release(claimed)
+            finally:
+                with self._held_lock:
+                    self._held.pop(claimed.pk, None)
+                self._wake.set()
+
+    def _replay(self, claimed: Claimed, journal: Journal) -> None:
+        ref = InstanceRef(
+            claimed.pk, claimed.tenant_id, claimed.workflow, claimed.version, claimed.id
+        )
+        runner = self._load_runner(ref)
+        host = ReplayHost(
+            self._store, self._committer, self._clock, claimed, journal, self._lease, self.counters
+        )
+        request = request_for(claimed, journal, self._clock.now(), runner.vars)
+        outcome = runner.replay(request, host)
+        host.finish(outcome)
+        self.counters.replays += 1
+
+    def _release(self, claimed: Claimed) -> None:
+        try:
+            retry_at = self._clock.now() + _RETRY_AFTER_FAILURE
+            self._committer.run(self._store.release(claimed, retry_at))
+        except Exception:
+            _log.exception("could not release instance %s; its lease will expire", claimed.id)

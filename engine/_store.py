@@ -1,0 +1,334 @@
+"""All SQL of the engine: instances, steps, events and logs.
+
+Writes are returned as functions of a connection so that the group committer can run many of
+them, from many instances, in one transaction. Every write made on behalf of a replay is
+fenced by the instance's lease epoch: a worker whose lease was taken over commits nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from storage import Database, tables
+from treadle.errors import Conflict, NotFound
+
+I, S, E, L = tables.instances, tables.steps, tables.events, tables.logs  # noqa: E741
+Write = Callable[[sa.Connection], Any]
+_STEP_FIELDS = ("type", "status", "output", "error", "attempts", "wake_at", "event_pk")
+WAKE_CHANNEL = "treadle_wake"
+
+
+class LeaseLost(Exception):
+    """Another worker took over this instance; this replay's results are void."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    pk: int
+    tenant_id: int
+    workflow: str
+    id: str
+    version: str
+    params: Any
+    created_at: float
+    epoch: int
+
+
+@dataclass
+class Journal:
+    steps: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Final:
+    """How a replay ended, as the instance row should record it."""
+
+    status: str  # "complete" | "errored" | "waiting"
+    output: Any = None
+    error: Any = None
+    wake_at: float | None = None
+    event_type: str | None = None
+
+
+class EngineStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pg = db.dialect == "postgresql"
+        insert = postgresql.insert if self._pg else sqlite.insert
+        step_insert = insert(S)
+        self._upsert_step = step_insert.on_conflict_do_update(
+            index_elements=[S.c.instance_pk, S.c.name, S.c.count],
+            set_={f: step_insert.excluded[f] for f in _STEP_FIELDS},
+        )
+        self._insert_instance = (
+            insert(I).on_conflict_do_nothing(index_elements=[I.c.tenant_id, I.c.workflow, I.c.id])
+        ).returning(I.c.id)
+
+    # -- creating and claiming ------------------------------------------------------------------
+
+    def create(self, rows: list[dict[str, Any]]) -> Write:
+        """Insert instance rows; the write returns the set of ids actually inserted."""
+
+        def write(conn: sa.Connection) -> set[str]:
+            inserted = {r[0] for r in conn.execute(self._insert_instance, rows)}
+            self._notify(conn)
+            return inserted
+
+        return write
+
+    def claim(self, owner: str, now: float, lease_until: float, limit: int) -> Write:
+        """Take up to ``limit`` due instances (queued, waiting and due, or with an expired
+        lease), oldest due first; the write returns them as :class:`Claimed`."""
+        due = sa.select(I.c.pk).where(I.c.due_at <= now).order_by(I.c.due_at).limit(limit)
+        if self._pg:
+            due = due.with_for_update(skip_locked=True)
+        statement = (
+            sa.update(I)
+            .where(I.c.pk.in_(due.scalar_subquery()))
+            .values(
+                status="running",
+                lease_owner=owner,
+                due_at=lease_until,
+                epoch=I.c.epoch + 1,
+                started_at=sa.func.coalesce(I.c.started_at, now),
+            )
+            .returning(
+                I.c.pk,
+                I.c.tenant_id,
+                I.c.workflow,
+                I.c.id,
+                I.c.version,
+                I.c.params,
+                I.c.created_at,
+                I.c.epoch,
+            )
+        )
+
+        def write(conn: sa.Connection) -> list[Claimed]:
+            return [Claimed(*row) for row in conn.execute(statement)]
+
+        return write
+
+    def journals(self, pks: list[int]) -> dict[int, Journal]:
+        """Recorded steps and unconsumed events of each instance, in order."""
+        found: dict[int, Journal] = {pk: Journal([], []) for pk in pks}
+        with self.db.connect() as conn:
+            for row in conn.execute(
+                sa.select(S).where(S.c.instance_pk.in_(pks)).order_by(S.c.instance_pk, S.c.seq)
+            ).mappings():
+                found[row["instance_pk"]].steps.append(_record(row))
+            events = (
+                sa.select(E.c.pk, E.c.instance_pk, E.c.type, E.c.payload, E.c.created_at)
+                .where(E.c.instance_pk.in_(pks), E.c.consumed_at.is_(None))
+                .order_by(E.c.pk)
+            )
+            for pk, instance_pk, type_, payload, created_at in conn.execute(events):
+                found[instance_pk].events.append(
+                    {"pk": pk, "type": type_, "payload": payload, "timestamp": created_at}
+                )
+        return found
+
+    # -- recording a replay ---------------------------------------------------------------------
+
+    def record(
+        self,
+        claimed: Claimed,
+        lease_until: float,
+        steps: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        now: float,
+        final: Final | None = None,
+    ) -> Write:
+        """Store step records and log lines of a replay, and its final state if it ended.
+
+        ``steps`` are rows for the steps table (records plus ``instance_pk`` and ``seq``).
+        The write raises :class:`LeaseLost` when the lease epoch moved on.
+        """
+        consumed = [s["event_pk"] for s in steps if s.get("event_pk") and s["status"] == "complete"]
+        log_rows = [
+            {"instance_pk": claimed.pk, "ts": x["ts"], "step": x["step"], "message": x["message"]}
+            for x in logs
+        ]
+
+        def write(conn: sa.Connection) -> None:
+            fence = conn.execute(
+                sa.update(I)
+                .where(I.c.pk == claimed.pk, I.c.epoch == claimed.epoch, I.c.status == "running")
+                .values(due_at=lease_until)
+            )
+            if fence.rowcount != 1:
+                raise LeaseLost()
+            if steps:
+                conn.execute(self._upsert_step, steps)
+            if consumed:
+                conn.execute(sa.update(E).where(E.c.pk.in_(consumed)).values(consumed_at=now))
+            if log_rows:
+                conn.execute(L.insert(), log_rows)
+            if final is not None:
+                conn.execute(self._finish(claimed.pk, final, now))
+
+        return write
+
+    def _finish(self, pk: int, final: Final, now: float) -> sa.Update:
+        done = sa.update(I).where(I.c.pk == pk)
+        if final.status != "waiting":
+            return done.values(
+                status=final.status,
+                output=final.output,
+                error=final.error,
+                ended_at=now,
+                due_at=None,
+                lease_owner=None,
+            )
+        due: Any = final.wake_at if final.wake_at is not None else now + 86400.0
+        if final.event_type is not None:
+            pending = sa.exists().where(
+                E.c.instance_pk == pk, E.c.type == final.event_type, E.c.consumed_at.is_(None)
+            )
+            due = sa.case((pending, now), else_=due)
+        return done.values(status="waiting", due_at=due, lease_owner=None)
+
+    def release(self, claimed: Claimed, retry_at: float) -> Write:
+        """Give an instance back after an infrastructure failure, to be tried again later."""
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.update(I)
+                .where(I.c.pk == claimed.pk, I.c.epoch == claimed.epoch, I.c.status == "running")
+                .values(due_at=retry_at, lease_owner=None)
+            )
+
+        return write
+
+    def recover_all(self, now: float) -> Write:
+        """Make every running instance due now (for a process that owns the database)."""
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(sa.update(I).where(I.c.status == "running").values(due_at=now))
+
+        return write
+
+    def heartbeat(self, held: Iterable[Claimed], lease_until: float) -> Write:
+        params = [{"p": c.pk, "e": c.epoch, "d": lease_until} for c in held]
+        statement = (
+            sa.update(I)
+            .where(
+                I.c.pk == sa.bindparam("p"), I.c.epoch == sa.bindparam("e"), I.c.status == "running"
+            )
+            .values(due_at=sa.bindparam("d"))
+        )
+
+        def write(conn: sa.Connection) -> None:
+            if params:
+                conn.execute(statement, params)
+
+        return write
+
+    def next_due(self) -> float | None:
+        with self.db.connect() as conn:
+            value = conn.execute(sa.select(sa.func.min(I.c.due_at))).scalar()
+        return float(value) if value is not None else None
+
+    # -- events, reads and deletion for the API --------------------------------------------------
+
+    def send_event(
+        self, tenant_id: int, workflow: str, instance_id: str, type_: str, payload: Any, now: float
+    ) -> Write:
+        def write(conn: sa.Connection) -> None:
+            row = conn.execute(
+                sa.select(I.c.pk, I.c.status).where(*_key(tenant_id, workflow, instance_id))
+            ).first()
+            if row is None:
+                raise _not_found(instance_id)
+            if row.status in ("complete", "errored", "terminated"):
+                raise Conflict(
+                    f"instance {instance_id!r} is {row.status}; it takes no more events",
+                    code="instance.finished",
+                )
+            conn.execute(
+                E.insert().values(instance_pk=row.pk, type=type_, payload=payload, created_at=now)
+            )
+            conn.execute(
+                sa.update(I).where(I.c.pk == row.pk, I.c.status == "waiting").values(due_at=now)
+            )
+            self._notify(conn)
+
+        return write
+
+    def instance(self, tenant_id: int, workflow: str, instance_id: str) -> dict[str, Any]:
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(I).where(*_key(tenant_id, workflow, instance_id))).first()
+            if row is None:
+                raise _not_found(instance_id)
+            steps = conn.execute(sa.select(S).where(S.c.instance_pk == row.pk).order_by(S.c.seq))
+            return {"row": row._asdict(), "steps": [_record(s) for s in steps.mappings()]}
+
+    def instances(
+        self, tenant_id: int, workflow: str, status: str | None, limit: int, before: int | None
+    ) -> list[dict[str, Any]]:
+        query = sa.select(I).where(I.c.tenant_id == tenant_id, I.c.workflow == workflow)
+        if status is not None:
+            query = query.where(I.c.status == status)
+        if before is not None:
+            query = query.where(I.c.pk < before)
+        with self.db.connect() as conn:
+            rows = conn.execute(query.order_by(I.c.pk.desc()).limit(limit))
+            return [r._asdict() for r in rows]
+
+    def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[dict[str, Any]]:
+        with self.db.connect() as conn:
+            pk = conn.execute(
+                sa.select(I.c.pk).where(*_key(tenant_id, workflow, instance_id))
+            ).scalar()
+            if pk is None:
+                raise _not_found(instance_id)
+            rows = conn.execute(
+                sa.select(L.c.ts, L.c.step, L.c.message)
+                .where(L.c.instance_pk == pk)
+                .order_by(L.c.pk)
+            )
+            return [r._asdict() for r in rows]
+
+    def delete_workflow(self, tenant_id: int, workflow: str) -> Write:
+        def write(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(I).where(I.c.tenant_id == tenant_id, I.c.workflow == workflow))
+
+        return write
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(I.c.status, sa.func.count()).group_by(I.c.status))
+            return {status: int(n) for status, n in rows}
+
+    def _notify(self, conn: sa.Connection) -> None:
+        # Wakes `treadle worker` processes on other machines; SQLite has only this process.
+        if self._pg:
+            conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": WAKE_CHANNEL})
+
+
+def _key(tenant_id: int, workflow: str, instance_id: str) -> tuple[Any, ...]:
+    return (I.c.tenant_id == tenant_id, I.c.workflow == workflow, I.c.id == instance_id)
+
+
+def _not_found(instance_id: str) -> NotFound:
+    return NotFound(f"instance {instance_id!r} not found", code="instance.not_found")
+
+
+def _record(row: Any) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "count": row["count"],
+        "type": row["type"],
+        "status": row["status"],
+        "output": row["output"],
+        "error": row["error"],
+        "attempts": row["attempts"] or [],
+        "wake_at": row["wake_at"],
+        "event_pk": row["event_pk"],
+    }

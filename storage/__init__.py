@@ -1,0 +1,23 @@
+"""Database access: engine factory, tables, migrations, group commit, clock."""
+
+from __future__ import annotations
+
+from storage import _tables as tables
+from storage._clock import Clock, ManualClock, iso
+from storage._committer import GroupCommitter
+from storage._database import Database, normalize_url
+from storage._migrate import available as available_migrations
+from storage._migrate import current_version, migrate
+
+__all__ = [
+    "Clock",
+    "Database",
+    "GroupCommitter",
+    "ManualClock",
+    "available_migrations",
+    "current_version",
+    "iso",
+    "migrate",
+    "normalize_url",
+    "tables",
+]

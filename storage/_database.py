@@ -1,0 +1,112 @@
+"""One database handle for SQLite (embedded) and PostgreSQL (psycopg 3, pooled)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from treadle.errors import InvalidInput
+
+
+def normalize_url(url: str) -> sa.URL:
+    """Accept ``sqlite:///path`` and ``postgresql://...`` and pick our drivers for them."""
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise InvalidInput(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://...")
+
+
+class Database:
+    """Connections, transactions and a count of committed write transactions.
+
+    SQLite runs in WAL mode with a busy timeout, foreign keys on, ``synchronous=FULL`` and
+    ``BEGIN IMMEDIATE`` for writes, so two writers never deadlock upgrading a read lock.
+    PostgreSQL uses a connection pool without pre-ping: the hot path spends one round trip per
+    statement, not two.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = normalize_url(url)
+        self.dialect = self.url.get_backend_name()
+        self._commits = itertools.count()
+        self._committed = 0
+        self._count_lock = threading.Lock()
+        if self.dialect == "sqlite":
+            self._prepare_sqlite_file()
+            self.engine = sa.create_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                connect_args={"check_same_thread": False, "timeout": 30},
+            )
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = sa.create_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+            )
+
+    def _prepare_sqlite_file(self) -> None:
+        path = self.url.database
+        if not path or path == ":memory:":
+            raise InvalidInput("an in-memory SQLite database cannot be shared: give a file path")
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        if not os.path.exists(path):
+            # Owner-only: sandbox workers run as another user and must not read the database.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+    @property
+    def commits(self) -> int:
+        """How many write transactions have committed through this handle."""
+        with self._count_lock:
+            return self._committed
+
+    def count_commit(self) -> None:
+        with self._count_lock:
+            self._committed += 1
+
+    @contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        """A connection for reads; its implicit transaction is rolled back at the end."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A write transaction, committed when the block ends without an exception."""
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+            self.count_commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, decide when transactions start (see _sqlite_on_begin).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=FULL",
+        "busy_timeout=30000",
+        "foreign_keys=ON",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,186 @@
+"""The schema, declared once as SQLModel tables.
+
+Timestamps are epoch seconds (double precision): they are compared on the hot path (due times,
+leases) and rendered as ISO 8601 only at the API edge. JSON columns use JSONB on PostgreSQL.
+The schema of a live database changes only through migrations (``storage.migrations``);
+``tests`` check that the migrated schema matches these declarations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JSONType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=sa.Column(JSONType, nullable=nullable))
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenants"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    policy: dict[str, Any] = Field(sa_column=sa.Column(JSONType, nullable=False))
+    created_at: float
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: int = Field(
+        sa_column=sa.Column(
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True, nullable=False
+        )
+    )
+    secret_hash: str = Field(max_length=128)
+    created_at: float
+    last_used_at: float | None = None
+
+
+class AdminToken(SQLModel, table=True):
+    __tablename__ = "admin_tokens"
+
+    id: str = Field(primary_key=True, max_length=32)
+    secret_hash: str = Field(max_length=128)
+    created_at: float
+
+
+class Workflow(SQLModel, table=True):
+    __tablename__ = "workflows"
+
+    tenant_id: int = Field(
+        sa_column=sa.Column(
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+        )
+    )
+    name: str = Field(primary_key=True, max_length=64)
+    version: str = Field(max_length=64)
+    created_at: float
+    updated_at: float
+
+
+class WorkflowVersion(SQLModel, table=True):
+    __tablename__ = "workflow_versions"
+
+    tenant_id: int = Field(primary_key=True)
+    workflow: str = Field(primary_key=True, max_length=64)
+    version: str = Field(primary_key=True, max_length=64)
+    sandbox: str = Field(max_length=16)
+    class_name: str | None = Field(default=None, max_length=256)
+    source: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    wasm: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True))
+    created_at: float
+
+
+class Instance(SQLModel, table=True):
+    """A workflow instance. ``due_at`` drives scheduling: for queued and waiting instances it is
+    when they become runnable, for running ones when their lease expires; NULL when nothing is
+    due (paused, finished)."""
+
+    __tablename__ = "instances"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "workflow", "id", name="uq_instances_tenant_workflow_id"),
+        sa.Index(
+            "ix_instances_due",
+            "due_at",
+            sqlite_where=sa.text("due_at IS NOT NULL"),
+            postgresql_where=sa.text("due_at IS NOT NULL"),
+        ),
+        sa.Index("ix_instances_listing", "tenant_id", "workflow", "status", "pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    tenant_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    )
+    workflow: str = Field(max_length=64)
+    id: str = Field(max_length=100)
+    version: str = Field(max_length=64)
+    status: str = Field(max_length=20)
+    params: Any = _json()
+    output: Any = _json()
+    error: Any = _json()
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    due_at: float | None = None
+    lease_owner: str | None = Field(default=None, max_length=64)
+    epoch: int = 0
+
+
+class Step(SQLModel, table=True):
+    """One step of an instance, keyed by (name, occurrence count)."""
+
+    __tablename__ = "steps"
+
+    instance_pk: int = Field(
+        sa_column=sa.Column(
+            BigId,
+            sa.ForeignKey("instances.pk", ondelete="CASCADE"),
+            primary_key=True,
+            autoincrement=False,
+        )
+    )
+    name: str = Field(primary_key=True, max_length=256)
+    count: int = Field(primary_key=True)
+    seq: int
+    type: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    output: Any = _json()
+    error: Any = _json()
+    attempts: Any = _json()
+    wake_at: float | None = None
+    event_pk: int | None = Field(default=None, sa_column=sa.Column(BigId, nullable=True))
+
+
+class Event(SQLModel, table=True):
+    """An event sent to an instance; buffered until a wait consumes it."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_instance", "instance_pk", "type", "pk"),)
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    instance_pk: int = Field(
+        sa_column=sa.Column(
+            BigId, sa.ForeignKey("instances.pk", ondelete="CASCADE"), nullable=False
+        )
+    )
+    type: str = Field(max_length=100)
+    payload: Any = _json()
+    created_at: float
+    consumed_at: float | None = None
+
+
+class Log(SQLModel, table=True):
+    __tablename__ = "logs"
+    __table_args__ = (sa.Index("ix_logs_instance", "instance_pk", "pk"),)
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    instance_pk: int = Field(
+        sa_column=sa.Column(
+            BigId, sa.ForeignKey("instances.pk", ondelete="CASCADE"), nullable=False
+        )
+    )
+    ts: float
+    step: str | None = Field(default=None, max_length=256)
+    message: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+
+
+metadata = SQLModel.metadata
+tenants: sa.Table = Tenant.__table__  # type: ignore[attr-defined]
+api_keys: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
+admin_tokens: sa.Table = AdminToken.__table__  # type: ignore[attr-defined]
+workflows: sa.Table = Workflow.__table__  # type: ignore[attr-defined]
+workflow_versions: sa.Table = WorkflowVersion.__table__  # type: ignore[attr-defined]
+instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
+steps: sa.Table = Step.__table__  # type: ignore[attr-defined]
+events: sa.Table = Event.__table__  # type: ignore[attr-defined]
+logs: sa.Table = Log.__table__  # type: ignore[attr-defined]
