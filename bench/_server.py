@@ -79,6 +79,6 @@ def tenant_client(base: str, name: str = "bench", **policy: Any) -> httpx.Client
 
 def metric(base: str, name: str) -> float:
     for line in httpx.get(f"{base}/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(name)

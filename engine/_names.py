@@ -8,7 +8,7 @@ from typing import Any
 
 from treadle.errors import InvalidInput, TooLarge
 
-_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]*$")
+_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 MAX_INSTANCE_ID = 100
 MAX_EVENT_TYPE = 100
 MAX_PAYLOAD_BYTES = 1 << 20
@@ -59,6 +59,6 @@ def _check(value: Any, what: str, limit: int, code: str) -> str:
         raise InvalidInput(f"{what} must be a non-empty string", code=code)
     if len(value) > limit:
         raise InvalidInput(f"{what} is longer than {limit} characters", code=code)
-    if not _PATTERN.match(value):
+    if not _PATTERN.fullmatch(value):
         raise InvalidInput(f"{what} {value!r} must match ^[a-zA-Z0-9_][a-zA-Z0-9_-]*$", code=code)
     return value

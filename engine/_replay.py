@@ -66,6 +66,11 @@ class ReplayHost:
     def finish(self, outcome: Outcome) -> None:
         self._committer.run(self._write(outcome.records, outcome.logs, _final(outcome)))
 
+    def fail(self, name: str, message: str) -> None:
+        """End the instance as errored without replaying it (its code cannot be loaded)."""
+        error = {"name": name, "message": message}
+        self._committer.run(self._write([], [], Final("errored", error=error)))
+
     def _write(
         self, records: list[dict[str, Any]], logs: list[dict[str, Any]], final: Final | None
     ) -> Any:

@@ -18,6 +18,7 @@ import psycopg
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, request_for
 from engine._store import WAKE_CHANNEL, Claimed, EngineStore, Journal, LeaseLost
 from storage import Clock, GroupCommitter
+from treadle.errors import NotFound
 
 _log = logging.getLogger("treadle.engine")
 _RETRY_AFTER_FAILURE = 5.0
@@ -159,10 +160,15 @@ class Scheduler:
         ref = InstanceRef(
             claimed.pk, claimed.tenant_id, claimed.workflow, claimed.version, claimed.id
         )
-        runner = self._load_runner(ref)
         host = ReplayHost(
             self._store, self._committer, self._clock, claimed, journal, self._lease, self.counters
         )
+        try:
+            runner = self._load_runner(ref)
+        except NotFound as exc:
+            # The code of this version is gone (its workflow was deleted): retrying cannot help.
+            host.fail("WorkflowNotFound", exc.message)
+            return
         request = request_for(claimed, journal, self._clock.now(), runner.vars)
         outcome = runner.replay(request, host)
         host.finish(outcome)

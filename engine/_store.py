@@ -1,4 +1,4 @@
-"""All SQL of the engine: instances, steps, events and logs.
+"""All SQL of the engine: instances, steps, events and history (logs included).
 
 Writes are returned as functions of a connection so that the group committer can run many of
 them, from many instances, in one transaction. Every write made on behalf of a replay is
@@ -7,17 +7,17 @@ fenced by the instance's lease epoch: a worker whose lease was taken over commit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage import Database, tables
+from storage import BatchWrite, Database, tables
 from treadle.errors import Conflict, NotFound
 
-I, S, E, L = tables.instances, tables.steps, tables.events, tables.logs  # noqa: E741
+I, S, E, H = tables.instances, tables.steps, tables.events, tables.history  # noqa: E741
 Write = Callable[[sa.Connection], Any]
 _STEP_FIELDS = ("type", "status", "output", "error", "attempts", "wake_at", "event_pk")
 WAKE_CHANNEL = "treadle_wake"
@@ -62,10 +62,43 @@ class EngineStore:
         self._pg = db.dialect == "postgresql"
         insert = postgresql.insert if self._pg else sqlite.insert
         step_insert = insert(S)
-        self._upsert_step = step_insert.on_conflict_do_update(
+        self.upsert_step = step_insert.on_conflict_do_update(
             index_elements=[S.c.instance_pk, S.c.name, S.c.count],
             set_={f: step_insert.excluded[f] for f in _STEP_FIELDS},
         )
+        b = sa.bindparam
+        self.fence = (
+            sa.update(I)
+            .where(sa.tuple_(I.c.pk, I.c.epoch).in_(b("pairs", expanding=True)))
+            .where(I.c.status == "running")
+            .values(due_at=b("lease"))
+            .returning(I.c.pk)
+        )
+        self.end = (
+            sa.update(I)
+            .where(I.c.pk == b("b_pk"))
+            .values(
+                status=b("b_status"),
+                output=b("b_output", type_=I.c.output.type),
+                error=b("b_error", type_=I.c.error.type),
+                ended_at=b("b_now"),
+                due_at=None,
+                lease_owner=None,
+            )
+        )
+        pending = sa.exists().where(
+            E.c.instance_pk == I.c.pk, E.c.type == b("b_type"), E.c.consumed_at.is_(None)
+        )
+        self.suspend = (
+            sa.update(I)
+            .where(I.c.pk == b("b_pk"))
+            .values(
+                status="waiting",
+                due_at=sa.case((pending, b("b_now")), else_=b("b_due")),
+                lease_owner=None,
+            )
+        )
+        self.consume = sa.update(E).where(E.c.pk.in_(b("pks", expanding=True)))
         self._insert_instance = (
             insert(I).on_conflict_do_nothing(index_elements=[I.c.tenant_id, I.c.workflow, I.c.id])
         ).returning(I.c.id)
@@ -144,55 +177,13 @@ class EngineStore:
         logs: list[dict[str, Any]],
         now: float,
         final: Final | None = None,
-    ) -> Write:
+    ) -> RecordWrite:
         """Store step records and log lines of a replay, and its final state if it ended.
 
         ``steps`` are rows for the steps table (records plus ``instance_pk`` and ``seq``).
-        The write raises :class:`LeaseLost` when the lease epoch moved on.
+        The write fails with :class:`LeaseLost` when the lease epoch moved on.
         """
-        consumed = [s["event_pk"] for s in steps if s.get("event_pk") and s["status"] == "complete"]
-        log_rows = [
-            {"instance_pk": claimed.pk, "ts": x["ts"], "step": x["step"], "message": x["message"]}
-            for x in logs
-        ]
-
-        def write(conn: sa.Connection) -> None:
-            fence = conn.execute(
-                sa.update(I)
-                .where(I.c.pk == claimed.pk, I.c.epoch == claimed.epoch, I.c.status == "running")
-                .values(due_at=lease_until)
-            )
-            if fence.rowcount != 1:
-                raise LeaseLost()
-            if steps:
-                conn.execute(self._upsert_step, steps)
-            if consumed:
-                conn.execute(sa.update(E).where(E.c.pk.in_(consumed)).values(consumed_at=now))
-            if log_rows:
-                conn.execute(L.insert(), log_rows)
-            if final is not None:
-                conn.execute(self._finish(claimed.pk, final, now))
-
-        return write
-
-    def _finish(self, pk: int, final: Final, now: float) -> sa.Update:
-        done = sa.update(I).where(I.c.pk == pk)
-        if final.status != "waiting":
-            return done.values(
-                status=final.status,
-                output=final.output,
-                error=final.error,
-                ended_at=now,
-                due_at=None,
-                lease_owner=None,
-            )
-        due: Any = final.wake_at if final.wake_at is not None else now + 86400.0
-        if final.event_type is not None:
-            pending = sa.exists().where(
-                E.c.instance_pk == pk, E.c.type == final.event_type, E.c.consumed_at.is_(None)
-            )
-            due = sa.case((pending, now), else_=due)
-        return done.values(status="waiting", due_at=due, lease_owner=None)
+        return RecordWrite(self, claimed, lease_until, steps, logs, now, final)
 
     def release(self, claimed: Claimed, retry_at: float) -> Write:
         """Give an instance back after an infrastructure failure, to be tried again later."""
@@ -289,11 +280,11 @@ class EngineStore:
             if pk is None:
                 raise _not_found(instance_id)
             rows = conn.execute(
-                sa.select(L.c.ts, L.c.step, L.c.message)
-                .where(L.c.instance_pk == pk)
-                .order_by(L.c.pk)
+                sa.select(H.c.ts, H.c.step, H.c.data)
+                .where(H.c.instance_pk == pk, H.c.type == "log")
+                .order_by(H.c.pk)
             )
-            return [r._asdict() for r in rows]
+            return [{"ts": ts, "step": step, "message": data["message"]} for ts, step, data in rows]
 
     def delete_workflow(self, tenant_id: int, workflow: str) -> Write:
         def write(conn: sa.Connection) -> None:
@@ -331,4 +322,85 @@ def _record(row: Any) -> dict[str, Any]:
         "attempts": row["attempts"] or [],
         "wake_at": row["wake_at"],
         "event_pk": row["event_pk"],
+    }
+
+
+class RecordWrite(BatchWrite):
+    """Step records, log lines and maybe the final state of one replay, fenced by its lease.
+
+    Many of these commit together: one fencing UPDATE for all their instances, then one
+    ``executemany`` per table.
+    """
+
+    def __init__(
+        self,
+        store: EngineStore,
+        claimed: Claimed,
+        lease_until: float,
+        steps: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        now: float,
+        final: Final | None,
+    ) -> None:
+        self.store = store
+        self.claimed = claimed
+        self.lease_until = lease_until
+        self.steps = steps
+        self.logs = logs
+        self.now = now
+        self.final = final
+
+    @staticmethod
+    def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
+        store: EngineStore = writes[0].store
+        pairs = [(w.claimed.pk, w.claimed.epoch) for w in writes]
+        lease = max(w.lease_until for w in writes)
+        held = {pk for (pk,) in conn.execute(store.fence, {"pairs": pairs, "lease": lease})}
+        live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
+        steps = [row for w in live for row in w.steps]
+        if steps:
+            conn.execute(store.upsert_step, steps)
+        consumed = [r["event_pk"] for r in steps if r.get("event_pk") and r["status"] == "complete"]
+        if consumed:
+            conn.execute(store.consume.values(consumed_at=live[0].now), {"pks": consumed})
+        logs = [_log_row(w.claimed.pk, x) for w in live for x in w.logs]
+        if logs:
+            conn.execute(H.insert(), logs)
+        _finish(conn, store, [w for w in live if w.final is not None])
+        return [None if w.claimed.pk in held else LeaseLost() for w in writes]
+
+
+def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
+    ended, suspended = [], []
+    for w in writes:
+        final = w.final
+        assert final is not None
+        if final.status == "waiting":
+            due = final.wake_at if final.wake_at is not None else w.now + 86400.0
+            suspended.append(
+                {"b_pk": w.claimed.pk, "b_type": final.event_type, "b_now": w.now, "b_due": due}
+            )
+        else:
+            ended.append(
+                {
+                    "b_pk": w.claimed.pk,
+                    "b_status": final.status,
+                    "b_output": final.output,
+                    "b_error": final.error,
+                    "b_now": w.now,
+                }
+            )
+    if ended:
+        conn.execute(store.end, ended)
+    if suspended:
+        conn.execute(store.suspend, suspended)
+
+
+def _log_row(instance_pk: int, line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "instance_pk": instance_pk,
+        "ts": line["ts"],
+        "type": "log",
+        "step": line["step"],
+        "data": {"message": line["message"]},
     }

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from storage import _tables as tables
 from storage._clock import Clock, ManualClock, iso
-from storage._committer import GroupCommitter
+from storage._committer import BatchWrite, GroupCommitter
 from storage._database import Database, normalize_url
 from storage._migrate import available as available_migrations
 from storage._migrate import current_version, migrate
 
 __all__ = [
+    "BatchWrite",
     "Clock",
     "Database",
     "GroupCommitter",

@@ -5,6 +5,10 @@ every function queued at that moment inside one transaction and commits once, so
 step commits of many instances cost one fsync (SQLite) or one commit round trip (PostgreSQL).
 If anything in a batch fails, the batch is rolled back and each function is run again in a
 transaction of its own, so one bad write never takes the others with it.
+
+Writes of one kind can go further and share statements: a :class:`BatchWrite` names a
+``combine`` function that performs many such writes with a few ``executemany`` statements, so a
+batch of step commits from many instances costs a handful of round trips, not a few per step.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -25,6 +29,22 @@ Write = Callable[[sa.Connection], Any]
 
 _log = logging.getLogger("treadle.storage")
 _STOP = object()
+
+
+class BatchWrite:
+    """A write that can be combined with others of its kind.
+
+    ``combine(conn, writes)`` performs all of them and returns one result per write, in order;
+    a result that is an exception instance fails only that write's future.
+    """
+
+    combine: Callable[[sa.Connection, Sequence[Any]], list[Any]]
+
+    def __call__(self, conn: sa.Connection) -> Any:
+        (result,) = type(self).combine(conn, [self])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
 
 class GroupCommitter:
@@ -75,16 +95,18 @@ class GroupCommitter:
         live = [(w, f) for w, f in batch if f.set_running_or_notify_cancel()]
         try:
             with self._db.begin() as conn:
-                results = [write(conn) for write, _ in live]
+                results = _perform(conn, [w for w, _ in live])
         except Exception:
-            if len(live) == 1:
-                _log.debug("write failed", exc_info=True)
-            self._commit_one_by_one(live, first_failed=len(live) == 1)
+            _log.debug("a batch of %d writes failed; retrying one by one", len(live), exc_info=True)
+            self._commit_one_by_one(live)
             return
         for (_, future), result in zip(live, results, strict=True):
-            future.set_result(result)
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
-    def _commit_one_by_one(self, live: list[tuple[Write, Future[Any]]], first_failed: bool) -> None:
+    def _commit_one_by_one(self, live: list[tuple[Write, Future[Any]]]) -> None:
         for write, future in live:
             try:
                 with self._db.begin() as conn:
@@ -93,3 +115,18 @@ class GroupCommitter:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+
+
+def _perform(conn: sa.Connection, writes: list[Write]) -> list[Any]:
+    """Run plain writes one by one and combinable ones together, keeping result order."""
+    results: list[Any] = [None] * len(writes)
+    groups: dict[Any, list[int]] = {}
+    for index, write in enumerate(writes):
+        if isinstance(write, BatchWrite):
+            groups.setdefault(type(write).combine, []).append(index)
+        else:
+            results[index] = write(conn)
+    for combine, indexes in groups.items():
+        for index, result in zip(indexes, combine(conn, [writes[i] for i in indexes]), strict=True):
+            results[index] = result
+    return results

@@ -114,6 +114,10 @@ class Instance(SQLModel, table=True):
     due_at: float | None = None
     lease_owner: str | None = Field(default=None, max_length=64)
     epoch: int = 0
+    paused_at: float | None = None
+    paused_due_at: float | None = None
+    parent_pk: int | None = Field(default=None, sa_column=sa.Column(BigId, nullable=True))
+    rollback: Any = _json()
 
 
 class Step(SQLModel, table=True):
@@ -159,9 +163,12 @@ class Event(SQLModel, table=True):
     consumed_at: float | None = None
 
 
-class Log(SQLModel, table=True):
-    __tablename__ = "logs"
-    __table_args__ = (sa.Index("ix_logs_instance", "instance_pk", "pk"),)
+class History(SQLModel, table=True):
+    """What happened to an instance, in order: log lines and (for the live stream) workflow,
+    step, attempt, sleep and wait events. ``pk`` is the monotonic event id."""
+
+    __tablename__ = "history"
+    __table_args__ = (sa.Index("ix_history_instance", "instance_pk", "pk"),)
 
     pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
     instance_pk: int = Field(
@@ -170,8 +177,9 @@ class Log(SQLModel, table=True):
         )
     )
     ts: float
+    type: str = Field(max_length=32)
     step: str | None = Field(default=None, max_length=256)
-    message: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    data: Any = _json()
 
 
 metadata = SQLModel.metadata
@@ -183,4 +191,4 @@ workflow_versions: sa.Table = WorkflowVersion.__table__  # type: ignore[attr-def
 instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
 steps: sa.Table = Step.__table__  # type: ignore[attr-defined]
 events: sa.Table = Event.__table__  # type: ignore[attr-defined]
-logs: sa.Table = Log.__table__  # type: ignore[attr-defined]
+history: sa.Table = History.__table__  # type: ignore[attr-defined]

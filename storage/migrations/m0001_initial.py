@@ -86,6 +86,10 @@ def _schema() -> sa.MetaData:
         col("due_at", f, nullable=True),
         col("lease_owner", s(64), nullable=True),
         col("epoch", i),
+        col("paused_at", f, nullable=True),
+        col("paused_due_at", f, nullable=True),
+        col("parent_pk", _BIG, nullable=True),
+        col("rollback", _JSON, nullable=True),
         sa.UniqueConstraint("tenant_id", "workflow", "id", name="uq_instances_tenant_workflow_id"),
         sa.Index(
             "ix_instances_due", "due_at", sqlite_where=_WHERE_DUE, postgresql_where=_WHERE_DUE
@@ -119,14 +123,15 @@ def _schema() -> sa.MetaData:
         sa.Index("ix_events_instance", "instance_pk", "type", "pk"),
     )
     sa.Table(
-        "logs",
+        "history",
         md,
         col("pk", _BIG, primary_key=True),
         fk("instance_pk", "instances.pk", _BIG),
         col("ts", f),
+        col("type", s(32)),
         col("step", s(256), nullable=True),
-        col("message", sa.Text),
-        sa.Index("ix_logs_instance", "instance_pk", "pk"),
+        col("data", _JSON, nullable=True),
+        sa.Index("ix_history_instance", "instance_pk", "pk"),
     )
     return md
 

@@ -11,9 +11,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+
+if TYPE_CHECKING:
+    from httpx import Client
+
+    from dispatcher import Platform
 
 PG_ADMIN_URL = os.environ.get(
     "TREADLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -43,3 +49,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'treadle.db'}"
     else:
         yield from _pg_database()
+
+
+# -- the platform behind its HTTP API (tests of tenants, loader and dispatcher) ---------------
+
+
+@pytest.fixture
+def platform(database_url: str) -> Iterator[Platform]:
+    """Every part of a treadle process on a fresh database, engine not yet started."""
+    # Imported here so that a broken dispatcher does not stop the storage and engine tests.
+    from dispatcher import Platform
+    from tests.integration.app import settings
+
+    built = Platform(settings(database_url))
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[Client]:
+    """The HTTP API, its lifespan (and so the engine) running."""
+    from dispatcher import create_app
+    from tests.integration.app import served
+
+    with served(create_app(platform)) as test_client:
+        yield test_client

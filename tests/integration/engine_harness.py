@@ -28,11 +28,13 @@ class _Runner:
 
 
 class Harness:
-    def __init__(self, url: str, *, limits: Limits | None = None, **engine: Any) -> None:
+    def __init__(
+        self, url: str, *, limits: Limits | None = None, per_tenant: int = 3, **engine: Any
+    ) -> None:
         self.db = Database(url)
         migrate(self.db)
         self.committer = GroupCommitter(self.db)
-        self.pool = SandboxPool(max_workers=6, per_tenant=3)
+        self.pool = SandboxPool(max_workers=2 * per_tenant, per_tenant=per_tenant)
         self.limits = limits or Limits(step_cpu_ms=2000)
         self.vars: dict[str, Any] = {}
         self.artifacts: dict[str, Artifact] = {}

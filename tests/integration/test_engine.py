@@ -77,7 +77,8 @@ def test_retries_record_every_attempt_then_succeed(h: Harness) -> None:
                     if ctx.attempt < 3:
                         raise ValueError("attempt " + str(ctx.attempt))
                     return {"attempt": ctx.attempt, "key": ctx.idempotency_key}
-                return step.do("flaky", flaky, retries={"limit": 3, "delay": 1, "backoff": "constant"})
+                retries = {"limit": 3, "delay": 1, "backoff": "constant"}
+                return step.do("flaky", flaky, retries=retries)
         """
     )
     started = time.monotonic()

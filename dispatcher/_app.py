@@ -1,0 +1,96 @@
+"""The Starlette application: every route of DESIGN §6 on one platform."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import playground
+from dispatcher import _metrics
+from dispatcher._auth import Authenticate
+from dispatcher._errors import HANDLERS
+from dispatcher._instances import InstanceApi
+from dispatcher._limits import BodyLimit
+from dispatcher._openapi import openapi_document
+from dispatcher._platform import Platform
+from loader import WorkflowApi
+from tenants import AdminApi
+
+_log = logging.getLogger("treadle")
+
+
+def create_app(platform: Platform) -> Starlette:
+    """The HTTP API of ``platform``; its lifespan starts and stops the platform's engine."""
+    routes = api_routes(platform)
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(platform.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(platform.stop)
+
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes),
+            Middleware(Authenticate, tenants=platform.tenants),
+        ],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+
+
+def api_routes(platform: Platform) -> list[BaseRoute]:
+    """Every route but ``/openapi.json`` (which describes these)."""
+    return [
+        Route("/healthz", _health(platform), methods=["GET"]),
+        Route("/metrics", _metrics_route(platform), methods=["GET"]),
+        *playground.routes(),
+        *AdminApi(platform.tenants).routes(),
+        *WorkflowApi(platform.loader).routes(),
+        *InstanceApi(platform.engine, platform.loader).routes(),
+    ]
+
+
+def _health(platform: Platform) -> Any:
+    def database_answers() -> bool:
+        try:
+            with platform.db.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            _log.warning("health check: the database does not answer", exc_info=True)
+            return False
+        return True
+
+    async def health(request: Request) -> Response:
+        if platform.running and await run_in_threadpool(database_answers):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+
+    return health
+
+
+def _metrics_route(platform: Platform) -> Any:
+    async def metrics(request: Request) -> Response:
+        stats = await run_in_threadpool(platform.engine.stats)
+        return Response(_metrics.render(stats), media_type=_metrics.CONTENT_TYPE)
+
+    return metrics

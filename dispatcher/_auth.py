@@ -1,0 +1,48 @@
+"""Who is calling: the admin (``/v1/admin/...``) or a tenant (the rest of ``/v1/...``).
+
+Checked before routing, so an unauthenticated caller learns nothing about which paths exist.
+A tenant caller is left in ``request.state.caller`` for the routes.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dispatcher._errors import error_response
+from tenants import TenantStore
+from treadle.errors import TreadleError, Unauthorized
+
+_ADMIN = "/v1/admin"
+_API = "/v1/"
+
+
+class Authenticate:
+    def __init__(self, app: ASGIApp, tenants: TenantStore) -> None:
+        self._app = app
+        self._tenants = tenants
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(_API):
+            await self._app(scope, receive, send)
+            return
+        try:
+            token = bearer_token(Headers(scope=scope))
+            if path == _ADMIN or path.startswith(_ADMIN + "/"):
+                await run_in_threadpool(self._tenants.verify_admin, token)
+            else:
+                caller = await run_in_threadpool(self._tenants.authenticate, token)
+                scope.setdefault("state", {})["caller"] = caller
+        except TreadleError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+
+def bearer_token(headers: Headers) -> str:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send the credential as 'Authorization: Bearer <token>'")
+    return token.strip()

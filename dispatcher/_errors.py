@@ -1,0 +1,113 @@
+"""Errors as HTTP responses: ``{"error": {"code", "message", ...}}`` with a fitting status.
+
+The one table from error class to HTTP status lives here; nothing below the dispatcher knows
+about HTTP. A subclass takes the status of its nearest listed ancestor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from treadle.errors import (
+    AlreadyExists,
+    CodeInvalid,
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    QuotaExceeded,
+    TooLarge,
+    TreadleError,
+    Unauthorized,
+)
+
+STATUS: dict[type[TreadleError], int] = {
+    InvalidInput: 400,
+    LimitExceeded: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    AlreadyExists: 409,
+    Conflict: 409,
+    TooLarge: 413,
+    CodeInvalid: 422,
+    QuotaExceeded: 429,
+}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_log = logging.getLogger("treadle.http")
+
+
+def status_of(exc: TreadleError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(exc: TreadleError) -> JSONResponse:
+    status = status_of(exc)
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if status < 500:  # details of an internal error are for the log, not the client
+        body.update({k: v for k, v in exc.details.items() if k not in body})
+    headers = {}
+    if isinstance(exc, QuotaExceeded):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def invalid_input(exc: ValidationError) -> InvalidInput:
+    """A pydantic error about a request as one readable :class:`InvalidInput`."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        detail = next(e["msg"] for e in errors if e["type"] == "json_invalid")
+        return InvalidInput(f"the request body is not valid JSON ({detail})", code="request.json")
+    return InvalidInput("invalid request: " + "; ".join(_describe(e) for e in errors))
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{where}: {message}" if where else message
+
+
+async def _treadle_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TreadleError)
+    if status_of(exc) >= 500:
+        _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    return error_response(invalid_input(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "request.invalid")
+    body = {"error": {"code": code, "message": exc.detail}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Starlette logs the exception and re-raises it to the server after this response.
+    body = {"error": {"code": "internal", "message": "internal server error"}}
+    return JSONResponse(body, status_code=500)
+
+
+HANDLERS = {
+    TreadleError: _treadle_error,
+    ValidationError: _validation_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}

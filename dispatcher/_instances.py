@@ -1,0 +1,151 @@
+"""The instance API (DESIGN §6): create instances of a tenant's workflow and follow them.
+
+``create()`` is where the dispatcher routes a request to tenant code: the workflow name is
+resolved to its current version here, and the instance is pinned to that version for life.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from engine import Engine, NewInstance
+from loader import Loader
+from tenants import Caller
+from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
+
+MAX_BATCH = 100
+_BASE = "/v1/workflows/{name}/instances"
+_PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+class NewInstanceBody(BaseModel):
+    """The body of ``POST .../instances``, and one item of a batch."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str | None = None
+    params: Any = None
+
+
+class BatchBody(BaseModel):
+    """The body of ``POST .../instances/batch``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    instances: list[NewInstanceBody] = Field(max_length=MAX_BATCH)
+
+
+class InstanceApi:
+    def __init__(self, engine: Engine, loader: Loader) -> None:
+        self._engine = engine
+        self._loader = loader
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(_BASE, self.create, methods=["POST"]),
+            Route(_BASE, self.list_instances, methods=["GET"]),
+            Route(_BASE + "/batch", self.create_batch, methods=["POST"]),
+            Route(_BASE + "/{id}", self.get_instance, methods=["GET"]),
+            Route(_BASE + "/{id}/events/{type}", self.send_event, methods=["POST"]),
+            Route(_BASE + "/{id}/logs", self.logs, methods=["GET"]),
+        ]
+
+    async def create(self, request: Request) -> Response:
+        raw = await request.body()
+        body = NewInstanceBody.model_validate_json(raw) if raw.strip() else NewInstanceBody()
+        created, errors = await run_in_threadpool(
+            self._create, _caller(request), request.path_params["name"], [body]
+        )
+        if errors:
+            raise _item_error(errors[0])
+        return JSONResponse(created[0], status_code=201)
+
+    async def create_batch(self, request: Request) -> Response:
+        body = BatchBody.model_validate_json(await request.body())
+        created, errors = await run_in_threadpool(
+            self._create, _caller(request), request.path_params["name"], body.instances
+        )
+        return JSONResponse({"created": created, "errors": errors})
+
+    def _create(
+        self, caller: Caller, workflow: str, items: list[NewInstanceBody]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        version = self._loader.current(caller.tenant_id, workflow)
+        new = [NewInstance(item.id, item.params) for item in items]
+        return self._engine.create_instances(caller.tenant_id, workflow, version, new)
+
+    async def list_instances(self, request: Request) -> Response:
+        query = request.query_params
+        limit = _int_param(query.get("limit"), "limit", default=50)
+        instances, cursor = await run_in_threadpool(
+            self._list,
+            _caller(request),
+            request.path_params["name"],
+            query.get("status") or None,
+            limit,
+            query.get("cursor") or None,
+        )
+        return JSONResponse({"instances": instances, "next_cursor": cursor})
+
+    def _list(
+        self, caller: Caller, workflow: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        self._loader.current(caller.tenant_id, workflow)  # 404 for a workflow that is not there
+        return self._engine.list_instances(
+            caller.tenant_id, workflow, status=status, limit=limit, cursor=cursor
+        )
+
+    async def get_instance(self, request: Request) -> Response:
+        tenant_id, (name, instance_id) = _caller(request).tenant_id, _ids(request)
+        instance = await run_in_threadpool(self._engine.get_instance, tenant_id, name, instance_id)
+        return JSONResponse(instance)
+
+    async def send_event(self, request: Request) -> Response:
+        raw = await request.body()
+        payload = _PAYLOAD.validate_json(raw) if raw.strip() else None
+        tenant_id, (name, instance_id) = _caller(request).tenant_id, _ids(request)
+        event_type = request.path_params["type"]
+        await run_in_threadpool(
+            self._engine.send_event, tenant_id, name, instance_id, event_type, payload
+        )
+        return JSONResponse({}, status_code=202)
+
+    async def logs(self, request: Request) -> Response:
+        tenant_id, (name, instance_id) = _caller(request).tenant_id, _ids(request)
+        lines = await run_in_threadpool(self._engine.logs, tenant_id, name, instance_id)
+        return JSONResponse({"logs": lines})
+
+
+def _caller(request: Request) -> Caller:
+    caller = request.state.caller
+    assert isinstance(caller, Caller)
+    return caller
+
+
+def _ids(request: Request) -> tuple[str, str]:
+    return request.path_params["name"], request.path_params["id"]
+
+
+def _int_param(value: str | None, name: str, *, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer, not {value!r}") from None
+
+
+def _item_error(error: dict[str, Any]) -> TreadleError:
+    """A per-item error of ``create_instances`` as the exception a single create raises."""
+    code, message = str(error["code"]), str(error["message"])
+    if code.endswith("already_exists"):
+        return AlreadyExists(message, code=code)
+    if code == TooLarge.code:
+        return TooLarge(message)
+    return InvalidInput(message, code=code)

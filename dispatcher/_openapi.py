@@ -1,0 +1,269 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Request bodies are described by the very pydantic models that parse them, so the document
+cannot drift from what the server accepts; responses are described by hand below, next to
+the operation table. ``tests/unit/test_dispatcher_openapi.py`` checks that every route of the
+app is in the document and nothing else is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from dispatcher import _schemas as s
+from dispatcher._instances import MAX_BATCH, BatchBody, NewInstanceBody
+from loader import Upload
+from tenants import NewTenant, Policy
+
+_REF = "#/components/schemas/{model}"
+_ERRORS = {
+    400: "The request is not valid (bad JSON, wrong types, unknown fields, bad names).",
+    401: "Missing or invalid credentials.",
+    404: "Not found (also for another tenant's objects).",
+    409: "Conflicts with what exists.",
+    413: "The request body or a value in it is too large.",
+    422: "The workflow code is not valid; ``problems`` says where.",
+    429: "A quota or rate limit of the tenant's policy was reached; see Retry-After.",
+}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": s.NAME}
+_TENANT = {"name": "tenant", "in": "path", "required": True, "schema": s.NAME}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _op(
+    summary: str,
+    ok: int,
+    result: dict[str, Any] | None,
+    errors: tuple[int, ...],
+    *,
+    auth: str | None,
+    body: str | dict[str, Any] | None = None,
+    params: tuple[dict[str, Any], ...] = (),
+    optional_body: bool = False,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(ok): {"description": summary}}
+    if result is not None:
+        responses[str(ok)]["content"] = {"application/json": {"schema": result}}
+    for status in errors + ((401,) if auth else ()) + ((400, 413) if body else ()):
+        responses[str(status)] = {
+            "description": _ERRORS[status],
+            "content": {"application/json": {"schema": s.ref("Error")}},
+        }
+    if 429 in errors:
+        responses["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    op: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
+    if auth:
+        op["security"] = [{auth: []}]
+    if params:
+        op["parameters"] = list(params)
+    if body is not None:
+        schema = s.ref(body) if isinstance(body, str) else body
+        op["requestBody"] = {"required": not optional_body, "content": s.json(schema)}
+    return op
+
+
+def _admin_paths() -> dict[str, Any]:
+    tenant, admin = s.ref("Tenant"), "adminToken"
+    return {
+        "/v1/admin/tenants": {
+            "post": _op("Create a tenant", 201, tenant, (409,), auth=admin, body="NewTenant"),
+            "get": _op("List tenants", 200, s.ref("TenantList"), (), auth=admin),
+        },
+        "/v1/admin/tenants/{tenant}": {
+            "get": _op("Get a tenant", 200, tenant, (404,), auth=admin, params=(_TENANT,)),
+        },
+        "/v1/admin/tenants/{tenant}/policy": {
+            "patch": _op(
+                "Change some fields of a tenant's policy; returns the whole policy",
+                200,
+                s.ref("Policy"),
+                (404,),
+                auth=admin,
+                body="Policy",
+                params=(_TENANT,),
+            ),
+        },
+        "/v1/admin/tenants/{tenant}/keys": {
+            "post": _op(
+                "Create an API key (the key is shown only this once)",
+                201,
+                s.ref("ApiKey"),
+                (404,),
+                auth=admin,
+                params=(_TENANT,),
+            ),
+        },
+        "/v1/admin/tenants/{tenant}/keys/{key_id}": {
+            "delete": _op(
+                "Delete an API key; it stops working at once",
+                204,
+                None,
+                (404,),
+                auth=admin,
+                params=(_TENANT, {**_ID, "name": "key_id"}),
+            ),
+        },
+    }
+
+
+def _workflow_paths() -> dict[str, Any]:
+    key = "apiKey"
+    return {
+        "/v1/workflows": {
+            "get": _op("List workflows", 200, s.ref("WorkflowList"), (), auth=key),
+        },
+        "/v1/workflows/{name}": {
+            "put": _op(
+                "Upload workflow code and make it the current version",
+                201,
+                s.ref("StoredCode"),
+                (422,),
+                auth=key,
+                body="Upload",
+                params=(_NAME,),
+            ),
+            "get": _op(
+                "Get a workflow and its versions",
+                200,
+                s.ref("Workflow"),
+                (404,),
+                auth=key,
+                params=(_NAME,),
+            ),
+            "delete": _op(
+                "Delete a workflow, its code and its instances",
+                204,
+                None,
+                (404,),
+                auth=key,
+                params=(_NAME,),
+            ),
+        },
+    }
+
+
+def _instance_paths() -> dict[str, Any]:
+    key, base = "apiKey", "/v1/workflows/{name}/instances"
+    one = (_NAME, _ID)
+    event_type = {"name": "type", "in": "path", "required": True, "schema": s.NAME}
+    payload = {"description": "the event payload: any JSON value"}
+    return {
+        base: {
+            "post": _op(
+                "Create an instance of the workflow's current version",
+                201,
+                s.ref("Created"),
+                (404, 409, 429),
+                auth=key,
+                body="NewInstanceBody",
+                params=(_NAME,),
+                optional_body=True,
+            ),
+            "get": _op(
+                "List instances, newest first",
+                200,
+                s.ref("InstanceList"),
+                (400, 404),
+                auth=key,
+                params=(_NAME, *s.LIST_PARAMS),
+            ),
+        },
+        base + "/batch": {
+            "post": _op(
+                f"Create up to {MAX_BATCH} instances; errors are reported per item",
+                200,
+                s.ref("BatchResult"),
+                (404, 429),
+                auth=key,
+                body="BatchBody",
+                params=(_NAME,),
+            ),
+        },
+        base + "/{id}": {
+            "get": _op("Get an instance", 200, s.ref("Instance"), (404,), auth=key, params=one),
+        },
+        base + "/{id}/events/{type}": {
+            "post": _op(
+                "Send an event to an instance",
+                202,
+                {"type": "object"},
+                (404, 409),
+                auth=key,
+                body=payload,
+                params=(*one, event_type),
+                optional_body=True,
+            ),
+        },
+        base + "/{id}/logs": {
+            "get": _op("Get an instance's log", 200, s.ref("Logs"), (404,), auth=key, params=one),
+        },
+    }
+
+
+def _plain_paths() -> dict[str, Any]:
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    health = {"type": "object", "required": ["status"], "properties": {"status": s.STR}}
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Ready to serve",
+                "responses": {
+                    "200": {"description": "ready", "content": s.json(health)},
+                    "503": {"description": "not ready", "content": s.json(health)},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "metrics", "content": text}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": s.json({})}},
+            }
+        },
+        "/playground": {
+            "get": {
+                "summary": "The browser playground",
+                "responses": {
+                    "200": {
+                        "description": "an HTML page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }
+
+
+def _request_schemas() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [NewTenant, Policy, Upload, NewInstanceBody, BatchBody]
+    _, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
+    return dict(top.get("$defs", {}))
+
+
+def openapi_document() -> dict[str, Any]:
+    paths = {**_plain_paths(), **_admin_paths(), **_workflow_paths(), **_instance_paths()}
+    bearer = {"type": "http", "scheme": "bearer"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "treadle",
+            "version": "1",
+            "description": "Multi-tenant durable workflows: upload code, create instances.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {**_request_schemas(), **s.RESPONSES},
+            "securitySchemes": {
+                "adminToken": {**bearer, "description": "the admin token"},
+                "apiKey": {**bearer, "description": "a tenant API key (tdl_...)"},
+            },
+        },
+    }

@@ -1,0 +1,128 @@
+"""JSON Schemas of the API's responses (DESIGN §6), for the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STR: dict[str, Any] = {"type": "string"}
+INT: dict[str, Any] = {"type": "integer"}
+ANY: dict[str, Any] = {}
+TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+MAYBE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+NAME: dict[str, Any] = {"type": "string", "pattern": "^[a-zA-Z0-9_][a-zA-Z0-9_-]*$"}
+STATUS: dict[str, Any] = {
+    "type": "string",
+    "enum": [
+        "queued",
+        "running",
+        "waiting",
+        "paused",
+        "waitingForPause",
+        "complete",
+        "errored",
+        "terminated",
+    ],
+}
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object with ``required`` properties and, maybe, ``optional`` ones."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+    }
+
+
+def array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+LIST_PARAMS = (
+    {"name": "status", "in": "query", "required": False, "schema": STATUS},
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+    },
+    {"name": "cursor", "in": "query", "required": False, "schema": STR},
+)
+
+_PROBLEM = obj(
+    {"line": {"type": ["integer", "null"]}, "column": {"type": ["integer", "null"]}, "message": STR}
+)
+_ERROR = obj(
+    {"code": STR, "message": STR},
+    {"problems": array(_PROBLEM)},
+)
+_ITEM_ERROR = obj({"index": INT, "id": STR, "code": STR, "message": STR})
+_ATTEMPT = obj(
+    {"started_at": MAYBE_TIME, "ended_at": MAYBE_TIME, "success": {"type": "boolean"}},
+    {"error": ANY},
+)
+_STEP = obj(
+    {
+        "name": STR,
+        "count": INT,
+        "type": {"type": "string", "enum": ["do", "sleep", "wait_for_event"]},
+        "status": {"type": "string", "enum": ["running", "complete", "errored", "waiting"]},
+        "output": ANY,
+        "attempts": array(_ATTEMPT),
+    },
+    {"error": ANY, "wake_at": MAYBE_TIME},
+)
+_INSTANCE_FIELDS = {
+    "id": STR,
+    "workflow": STR,
+    "version": STR,
+    "status": STATUS,
+    "params": ANY,
+    "output": ANY,
+    "error": {"type": ["object", "null"]},
+    "created_at": TIME,
+    "started_at": MAYBE_TIME,
+    "ended_at": MAYBE_TIME,
+}
+_SUMMARY_FIELDS = {
+    "name": STR,
+    "version": STR,
+    "sandbox": STR,
+    "created_at": TIME,
+    "updated_at": TIME,
+}
+_VERSION = obj(
+    {"version": STR, "sandbox": STR, "created_at": TIME},
+    {"class_name": {"type": ["string", "null"]}},
+)
+
+RESPONSES: dict[str, Any] = {
+    "Error": obj({"error": _ERROR}),
+    "Tenant": obj({"name": STR, "policy": ref("Policy"), "created_at": TIME}),
+    "TenantList": obj({"tenants": array(ref("Tenant"))}),
+    "ApiKey": obj({"id": STR, "key": STR}),
+    "StoredCode": obj({"name": STR, "version": STR, "sandbox": STR}),
+    "WorkflowSummary": obj(_SUMMARY_FIELDS),
+    "WorkflowList": obj({"workflows": array(ref("WorkflowSummary"))}),
+    "Workflow": obj({**_SUMMARY_FIELDS, "versions": array(_VERSION)}),
+    "Created": obj({"id": STR, "status": STATUS, "version": STR}),
+    "BatchResult": obj(
+        {"created": array(ref("Created")), "errors": array(_ITEM_ERROR)},
+    ),
+    "InstanceSummary": obj(_INSTANCE_FIELDS),
+    "Instance": obj({**_INSTANCE_FIELDS, "steps": array(_STEP)}),
+    "InstanceList": obj(
+        {"instances": array(ref("InstanceSummary")), "next_cursor": {"type": ["string", "null"]}}
+    ),
+    "Logs": obj(
+        {"logs": array(obj({"ts": TIME, "step": {"type": ["string", "null"]}, "message": STR}))}
+    ),
+}

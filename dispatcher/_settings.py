@@ -1,0 +1,34 @@
+"""Configuration: one settings object, read from ``TREADLE_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a treadle process. Command-line options override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TREADLE_", extra="ignore")
+
+    database_url: str = "sqlite:///./treadle.db"
+    admin_token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    workers: int = Field(default=8, ge=1, le=1024, description="instances replayed at once")
+    sandbox_processes: int = Field(default=16, ge=1, le=1024)
+    sandbox_per_tenant: int = Field(default=4, ge=1, le=1024)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    policy_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    def admin_token_value(self) -> str | None:
+        return self.admin_token.get_secret_value() if self.admin_token else None

@@ -1,0 +1,174 @@
+"""Tenant code: validate an upload, name it by its content, store it, hand it to the engine.
+
+This is the Worker Loader of the platform: the engine asks for the code of an exact
+(tenant, workflow, version) and gets an :class:`sandbox.Artifact`; because versions are
+content hashes and never change, artifacts are kept in an in-process LRU cache for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol
+
+from loader._store import CodeStore, Version
+from loader._upload import Upload
+from sandbox import Artifact
+from storage import Clock, Database
+from treadle.errors import CodeInvalid, InvalidInput, NotFound, TooLarge
+
+MAX_NAME = 64
+MAX_SOURCE_BYTES = 1024 * 1024
+_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
+
+
+class Validator(Protocol):
+    """What checks code before it is stored: ``sandbox.SandboxPool`` in production."""
+
+    def validate(self, tenant: str, artifact: Artifact) -> str: ...
+
+
+class Loader:
+    """Workflow code of every tenant.
+
+    ``sandboxes_of(tenant_id)`` says which sandboxes a tenant's policy allows, and
+    ``on_delete(tenant_id, workflow)`` deletes a workflow's instances: both are handed in by
+    the composition root, so the loader knows neither tenants nor the engine.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        validator: Validator,
+        clock: Clock,
+        *,
+        sandboxes_of: Callable[[int], Sequence[str]],
+        on_delete: Callable[[int, str], None],
+        available: Collection[str] = ("restricted",),
+        cache_size: int = 1024,
+    ) -> None:
+        self._store = CodeStore(db)
+        self._validator = validator
+        self._clock = clock
+        self._sandboxes_of = sandboxes_of
+        self._on_delete = on_delete
+        # The sandboxes that can run code today: the shape of wasm uploads is accepted
+        # already, running them is the wasm backend's work.
+        self._available = frozenset(available)
+        self._cache: OrderedDict[tuple[int, str, str], Artifact] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def upload(self, tenant_id: int, tenant: str, name: str, upload: Upload) -> dict[str, Any]:
+        """Validate and store code for workflow ``name`` and make it current.
+
+        Returns ``{"name", "version", "sandbox"}``; raises :class:`CodeInvalid` with the
+        problems found, with their lines and columns.
+        """
+        check_workflow_name(name)
+        self._check_allowed(tenant_id, upload.sandbox)
+        if upload.sandbox not in self._available:
+            raise CodeInvalid(
+                f"the {upload.sandbox} sandbox is not available yet: upload Python source with "
+                '"sandbox": "restricted"',
+                problems=[],
+            )
+        source = _python_source(upload)
+        version = content_version(upload.sandbox, upload.class_name, source)
+        artifact = Artifact(version, upload.sandbox, source, upload.class_name)
+        class_name = self._validator.validate(tenant, artifact)
+        code = Version(name, version, upload.sandbox, class_name, source, self._clock.now())
+        self._store.save(tenant_id, code)
+        return {"name": name, "version": version, "sandbox": upload.sandbox}
+
+    def _check_allowed(self, tenant_id: int, sandbox: str) -> None:
+        allowed = self._sandboxes_of(tenant_id)
+        if sandbox not in allowed:
+            raise InvalidInput(
+                f"the {sandbox!r} sandbox is not allowed by this tenant's policy "
+                f"(allowed: {', '.join(allowed) or 'none'})",
+                code="sandbox.not_allowed",
+            )
+
+    def workflows(self, tenant_id: int) -> list[dict[str, Any]]:
+        return self._store.workflows(tenant_id)
+
+    def workflow(self, tenant_id: int, name: str) -> dict[str, Any]:
+        """The workflow with its current version and every version, newest first."""
+        found = self._store.workflow(tenant_id, name)
+        if found is None:
+            raise _workflow_not_found(name)
+        return found
+
+    def current(self, tenant_id: int, name: str) -> str:
+        """The version new instances of workflow ``name`` run; raises :class:`NotFound`."""
+        version = self._store.current(tenant_id, name)
+        if version is None:
+            raise _workflow_not_found(name)
+        return version
+
+    def delete(self, tenant_id: int, name: str) -> None:
+        """Delete a workflow, its instances and its code.
+
+        The workflow row goes first, so that no new instance is created while the existing
+        ones are deleted; its code goes last, so that nothing still running finds it missing.
+        """
+        if not self._store.delete_workflow(tenant_id, name):
+            raise _workflow_not_found(name)
+        self._on_delete(tenant_id, name)
+        self._store.delete_versions(tenant_id, name)
+        with self._lock:
+            for key in [k for k in self._cache if k[:2] == (tenant_id, name)]:
+                del self._cache[key]
+
+    def artifact(self, tenant_id: int, workflow: str, version: str) -> Artifact:
+        """The code of an exact version, for a sandbox to run; raises :class:`NotFound`."""
+        key = (tenant_id, workflow, version)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        code = self._store.version(tenant_id, workflow, version)
+        if code is None:
+            raise NotFound(
+                f"workflow {workflow!r} has no version {version!r}", code="version.not_found"
+            )
+        artifact = Artifact(code.version, code.sandbox, code.source or "", code.class_name)
+        with self._lock:
+            self._cache[key] = artifact
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return artifact
+
+
+def _python_source(upload: Upload) -> str:
+    if upload.source is None:
+        raise CodeInvalid("wasm modules cannot be uploaded yet", problems=[])
+    size = len(upload.source.encode())
+    if size > MAX_SOURCE_BYTES:
+        raise TooLarge(f"source is {size} bytes; the limit is {MAX_SOURCE_BYTES}")
+    return upload.source
+
+
+def content_version(sandbox: str, class_name: str | None, source: str) -> str:
+    """The version of a piece of code: a hash of everything that decides how it runs."""
+    content = json.dumps([sandbox, class_name, source], separators=(",", ":"))
+    return hashlib.sha256(content.encode()).hexdigest()[:32]
+
+
+def check_workflow_name(name: str) -> str:
+    if not 1 <= len(name) <= MAX_NAME or not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"workflow name must be 1-{MAX_NAME} characters matching ^[a-zA-Z0-9_][a-zA-Z0-9_-]*$",
+            code="workflow.invalid_name",
+        )
+    return name
+
+
+def _workflow_not_found(name: str) -> NotFound:
+    return NotFound(f"workflow {name!r} not found", code="workflow.not_found")

@@ -1,0 +1,73 @@
+"""A tenant's isolation policy: what its code may use, and how much of the platform it gets."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Sandbox = Literal["restricted", "wasm"]
+SANDBOXES: tuple[Sandbox, ...] = ("restricted", "wasm")
+MAX_VARS_BYTES = 64 * 1024
+_HOST = re.compile(
+    r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+class Policy(BaseModel):
+    """Every field of DESIGN §6 with its default. Unknown fields are refused, not ignored:
+    a misspelt limit silently doing nothing is worse than an error."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    sandboxes: list[Sandbox] = Field(default_factory=lambda: list(SANDBOXES))
+    max_running_instances: int = Field(default=1000, ge=1, le=1_000_000)
+    max_queued_instances: int = Field(default=2_000_000, ge=1, le=1_000_000_000)
+    creates_per_second: int = Field(default=300, ge=1, le=1_000_000)
+    step_cpu_ms: int = Field(default=30_000, ge=1, le=3_600_000)
+    memory_mb: int = Field(default=256, ge=64, le=65_536)
+    max_step_result_bytes: int = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
+    max_steps_per_instance: int = Field(default=10_000, ge=1, le=1_000_000)
+    egress_allow: list[str] = Field(default_factory=list)
+    retention_days: int = Field(default=7, ge=1, le=36_500)
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sandboxes")
+    @classmethod
+    def _unique_sandboxes(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        hosts = []
+        for host in value:
+            host = host.strip().lower()
+            if host != "*" and (len(host) > 253 or not _HOST.fullmatch(host)):
+                raise ValueError(f"{host!r} is not a host name (or '*' for every host)")
+            hosts.append(host)
+        return list(dict.fromkeys(hosts))
+
+    @field_validator("vars")
+    @classmethod
+    def _small_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(json.dumps(value, allow_nan=False).encode())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"vars must be JSON: {exc}") from None
+        if size > MAX_VARS_BYTES:
+            raise ValueError(f"vars are {size} bytes of JSON; the limit is {MAX_VARS_BYTES}")
+        return value
+
+
+def merge_policy(current: Policy, patch: dict[str, Any]) -> Policy:
+    """``current`` with the fields present in ``patch`` replaced (a top-level merge: a patch
+    of ``vars`` replaces all vars). Raises pydantic's ``ValidationError``."""
+    return Policy.model_validate({**current.model_dump(), **patch})
+
+
+def stored_policy(data: Any) -> Policy:
+    """A policy as stored; fields added to Policy after it was written take their defaults."""
+    return Policy.model_validate(data or {}, strict=False)

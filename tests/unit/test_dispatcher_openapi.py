@@ -1,0 +1,43 @@
+"""The OpenAPI document: valid OpenAPI 3.1, and it describes what the server accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatcher import openapi_document
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    import openapi_spec_validator as validator
+
+    validator.validate(openapi_document())
+
+
+def test_every_operation_documents_its_errors_and_security() -> None:
+    document = openapi_document()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if path.startswith("/v1/"):
+                scheme = "adminToken" if path.startswith("/v1/admin/") else "apiKey"
+                assert operation["security"] == [{scheme: []}], (path, method)
+                assert "401" in responses, (path, method)
+            if "requestBody" in operation:
+                assert {"400", "413"} <= set(responses), (path, method)
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    name = schema["$ref"].rsplit("/", 1)[1]
+    resolved: dict[str, Any] = document["components"]["schemas"][name]
+    return resolved
+
+
+def test_request_bodies_come_from_the_models_that_parse_them() -> None:
+    document = openapi_document()
+    upload = document["paths"]["/v1/workflows/{name}"]["put"]["requestBody"]
+    schema = _resolve(document, upload["content"]["application/json"]["schema"])
+    assert set(schema["properties"]) == {"sandbox", "source", "class_name", "wasm_base64"}
+    assert schema["additionalProperties"] is False
+    policy = document["components"]["schemas"]["Policy"]
+    assert policy["properties"]["memory_mb"]["default"] == 256
+    assert policy["additionalProperties"] is False

@@ -1,0 +1,21 @@
+"""The public names of the packages of this layer are exactly their ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+import types
+
+import pytest
+
+
+@pytest.mark.parametrize("package", ["tenants", "loader", "dispatcher", "playground"])
+def test_all_names_exactly_the_public_names(package: str) -> None:
+    module = importlib.import_module(package)
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and name != "annotations"
+        and not isinstance(value, types.ModuleType)  # submodules, e.g. dispatcher.__main__
+    }
+    assert set(module.__all__) == public

@@ -1,0 +1,73 @@
+"""Tenant policies: the defaults of DESIGN §6, strict validation, partial merges."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tenants import Policy, merge_policy
+
+DESIGN_DEFAULTS = {
+    "sandboxes": ["restricted", "wasm"],
+    "max_running_instances": 1000,
+    "max_queued_instances": 2000000,
+    "creates_per_second": 300,
+    "step_cpu_ms": 30000,
+    "memory_mb": 256,
+    "max_step_result_bytes": 1048576,
+    "max_steps_per_instance": 10000,
+    "egress_allow": [],
+    "retention_days": 7,
+    "vars": {},
+}
+
+
+def test_the_defaults_are_those_of_the_design() -> None:
+    assert Policy().model_dump() == DESIGN_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"unknown": 1},
+        {"memory_mb": "256"},
+        {"memory_mb": 256.0},
+        {"memory_mb": True},
+        {"memory_mb": 32},
+        {"step_cpu_ms": 0},
+        {"retention_days": -1},
+        {"sandboxes": ["docker"]},
+        {"sandboxes": "restricted"},
+        {"egress_allow": ["bad host"]},
+        {"egress_allow": ["http://example.com"]},
+        {"vars": {"big": "x" * 70_000}},
+        {"vars": []},
+    ],
+)
+def test_invalid_fields_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Policy.model_validate(fields)
+
+
+def test_egress_hosts_are_normalised_and_deduplicated() -> None:
+    policy = Policy.model_validate({"egress_allow": ["API.example.com", "api.example.com", "*"]})
+    assert policy.egress_allow == ["api.example.com", "*"]
+    assert Policy.model_validate({"egress_allow": ["*.example.com"]}).egress_allow == [
+        "*.example.com"
+    ]
+
+
+def test_a_patch_replaces_only_the_fields_it_names() -> None:
+    current = Policy.model_validate({"memory_mb": 128, "vars": {"a": 1}})
+    merged = merge_policy(current, {"vars": {"b": 2}, "sandboxes": ["restricted"]})
+    assert merged.model_dump() == {
+        **DESIGN_DEFAULTS,
+        "memory_mb": 128,
+        "vars": {"b": 2},
+        "sandboxes": ["restricted"],
+    }
+
+
+def test_a_bad_patch_is_refused_whole() -> None:
+    with pytest.raises(ValidationError, match="memory_mb"):
+        merge_policy(Policy(), {"memory_mb": 1, "vars": {"a": 1}})
