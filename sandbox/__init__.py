@@ -1,0 +1,36 @@
+"""Isolation of tenant workflow code: sandbox worker processes behind one interface.
+
+Tenant code never runs in the engine or API process. :class:`SandboxPool` runs it in worker
+processes forked from a pre-imported zygote, one tenant per process, under OS limits, and
+speaks a small JSON protocol with them. See ``docs/sandbox.md``.
+"""
+
+from __future__ import annotations
+
+from sandbox._pool import SandboxPool
+from sandbox._retries import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
+from sandbox._types import (
+    Artifact,
+    Done,
+    Failed,
+    Host,
+    Limits,
+    Outcome,
+    ReplayRequest,
+    Suspended,
+)
+
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "Artifact",
+    "Done",
+    "Failed",
+    "Host",
+    "Limits",
+    "Outcome",
+    "ReplayRequest",
+    "SandboxPool",
+    "Suspended",
+    "next_retry",
+]

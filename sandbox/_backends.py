@@ -1,0 +1,45 @@
+"""Isolation backends as the worker process sees them: compile source, replay a program.
+
+The pool and the wire protocol do not depend on the backend. A new backend (``wasm``) adds a
+module with a class like :class:`~sandbox._restricted.RestrictedBackend`, an entry in
+:data:`SANDBOXES`, and uses :class:`~sandbox._journal.Replay` for step semantics, so records,
+retries and suspends behave the same in every backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from sandbox._journal import Channel
+from sandbox._types import Limits
+
+# name -> "module:Class"; imported lazily so the engine process never loads a backend.
+SANDBOXES: dict[str, str] = {"restricted": "sandbox._restricted:RestrictedBackend"}
+
+
+class Program(Protocol):
+    class_name: str
+
+    def check(self) -> None:
+        """Raise ``CodeInvalid`` if the program cannot start; used at validation."""
+        ...
+
+    def replay(
+        self, request: Mapping[str, Any], limits: Limits, channel: Channel
+    ) -> tuple[dict[str, Any], bool]:
+        """Run one replay: the outcome message, and whether the worker must be recycled."""
+        ...
+
+
+class Backend(Protocol):
+    def compile(self, source: str, class_name: str | None) -> Program:
+        """Compile ``source``; raise ``CodeInvalid`` listing every problem."""
+        ...
+
+
+def load_backend(name: str) -> Backend:
+    module_name, _, class_name = SANDBOXES[name].partition(":")
+    backend: Backend = getattr(importlib.import_module(module_name), class_name)()
+    return backend

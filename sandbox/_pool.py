@@ -1,0 +1,229 @@
+"""The pool of sandbox worker processes, keyed by tenant.
+
+A worker serves one tenant for its whole life. Idle workers of a tenant are reused (most
+recently used first, for warm caches); a tenant has at most ``per_tenant`` processes and the
+pool at most ``max_workers``; when full, the least recently used idle worker of any tenant is
+evicted, and callers otherwise wait for a worker to come back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sandbox._backends import SANDBOXES
+from sandbox._compile import problem
+from sandbox._driver import ReplayDriver
+from sandbox._spawner import Spawner
+from sandbox._types import Artifact, Host, Limits, Outcome, ReplayRequest
+from sandbox._worker import Worker, WorkerGone
+from treadle.errors import CodeInvalid
+
+# A worker's memory fragments and its caches grow; a fresh fork is cheap.
+_MAX_REPLAYS_PER_WORKER = 5000
+
+
+class SandboxPool:
+    """Runs tenant workflow code in sandbox worker processes. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        max_workers: int = 16,
+        per_tenant: int = 4,
+        idle_seconds: float = 300.0,
+        acquire_timeout: float = 60.0,
+    ) -> None:
+        if max_workers < 1 or per_tenant < 1:
+            raise ValueError("max_workers and per_tenant must be at least 1")
+        self._max_workers = max_workers
+        self._per_tenant = per_tenant
+        self._idle_seconds = idle_seconds
+        self._acquire_timeout = acquire_timeout
+        self._lock = threading.Condition()
+        self._idle: OrderedDict[int, Worker] = OrderedDict()  # least recently used first
+        self._counts: dict[str, int] = {}
+        self._total = 0
+        self._spawner: Spawner | None = None
+        self._spawner_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_idle, name="treadle-sandbox-reaper")
+        self._reaper.daemon = True
+        self._reaper.start()
+
+    def validate(self, tenant: str, artifact: Artifact, limits: Limits | None = None) -> str:
+        """Check ``artifact`` in a sandbox process; return the entry class name.
+
+        Raises :class:`~treadle.errors.CodeInvalid` listing every problem found. Without
+        ``limits`` any idle worker of the tenant does, or a new one with default limits.
+        """
+        if artifact.sandbox not in SANDBOXES:
+            message = f"sandbox {artifact.sandbox!r} is not available (available: restricted)"
+            raise CodeInvalid(message, problems=[problem(1, 1, message)])
+        with self._worker(tenant, limits) as worker:
+            return worker.validate(artifact)
+
+    def replay(
+        self,
+        tenant: str,
+        artifact: Artifact,
+        limits: Limits,
+        request: ReplayRequest,
+        host: Host,
+    ) -> Outcome:
+        """Replay one instance in one of ``tenant``'s workers; see DESIGN §3."""
+        if artifact.sandbox not in SANDBOXES:
+            raise ValueError(f"sandbox {artifact.sandbox!r} is not available")
+        for tries_left in (1, 0):
+            with self._worker(tenant, limits) as worker:
+                try:
+                    outcome = ReplayDriver(worker, request, host).run(artifact)
+                except WorkerGone:
+                    if tries_left:
+                        continue  # nothing ran: a fresh worker may take it
+                    raise
+                worker.replays += 1
+                return outcome
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Stop every worker and the zygote. Replays still running fail."""
+        with self._lock:
+            self._closed.set()
+            idle = list(self._idle.values())
+            self._idle.clear()
+            self._lock.notify_all()
+        for worker in idle:
+            self._forget(worker)
+        with self._spawner_lock:
+            if self._spawner is not None:
+                self._spawner.close()
+                self._spawner = None
+
+    # -- leasing workers ------------------------------------------------------------------------
+
+    @contextmanager
+    def _worker(self, tenant: str, limits: Limits | None) -> Iterator[Worker]:
+        worker = self._acquire(tenant, limits)
+        try:
+            yield worker
+        finally:
+            self._release(worker)
+
+    def _acquire(self, tenant: str, limits: Limits | None) -> Worker:
+        """An idle worker of ``tenant`` (with ``limits``, if given), or a new one."""
+        deadline = time.monotonic() + self._acquire_timeout
+        retired: list[Worker] = []
+        with self._lock:
+            while True:
+                if self._closed.is_set():
+                    raise RuntimeError("the sandbox pool is closed")
+                worker = self._take_idle(tenant, limits, retired)
+                if worker is not None:
+                    break
+                if self._make_room(tenant, retired):
+                    self._counts[tenant] = self._counts.get(tenant, 0) + 1
+                    self._total += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"no sandbox worker for tenant {tenant!r} became free within "
+                        f"{self._acquire_timeout:g} s (max_workers={self._max_workers}, "
+                        f"per_tenant={self._per_tenant})"
+                    )
+                self._lock.wait(remaining)
+        for old in retired:
+            old.close()
+        if worker is None:
+            return self._spawn(tenant, limits or Limits())
+        return worker
+
+    def _take_idle(
+        self, tenant: str, limits: Limits | None, retired: list[Worker]
+    ) -> Worker | None:
+        for key in reversed(self._idle):
+            worker = self._idle[key]
+            if worker.tenant == tenant and (limits is None or worker.limits == limits):
+                del self._idle[key]
+                if worker.idle_and_alive():
+                    return worker
+                # It died while idle (killed, or its zygote went away): not the tenant's fault.
+                self._uncount(worker)
+                retired.append(worker)
+        return None
+
+    def _make_room(self, tenant: str, retired: list[Worker]) -> bool:
+        """Free a slot for a new worker of ``tenant`` if possible (caller holds the lock)."""
+        if self._counts.get(tenant, 0) >= self._per_tenant:
+            # The tenant's own idle workers here all have other limits: recycle one.
+            victim = next((w for w in self._idle.values() if w.tenant == tenant), None)
+        elif self._total >= self._max_workers:
+            victim = next(iter(self._idle.values()), None)
+        else:
+            return True
+        if victim is None:
+            return False
+        del self._idle[id(victim)]
+        self._uncount(victim)
+        retired.append(victim)
+        return True
+
+    def _spawn(self, tenant: str, limits: Limits) -> Worker:
+        try:
+            return Worker(self._running_spawner(), tenant, limits)
+        except BaseException:
+            with self._lock:
+                self._counts[tenant] -= 1
+                self._total -= 1
+                self._lock.notify_all()
+            raise
+
+    def _running_spawner(self) -> Spawner:
+        with self._spawner_lock:
+            if self._spawner is None or not self._spawner.alive:
+                if self._spawner is not None:
+                    self._spawner.close()
+                self._spawner = Spawner()
+            return self._spawner
+
+    def _release(self, worker: Worker) -> None:
+        worker.last_used = time.monotonic()
+        keep = worker.usable and worker.replays < _MAX_REPLAYS_PER_WORKER
+        with self._lock:
+            if keep and not self._closed.is_set():
+                self._idle[id(worker)] = worker
+            else:
+                self._uncount(worker)
+                keep = False
+            self._lock.notify_all()
+        if not keep:
+            worker.close()
+
+    def _uncount(self, worker: Worker) -> None:
+        self._counts[worker.tenant] -= 1
+        if not self._counts[worker.tenant]:
+            del self._counts[worker.tenant]
+        self._total -= 1
+
+    def _forget(self, worker: Worker) -> None:
+        with self._lock:
+            self._uncount(worker)
+        worker.close()
+
+    def _reap_idle(self) -> None:
+        interval = max(0.05, min(self._idle_seconds / 2, 30.0))
+        while not self._closed.wait(interval):
+            cutoff = time.monotonic() - self._idle_seconds
+            with self._lock:
+                stale = [w for w in self._idle.values() if w.last_used < cutoff]
+                for worker in stale:
+                    del self._idle[id(worker)]
+                    self._uncount(worker)
+                if stale:
+                    self._lock.notify_all()
+            for worker in stale:
+                worker.close()

@@ -1,0 +1,82 @@
+"""Step records and error values: the shapes the engine stores, built in one place."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Any
+
+STEP_TYPES = ("do", "sleep", "wait_for_event")
+STEP_STATUSES = ("running", "complete", "errored", "waiting")
+MAX_NAME_CHARS = 256
+MAX_ERROR_NAME_CHARS = 200
+# An attempt keeps its error; 10,000 retries of long messages must still fit in one record.
+MAX_ERROR_MESSAGE_CHARS = 1000
+
+
+def new_record(name: str, count: int, type_: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "count": count,
+        "type": type_,
+        "status": "running",
+        "output": None,
+        "error": None,
+        "attempts": [],
+        "wake_at": None,
+        "event_pk": None,
+    }
+
+
+def error(name: str, message: str) -> dict[str, str]:
+    return {
+        "name": name[:MAX_ERROR_NAME_CHARS],
+        "message": _truncate(message, MAX_ERROR_MESSAGE_CHARS),
+    }
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    """``{"name", "message"}`` of an exception raised by tenant code."""
+    return error(type(exc).__name__, message_of(exc))
+
+
+def message_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        # str() of a tenant exception runs tenant code; it must not take the replay down.
+        return "<exception message could not be rendered>"
+
+
+def encode_json(value: Any, what: str, max_bytes: int) -> tuple[Any, dict[str, str] | None]:
+    """Return ``(value as JSON would give it back, None)`` or ``(None, error)``.
+
+    The round trip makes a first run return exactly what a replay will (tuples become lists).
+    """
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return None, error("TypeError", f"{what} is not JSON-serializable: {message_of(exc)}")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        message = f"{what} is {size} bytes, over the limit of {max_bytes} (max_step_result_bytes)"
+        return None, error("LimitExceeded", message)
+    try:
+        return json.loads(text), None
+    except ValueError as exc:  # lone surrogates survive dumps but not a round trip
+        return None, error("TypeError", f"{what} is not valid JSON text: {message_of(exc)}")
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as the ISO 8601 UTC string the HTTP API uses (millisecond precision)."""
+    moment = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds_text(seconds: float) -> str:
+    """``30`` -> ``"30 s"``, ``0.25`` -> ``"0.25 s"``: durations in messages tenants read."""
+    return f"{seconds:g} s"
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

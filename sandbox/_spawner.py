@@ -1,0 +1,161 @@
+"""The pool's handle on the zygote process: fork workers, kill them, learn how they ended."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sandbox._types import Limits
+
+_log = logging.getLogger("treadle.sandbox")
+_START_TIMEOUT = 60.0
+_FORK_TIMEOUT = 30.0
+_REMEMBERED_EXITS = 4096
+
+
+def _clean_environment() -> dict[str, str]:
+    """PATH and LANG only: nothing of the server's configuration reaches tenant processes."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+
+
+def _code_root() -> str:
+    # ``-m sandbox._zygote`` resolves against the working directory: the one holding sandbox/.
+    return str(Path(__file__).resolve().parent.parent)
+
+
+class Spawner:
+    """A running zygote. Thread-safe; one reader thread demultiplexes its reports."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox._zygote", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=_clean_environment(),
+            cwd=_code_root(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        self._control = ours
+        self._send_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._ids = itertools.count(1)
+        self._forked: dict[int, dict[str, Any]] = {}
+        self._exits: dict[int, dict[str, Any]] = {}
+        self._alive = True
+        self.hello = self._hello()
+        reader = threading.Thread(
+            target=self._read_loop, name="treadle-sandbox-zygote", daemon=True
+        )
+        reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    def fork(self, limits: Limits) -> tuple[int, socket.socket]:
+        """Start a worker with ``limits``; return its pid and the parent's end of its socket."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        request_id = next(self._ids)
+        message = {"op": "fork", "id": request_id, "limits": limits.__dict__}
+        try:
+            with self._send_lock:
+                socket.send_fds(self._control, [json.dumps(message).encode()], [theirs.fileno()])
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        reply = self._wait(lambda: self._forked.pop(request_id, None), _FORK_TIMEOUT)
+        if reply is None or reply.get("pid") is None:
+            ours.close()
+            detail = (reply or {}).get("error", "the zygote did not answer")
+            raise RuntimeError(f"could not start a sandbox worker: {detail}")
+        return int(reply["pid"]), ours
+
+    def kill(self, pid: int) -> None:
+        try:
+            with self._send_lock:
+                self._control.send(json.dumps({"op": "kill", "pid": pid}).encode())
+        except OSError:
+            pass  # the zygote is gone, and its workers with it (parent-death signal)
+
+    def exit_status(self, pid: int, timeout: float) -> dict[str, Any] | None:
+        """``{"signal", "code"}`` of a worker once the zygote reaped it; None if unknown."""
+        status: dict[str, Any] | None = self._wait(lambda: self._exits.pop(pid, None), timeout)
+        return status
+
+    def close(self) -> None:
+        self._alive = False
+        try:
+            self._control.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._control.close()
+        try:
+            self._process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _hello(self) -> dict[str, Any]:
+        self._control.settimeout(_START_TIMEOUT)
+        try:
+            hello = json.loads(self._control.recv(65536) or b"null")
+        except (OSError, ValueError):
+            hello = None
+        self._control.settimeout(None)
+        if not isinstance(hello, dict) or hello.get("op") != "hello":
+            self.close()
+            raise RuntimeError("the sandbox zygote did not start")
+        return hello
+
+    def _wait(self, take: Any, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = take()
+                remaining = deadline - time.monotonic()
+                if found is not None or not self._alive or remaining <= 0:
+                    return found
+                self._changed.wait(remaining)
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                data = self._control.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            message = json.loads(data)
+            with self._changed:
+                self._record(message)
+                self._changed.notify_all()
+        with self._changed:
+            if self._alive:
+                _log.error("the sandbox zygote exited; it will be restarted")
+            self._alive = False
+            self._changed.notify_all()
+
+    def _record(self, message: dict[str, Any]) -> None:
+        if message["op"] == "forked":
+            self._forked[message["id"]] = message
+        elif message["op"] == "exited":
+            self._exits[message["pid"]] = message
+            while len(self._exits) > _REMEMBERED_EXITS:
+                self._exits.pop(next(iter(self._exits)))

@@ -1,0 +1,171 @@
+"""Checks on what a worker sends. The worker runs tenant code, so it may be compromised.
+
+Each function returns a clean copy holding only the expected fields, or raises
+:class:`ProtocolError`; the engine only ever sees values that passed through here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import Any
+
+from sandbox._records import (
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_ERROR_NAME_CHARS,
+    MAX_NAME_CHARS,
+    STEP_STATUSES,
+    STEP_TYPES,
+)
+from sandbox._retries import BACKOFFS, MAX_RETRIES
+from sandbox._wire import ProtocolError
+from treadle import MAX_DURATION_SECONDS
+
+_MAX_COUNT = 10**7
+_MAX_LOG_LINES = 1100
+_MAX_LOG_CHARS = 4096
+_MAX_PROBLEMS = 1000
+
+
+def _fail(what: str) -> ProtocolError:
+    return ProtocolError(f"invalid {what} from the sandbox worker")
+
+
+def _int(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(what)
+    return value
+
+
+def _number(value: Any, what: str, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(what)
+    return float(value)
+
+
+def _text(value: Any, limit: int, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise _fail(what)
+    return value
+
+
+def error(value: Any, *, optional: bool = False) -> dict[str, str] | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise _fail("error")
+    return {
+        "name": str(_text(value.get("name"), MAX_ERROR_NAME_CHARS, "error name")),
+        "message": str(_text(value.get("message"), MAX_ERROR_MESSAGE_CHARS, "error message")),
+    }
+
+
+def _attempt(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not isinstance(value.get("success"), bool):
+        raise _fail("attempt")
+    return {
+        "started_at": _number(value.get("started_at"), "attempt start"),
+        "ended_at": _number(value.get("ended_at"), "attempt end", optional=True),
+        "success": value["success"],
+        "error": error(value.get("error"), optional=True),
+    }
+
+
+def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
+    """A step record; ``event_pk`` must name one of this instance's events."""
+    if not isinstance(value, dict) or value.get("type") not in STEP_TYPES:
+        raise _fail("step record")
+    if value.get("status") not in STEP_STATUSES or not isinstance(value.get("attempts"), list):
+        raise _fail("step record")
+    event_pk = value.get("event_pk")
+    if event_pk is not None and (isinstance(event_pk, bool) or event_pk not in event_pks):
+        raise _fail("event_pk")
+    if len(value["attempts"]) > MAX_RETRIES + 1:
+        raise _fail("attempts")
+    return {
+        "name": _text(value.get("name"), MAX_NAME_CHARS, "step name"),
+        "count": _int(value.get("count"), 1, _MAX_COUNT, "step count"),
+        "type": value["type"],
+        "status": value["status"],
+        "output": value.get("output"),
+        "error": error(value.get("error"), optional=True),
+        "attempts": [_attempt(a) for a in value["attempts"]],
+        "wake_at": _number(value.get("wake_at"), "wake_at", optional=True),
+        "event_pk": event_pk,
+    }
+
+
+def begin(value: dict[str, Any]) -> dict[str, Any]:
+    """A ``begin`` message: the step about to run and the retry config it announced."""
+    retries = value.get("retries")
+    if not isinstance(retries, dict) or retries.get("backoff") not in BACKOFFS:
+        raise _fail("retries")
+    timeout = _number(value.get("timeout"), "timeout")
+    if timeout is None or not 0 < timeout <= MAX_DURATION_SECONDS:
+        raise _fail("timeout")
+    delay = _number(retries.get("delay"), "retry delay")
+    if delay is None or not 0 <= delay <= MAX_DURATION_SECONDS:
+        raise _fail("retry delay")
+    return {
+        "name": _text(value.get("name"), MAX_NAME_CHARS, "step name"),
+        "count": _int(value.get("count"), 1, _MAX_COUNT, "step count"),
+        "attempt": _int(value.get("attempt"), 1, MAX_RETRIES + 1, "attempt"),
+        "timeout": timeout,
+        "retries": {
+            "limit": _int(retries.get("limit"), 0, MAX_RETRIES, "retry limit"),
+            "delay": delay,
+            "backoff": retries["backoff"],
+        },
+    }
+
+
+def logs(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > _MAX_LOG_LINES:
+        raise _fail("logs")
+    return [_log_line(line) for line in value]
+
+
+def _log_line(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail("log line")
+    return {
+        "ts": _number(value.get("ts"), "log time"),
+        "step": _text(value.get("step"), MAX_NAME_CHARS, "log step", optional=True),
+        "message": _text(value.get("message"), _MAX_LOG_CHARS + 200, "log message"),
+    }
+
+
+def suspension(value: dict[str, Any]) -> tuple[float | None, str | None]:
+    wake_at = _number(value.get("wake_at"), "wake_at", optional=True)
+    event_type = _text(value.get("event_type"), 100, "event type", optional=True)
+    if wake_at is None and event_type is None:
+        raise _fail("suspend")
+    return wake_at, event_type
+
+
+def problems(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not 0 < len(value) <= _MAX_PROBLEMS:
+        raise _fail("problems")
+    return [_problem(p) for p in value]
+
+
+def _problem(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail("problem")
+    return {
+        "line": _int(value.get("line"), 1, 10**7, "problem line"),
+        "column": _int(value.get("column"), 1, 10**7, "problem column"),
+        "message": _text(value.get("message"), 2000, "problem message"),
+    }
+
+
+def class_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise _fail("class name")
+    return value

@@ -1,0 +1,152 @@
+"""One sandbox worker process as the pool sees it: its socket, its limits, its cached versions."""
+
+from __future__ import annotations
+
+import select
+import signal
+import time
+from typing import Any
+
+from sandbox import _untrusted
+from sandbox._compile import problem
+from sandbox._records import seconds_text
+from sandbox._spawner import Spawner
+from sandbox._types import Artifact, Limits
+from sandbox._wire import Connection, ProtocolError
+from treadle.errors import CodeInvalid
+
+_HELLO_TIMEOUT = 30.0
+_EXIT_STATUS_TIMEOUT = 2.0
+_SEND_TIMEOUT = 30.0
+
+
+class WorkerGone(Exception):
+    """The worker died before it started on a request: nothing of the tenant's ran."""
+
+
+class Worker:
+    """A forked worker serving one tenant for its whole life, with fixed limits."""
+
+    def __init__(self, spawner: Spawner, tenant: str, limits: Limits) -> None:
+        self.tenant = tenant
+        self.limits = limits
+        self.versions: set[str] = set()
+        self.replays = 0
+        self.usable = True
+        self.last_used = time.monotonic()
+        self._spawner = spawner
+        self._closed = False
+        self.pid, sock = spawner.fork(limits)
+        max_message = 16 * 1024 * 1024 + 2 * limits.max_step_result_bytes
+        self._conn = Connection(sock, max_message)
+        try:
+            if self._conn.recv(time.monotonic() + _HELLO_TIMEOUT)["t"] != "hello":
+                raise ProtocolError("expected hello")
+        except (EOFError, TimeoutError, OSError, ProtocolError) as exc:
+            self.close()
+            message = self.death()[1]
+            raise RuntimeError(f"a sandbox worker did not start: {message}") from exc
+
+    @property
+    def outside_budget(self) -> float:
+        """Wall-clock seconds tenant code may run between two messages outside a step body."""
+        return max(5.0, 2 * self.limits.step_cpu_seconds)
+
+    @property
+    def zygote_alive(self) -> bool:
+        return self._spawner.alive
+
+    def idle_and_alive(self) -> bool:
+        """An idle worker never speaks first: anything to read, EOF included, means trouble."""
+        if self._closed:
+            return False
+        try:
+            readable, _, _ = select.select([self._conn.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send, or raise EOFError: a worker that does not read within a while is gone."""
+        try:
+            self._conn.send(message, timeout=_SEND_TIMEOUT)
+        except OSError as exc:
+            raise EOFError("the sandbox worker is gone") from exc
+
+    def recv(self, deadline: float) -> dict[str, Any]:
+        return self._conn.recv(deadline)
+
+    def close(self) -> None:
+        """Kill the process: a worker is never trusted to exit when asked."""
+        self.usable = False
+        if not self._closed:
+            self._closed = True
+            self._spawner.kill(self.pid)
+            self._conn.close()
+
+    def death(self) -> tuple[str, str]:
+        """``(error name, message)`` saying why the process ended, from the zygote's report."""
+        status = self._spawner.exit_status(self.pid, _EXIT_STATUS_TIMEOUT)
+        return describe_exit(status, self.limits)
+
+    def validate(self, artifact: Artifact) -> str:
+        self.send(
+            {
+                "t": "validate",
+                "version": artifact.version,
+                "sandbox": artifact.sandbox,
+                "source": artifact.source,
+                "class_name": artifact.class_name,
+            }
+        )
+        reply = self._validation_reply()
+        if reply["t"] == "invalid":
+            problems = _untrusted.problems(reply.get("problems"))
+            noun = "problem" if len(problems) == 1 else "problems"
+            raise CodeInvalid(f"the workflow code has {len(problems)} {noun}", problems=problems)
+        if reply["t"] != "valid":
+            self.close()
+            raise ProtocolError(f"unexpected message {reply['t']!r}")
+        self.versions.add(artifact.version)
+        return _untrusted.class_name(reply.get("class_name"))
+
+    def _validation_reply(self) -> dict[str, Any]:
+        budget = self.outside_budget
+        try:
+            return self.recv(time.monotonic() + budget)
+        except TimeoutError:
+            self.close()
+            reason = f"checking it took more than {seconds_text(budget)}"
+        except (EOFError, OSError):
+            self.close()
+            reason = self.death()[1]
+        message = f"the code could not be checked in the sandbox: {reason}"
+        raise CodeInvalid(message, problems=[problem(1, 1, message)])
+
+
+def describe_exit(status: dict[str, Any] | None, limits: Limits) -> tuple[str, str]:
+    """Why a worker ended, in words a tenant can act on."""
+    if status is None:
+        return "SandboxCrashed", "the sandbox worker died"
+    number = status.get("signal")
+    if number in (signal.SIGXCPU, signal.SIGPROF):
+        return (
+            "ResourceLimitExceeded",
+            f"CPU time limit exceeded (step_cpu_ms={limits.step_cpu_ms})",
+        )
+    if number == signal.SIGKILL:
+        return (
+            "ResourceLimitExceeded",
+            f"the sandbox worker was killed (SIGKILL); it may have run out of memory "
+            f"(memory_mb={limits.memory_mb})",
+        )
+    if number:
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return "SandboxCrashed", f"the sandbox worker crashed ({name})"
+    return (
+        "SandboxCrashed",
+        f"the sandbox worker exited unexpectedly (exit code {status.get('code')})",
+    )

@@ -1,0 +1,277 @@
+"""SandboxPool behaviour: commits per step, worker reuse and limits, capacity, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox import Artifact, Done, Failed, Limits, SandboxPool, Suspended
+from sandbox._driver import ReplayDriver
+from tests.sandbox.harness import GOOD, SMALL, FakeHost, Instance, artifact, idle_pids
+from treadle.errors import CodeInvalid
+
+THREE = """
+from treadle import WorkflowEntrypoint
+
+class Three(WorkflowEntrypoint):
+    def run(self, event, step):
+        print("starting")
+        a = step.do("a", lambda: 1)
+        b = step.do("b", lambda: a + 1)
+        return step.do("c", lambda: b + 1)
+"""
+
+
+def test_three_steps_cost_three_commits(pool: SandboxPool) -> None:
+    wf = Instance(THREE)
+    host = FakeHost()
+    outcome = wf.through(pool, "acme", host)
+    assert isinstance(outcome, Done) and outcome.output == 3
+    # Steps 1 and 2 are committed when steps 2 and 3 begin; step 3 travels with the outcome,
+    # for the engine to commit together with the instance's final state.
+    assert [[r["name"] for r in records] for records, _ in host.commits] == [["a"], ["b"]]
+    assert [r["name"] for r in outcome.records] == ["c"]
+    assert [x["message"] for x in host.commits[0][1]] == ["starting"]  # logs ride along
+    assert outcome.logs == []
+
+
+def test_replays_pick_up_from_the_journal(pool: SandboxPool) -> None:
+    wf = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Flow(WorkflowEntrypoint):
+            def run(self, event, step):
+                got = step.wait_for_event("go", type="go", timeout="1 hour")
+                step.sleep("nap", "1 day")
+                return step.do("end", lambda: got["payload"] * 2)
+        """
+    )
+    waiting = wf.through(pool, "acme")
+    assert isinstance(waiting, Suspended) and waiting.event_type == "go"
+    wf.send_event("go", 21)
+    napping = wf.through(pool, "acme")
+    assert isinstance(napping, Suspended) and napping.event_type is None
+    done = wf.settle(pool, "acme")
+    assert isinstance(done, Done) and done.output == 42
+
+
+def test_validation_runs_in_a_worker_and_lists_problems(pool: SandboxPool) -> None:
+    assert pool.validate("acme", artifact(GOOD)) == "Good"
+    bad = artifact("import os\nfrom treadle import WorkflowEntrypoint\nx = y.__dict__\n")
+    with pytest.raises(CodeInvalid) as caught:
+        pool.validate("acme", bad)
+    assert [(p["line"], p["column"]) for p in caught.value.problems] == [(1, 1), (1, 1), (3, 5)]
+    with pytest.raises(CodeInvalid, match="sandbox 'wasm' is not available"):
+        pool.validate("acme", Artifact("v", "wasm", "", None))
+
+
+def test_a_failing_commit_kills_the_worker_and_propagates(pool: SandboxPool) -> None:
+    wf = Instance(THREE)
+    with pytest.raises(RuntimeError, match="lease lost"):
+        wf.through(pool, "lossy", FakeHost(fail_with=RuntimeError("lease lost")))
+    assert idle_pids(pool, "lossy") == []
+    assert isinstance(Instance(THREE).through(pool, "lossy"), Done)
+
+
+def test_workers_are_reused_per_tenant_and_recycled_when_limits_change(pool: SandboxPool) -> None:
+    Instance(GOOD).through(pool, "reuse")
+    (first,) = idle_pids(pool, "reuse")
+    Instance(GOOD).through(pool, "reuse")
+    assert idle_pids(pool, "reuse") == [first]
+    Instance(GOOD, limits=Limits(memory_mb=300, step_cpu_ms=1000)).through(pool, "reuse")
+    assert len(idle_pids(pool, "reuse")) == 2  # under per_tenant: a second worker
+    Instance(GOOD, limits=Limits(memory_mb=320, step_cpu_ms=1000)).through(pool, "reuse")
+    pids = idle_pids(pool, "reuse")
+    assert len(pids) == 2 and first not in pids  # at per_tenant: the oldest mismatch went
+
+
+def test_a_worker_that_forgot_a_version_is_sent_the_source_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[bool] = []
+    send = ReplayDriver._send_replay
+
+    def spy(driver: ReplayDriver, artifact: Artifact, *, with_source: bool) -> None:
+        sent.append(with_source)
+        send(driver, artifact, with_source=with_source)
+
+    monkeypatch.setattr(ReplayDriver, "_send_replay", spy)
+    small = SandboxPool(max_workers=1, per_tenant=1)
+    try:
+        for n in range(66):  # one worker caches 64 versions
+            assert isinstance(Instance(GOOD.replace("20", str(n))).through(small, "many"), Done)
+        sent.clear()
+        outcome = Instance(GOOD.replace("20", "0")).through(small, "many")
+        assert isinstance(outcome, Done) and outcome.output == 1
+        assert sent == [False, True]  # the parent thought it cached; the worker asked again
+    finally:
+        small.close()
+
+
+@pytest.fixture
+def tiny() -> Iterator[SandboxPool]:
+    tiny = SandboxPool(max_workers=2, per_tenant=1, idle_seconds=0.5, acquire_timeout=0.5)
+    yield tiny
+    tiny.close()
+
+
+def test_idle_workers_of_other_tenants_are_evicted_least_recently_used_first(
+    tiny: SandboxPool,
+) -> None:
+    for tenant in ("a", "b", "a", "c"):
+        Instance(GOOD).through(tiny, tenant)
+    assert sorted(w.tenant for w in tiny._idle.values()) == ["a", "c"]
+
+
+def test_callers_wait_for_a_busy_tenant_and_give_up_in_time(tiny: SandboxPool) -> None:
+    slow = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Slow(WorkflowEntrypoint):
+            def run(self, event, step):
+                def spin():
+                    while True:
+                        pass
+                return step.do("spin", spin)
+        """,
+        limits=Limits(step_cpu_ms=1500),
+    )
+    thread = threading.Thread(target=lambda: slow.through(tiny, "busy"))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while tiny._counts.get("busy") != 1 or idle_pids(tiny, "busy"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(TimeoutError, match="no sandbox worker for tenant 'busy'"):
+        Instance(GOOD).through(tiny, "busy")
+    assert isinstance(Instance(GOOD).through(tiny, "other"), Done)  # another tenant is served
+    thread.join()
+    assert isinstance(Instance(GOOD).through(tiny, "busy"), Done)
+
+
+def test_idle_workers_are_stopped_after_idle_seconds(tiny: SandboxPool) -> None:
+    Instance(GOOD).through(tiny, "sleepy")
+    assert len(idle_pids(tiny, "sleepy")) == 1
+    deadline = time.monotonic() + 10
+    while idle_pids(tiny, "sleepy"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert tiny._total == 0
+
+
+def test_many_threads_replay_at_once(pool: SandboxPool) -> None:
+    outcomes: list[object] = []
+
+    def work(n: int) -> None:
+        for i in range(5):
+            outcomes.append(Instance(THREE, instance_id=f"t{n}-{i}").through(pool, f"t{n % 2}"))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 40
+    assert all(isinstance(o, Done) and o.output == 3 for o in outcomes)
+
+
+def test_a_closed_pool_refuses_work() -> None:
+    closed = SandboxPool()
+    closed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        Instance(GOOD).through(closed, "late")
+
+
+def test_unknown_sandboxes_are_refused(pool: SandboxPool) -> None:
+    wf = Instance(GOOD)
+    wf.artifact = Artifact("v", "wasm", "", None)
+    with pytest.raises(ValueError, match="not available"):
+        wf.through(pool, "acme")
+
+
+def test_failures_are_outcomes_not_exceptions(pool: SandboxPool) -> None:
+    wf = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Raise(WorkflowEntrypoint):
+            def run(self, event, step):
+                raise SystemExit("tenant code cannot stop the worker")
+        """,
+        limits=SMALL,
+    )
+    assert wf.through(pool, "acme") == Failed(
+        {"name": "SystemExit", "message": "tenant code cannot stop the worker"}, [], []
+    )
+    assert isinstance(Instance(GOOD, limits=SMALL).through(pool, "acme"), Done)
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def _busy_child(pid: int) -> bool:
+    """Whether a child of ``pid`` has used a tenth of a second of CPU."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        if int(fields[11]) > os.sysconf("SC_CLK_TCK") // 10:  # utime, in clock ticks
+            return True
+    return False
+
+
+def test_a_worker_that_died_while_idle_is_replaced_silently(tiny: SandboxPool) -> None:
+    Instance(GOOD).through(tiny, "fragile")
+    (pid,) = idle_pids(tiny, "fragile")
+    os.kill(pid, signal.SIGKILL)
+    _wait_until(lambda: not Path(f"/proc/{pid}").exists())
+    assert isinstance(Instance(GOOD).through(tiny, "fragile"), Done)
+    assert idle_pids(tiny, "fragile") != [pid]
+
+
+def test_a_dead_zygote_is_restarted_and_not_blamed_on_tenants(tiny: SandboxPool) -> None:
+    spin = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Spin(WorkflowEntrypoint):
+            def run(self, event, step):
+                def spin():
+                    while True:
+                        pass
+                return step.do("spin", spin)
+        """,
+        limits=Limits(step_cpu_ms=20000),
+    )
+    errors: list[BaseException] = []
+
+    def replay() -> None:
+        try:
+            spin.through(tiny, "victim")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=replay)
+    thread.start()
+    _wait_until(lambda: tiny._spawner is not None and tiny._counts.get("victim") == 1)
+    zygote = tiny._spawner._process.pid  # type: ignore[union-attr]
+    _wait_until(lambda: _busy_child(zygote))  # the step body is spinning
+    os.kill(zygote, signal.SIGKILL)
+    thread.join(10)
+    assert [str(e) for e in errors] == ["the sandbox zygote stopped during the replay"]
+    assert spin.journal == {}  # nothing recorded against the instance
+    assert isinstance(Instance(GOOD).through(tiny, "victim"), Done)
