@@ -17,9 +17,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
-    workers: int = Field(default=8, ge=1, le=1024, description="instances replayed at once")
-    sandbox_processes: int = Field(default=16, ge=1, le=1024)
-    sandbox_per_tenant: int = Field(default=4, ge=1, le=1024)
+    # Replays wait mostly on commits, so throughput grows with how many run at once; idle
+    # runner threads cost nothing and sandbox processes are started on demand.
+    workers: int = Field(default=32, ge=1, le=1024, description="instances replayed at once")
+    sandbox_processes: int = Field(default=32, ge=1, le=1024)
+    sandbox_per_tenant: int = Field(default=16, ge=1, le=1024)
     lease_seconds: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     policy_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)

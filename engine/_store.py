@@ -24,7 +24,13 @@ WAKE_CHANNEL = "treadle_wake"
 
 
 class LeaseLost(Exception):
-    """Another worker took over this instance; this replay's results are void."""
+    """Another worker took over this instance, or it was terminated, restarted or deleted:
+    this replay's results are void."""
+
+
+class PauseRequested(LeaseLost):
+    """The instance was asked to pause: what its replay recorded so far is kept, and the
+    replay stops here."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class Claimed:
     params: Any
     created_at: float
     epoch: int
+    parent_pk: int | None = None
+    mode: str = "run"  # "rollback": terminated with rollback requested
 
 
 @dataclass
@@ -54,6 +62,10 @@ class Final:
     error: Any = None
     wake_at: float | None = None
     event_type: str | None = None
+    rollback: Any = None
+
+
+_RUNNING = ("running", "waitingForPause")
 
 
 class EngineStore:
@@ -70,9 +82,33 @@ class EngineStore:
         self.fence = (
             sa.update(I)
             .where(sa.tuple_(I.c.pk, I.c.epoch).in_(b("pairs", expanding=True)))
-            .where(I.c.status == "running")
+            .where(I.c.status.in_(_RUNNING))
             .values(due_at=b("lease"))
-            .returning(I.c.pk)
+            .returning(I.c.pk, I.c.status)
+        )
+        # A replay of an instance asked to pause stops at its next commit; what it recorded is
+        # kept and the instance becomes paused, due again as soon as it is resumed.
+        self.pause = (
+            sa.update(I)
+            .where(I.c.pk.in_(b("pks", expanding=True)))
+            .values(
+                status="paused",
+                paused_at=b("now"),
+                paused_due_at=sa.func.coalesce(b("due", type_=sa.Float), I.c.due_at),
+                due_at=None,
+                lease_owner=None,
+            )
+        )
+        self.child_done = E.insert().values(
+            instance_pk=b("parent"),
+            type=b("type"),
+            payload=b("payload", type_=E.c.payload.type),
+            created_at=b("now"),
+        )
+        self.wake_parent = (
+            sa.update(I)
+            .where(I.c.pk == b("parent"), I.c.status == "waiting")
+            .values(due_at=b("now"))
         )
         self.end = (
             sa.update(I)
@@ -81,6 +117,7 @@ class EngineStore:
                 status=b("b_status"),
                 output=b("b_output", type_=I.c.output.type),
                 error=b("b_error", type_=I.c.error.type),
+                rollback=b("b_rollback", type_=I.c.rollback.type),
                 ended_at=b("b_now"),
                 due_at=None,
                 lease_owner=None,
@@ -125,7 +162,10 @@ class EngineStore:
             sa.update(I)
             .where(I.c.pk.in_(due.scalar_subquery()))
             .values(
-                status="running",
+                # A pause request outlives the lease of the replay it was made during.
+                status=sa.case(
+                    (I.c.status == "waitingForPause", "waitingForPause"), else_="running"
+                ),
                 lease_owner=owner,
                 due_at=lease_until,
                 epoch=I.c.epoch + 1,
@@ -140,11 +180,16 @@ class EngineStore:
                 I.c.params,
                 I.c.created_at,
                 I.c.epoch,
+                I.c.parent_pk,
+                I.c.rollback,
             )
         )
 
         def write(conn: sa.Connection) -> list[Claimed]:
-            return [Claimed(*row) for row in conn.execute(statement)]
+            return [
+                Claimed(*row[:9], mode="rollback" if (row[9] or {}).get("requested") else "run")
+                for row in conn.execute(statement)
+            ]
 
         return write
 
@@ -355,7 +400,7 @@ class RecordWrite(BatchWrite):
         store: EngineStore = writes[0].store
         pairs = [(w.claimed.pk, w.claimed.epoch) for w in writes]
         lease = max(w.lease_until for w in writes)
-        held = {pk for (pk,) in conn.execute(store.fence, {"pairs": pairs, "lease": lease})}
+        held = dict(conn.execute(store.fence, {"pairs": pairs, "lease": lease}).all())
         live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
         steps = [row for w in live for row in w.steps]
         if steps:
@@ -367,7 +412,32 @@ class RecordWrite(BatchWrite):
         if logs:
             conn.execute(H.insert(), logs)
         _finish(conn, store, [w for w in live if w.final is not None])
-        return [None if w.claimed.pk in held else LeaseLost() for w in writes]
+        pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause"]
+        if pausing:
+            _pause(conn, store, pausing)
+        return [_result(w, held.get(w.claimed.pk)) for w in writes]
+
+
+def _result(write: RecordWrite, status: str | None) -> BaseException | None:
+    if status is None:
+        return LeaseLost()
+    if status == "waitingForPause" and write.final is None:
+        return PauseRequested()
+    return None
+
+
+def _pause(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
+    """Turn instances asked to pause into paused ones: a suspended replay keeps its wake time
+    for when it is resumed; an interrupted one is due again at once."""
+    now = writes[0].now
+    suspended = [w.claimed.pk for w in writes if w.final and w.final.status == "waiting"]
+    stopped = [w.claimed.pk for w in writes if w.final is None]
+    if suspended:
+        conn.execute(
+            store.pause.where(I.c.status == "waiting"), {"pks": suspended, "now": now, "due": None}
+        )
+    if stopped:
+        conn.execute(store.pause, {"pks": stopped, "now": now, "due": now})
 
 
 def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
@@ -387,13 +457,35 @@ def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) 
                     "b_status": final.status,
                     "b_output": final.output,
                     "b_error": final.error,
+                    "b_rollback": final.rollback,
                     "b_now": w.now,
                 }
             )
     if ended:
         conn.execute(store.end, ended)
+        notify_parents(conn, store, [w for w in writes if w.final and w.final.status != "waiting"])
     if suspended:
         conn.execute(store.suspend, suspended)
+
+
+def notify_parents(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
+    """A finished child's outcome becomes an event of its parent, waking it if it waits."""
+    events = []
+    for w in writes:
+        if w.claimed.parent_pk is None or w.final is None:
+            continue
+        payload = {"status": w.final.status, "output": w.final.output, "error": w.final.error}
+        events.append(
+            {
+                "parent": w.claimed.parent_pk,
+                "type": f"child.{w.claimed.id}",
+                "payload": payload,
+                "now": w.now,
+            }
+        )
+    if events:
+        conn.execute(store.child_done, events)
+        conn.execute(store.wake_parent, [{"parent": e["parent"], "now": e["now"]} for e in events])
 
 
 def _log_row(instance_pk: int, line: dict[str, Any]) -> dict[str, Any]:

@@ -48,14 +48,25 @@ class BatchWrite:
 
 
 class GroupCommitter:
-    """Runs submitted writes in batched transactions on a background thread."""
+    """Runs submitted writes in batched transactions on background threads.
 
-    def __init__(self, db: Database, *, max_batch: int = 1000) -> None:
+    SQLite has one writer at a time, so it gets one thread. PostgreSQL commits concurrent
+    transactions in parallel, and a commit waits for its WAL flush: several threads keep
+    batches flowing while one of them waits. Writes of one instance never race each other:
+    each waits for its own commit before the next is submitted.
+    """
+
+    def __init__(self, db: Database, *, max_batch: int = 1000, threads: int | None = None) -> None:
         self._db = db
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="treadle-committer", daemon=True)
-        self._thread.start()
+        count = threads if threads is not None else (1 if db.dialect == "sqlite" else 3)
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"treadle-committer-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, write: Callable[[sa.Connection], T]) -> Future[T]:
         """Queue ``write``; the future resolves to its result once committed."""
@@ -68,8 +79,10 @@ class GroupCommitter:
         return self.submit(write).result(timeout)
 
     def close(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout=30)
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _loop(self) -> None:
         while True:
