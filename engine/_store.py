@@ -348,6 +348,14 @@ class EngineStore:
             conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": WAKE_CHANNEL})
 
 
+def _claimed(row: Any) -> Claimed:
+    pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, rollback = row
+    mode = "rollback" if (rollback or {}).get("requested") else "run"
+    return Claimed(
+        pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, mode
+    )
+
+
 def _key(tenant_id: int, workflow: str, instance_id: str) -> tuple[Any, ...]:
     return (I.c.tenant_id == tenant_id, I.c.workflow == workflow, I.c.id == instance_id)
 
@@ -400,7 +408,8 @@ class RecordWrite(BatchWrite):
         store: EngineStore = writes[0].store
         pairs = [(w.claimed.pk, w.claimed.epoch) for w in writes]
         lease = max(w.lease_until for w in writes)
-        held = dict(conn.execute(store.fence, {"pairs": pairs, "lease": lease}).all())
+        fenced = conn.execute(store.fence, {"pairs": pairs, "lease": lease})
+        held: dict[int, str] = {pk: status for pk, status in fenced}
         live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
         steps = [row for w in live for row in w.steps]
         if steps:
