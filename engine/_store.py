@@ -186,10 +186,7 @@ class EngineStore:
         )
 
         def write(conn: sa.Connection) -> list[Claimed]:
-            return [
-                Claimed(*row[:9], mode="rollback" if (row[9] or {}).get("requested") else "run")
-                for row in conn.execute(statement)
-            ]
+            return [_claimed(row) for row in conn.execute(statement)]
 
         return write
 
