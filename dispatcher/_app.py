@@ -20,6 +20,7 @@ from dispatcher import _metrics
 from dispatcher._auth import Authenticate
 from dispatcher._errors import HANDLERS
 from dispatcher._instances import InstanceApi
+from dispatcher._lifecycle import LifecycleApi
 from dispatcher._limits import BodyLimit
 from dispatcher._openapi import openapi_document
 from dispatcher._platform import Platform
@@ -67,6 +68,7 @@ def api_routes(platform: Platform) -> list[BaseRoute]:
         *AdminApi(platform.tenants).routes(),
         *WorkflowApi(platform.loader).routes(),
         *InstanceApi(platform.engine, platform.loader).routes(),
+        *LifecycleApi(platform.engine, platform.loader).routes(),
     ]
 
 

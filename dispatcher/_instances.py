@@ -60,7 +60,7 @@ class InstanceApi:
         raw = await request.body()
         body = NewInstanceBody.model_validate_json(raw) if raw.strip() else NewInstanceBody()
         created, errors = await run_in_threadpool(
-            self._create, _caller(request), request.path_params["name"], [body]
+            self._create, caller_of(request), request.path_params["name"], [body]
         )
         if errors:
             raise _item_error(errors[0])
@@ -69,7 +69,7 @@ class InstanceApi:
     async def create_batch(self, request: Request) -> Response:
         body = BatchBody.model_validate_json(await request.body())
         created, errors = await run_in_threadpool(
-            self._create, _caller(request), request.path_params["name"], body.instances
+            self._create, caller_of(request), request.path_params["name"], body.instances
         )
         return JSONResponse({"created": created, "errors": errors})
 
@@ -85,7 +85,7 @@ class InstanceApi:
         limit = _int_param(query.get("limit"), "limit", default=50)
         instances, cursor = await run_in_threadpool(
             self._list,
-            _caller(request),
+            caller_of(request),
             request.path_params["name"],
             query.get("status") or None,
             limit,
@@ -102,14 +102,14 @@ class InstanceApi:
         )
 
     async def get_instance(self, request: Request) -> Response:
-        tenant_id, (name, instance_id) = _caller(request).tenant_id, _ids(request)
+        tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
         instance = await run_in_threadpool(self._engine.get_instance, tenant_id, name, instance_id)
         return JSONResponse(instance)
 
     async def send_event(self, request: Request) -> Response:
         raw = await request.body()
         payload = _PAYLOAD.validate_json(raw) if raw.strip() else None
-        tenant_id, (name, instance_id) = _caller(request).tenant_id, _ids(request)
+        tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
         event_type = request.path_params["type"]
         await run_in_threadpool(
             self._engine.send_event, tenant_id, name, instance_id, event_type, payload
@@ -117,18 +117,18 @@ class InstanceApi:
         return JSONResponse({}, status_code=202)
 
     async def logs(self, request: Request) -> Response:
-        tenant_id, (name, instance_id) = _caller(request).tenant_id, _ids(request)
+        tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
         lines = await run_in_threadpool(self._engine.logs, tenant_id, name, instance_id)
         return JSONResponse({"logs": lines})
 
 
-def _caller(request: Request) -> Caller:
+def caller_of(request: Request) -> Caller:
     caller = request.state.caller
     assert isinstance(caller, Caller)
     return caller
 
 
-def _ids(request: Request) -> tuple[str, str]:
+def ids_of(request: Request) -> tuple[str, str]:
     return request.path_params["name"], request.path_params["id"]
 
 

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from dispatcher import _schemas as s
 from dispatcher._instances import MAX_BATCH, BatchBody, NewInstanceBody
+from dispatcher._lifecycle import StatusBody
 from loader import Upload
 from tenants import NewTenant, Policy
 
@@ -182,9 +183,6 @@ def _instance_paths() -> dict[str, Any]:
                 params=(_NAME,),
             ),
         },
-        base + "/{id}": {
-            "get": _op("Get an instance", 200, s.ref("Instance"), (404,), auth=key, params=one),
-        },
         base + "/{id}/events/{type}": {
             "post": _op(
                 "Send an event to an instance",
@@ -200,6 +198,45 @@ def _instance_paths() -> dict[str, Any]:
         base + "/{id}/logs": {
             "get": _op("Get an instance's log", 200, s.ref("Logs"), (404,), auth=key, params=one),
         },
+        **_lifecycle_paths(base, key, one),
+    }
+
+
+def _lifecycle_paths(base: str, key: str, one: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    after = {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "resume after this event id (or send the Last-Event-ID header)",
+    }
+    sse = {"text/event-stream": {"schema": {"type": "string"}}}
+    stream = _op(
+        "Stream the instance's history, then live events (Server-Sent Events)",
+        200,
+        None,
+        (400, 404),
+        auth=key,
+        params=(*one, after),
+    )
+    stream["responses"]["200"]["content"] = sse
+    return {
+        base + "/{id}": {
+            "get": _op("Get an instance", 200, s.ref("Instance"), (404,), auth=key, params=one),
+            "delete": _op("Delete an instance", 204, None, (404,), auth=key, params=one),
+        },
+        base + "/{id}/status": {
+            "patch": _op(
+                "Pause, resume, terminate or restart an instance",
+                200,
+                s.ref("Instance"),
+                (404, 409),
+                auth=key,
+                body="StatusBody",
+                params=one,
+            ),
+        },
+        base + "/{id}/stream": {"get": stream},
     }
 
 
@@ -243,7 +280,14 @@ def _plain_paths() -> dict[str, Any]:
 
 
 def _request_schemas() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [NewTenant, Policy, Upload, NewInstanceBody, BatchBody]
+    models: list[type[BaseModel]] = [
+        NewTenant,
+        Policy,
+        Upload,
+        NewInstanceBody,
+        BatchBody,
+        StatusBody,
+    ]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     return dict(top.get("$defs", {}))
 

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from engine._lifecycle import Lifecycle
 from engine._names import check_event_type, check_instance_id, check_status, encode_payload
 from engine._replay import LoadRunner
 from engine._scheduler import Scheduler
@@ -45,6 +46,7 @@ class Engine:
         self._committer = committer
         self._clock = clock
         self._store = EngineStore(db)
+        self._lifecycle = Lifecycle(db.dialect == "postgresql")
         self._scheduler = Scheduler(
             self._store,
             committer,
@@ -141,6 +143,53 @@ class Engine:
             self._store.send_event(tenant_id, workflow, instance_id, event_type, payload, now)
         )
         self._scheduler.wake()
+
+    def change_status(
+        self,
+        tenant_id: int,
+        workflow: str,
+        instance_id: str,
+        action: str,
+        *,
+        from_step: dict[str, Any] | None = None,
+        version: str | None = None,
+        rollback: bool = False,
+    ) -> dict[str, Any]:
+        """Pause, resume, terminate or restart an instance (see ``engine._lifecycle``);
+        return the instance as it is afterwards."""
+        write = self._lifecycle.change(
+            tenant_id,
+            workflow,
+            instance_id,
+            action,
+            self._clock.now(),
+            from_step=from_step,
+            version=version,
+            rollback=rollback,
+        )
+        self._committer.run(write)
+        self._scheduler.wake()
+        return self.get_instance(tenant_id, workflow, instance_id)
+
+    def delete_instance(self, tenant_id: int, workflow: str, instance_id: str) -> None:
+        self._committer.run(self._lifecycle.delete(tenant_id, workflow, instance_id))
+
+    def purge_finished(self, tenant_id: int, retention_days: float) -> int:
+        """Delete the tenant's instances that finished more than ``retention_days`` ago."""
+        before = self._clock.now() - retention_days * 86400.0
+        purged = 0
+        while True:
+            count: int = self._committer.run(self._lifecycle.purge(tenant_id, before))
+            purged += count
+            if count == 0:
+                return purged
+
+    def history(
+        self, tenant_id: int, workflow: str, instance_id: str, after: int = 0, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The instance's history events after event id ``after``, oldest first (each with
+        ``pk``, ``ts``, ``type``, ``step``, ``data``), and its current status."""
+        return self._store.history(tenant_id, workflow, instance_id, after, limit)
 
     def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[dict[str, Any]]:
         return [log_view(x) for x in self._store.logs(tenant_id, workflow, instance_id)]

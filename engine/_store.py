@@ -138,17 +138,23 @@ class EngineStore:
         self.consume = sa.update(E).where(E.c.pk.in_(b("pks", expanding=True)))
         self._insert_instance = (
             insert(I).on_conflict_do_nothing(index_elements=[I.c.tenant_id, I.c.workflow, I.c.id])
-        ).returning(I.c.id)
+        ).returning(I.c.pk, I.c.id)
 
     # -- creating and claiming ------------------------------------------------------------------
 
     def create(self, rows: list[dict[str, Any]]) -> Write:
         """Insert instance rows; the write returns the set of ids actually inserted."""
 
+        now = rows[0]["created_at"] if rows else 0.0
+
         def write(conn: sa.Connection) -> set[str]:
-            inserted = {r[0] for r in conn.execute(self._insert_instance, rows)}
+            inserted: dict[int, str] = {
+                pk: id_ for pk, id_ in conn.execute(self._insert_instance, rows)
+            }
+            if inserted:
+                conn.execute(H.insert(), [_workflow_event(pk, now, "queued") for pk in inserted])
             self._notify(conn)
-            return inserted
+            return set(inserted.values())
 
         return write
 
@@ -186,7 +192,10 @@ class EngineStore:
         )
 
         def write(conn: sa.Connection) -> list[Claimed]:
-            return [_claimed(row) for row in conn.execute(statement)]
+            claimed = [_claimed(row) for row in conn.execute(statement)]
+            if claimed:
+                conn.execute(H.insert(), [_workflow_event(c.pk, now, "running") for c in claimed])
+            return claimed
 
         return write
 
@@ -275,10 +284,10 @@ class EngineStore:
     ) -> Write:
         def write(conn: sa.Connection) -> None:
             row = conn.execute(
-                sa.select(I.c.pk, I.c.status).where(*_key(tenant_id, workflow, instance_id))
+                sa.select(I.c.pk, I.c.status).where(*instance_key(tenant_id, workflow, instance_id))
             ).first()
             if row is None:
-                raise _not_found(instance_id)
+                raise not_found(instance_id)
             if row.status in ("complete", "errored", "terminated"):
                 raise Conflict(
                     f"instance {instance_id!r} is {row.status}; it takes no more events",
@@ -296,9 +305,11 @@ class EngineStore:
 
     def instance(self, tenant_id: int, workflow: str, instance_id: str) -> dict[str, Any]:
         with self.db.connect() as conn:
-            row = conn.execute(sa.select(I).where(*_key(tenant_id, workflow, instance_id))).first()
+            row = conn.execute(
+                sa.select(I).where(*instance_key(tenant_id, workflow, instance_id))
+            ).first()
             if row is None:
-                raise _not_found(instance_id)
+                raise not_found(instance_id)
             steps = conn.execute(sa.select(S).where(S.c.instance_pk == row.pk).order_by(S.c.seq))
             return {"row": row._asdict(), "steps": [_record(s) for s in steps.mappings()]}
 
@@ -317,16 +328,34 @@ class EngineStore:
     def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[dict[str, Any]]:
         with self.db.connect() as conn:
             pk = conn.execute(
-                sa.select(I.c.pk).where(*_key(tenant_id, workflow, instance_id))
+                sa.select(I.c.pk).where(*instance_key(tenant_id, workflow, instance_id))
             ).scalar()
             if pk is None:
-                raise _not_found(instance_id)
+                raise not_found(instance_id)
             rows = conn.execute(
                 sa.select(H.c.ts, H.c.step, H.c.data)
                 .where(H.c.instance_pk == pk, H.c.type == "log")
                 .order_by(H.c.pk)
             )
             return [{"ts": ts, "step": step, "message": data["message"]} for ts, step, data in rows]
+
+    def history(
+        self, tenant_id: int, workflow: str, instance_id: str, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], str]:
+        """History events after event id ``after``, and the instance's current status."""
+        with self.db.connect() as conn:
+            found = conn.execute(
+                sa.select(I.c.pk, I.c.status).where(*instance_key(tenant_id, workflow, instance_id))
+            ).first()
+            if found is None:
+                raise not_found(instance_id)
+            rows = conn.execute(
+                sa.select(H.c.pk, H.c.ts, H.c.type, H.c.step, H.c.data)
+                .where(H.c.instance_pk == found.pk, H.c.pk > after)
+                .order_by(H.c.pk)
+                .limit(limit)
+            )
+            return [r._asdict() for r in rows], str(found.status)
 
     def delete_workflow(self, tenant_id: int, workflow: str) -> Write:
         def write(conn: sa.Connection) -> None:
@@ -353,11 +382,11 @@ def _claimed(row: Any) -> Claimed:
     )
 
 
-def _key(tenant_id: int, workflow: str, instance_id: str) -> tuple[Any, ...]:
+def instance_key(tenant_id: int, workflow: str, instance_id: str) -> tuple[Any, ...]:
     return (I.c.tenant_id == tenant_id, I.c.workflow == workflow, I.c.id == instance_id)
 
 
-def _not_found(instance_id: str) -> NotFound:
+def not_found(instance_id: str) -> NotFound:
     return NotFound(f"instance {instance_id!r} not found", code="instance.not_found")
 
 
@@ -414,9 +443,11 @@ class RecordWrite(BatchWrite):
         consumed = [r["event_pk"] for r in steps if r.get("event_pk") and r["status"] == "complete"]
         if consumed:
             conn.execute(store.consume.values(consumed_at=live[0].now), {"pks": consumed})
-        logs = [_log_row(w.claimed.pk, x) for w in live for x in w.logs]
-        if logs:
-            conn.execute(H.insert(), logs)
+        history = [_log_row(w.claimed.pk, x) for w in live for x in w.logs]
+        history += [_step_event(row, w.now) for w in live for row in w.steps]
+        history += [_final_event(w) for w in live if w.final is not None]
+        if history:
+            conn.execute(H.insert(), history)
         _finish(conn, store, [w for w in live if w.final is not None])
         pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause"]
         if pausing:
@@ -492,6 +523,65 @@ def notify_parents(conn: sa.Connection, store: EngineStore, writes: list[RecordW
     if events:
         conn.execute(store.child_done, events)
         conn.execute(store.wake_parent, [{"parent": e["parent"], "now": e["now"]} for e in events])
+
+
+_STEP_EVENTS = {
+    ("do", "complete"): "step.completed",
+    ("do", "errored"): "step.errored",
+    ("do", "waiting"): "attempt.failed",
+    ("sleep", "waiting"): "sleep.started",
+    ("sleep", "complete"): "sleep.completed",
+    ("wait_for_event", "waiting"): "wait.started",
+    ("wait_for_event", "complete"): "wait.completed",
+    ("wait_for_event", "errored"): "wait.timed_out",
+    ("rollback", "complete"): "rollback.completed",
+    ("rollback", "errored"): "rollback.errored",
+    ("rollback", "waiting"): "rollback.attempt_failed",
+}
+
+
+def _step_event(row: dict[str, Any], now: float) -> dict[str, Any]:
+    kind = _STEP_EVENTS.get((row["type"], row["status"]), f"step.{row['status']}")
+    data = {
+        "name": row["name"],
+        "count": row["count"],
+        "type": row["type"],
+        "status": row["status"],
+        "output": row["output"],
+        "error": row["error"],
+        "attempts": len(row["attempts"] or []),
+        "wake_at": row["wake_at"],
+    }
+    return {
+        "instance_pk": row["instance_pk"],
+        "ts": now,
+        "type": kind,
+        "step": row["name"],
+        "data": data,
+    }
+
+
+def _workflow_event(pk: int, now: float, status: str, **data: Any) -> dict[str, Any]:
+    return {
+        "instance_pk": pk,
+        "ts": now,
+        "type": f"workflow.{status}",
+        "step": None,
+        "data": {"status": status, **data},
+    }
+
+
+def _final_event(w: RecordWrite) -> dict[str, Any]:
+    final = w.final
+    assert final is not None
+    return _workflow_event(
+        w.claimed.pk,
+        w.now,
+        final.status,
+        output=final.output,
+        error=final.error,
+        wake_at=final.wake_at,
+    )
 
 
 def _log_row(instance_pk: int, line: dict[str, Any]) -> dict[str, Any]:

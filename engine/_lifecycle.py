@@ -1,0 +1,229 @@
+"""Lifecycle of an instance: pause, resume, terminate, restart, delete; retention.
+
+The state machine (DESIGN §6 statuses)::
+
+    queued ──claim──> running ──suspend──> waiting ──due──> running ──> complete | errored
+      │                 │                    │
+    pause             pause                pause            (complete, errored, terminated
+      ▼                 ▼                    ▼               are final)
+    paused <──── waitingForPause          paused
+      │  (the running step finishes,
+    resume  then the replay stops)
+
+- ``pause``: queued → paused; waiting → paused (its timers stop); running → waitingForPause,
+  which becomes paused at the replay's next commit. Final and paused instances: 409.
+- ``resume``: paused → queued or waiting, with sleep, retry and event-timeout times shifted by
+  the time spent paused; waitingForPause → running (the pause is called off).
+- ``terminate``: from any non-final status → terminated (final). With rollback requested the
+  instance stays running while its rollback handlers run, then becomes terminated.
+- ``restart``: from any status → queued, from the beginning or from a given step: recorded
+  steps before it are kept, it and everything after are discarded (and give back the events
+  they consumed); optionally moved to the workflow's current version.
+- ``delete``: from any status; a replay in flight is fenced out.
+
+Every transition bumps nothing it need not; those that take an instance away from a running
+replay (terminate, restart) bump the lease epoch, so that replay commits nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine._names import FINISHED
+from engine._store import E, H, I, S, Write, instance_key, not_found
+from treadle.errors import Conflict, InvalidInput
+
+LIVE = ("queued", "running", "waiting", "paused", "waitingForPause")
+ALLOWED = {
+    "pause": ("queued", "running", "waiting"),
+    "resume": ("paused", "waitingForPause"),
+    "terminate": LIVE,
+    "restart": (*LIVE, *FINISHED),
+}
+
+
+class Lifecycle:
+    def __init__(self, postgresql: bool) -> None:
+        self._pg = postgresql
+
+    def change(
+        self,
+        tenant_id: int,
+        workflow: str,
+        instance_id: str,
+        action: str,
+        now: float,
+        *,
+        from_step: dict[str, Any] | None = None,
+        version: str | None = None,
+        rollback: bool = False,
+    ) -> Write:
+        """A write that applies ``action`` and returns the instance's new status."""
+        if action not in ALLOWED:
+            raise InvalidInput(
+                f"unknown status change {action!r}; one of: pause, resume, terminate, restart",
+                code="instance.invalid_status_change",
+            )
+
+        key = instance_key(tenant_id, workflow, instance_id)
+
+        def write(conn: sa.Connection) -> str:
+            query = sa.select(I).where(*key)
+            row = conn.execute(query.with_for_update() if self._pg else query).first()
+            if row is None:
+                raise not_found(instance_id)
+            if row.status not in ALLOWED[action]:
+                raise Conflict(
+                    f"cannot {action} an instance that is {row.status}",
+                    code="instance.invalid_transition",
+                )
+            handler = getattr(self, f"_{action}")
+            status: str = handler(
+                conn, row, now, from_step=from_step, version=version, rollback=rollback
+            )
+            conn.execute(
+                H.insert().values(
+                    instance_pk=row.pk,
+                    ts=now,
+                    type=f"workflow.{status}",
+                    step=None,
+                    data={"action": action, "status": status},
+                )
+            )
+            return status
+
+        return write
+
+    def _pause(self, conn: sa.Connection, row: Any, now: float, **_: Any) -> str:
+        if row.status == "running":
+            _update(conn, row.pk, status="waitingForPause")
+            return "waitingForPause"
+        due = row.due_at if row.status == "waiting" else None
+        _update(conn, row.pk, status="paused", paused_at=now, paused_due_at=due, due_at=None)
+        return "paused"
+
+    def _resume(self, conn: sa.Connection, row: Any, now: float, **_: Any) -> str:
+        if row.status == "waitingForPause":
+            _update(conn, row.pk, status="running")
+            return "running"
+        if row.paused_due_at is None:
+            _update(conn, row.pk, status="queued", due_at=now, paused_at=None)
+            return "queued"
+        shift = now - (row.paused_at or now)
+        conn.execute(
+            sa.update(S)
+            .where(S.c.instance_pk == row.pk, S.c.status == "waiting", S.c.wake_at.is_not(None))
+            .values(wake_at=S.c.wake_at + shift)
+        )
+        # An event that came while paused is delivered now rather than at the wait's timeout.
+        pending = sa.exists().where(E.c.instance_pk == row.pk, E.c.consumed_at.is_(None))
+        due = sa.case((pending, now), else_=row.paused_due_at + shift)
+        _update(conn, row.pk, status="waiting", due_at=due, paused_at=None, paused_due_at=None)
+        return "waiting"
+
+    def _terminate(self, conn: sa.Connection, row: Any, now: float, **kw: Any) -> str:
+        if kw["rollback"]:
+            # Replayed once more in rollback mode; the replay's outcome makes it terminated.
+            _update(
+                conn,
+                row.pk,
+                status="running",
+                due_at=now,
+                lease_owner=None,
+                epoch=I.c.epoch + 1,
+                rollback={"requested": True},
+            )
+            return "running"
+        _update(
+            conn,
+            row.pk,
+            status="terminated",
+            ended_at=now,
+            due_at=None,
+            lease_owner=None,
+            epoch=I.c.epoch + 1,
+        )
+        if row.parent_pk is not None:
+            _tell_parent(conn, row, now)
+        return "terminated"
+
+    def _restart(self, conn: sa.Connection, row: Any, now: float, **kw: Any) -> str:
+        first = 0
+        if kw["from_step"] is not None:
+            first = _step_seq(conn, row.pk, kw["from_step"])
+        doomed = (S.c.instance_pk == row.pk, S.c.seq >= first)
+        consumed = sa.select(S.c.event_pk).where(*doomed, S.c.event_pk.is_not(None))
+        conn.execute(sa.update(E).where(E.c.pk.in_(consumed)).values(consumed_at=None))
+        conn.execute(sa.delete(S).where(*doomed))
+        values: dict[str, Any] = {
+            "status": "queued",
+            "due_at": now,
+            "lease_owner": None,
+            "epoch": I.c.epoch + 1,
+            "output": None,
+            "error": None,
+            "ended_at": None,
+            "paused_at": None,
+            "paused_due_at": None,
+            "rollback": None,
+        }
+        if kw["version"] is not None:
+            values["version"] = kw["version"]
+        _update(conn, row.pk, **values)
+        return "queued"
+
+    def delete(self, tenant_id: int, workflow: str, instance_id: str) -> Write:
+        key = instance_key(tenant_id, workflow, instance_id)
+
+        def write(conn: sa.Connection) -> None:
+            deleted = conn.execute(sa.delete(I).where(*key).returning(I.c.pk)).first()
+            if deleted is None:
+                raise not_found(instance_id)
+
+        return write
+
+    def purge(self, tenant_id: int, before: float, limit: int = 1000) -> Write:
+        """Delete up to ``limit`` instances of a tenant that finished before ``before``."""
+        old = (
+            sa.select(I.c.pk)
+            .where(I.c.tenant_id == tenant_id, I.c.status.in_(FINISHED), I.c.ended_at < before)
+            .limit(limit)
+        )
+
+        def write(conn: sa.Connection) -> int:
+            return conn.execute(sa.delete(I).where(I.c.pk.in_(old.scalar_subquery()))).rowcount
+
+        return write
+
+
+def _update(conn: sa.Connection, pk: int, **values: Any) -> None:
+    conn.execute(sa.update(I).where(I.c.pk == pk).values(**values))
+
+
+def _step_seq(conn: sa.Connection, pk: int, step: dict[str, Any]) -> int:
+    name, count = step.get("name"), step.get("count", 1)
+    if not isinstance(name, str) or not isinstance(count, int) or isinstance(count, bool):
+        raise InvalidInput('"from" must be {"name": <step name>, "count"?: <occurrence>}')
+    seq = conn.execute(
+        sa.select(S.c.seq).where(S.c.instance_pk == pk, S.c.name == name, S.c.count == count)
+    ).scalar()
+    if seq is None:
+        raise InvalidInput(
+            f"the instance has no step {name!r} (occurrence {count}) to restart from",
+            code="instance.step_not_found",
+        )
+    return int(seq)
+
+
+def _tell_parent(conn: sa.Connection, row: Any, now: float) -> None:
+    payload = {"status": "terminated", "output": None, "error": None}
+    conn.execute(
+        E.insert().values(
+            instance_pk=row.parent_pk, type=f"child.{row.id}", payload=payload, created_at=now
+        )
+    )
+    conn.execute(
+        sa.update(I).where(I.c.pk == row.parent_pk, I.c.status == "waiting").values(due_at=now)
+    )
