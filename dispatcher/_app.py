@@ -67,7 +67,7 @@ def api_routes(platform: Platform) -> list[BaseRoute]:
         *playground.routes(),
         *AdminApi(platform.tenants).routes(),
         *WorkflowApi(platform.loader).routes(),
-        *InstanceApi(platform.engine, platform.loader).routes(),
+        *InstanceApi(platform.engine, platform.loader, platform.tenants.policy).routes(),
         *LifecycleApi(platform.engine, platform.loader).routes(),
     ]
 

@@ -6,6 +6,7 @@ resolved to its current version here, and the instance is pinned to that version
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -16,7 +17,7 @@ from starlette.routing import Route
 
 from engine import Engine, NewInstance
 from loader import Loader
-from tenants import Caller
+from tenants import Caller, Policy
 from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
 
 MAX_BATCH = 100
@@ -42,9 +43,10 @@ class BatchBody(BaseModel):
 
 
 class InstanceApi:
-    def __init__(self, engine: Engine, loader: Loader) -> None:
+    def __init__(self, engine: Engine, loader: Loader, policy_of: Callable[[int], Policy]) -> None:
         self._engine = engine
         self._loader = loader
+        self._policy_of = policy_of
 
     def routes(self) -> list[Route]:
         return [
@@ -111,10 +113,14 @@ class InstanceApi:
         payload = _PAYLOAD.validate_json(raw) if raw.strip() else None
         tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
         event_type = request.path_params["type"]
-        await run_in_threadpool(
-            self._engine.send_event, tenant_id, name, instance_id, event_type, payload
-        )
+        await run_in_threadpool(self._send, tenant_id, name, instance_id, event_type, payload)
         return JSONResponse({}, status_code=202)
+
+    def _send(
+        self, tenant_id: int, name: str, instance_id: str, event_type: str, payload: Any
+    ) -> None:
+        limit = self._policy_of(tenant_id).max_step_result_bytes
+        self._engine.send_event(tenant_id, name, instance_id, event_type, payload, max_bytes=limit)
 
     async def logs(self, request: Request) -> Response:
         tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)

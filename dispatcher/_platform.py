@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from dispatcher import _egress as egress
 from dispatcher._settings import Settings
 from engine import Engine, InstanceRef
 from loader import Loader
 from sandbox import Artifact, Host, Limits, Outcome, ReplayRequest, SandboxPool
 from storage import Clock, Database, GroupCommitter, migrate
 from tenants import Policy, TenantStore
+from treadle.errors import InvalidInput
 
 _log = logging.getLogger("treadle")
 
@@ -28,15 +31,52 @@ _log = logging.getLogger("treadle")
 class TenantRunner:
     """One version of one tenant's code, with the limits and vars of the tenant's policy."""
 
-    def __init__(self, pool: SandboxPool, tenant: str, artifact: Artifact, policy: Policy) -> None:
-        self._pool = pool
-        self._tenant = tenant
+    def __init__(
+        self, platform: Platform, ref: InstanceRef, artifact: Artifact, policy: Policy
+    ) -> None:
+        self._platform = platform
+        self._ref = ref
+        self._tenant = platform.tenants.name(ref.tenant_id)
         self._artifact = artifact
+        self._policy = policy
         self._limits = limits_of(policy)
         self.vars: dict[str, Any] = dict(policy.vars)
 
     def replay(self, request: ReplayRequest, host: Host) -> Outcome:
-        return self._pool.replay(self._tenant, self._artifact, self._limits, request, host)
+        tenant_host = TenantHost(self._platform, self._ref, self._policy, host)
+        return self._platform.pool.replay(
+            self._tenant, self._artifact, self._limits, request, tenant_host
+        )
+
+
+class TenantHost:
+    """The engine's host plus the bindings a tenant's code may call: egress and children."""
+
+    def __init__(self, platform: Platform, ref: InstanceRef, policy: Policy, host: Host) -> None:
+        self._platform = platform
+        self._ref = ref
+        self._policy = policy
+        self._host = host
+
+    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+        self._host.commit(records, logs)
+
+    def call(self, method: str, args: dict[str, Any]) -> Any:
+        if method == "fetch":
+            return egress.fetch(args, list(self._policy.egress_allow), self._platform.http)
+        if method == "workflows.create":
+            return {"id": self._create_child(args)}
+        raise InvalidInput(f"unknown host call {method!r}")
+
+    def _create_child(self, args: dict[str, Any]) -> str:
+        workflow, instance_id = args.get("workflow"), args.get("id")
+        if not isinstance(workflow, str) or not isinstance(instance_id, str):
+            raise InvalidInput("env.workflows.create needs a workflow name and an instance id")
+        tenant_id = self._ref.tenant_id
+        version = self._platform.loader.current(tenant_id, workflow)
+        return self._platform.engine.create_child(
+            tenant_id, workflow, version, instance_id, args.get("params"), self._ref.pk
+        )
 
 
 def limits_of(policy: Policy) -> Limits:
@@ -92,28 +132,55 @@ class Platform:
             concurrency=settings.workers,
             lease_seconds=settings.lease_seconds,
         )
+        self.http = egress.new_client()
         self.running = False
+        self._stopping = threading.Event()
+        self._retention = threading.Thread()
 
     def load_runner(self, ref: InstanceRef) -> TenantRunner:
         policy = self.tenants.policy(ref.tenant_id)
         artifact = self.loader.artifact(ref.tenant_id, ref.workflow, ref.version)
-        return TenantRunner(self.pool, self.tenants.name(ref.tenant_id), artifact, policy)
+        return TenantRunner(self, ref, artifact, policy)
 
     def start(self) -> None:
         if not self.running:
             self.engine.start()
             self.running = True
+            self._stopping.clear()
+            self._retention = threading.Thread(
+                target=self._retain, name="treadle-retention", daemon=True
+            )
+            self._retention.start()
             _log.info("engine started: replaying up to %d instances at once", self.settings.workers)
 
     def stop(self) -> None:
         if self.running:
             self.running = False
+            self._stopping.set()
+            self._retention.join(30)
             self.engine.stop()
             _log.info("engine stopped")
+
+    def purge_expired(self) -> int:
+        """Delete every tenant's instances that finished longer ago than its retention."""
+        purged = 0
+        for tenant in self.tenants.tenants():
+            policy = self.tenants.policy(tenant.id)
+            purged += self.engine.purge_finished(tenant.id, policy.retention_days)
+        return purged
+
+    def _retain(self) -> None:
+        while not self._stopping.wait(self.settings.retention_interval_seconds):
+            try:
+                if purged := self.purge_expired():
+                    _log.info("retention: purged %d finished instances", purged)
+            except Exception:
+                _log.exception("retention purge failed; trying again later")
 
     def close(self) -> None:
         self.stop()
         self.pool.close()
+        self.http.close()
         self.committer.close()
         self.db.dispose()
 

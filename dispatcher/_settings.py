@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     sandbox_processes: int = Field(default=32, ge=1, le=1024)
     sandbox_per_tenant: int = Field(default=16, ge=1, le=1024)
     lease_seconds: float = Field(default=30.0, gt=0)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     policy_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine._lifecycle import Lifecycle
-from engine._names import check_event_type, check_instance_id, check_status, encode_payload
+from engine._names import (
+    MAX_PAYLOAD_BYTES,
+    check_event_type,
+    check_instance_id,
+    check_status,
+    encode_payload,
+)
 from engine._replay import LoadRunner
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
 from engine._views import instance_view, log_view
 from storage import Clock, Database, GroupCommitter
-from treadle.errors import InvalidInput, TreadleError
+from treadle.errors import AlreadyExists, InvalidInput, TreadleError
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,30 @@ class Engine:
         errors.sort(key=lambda e: e["index"])
         return created, errors
 
+    def create_child(
+        self,
+        tenant_id: int,
+        workflow: str,
+        version: str,
+        instance_id: str,
+        params: Any,
+        parent_pk: int,
+    ) -> str:
+        """Start a child instance of a parent, exactly once: a parent replayed after a crash
+        asks again with the same id and gets the same child."""
+        check_instance_id(instance_id)
+        encode_payload(params, "params")
+        row = _new_row(tenant_id, workflow, version, instance_id, params, self._clock.now())
+        row["parent_pk"] = parent_pk
+        if instance_id not in self._committer.run(self._store.create([row])):
+            if self._store.parent_of(tenant_id, workflow, instance_id) != parent_pk:
+                raise AlreadyExists(
+                    f"instance {instance_id!r} of {workflow!r} already exists",
+                    code="instance.already_exists",
+                )
+        self._scheduler.wake()
+        return instance_id
+
     def get_instance(self, tenant_id: int, workflow: str, instance_id: str) -> dict[str, Any]:
         found = self._store.instance(tenant_id, workflow, instance_id)
         return instance_view(found["row"], found["steps"])
@@ -134,10 +164,17 @@ class Engine:
         return [instance_view(r, None) for r in rows], next_cursor
 
     def send_event(
-        self, tenant_id: int, workflow: str, instance_id: str, event_type: str, payload: Any
+        self,
+        tenant_id: int,
+        workflow: str,
+        instance_id: str,
+        event_type: str,
+        payload: Any,
+        *,
+        max_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         check_event_type(event_type)
-        encode_payload(payload, "event payload")
+        encode_payload(payload, "event payload", max_bytes)
         now = self._clock.now()
         self._committer.run(
             self._store.send_event(tenant_id, workflow, instance_id, event_type, payload, now)
@@ -227,6 +264,7 @@ def _new_row(
         "due_at": now,
         "lease_owner": None,
         "epoch": 0,
+        "parent_pk": None,
     }
 
 

@@ -339,6 +339,13 @@ class EngineStore:
             )
             return [{"ts": ts, "step": step, "message": data["message"]} for ts, step, data in rows]
 
+    def parent_of(self, tenant_id: int, workflow: str, instance_id: str) -> int | None:
+        with self.db.connect() as conn:
+            parent = conn.execute(
+                sa.select(I.c.parent_pk).where(*instance_key(tenant_id, workflow, instance_id))
+            ).scalar()
+        return int(parent) if parent is not None else None
+
     def history(
         self, tenant_id: int, workflow: str, instance_id: str, after: int, limit: int
     ) -> tuple[list[dict[str, Any]], str]:

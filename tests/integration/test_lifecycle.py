@@ -8,6 +8,7 @@ import time
 import pytest
 from httpx import Client, Response
 
+from dispatcher import Platform
 from tests.integration.app import deploy, new_tenant, wait_status
 
 BASE = "/v1/workflows/flow/instances"
@@ -198,3 +199,32 @@ def test_the_stream_delivers_live_events(client: Client, acme: dict[str, str]) -
                 sent = True
     assert seen[-1] == "workflow.complete"
     assert "wait.completed" in seen
+
+
+def test_finished_instances_are_purged_after_the_retention(
+    client: Client, acme: dict[str, str], platform: Platform
+) -> None:
+    client.post(BASE, json={"id": "old"}, headers=acme)
+    wait_status(client, acme, f"{BASE}/old", "waiting")
+    client.post(BASE, json={"id": "live"}, headers=acme)
+    _status(client, acme, "old", {"status": "terminate"})
+    assert platform.purge_expired() == 0  # finished just now: within the 7 days
+    tenant_id = platform.tenants.tenant("acme").id
+    assert platform.engine.purge_finished(tenant_id, retention_days=0) == 1
+    assert client.get(f"{BASE}/old", headers=acme).status_code == 404
+    assert client.get(f"{BASE}/live", headers=acme).status_code == 200
+
+
+def test_an_event_over_the_policy_size_is_refused_and_nothing_is_kept(
+    client: Client, platform: Platform
+) -> None:
+    headers = new_tenant(client, "tiny", max_step_result_bytes=1024)
+    deploy(client, headers, "flow", FLOW)
+    base = "/v1/workflows/flow/instances"
+    client.post(base, json={"id": "e1", "params": {"nap": 0}}, headers=headers)
+    wait_status(client, headers, f"{base}/e1", "waiting")
+    big = client.post(f"{base}/e1/events/go", json="x" * 2000, headers=headers)
+    assert big.status_code == 413
+    assert big.json()["error"]["message"].startswith("event payload is")
+    client.post(f"{base}/e1/events/go", json=1, headers=headers)
+    assert wait_status(client, headers, f"{base}/e1", "complete")["output"] == 2
