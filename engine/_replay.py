@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from engine._commits import RecordWrite
 from engine._store import Claimed, EngineStore, Final, Journal
 from sandbox import Done, Failed, Host, Outcome, ReplayRequest, Suspended
 from storage import Clock, GroupCommitter
@@ -73,11 +74,12 @@ class ReplayHost:
 
     def _write(
         self, records: list[dict[str, Any]], logs: list[dict[str, Any]], final: Final | None
-    ) -> Any:
+    ) -> RecordWrite:
         now = self._clock.now()
         rows = self._rows(records)
         self._counters.steps += sum(1 for r in rows if r["status"] in ("complete", "errored"))
-        return self._store.record(self._claimed, now + self._lease_seconds, rows, logs, now, final)
+        lease_until = now + self._lease_seconds
+        return RecordWrite(self._store, self._claimed, lease_until, rows, logs, now, final)
 
     def _rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # One row per step key: a batch may hold several records of one step (an attempt that

@@ -7,14 +7,14 @@ fenced by the instance's lease epoch: a worker whose lease was taken over commit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage import BatchWrite, Database, tables
+from storage import Database, tables
 from treadle.errors import Conflict, NotFound
 
 I, S, E, H = tables.instances, tables.steps, tables.events, tables.history  # noqa: E741
@@ -152,7 +152,7 @@ class EngineStore:
                 pk: id_ for pk, id_ in conn.execute(self._insert_instance, rows)
             }
             if inserted:
-                conn.execute(H.insert(), [_workflow_event(pk, now, "queued") for pk in inserted])
+                conn.execute(H.insert(), [workflow_event(pk, now, "queued") for pk in inserted])
             self._notify(conn)
             return set(inserted.values())
 
@@ -194,7 +194,7 @@ class EngineStore:
         def write(conn: sa.Connection) -> list[Claimed]:
             claimed = [_claimed(row) for row in conn.execute(statement)]
             if claimed:
-                conn.execute(H.insert(), [_workflow_event(c.pk, now, "running") for c in claimed])
+                conn.execute(H.insert(), [workflow_event(c.pk, now, "running") for c in claimed])
             return claimed
 
         return write
@@ -219,22 +219,6 @@ class EngineStore:
         return found
 
     # -- recording a replay ---------------------------------------------------------------------
-
-    def record(
-        self,
-        claimed: Claimed,
-        lease_until: float,
-        steps: list[dict[str, Any]],
-        logs: list[dict[str, Any]],
-        now: float,
-        final: Final | None = None,
-    ) -> RecordWrite:
-        """Store step records and log lines of a replay, and its final state if it ended.
-
-        ``steps`` are rows for the steps table (records plus ``instance_pk`` and ``seq``).
-        The write fails with :class:`LeaseLost` when the lease epoch moved on.
-        """
-        return RecordWrite(self, claimed, lease_until, steps, logs, now, final)
 
     def release(self, claimed: Claimed, retry_at: float) -> Write:
         """Give an instance back after an infrastructure failure, to be tried again later."""
@@ -411,191 +395,11 @@ def _record(row: Any) -> dict[str, Any]:
     }
 
 
-class RecordWrite(BatchWrite):
-    """Step records, log lines and maybe the final state of one replay, fenced by its lease.
-
-    Many of these commit together: one fencing UPDATE for all their instances, then one
-    ``executemany`` per table.
-    """
-
-    def __init__(
-        self,
-        store: EngineStore,
-        claimed: Claimed,
-        lease_until: float,
-        steps: list[dict[str, Any]],
-        logs: list[dict[str, Any]],
-        now: float,
-        final: Final | None,
-    ) -> None:
-        self.store = store
-        self.claimed = claimed
-        self.lease_until = lease_until
-        self.steps = steps
-        self.logs = logs
-        self.now = now
-        self.final = final
-
-    @staticmethod
-    def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
-        store: EngineStore = writes[0].store
-        pairs = [(w.claimed.pk, w.claimed.epoch) for w in writes]
-        lease = max(w.lease_until for w in writes)
-        fenced = conn.execute(store.fence, {"pairs": pairs, "lease": lease})
-        held: dict[int, str] = {pk: status for pk, status in fenced}
-        live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
-        steps = [row for w in live for row in w.steps]
-        if steps:
-            conn.execute(store.upsert_step, steps)
-        consumed = [r["event_pk"] for r in steps if r.get("event_pk") and r["status"] == "complete"]
-        if consumed:
-            conn.execute(store.consume.values(consumed_at=live[0].now), {"pks": consumed})
-        history = [_log_row(w.claimed.pk, x) for w in live for x in w.logs]
-        history += [_step_event(row, w.now) for w in live for row in w.steps]
-        history += [_final_event(w) for w in live if w.final is not None]
-        if history:
-            conn.execute(H.insert(), history)
-        _finish(conn, store, [w for w in live if w.final is not None])
-        pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause"]
-        if pausing:
-            _pause(conn, store, pausing)
-        return [_result(w, held.get(w.claimed.pk)) for w in writes]
-
-
-def _result(write: RecordWrite, status: str | None) -> BaseException | None:
-    if status is None:
-        return LeaseLost()
-    if status == "waitingForPause" and write.final is None:
-        return PauseRequested()
-    return None
-
-
-def _pause(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
-    """Turn instances asked to pause into paused ones: a suspended replay keeps its wake time
-    for when it is resumed; an interrupted one is due again at once."""
-    now = writes[0].now
-    suspended = [w.claimed.pk for w in writes if w.final and w.final.status == "waiting"]
-    stopped = [w.claimed.pk for w in writes if w.final is None]
-    if suspended:
-        conn.execute(
-            store.pause.where(I.c.status == "waiting"), {"pks": suspended, "now": now, "due": None}
-        )
-    if stopped:
-        conn.execute(store.pause, {"pks": stopped, "now": now, "due": now})
-
-
-def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
-    ended, suspended = [], []
-    for w in writes:
-        final = w.final
-        assert final is not None
-        if final.status == "waiting":
-            due = final.wake_at if final.wake_at is not None else w.now + 86400.0
-            suspended.append(
-                {"b_pk": w.claimed.pk, "b_type": final.event_type, "b_now": w.now, "b_due": due}
-            )
-        else:
-            ended.append(
-                {
-                    "b_pk": w.claimed.pk,
-                    "b_status": final.status,
-                    "b_output": final.output,
-                    "b_error": final.error,
-                    "b_rollback": final.rollback,
-                    "b_now": w.now,
-                }
-            )
-    if ended:
-        conn.execute(store.end, ended)
-        notify_parents(conn, store, [w for w in writes if w.final and w.final.status != "waiting"])
-    if suspended:
-        conn.execute(store.suspend, suspended)
-
-
-def notify_parents(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
-    """A finished child's outcome becomes an event of its parent, waking it if it waits."""
-    events = []
-    for w in writes:
-        if w.claimed.parent_pk is None or w.final is None:
-            continue
-        payload = {"status": w.final.status, "output": w.final.output, "error": w.final.error}
-        events.append(
-            {
-                "parent": w.claimed.parent_pk,
-                "type": f"child.{w.claimed.id}",
-                "payload": payload,
-                "now": w.now,
-            }
-        )
-    if events:
-        conn.execute(store.child_done, events)
-        conn.execute(store.wake_parent, [{"parent": e["parent"], "now": e["now"]} for e in events])
-
-
-_STEP_EVENTS = {
-    ("do", "complete"): "step.completed",
-    ("do", "errored"): "step.errored",
-    ("do", "waiting"): "attempt.failed",
-    ("sleep", "waiting"): "sleep.started",
-    ("sleep", "complete"): "sleep.completed",
-    ("wait_for_event", "waiting"): "wait.started",
-    ("wait_for_event", "complete"): "wait.completed",
-    ("wait_for_event", "errored"): "wait.timed_out",
-    ("rollback", "complete"): "rollback.completed",
-    ("rollback", "errored"): "rollback.errored",
-    ("rollback", "waiting"): "rollback.attempt_failed",
-}
-
-
-def _step_event(row: dict[str, Any], now: float) -> dict[str, Any]:
-    kind = _STEP_EVENTS.get((row["type"], row["status"]), f"step.{row['status']}")
-    data = {
-        "name": row["name"],
-        "count": row["count"],
-        "type": row["type"],
-        "status": row["status"],
-        "output": row["output"],
-        "error": row["error"],
-        "attempts": len(row["attempts"] or []),
-        "wake_at": row["wake_at"],
-    }
-    return {
-        "instance_pk": row["instance_pk"],
-        "ts": now,
-        "type": kind,
-        "step": row["name"],
-        "data": data,
-    }
-
-
-def _workflow_event(pk: int, now: float, status: str, **data: Any) -> dict[str, Any]:
+def workflow_event(pk: int, now: float, status: str, **data: Any) -> dict[str, Any]:
     return {
         "instance_pk": pk,
         "ts": now,
         "type": f"workflow.{status}",
         "step": None,
         "data": {"status": status, **data},
-    }
-
-
-def _final_event(w: RecordWrite) -> dict[str, Any]:
-    final = w.final
-    assert final is not None
-    return _workflow_event(
-        w.claimed.pk,
-        w.now,
-        final.status,
-        output=final.output,
-        error=final.error,
-        wake_at=final.wake_at,
-    )
-
-
-def _log_row(instance_pk: int, line: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "instance_pk": instance_pk,
-        "ts": line["ts"],
-        "type": "log",
-        "step": line["step"],
-        "data": {"message": line["message"]},
     }

@@ -1,0 +1,206 @@
+"""Step commits: what a replay recorded, made durable for many instances at once.
+
+A :class:`RecordWrite` carries one replay's step records, log lines and perhaps its final
+state. The group committer combines all of them queued at a moment into one transaction: one
+fencing ``UPDATE`` for all their instances (a replay whose lease moved on commits nothing),
+then one ``executemany`` per table, and history events for the live stream alongside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine._store import (
+    Claimed,
+    EngineStore,
+    Final,
+    H,
+    I,
+    LeaseLost,
+    PauseRequested,
+    workflow_event,
+)
+from storage import BatchWrite
+
+
+class RecordWrite(BatchWrite):
+    """Step records, log lines and maybe the final state of one replay, fenced by its lease.
+
+    Many of these commit together: one fencing UPDATE for all their instances, then one
+    ``executemany`` per table.
+    """
+
+    def __init__(
+        self,
+        store: EngineStore,
+        claimed: Claimed,
+        lease_until: float,
+        steps: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        now: float,
+        final: Final | None,
+    ) -> None:
+        self.store = store
+        self.claimed = claimed
+        self.lease_until = lease_until
+        self.steps = steps
+        self.logs = logs
+        self.now = now
+        self.final = final
+
+    @staticmethod
+    def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
+        store: EngineStore = writes[0].store
+        pairs = [(w.claimed.pk, w.claimed.epoch) for w in writes]
+        lease = max(w.lease_until for w in writes)
+        fenced = conn.execute(store.fence, {"pairs": pairs, "lease": lease})
+        held: dict[int, str] = {pk: status for pk, status in fenced}
+        live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
+        steps = [row for w in live for row in w.steps]
+        if steps:
+            conn.execute(store.upsert_step, steps)
+        consumed = [r["event_pk"] for r in steps if r.get("event_pk") and r["status"] == "complete"]
+        if consumed:
+            conn.execute(store.consume.values(consumed_at=live[0].now), {"pks": consumed})
+        history = [_log_row(w.claimed.pk, x) for w in live for x in w.logs]
+        history += [_step_event(row, w.now) for w in live for row in w.steps]
+        history += [_final_event(w) for w in live if w.final is not None]
+        if history:
+            conn.execute(H.insert(), history)
+        _finish(conn, store, [w for w in live if w.final is not None])
+        pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause"]
+        if pausing:
+            _pause(conn, store, pausing)
+        return [_result(w, held.get(w.claimed.pk)) for w in writes]
+
+
+def _result(write: RecordWrite, status: str | None) -> BaseException | None:
+    if status is None:
+        return LeaseLost()
+    if status == "waitingForPause" and write.final is None:
+        return PauseRequested()
+    return None
+
+
+def _pause(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
+    """Turn instances asked to pause into paused ones: a suspended replay keeps its wake time
+    for when it is resumed; an interrupted one is due again at once."""
+    now = writes[0].now
+    suspended = [w.claimed.pk for w in writes if w.final and w.final.status == "waiting"]
+    stopped = [w.claimed.pk for w in writes if w.final is None]
+    if suspended:
+        conn.execute(
+            store.pause.where(I.c.status == "waiting"), {"pks": suspended, "now": now, "due": None}
+        )
+    if stopped:
+        conn.execute(store.pause, {"pks": stopped, "now": now, "due": now})
+
+
+def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
+    ended, suspended = [], []
+    for w in writes:
+        final = w.final
+        assert final is not None
+        if final.status == "waiting":
+            due = final.wake_at if final.wake_at is not None else w.now + 86400.0
+            suspended.append(
+                {"b_pk": w.claimed.pk, "b_type": final.event_type, "b_now": w.now, "b_due": due}
+            )
+        else:
+            ended.append(
+                {
+                    "b_pk": w.claimed.pk,
+                    "b_status": final.status,
+                    "b_output": final.output,
+                    "b_error": final.error,
+                    "b_rollback": final.rollback,
+                    "b_now": w.now,
+                }
+            )
+    if ended:
+        conn.execute(store.end, ended)
+        notify_parents(conn, store, [w for w in writes if w.final and w.final.status != "waiting"])
+    if suspended:
+        conn.execute(store.suspend, suspended)
+
+
+def notify_parents(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) -> None:
+    """A finished child's outcome becomes an event of its parent, waking it if it waits."""
+    events = []
+    for w in writes:
+        if w.claimed.parent_pk is None or w.final is None:
+            continue
+        payload = {"status": w.final.status, "output": w.final.output, "error": w.final.error}
+        events.append(
+            {
+                "parent": w.claimed.parent_pk,
+                "type": f"child.{w.claimed.id}",
+                "payload": payload,
+                "now": w.now,
+            }
+        )
+    if events:
+        conn.execute(store.child_done, events)
+        conn.execute(store.wake_parent, [{"parent": e["parent"], "now": e["now"]} for e in events])
+
+
+_STEP_EVENTS = {
+    ("do", "complete"): "step.completed",
+    ("do", "errored"): "step.errored",
+    ("do", "waiting"): "attempt.failed",
+    ("sleep", "waiting"): "sleep.started",
+    ("sleep", "complete"): "sleep.completed",
+    ("wait_for_event", "waiting"): "wait.started",
+    ("wait_for_event", "complete"): "wait.completed",
+    ("wait_for_event", "errored"): "wait.timed_out",
+    ("rollback", "complete"): "rollback.completed",
+    ("rollback", "errored"): "rollback.errored",
+    ("rollback", "waiting"): "rollback.attempt_failed",
+}
+
+
+def _step_event(row: dict[str, Any], now: float) -> dict[str, Any]:
+    kind = _STEP_EVENTS.get((row["type"], row["status"]), f"step.{row['status']}")
+    data = {
+        "name": row["name"],
+        "count": row["count"],
+        "type": row["type"],
+        "status": row["status"],
+        "output": row["output"],
+        "error": row["error"],
+        "attempts": len(row["attempts"] or []),
+        "wake_at": row["wake_at"],
+    }
+    return {
+        "instance_pk": row["instance_pk"],
+        "ts": now,
+        "type": kind,
+        "step": row["name"],
+        "data": data,
+    }
+
+
+def _final_event(w: RecordWrite) -> dict[str, Any]:
+    final = w.final
+    assert final is not None
+    return workflow_event(
+        w.claimed.pk,
+        w.now,
+        final.status,
+        output=final.output,
+        error=final.error,
+        wake_at=final.wake_at,
+    )
+
+
+def _log_row(instance_pk: int, line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "instance_pk": instance_pk,
+        "ts": line["ts"],
+        "type": "log",
+        "step": line["step"],
+        "data": {"message": line["message"]},
+    }
