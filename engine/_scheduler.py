@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, request_for
-from engine._store import WAKE_CHANNEL, Claimed, EngineStore, Journal, LeaseLost
+from engine._store import WAKE_CHANNEL, Claimed, EngineStore, Journal, LeaseLost, PauseRequested
 from storage import Clock, GroupCommitter
 from treadle.errors import NotFound
 
@@ -146,8 +146,11 @@ class Scheduler:
             claimed, journal = item
             try:
                 self._replay(claimed, journal)
+            except PauseRequested:
+                _log.info("instance %s paused after its running step", claimed.id)
             except LeaseLost:
-                _log.warning("lease of instance %s was taken over; dropped its replay", claimed.id)
+                # Terminated, restarted or deleted meanwhile, or taken over after a stall.
+                _log.info("instance %s changed hands; its replay was dropped", claimed.id)
             except Exception:
                 _log.exception("replay of instance %s failed; it will be retried", claimed.id)
                 self._release(claimed)
