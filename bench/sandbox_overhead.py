@@ -43,6 +43,9 @@ class NoOpHost:
     def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
         pass
 
+    def call(self, method: str, args: dict[str, Any]) -> Any:
+        raise NotImplementedError(method)
+
 
 class NoOpChannel:
     def send(self, message: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from treadle.errors import InvalidInput, LimitExceeded, TreadleError
+from treadle.errors import InvalidInput, LimitExceeded, NonRetryableError, TreadleError
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 TIMEOUT_SECONDS = 30.0
@@ -25,8 +25,8 @@ MAX_RESPONSE_BYTES = 5 << 20
 MAX_REQUEST_BYTES = 5 << 20
 
 
-class EgressDenied(TreadleError):
-    """The tenant's egress policy does not allow this request."""
+class EgressDenied(NonRetryableError):
+    """The tenant's egress policy does not allow this request (retrying cannot help)."""
 
     code = "egress.denied"
 

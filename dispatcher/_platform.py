@@ -18,12 +18,18 @@ from typing import Any
 
 from dispatcher import _egress as egress
 from dispatcher._settings import Settings
-from engine import Engine, InstanceRef
+from engine import Engine, InstanceRef, Recorder
 from loader import Loader
-from sandbox import Artifact, Host, Limits, Outcome, ReplayRequest, SandboxPool
+from sandbox import Artifact, Limits, Outcome, ReplayRequest, SandboxPool
 from storage import Clock, Database, GroupCommitter, migrate
 from tenants import Policy, TenantStore
-from treadle.errors import InvalidInput
+from treadle.errors import (
+    AlreadyExists,
+    InvalidInput,
+    LimitExceeded,
+    NonRetryableError,
+    NotFound,
+)
 
 _log = logging.getLogger("treadle")
 
@@ -42,7 +48,7 @@ class TenantRunner:
         self._limits = limits_of(policy)
         self.vars: dict[str, Any] = dict(policy.vars)
 
-    def replay(self, request: ReplayRequest, host: Host) -> Outcome:
+    def replay(self, request: ReplayRequest, host: Recorder) -> Outcome:
         tenant_host = TenantHost(self._platform, self._ref, self._policy, host)
         return self._platform.pool.replay(
             self._tenant, self._artifact, self._limits, request, tenant_host
@@ -52,7 +58,9 @@ class TenantRunner:
 class TenantHost:
     """The engine's host plus the bindings a tenant's code may call: egress and children."""
 
-    def __init__(self, platform: Platform, ref: InstanceRef, policy: Policy, host: Host) -> None:
+    def __init__(
+        self, platform: Platform, ref: InstanceRef, policy: Policy, host: Recorder
+    ) -> None:
         self._platform = platform
         self._ref = ref
         self._policy = policy
@@ -62,11 +70,15 @@ class TenantHost:
         self._host.commit(records, logs)
 
     def call(self, method: str, args: dict[str, Any]) -> Any:
-        if method == "fetch":
-            return egress.fetch(args, list(self._policy.egress_allow), self._platform.http)
-        if method == "workflows.create":
-            return {"id": self._create_child(args)}
-        raise InvalidInput(f"unknown host call {method!r}")
+        try:
+            if method == "fetch":
+                return egress.fetch(args, list(self._policy.egress_allow), self._platform.http)
+            if method == "workflows.create":
+                return {"id": self._create_child(args)}
+            raise InvalidInput(f"unknown host call {method!r}")
+        except (InvalidInput, LimitExceeded, NotFound, AlreadyExists) as exc:
+            # Bad arguments, a missing workflow, an id taken: the same on every retry.
+            raise NonRetryableError(exc.message) from exc
 
     def _create_child(self, args: dict[str, Any]) -> str:
         workflow, instance_id = args.get("workflow"), args.get("id")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import STATUSES
+
 STR: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
 ANY: dict[str, Any] = {}
@@ -12,16 +14,7 @@ MAYBE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
 NAME: dict[str, Any] = {"type": "string", "pattern": "^[a-zA-Z0-9_][a-zA-Z0-9_-]*$"}
 STATUS: dict[str, Any] = {
     "type": "string",
-    "enum": [
-        "queued",
-        "running",
-        "waiting",
-        "paused",
-        "waitingForPause",
-        "complete",
-        "errored",
-        "terminated",
-    ],
+    "enum": list(STATUSES),
 }
 
 

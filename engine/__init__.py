@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine._engine import Engine, NewInstance
 from engine._names import FINISHED, STATUSES
-from engine._replay import InstanceRef, LoadRunner, Runner
+from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
 from engine._store import LeaseLost
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "LeaseLost",
     "LoadRunner",
     "NewInstance",
+    "Recorder",
     "Runner",
 ]

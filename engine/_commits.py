@@ -21,6 +21,7 @@ from engine._store import (
     I,
     LeaseLost,
     PauseRequested,
+    step_record,
     workflow_event,
 )
 from storage import BatchWrite
@@ -164,16 +165,7 @@ _STEP_EVENTS = {
 
 def _step_event(row: dict[str, Any], now: float) -> dict[str, Any]:
     kind = _STEP_EVENTS.get((row["type"], row["status"]), f"step.{row['status']}")
-    data = {
-        "name": row["name"],
-        "count": row["count"],
-        "type": row["type"],
-        "status": row["status"],
-        "output": row["output"],
-        "error": row["error"],
-        "attempts": len(row["attempts"] or []),
-        "wake_at": row["wake_at"],
-    }
+    data = {**step_record(row), "attempts": len(row["attempts"] or [])}
     return {
         "instance_pk": row["instance_pk"],
         "ts": now,

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from engine._commits import RecordWrite
 from engine._store import Claimed, EngineStore, Final, Journal
-from sandbox import Done, Failed, Host, Outcome, ReplayRequest, Suspended
+from sandbox import Done, Failed, Outcome, ReplayRequest, Suspended
 from storage import Clock, GroupCommitter
 
 
@@ -23,12 +23,19 @@ class InstanceRef:
     id: str
 
 
+class Recorder(Protocol):
+    """What the engine offers a replay: making its records durable. Tenant bindings (egress,
+    child workflows) are added on top by whoever builds the runner."""
+
+    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None: ...
+
+
 class Runner(Protocol):
     """A tenant's compiled program of one version, ready to replay instances."""
 
     vars: dict[str, Any]
 
-    def replay(self, request: ReplayRequest, host: Host) -> Outcome: ...
+    def replay(self, request: ReplayRequest, host: Recorder) -> Outcome: ...
 
 
 LoadRunner = Callable[[InstanceRef], Runner]
@@ -65,7 +72,8 @@ class ReplayHost:
         self._committer.run(self._write(records, logs, None))
 
     def finish(self, outcome: Outcome) -> None:
-        self._committer.run(self._write(outcome.records, outcome.logs, _final(outcome)))
+        final = _final(outcome, self._claimed.mode)
+        self._committer.run(self._write(outcome.records, outcome.logs, final))
 
     def fail(self, name: str, message: str) -> None:
         """End the instance as errored without replaying it (its code cannot be loaded)."""
@@ -108,11 +116,13 @@ class ReplayHost:
         ]
 
 
-def _final(outcome: Outcome) -> Final:
+def _final(outcome: Outcome, mode: str) -> Final:
     if isinstance(outcome, Done):
         return Final("complete", output=outcome.output)
     if isinstance(outcome, Failed):
-        return Final("errored", error=outcome.error)
+        if mode == "rollback":  # terminated with rollback: its handlers have now run
+            return Final("terminated", rollback=outcome.rollback)
+        return Final("errored", error=outcome.error, rollback=outcome.rollback)
     assert isinstance(outcome, Suspended)
     return Final("waiting", wake_at=outcome.wake_at, event_type=outcome.event_type)
 
@@ -129,4 +139,5 @@ def request_for(
         events=journal.events,
         now=now,
         vars=vars,
+        mode=claimed.mode,
     )

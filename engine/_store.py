@@ -206,7 +206,7 @@ class EngineStore:
             for row in conn.execute(
                 sa.select(S).where(S.c.instance_pk.in_(pks)).order_by(S.c.instance_pk, S.c.seq)
             ).mappings():
-                found[row["instance_pk"]].steps.append(_record(row))
+                found[row["instance_pk"]].steps.append(step_record(row))
             events = (
                 sa.select(E.c.pk, E.c.instance_pk, E.c.type, E.c.payload, E.c.created_at)
                 .where(E.c.instance_pk.in_(pks), E.c.consumed_at.is_(None))
@@ -295,7 +295,7 @@ class EngineStore:
             if row is None:
                 raise not_found(instance_id)
             steps = conn.execute(sa.select(S).where(S.c.instance_pk == row.pk).order_by(S.c.seq))
-            return {"row": row._asdict(), "steps": [_record(s) for s in steps.mappings()]}
+            return {"row": row._asdict(), "steps": [step_record(s) for s in steps.mappings()]}
 
     def instances(
         self, tenant_id: int, workflow: str, status: str | None, limit: int, before: int | None
@@ -381,7 +381,7 @@ def not_found(instance_id: str) -> NotFound:
     return NotFound(f"instance {instance_id!r} not found", code="instance.not_found")
 
 
-def _record(row: Any) -> dict[str, Any]:
+def step_record(row: Any) -> dict[str, Any]:
     return {
         "name": row["name"],
         "count": row["count"],

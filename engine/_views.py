@@ -16,6 +16,7 @@ def instance_view(row: dict[str, Any], steps: list[dict[str, Any]] | None) -> di
         "params": row["params"],
         "output": row["output"],
         "error": row["error"],
+        "rollback": _rollback(row["rollback"]),
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
         "ended_at": iso(row["ended_at"]),
@@ -48,3 +49,10 @@ def step_view(step: dict[str, Any]) -> dict[str, Any]:
 
 def log_view(line: dict[str, Any]) -> dict[str, Any]:
     return {"ts": iso(line["ts"]), "step": line["step"], "message": line["message"]}
+
+
+def _rollback(value: Any) -> Any:
+    """The saga outcome ``{"outcome", "error"}``; a pending request shows as running."""
+    if value and value.get("requested"):
+        return {"outcome": "running", "error": None}
+    return value

@@ -7,6 +7,8 @@ content hashes and never change, artifacts are kept in an in-process LRU cache f
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -23,6 +25,8 @@ from treadle.errors import CodeInvalid, InvalidInput, NotFound, TooLarge
 
 MAX_NAME = 64
 MAX_SOURCE_BYTES = 1024 * 1024
+MAX_MODULE_BYTES = 8 * 1024 * 1024
+WASM_MODULE = "wasm-module"  # the sandbox backend of core modules; tenants see "wasm"
 _NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 
 
@@ -48,7 +52,7 @@ class Loader:
         *,
         sandboxes_of: Callable[[int], Sequence[str]],
         on_delete: Callable[[int, str], None],
-        available: Collection[str] = ("restricted",),
+        available: Collection[str] = ("restricted", "wasm"),
         cache_size: int = 1024,
     ) -> None:
         self._store = CodeStore(db)
@@ -56,8 +60,7 @@ class Loader:
         self._clock = clock
         self._sandboxes_of = sandboxes_of
         self._on_delete = on_delete
-        # The sandboxes that can run code today: the shape of wasm uploads is accepted
-        # already, running them is the wasm backend's work.
+        # The sandboxes this deployment runs (a policy may allow fewer).
         self._available = frozenset(available)
         self._cache: OrderedDict[tuple[int, str, str], Artifact] = OrderedDict()
         self._cache_size = cache_size
@@ -73,17 +76,18 @@ class Loader:
         self._check_allowed(tenant_id, upload.sandbox)
         if upload.sandbox not in self._available:
             raise CodeInvalid(
-                f"the {upload.sandbox} sandbox is not available yet: upload Python source with "
-                '"sandbox": "restricted"',
-                problems=[],
+                f"the {upload.sandbox} sandbox is not available on this server", problems=[]
             )
-        source = _python_source(upload)
-        version = content_version(upload.sandbox, upload.class_name, source)
-        artifact = Artifact(version, upload.sandbox, source, upload.class_name)
-        class_name = self._validator.validate(tenant, artifact)
-        code = Version(name, version, upload.sandbox, class_name, source, self._clock.now())
+        artifact, wasm = _artifact(upload)
+        entry: str | None = self._validator.validate(tenant, artifact)
+        source: str | None = artifact.source
+        if wasm is not None:
+            entry, source = None, None  # a module has no class, and its bytes are stored
+        code = Version(
+            name, artifact.version, upload.sandbox, entry, source, self._clock.now(), wasm
+        )
         self._store.save(tenant_id, code)
-        return {"name": name, "version": version, "sandbox": upload.sandbox}
+        return {"name": name, "version": artifact.version, "sandbox": upload.sandbox}
 
     def _check_allowed(self, tenant_id: int, sandbox: str) -> None:
         allowed = self._sandboxes_of(tenant_id)
@@ -138,7 +142,11 @@ class Loader:
             raise NotFound(
                 f"workflow {workflow!r} has no version {version!r}", code="version.not_found"
             )
-        artifact = Artifact(code.version, code.sandbox, code.source or "", code.class_name)
+        if code.wasm is not None:
+            module = base64.b64encode(code.wasm).decode("ascii")
+            artifact = Artifact(code.version, WASM_MODULE, module, None)
+        else:
+            artifact = Artifact(code.version, code.sandbox, code.source or "", code.class_name)
         with self._lock:
             self._cache[key] = artifact
             while len(self._cache) > self._cache_size:
@@ -146,13 +154,35 @@ class Loader:
         return artifact
 
 
-def _python_source(upload: Upload) -> str:
-    if upload.source is None:
-        raise CodeInvalid("wasm modules cannot be uploaded yet", problems=[])
-    size = len(upload.source.encode())
+def _artifact(upload: Upload) -> tuple[Artifact, bytes | None]:
+    """What the sandbox runs for ``upload``, and the module's bytes when it is one."""
+    if upload.wasm_base64 is not None:
+        wasm = _module_bytes(upload.wasm_base64)
+        module = base64.b64encode(wasm).decode("ascii")
+        version = content_version(WASM_MODULE, None, module)
+        return Artifact(version, WASM_MODULE, module, None), wasm
+    source = upload.source or ""
+    size = len(source.encode())
     if size > MAX_SOURCE_BYTES:
         raise TooLarge(f"source is {size} bytes; the limit is {MAX_SOURCE_BYTES}")
-    return upload.source
+    version = content_version(upload.sandbox, upload.class_name, source)
+    return Artifact(version, upload.sandbox, source, upload.class_name), None
+
+
+def _module_bytes(encoded: str) -> bytes:
+    if len(encoded) > MAX_MODULE_BYTES * 4 // 3 + 4:
+        raise TooLarge(f"the module is over the limit of {MAX_MODULE_BYTES} bytes")
+    try:
+        wasm = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise _module_invalid("wasm_base64 is not valid base64") from None
+    if not wasm.startswith(b"\0asm"):
+        raise _module_invalid("wasm_base64 is not a WebAssembly module (no \\0asm header)")
+    return wasm
+
+
+def _module_invalid(message: str) -> CodeInvalid:
+    return CodeInvalid(message, problems=[{"line": 1, "column": 1, "message": message}])
 
 
 def content_version(sandbox: str, class_name: str | None, source: str) -> str:

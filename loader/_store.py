@@ -27,6 +27,7 @@ class Version:
     class_name: str | None
     source: str | None
     created_at: float
+    wasm: bytes | None = None  # a WebAssembly core module (sandbox "wasm"), instead of source
 
     def view(self) -> dict[str, Any]:
         return {
@@ -51,7 +52,7 @@ class CodeStore:
             "sandbox": code.sandbox,
             "class_name": code.class_name,
             "source": code.source,
-            "wasm": None,
+            "wasm": code.wasm,
             "created_at": code.created_at,
         }
         workflow = self._insert(W).values(
@@ -149,5 +150,5 @@ def _workflow_view(row: Any) -> dict[str, Any]:
 
 def _version(row: Any) -> Version:
     return Version(
-        row.workflow, row.version, row.sandbox, row.class_name, row.source, row.created_at
+        row.workflow, row.version, row.sandbox, row.class_name, row.source, row.created_at, row.wasm
     )

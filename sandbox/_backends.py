@@ -16,7 +16,11 @@ from sandbox._journal import Channel
 from sandbox._types import Limits
 
 # name -> "module:Class"; imported lazily so the engine process never loads a backend.
-SANDBOXES: dict[str, str] = {"restricted": "sandbox._restricted:RestrictedBackend"}
+SANDBOXES: dict[str, str] = {
+    "restricted": "sandbox._restricted:RestrictedBackend",
+    "wasm": "sandbox._wasm_python:WasmPythonBackend",
+    "wasm-module": "sandbox._wasm_module:WasmModuleBackend",
+}
 
 
 class Program(Protocol):
@@ -43,3 +47,16 @@ def load_backend(name: str) -> Backend:
     module_name, _, class_name = SANDBOXES[name].partition(":")
     backend: Backend = getattr(importlib.import_module(module_name), class_name)()
     return backend
+
+
+def preload(name: str) -> None:
+    """In a new worker for sandbox ``name``, before it drops privileges: load its runtime.
+
+    A backend with a ``preload`` hook loads there what a worker can no longer read later (the
+    Wasm backends: wasmtime and their compiled runtime); it never raises, and reports a
+    failure when asked to compile.
+    """
+    if name in SANDBOXES:
+        hook = getattr(load_backend(name), "preload", None)
+        if hook is not None:
+            hook()

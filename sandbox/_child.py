@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from sandbox._backends import Program, load_backend
-from sandbox._journal import Channel
+from sandbox._channel import ParentChannel
 from sandbox._types import Limits
 from sandbox._wire import Connection, ProtocolError
 from treadle.errors import CodeInvalid
@@ -52,21 +52,6 @@ class CpuBudget:
     def disarm(self) -> None:
         """Between requests: reading the next one must not run into what is left of this one."""
         signal.setitimer(signal.ITIMER_PROF, 0)
-
-
-class _ParentChannel(Channel):
-    def __init__(self, conn: Connection, cpu: CpuBudget) -> None:
-        self._conn = conn
-        self._cpu = cpu
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._conn.send(message)
-        self._cpu.arm()
-
-    def wait_ack(self) -> None:
-        if self._conn.recv().get("t") != "ack":
-            raise ProtocolError("expected an ack")
-        self._cpu.arm()
 
 
 class WorkerLoop:
@@ -116,7 +101,7 @@ class WorkerLoop:
         if program is None:
             self._conn.send({"t": "need_source"})
             return True
-        channel = _ParentChannel(self._conn, self._cpu)
+        channel = ParentChannel(self._conn, self._cpu)
         outcome, spent = program.replay(message["request"], self._limits, channel)
         outcome["recycle"] = spent
         self._conn.send(outcome)

@@ -5,23 +5,33 @@ records arrived since the last ``ack``, the driver commits them through the host
 acknowledges, so a step's result is durable before any later body runs. What is still
 uncommitted at the end travels in the outcome, for the engine to commit with the instance's
 final state in one transaction.
+
+Several bodies may run at once (concurrent steps), each with its own deadline; a kill or a
+death while they run fails the attempt of each of them, and only theirs. Host calls run beside
+the driver (``_hostcalls``). When ``Host.commit`` raises — the engine stopping the replay to
+pause or terminate the instance, or a lost lease — the worker is killed, nothing more is
+reported, and the exception propagates once the host calls in flight have returned.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 from sandbox import _untrusted
+from sandbox._hostcalls import HostCalls
 from sandbox._records import error, new_record, seconds_text
 from sandbox._retries import next_retry
+from sandbox._threads import MAX_PARALLEL_BODIES
 from sandbox._types import Artifact, Done, Failed, Host, Outcome, ReplayRequest, Suspended
 from sandbox._wire import ProtocolError
 from sandbox._worker import Worker, WorkerGone
 
 _log = logging.getLogger("treadle.sandbox")
 _MAX_PENDING_RECORDS = 20000
+Key = tuple[str, int]
 
 
 class ReplayDriver:
@@ -35,10 +45,14 @@ class ReplayDriver:
         self._event_pks = {e["pk"] for e in request.events}
         self._event_pks |= {r["event_pk"] for r in request.journal if r.get("event_pk") is not None}
         self._unacked = False
-        self._body: dict[str, Any] | None = None
+        self._bodies: dict[Key, dict[str, Any]] = {}  # running step bodies, in begin order
         self._suspended = False
         self._source_sent = False
         self._started = time.monotonic()
+        self._quiet_until = self._started + worker.outside_budget
+        self._send_lock = threading.Lock()  # the driver and host call threads both send
+        self._ended = False
+        self._calls = HostCalls(host, self._reply)
 
     def now(self) -> float:
         """The engine's clock, advanced by monotonic time, as the worker computes it too."""
@@ -46,14 +60,21 @@ class ReplayDriver:
 
     def run(self, artifact: Artifact) -> Outcome:
         try:
+            return self._drive(artifact)
+        finally:
+            with self._send_lock:
+                self._ended = True  # no reply may reach the worker's next replay
+            self._calls.close()
+
+    def _drive(self, artifact: Artifact) -> Outcome:
+        try:
             self._send_replay(artifact, with_source=artifact.version not in self._worker.versions)
         except EOFError:
             self._worker.close()
             raise WorkerGone("the sandbox worker was gone before the replay started") from None
-        deadline = time.monotonic() + self._worker.outside_budget
         while True:
             try:
-                reply = self._worker.recv(deadline)
+                reply = self._worker.recv(self._deadline())
             except TimeoutError:
                 self._worker.close()
                 return self._stopped(None)
@@ -61,15 +82,35 @@ class ReplayDriver:
                 return self._lost()
             except ProtocolError as exc:
                 return self._violation(exc)
+            self._quiet_until = time.monotonic() + self._worker.outside_budget
             try:
                 # Host.commit runs in here: its exceptions are not the worker's and propagate.
-                outcome, deadline = self._handle(reply, artifact, deadline)
+                outcome = self._handle(reply, artifact)
             except EOFError:
                 return self._lost()
             except ProtocolError as exc:
                 return self._violation(exc)
             if outcome is not None:
                 return outcome
+
+    def _deadline(self) -> float:
+        """The earliest deadline of the running bodies; outside them, the quiet budget."""
+        if self._bodies:
+            return float(min(body["deadline"] for body in self._bodies.values()))
+        return self._quiet_until
+
+    def _send(self, message: dict[str, Any]) -> None:
+        with self._send_lock:
+            self._worker.send(message)
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        """A host call's reply, from its thread: dropped once the replay is over."""
+        with self._send_lock:
+            if not self._ended:
+                try:
+                    self._worker.send(message)
+                except EOFError:
+                    pass  # the worker is gone; the driver's next read says so
 
     def _lost(self) -> Outcome:
         self._worker.close()
@@ -86,7 +127,7 @@ class ReplayDriver:
         return self._stopped(("SandboxCrashed", f"the sandbox worker misbehaved: {exc}"))
 
     def _send_replay(self, artifact: Artifact, *, with_source: bool) -> None:
-        self._worker.send(
+        self._send(
             {
                 "t": "replay",
                 "version": artifact.version,
@@ -101,33 +142,36 @@ class ReplayDriver:
             self._source_sent = True
             self._worker.versions.add(artifact.version)
 
-    def _handle(
-        self, reply: dict[str, Any], artifact: Artifact, deadline: float
-    ) -> tuple[Outcome | None, float]:
+    def _handle(self, reply: dict[str, Any], artifact: Artifact) -> Outcome | None:
         self._logs += _untrusted.logs(reply.get("logs"))
         kind = reply["t"]
-        budget = time.monotonic() + self._worker.outside_budget
         if kind == "begin":
-            return None, self._begin(_untrusted.begin(reply))
-        if kind == "record":
+            self._begin(_untrusted.begin(reply))
+        elif kind == "record":
             self._record(_untrusted.record(reply.get("record"), self._event_pks))
-            return None, budget
-        if kind == "suspend":
+        elif kind == "call":
+            if not self._bodies:
+                raise ProtocolError("a host call outside a step body")
+            self._calls.start(_untrusted.call(reply, self._worker.limits))
+        elif kind == "suspend":
             _untrusted.suspension(reply)
             self._suspended = True
-            return None, budget
-        if kind == "need_source" and not self._source_sent:
+        elif kind == "need_source" and not self._source_sent:
             self._worker.versions.discard(artifact.version)
             self._send_replay(artifact, with_source=True)
-            return None, budget
-        if kind == "crash":
+        elif kind == "crash":
             self._worker.close()
             raise RuntimeError(f"a sandbox worker failed: {str(reply.get('message'))[:4000]}")
-        return self._outcome(reply), deadline
+        else:
+            return self._outcome(reply)
+        return None
 
-    def _begin(self, info: dict[str, Any]) -> float:
-        if self._body is not None:
-            raise ProtocolError("a step began while another was running")
+    def _begin(self, info: dict[str, Any]) -> None:
+        key = (info["name"], info["count"])
+        if key in self._bodies:
+            raise ProtocolError("a step began while it was running")
+        if len(self._bodies) >= MAX_PARALLEL_BODIES:
+            raise ProtocolError("too many step bodies at once")
         if self._unacked:
             records, logs = self._records, self._logs
             self._records, self._logs = [], []
@@ -137,9 +181,9 @@ class ReplayDriver:
                 self._worker.close()
                 raise
             self._unacked = False
-            self._worker.send({"t": "ack"})
-        self._body = {**info, "started_at": self.now()}
-        return time.monotonic() + float(info["timeout"])
+            self._send({"t": "ack"})
+        deadline = time.monotonic() + float(info["timeout"])
+        self._bodies[key] = {**info, "started_at": self.now(), "deadline": deadline}
 
     def _record(self, record: dict[str, Any]) -> None:
         if len(self._records) >= _MAX_PENDING_RECORDS:
@@ -148,19 +192,24 @@ class ReplayDriver:
         self._records.append(record)
         self._latest[key] = record
         self._unacked = True
-        if self._body is not None and key == (self._body["name"], self._body["count"]):
-            self._body = None
+        self._bodies.pop(key, None)
 
     def _outcome(self, reply: dict[str, Any]) -> Outcome:
         if reply.get("recycle") is True:
             self._worker.usable = False
         kind = reply["t"]
-        if self._body is not None:
+        if self._bodies:
             raise ProtocolError(f"{kind!r} while a step body was running")
+        if self._calls.running:
+            raise ProtocolError(f"{kind!r} while a host call was running")
+        if kind == "done" and self._request.mode == "rollback":
+            raise ProtocolError("'done' in rollback mode")
         if kind == "done":
             return Done(reply.get("output"), self._records, self._logs)
         if kind == "failed":
-            return Failed(_untrusted.error(reply.get("error")) or {}, self._records, self._logs)
+            failure = _untrusted.error(reply.get("error")) or {}
+            rollback = _untrusted.rollback(reply.get("rollback"))
+            return Failed(failure, self._records, self._logs, rollback)
         if kind == "suspended":
             wake_at, event_type = _untrusted.suspension(reply)
             return Suspended(wake_at, event_type, self._records, self._logs)
@@ -170,11 +219,8 @@ class ReplayDriver:
 
     def _stopped(self, death: tuple[str, str] | None) -> Outcome:
         """The outcome when the worker was killed (``death`` None: by our deadline) or died."""
-        if self._body is not None:
-            if death is None:
-                timeout = seconds_text(self._body["timeout"])
-                death = ("StepTimeout", f"step timed out after {timeout}")
-            return self._body_failed(error(*death))
+        if self._bodies:
+            return self._bodies_failed(death)
         if self._suspended:
             reason = death[1] if death else "it was stopped"
             message = (
@@ -192,25 +238,47 @@ class ReplayDriver:
             death = (death[0], f"{death[1]}, while run() was executing outside a step body")
         return Failed(error(*death), self._records, self._logs)
 
-    def _body_failed(self, failure: dict[str, str]) -> Suspended:
-        """Record the interrupted attempt as failed; the next replay retries or raises."""
-        assert self._body is not None
-        name, count = self._body["name"], self._body["count"]
+    def _bodies_failed(self, death: tuple[str, str] | None) -> Suspended:
+        """Fail the attempt of every running body; the next replay retries or raises.
+
+        A death is the same for all of them (the process is shared). Our own kill names the
+        bodies over their timeout; the others were only cut short by it.
+        """
+        failures = {key: error(*death) for key in self._bodies} if death else self._timeouts()
+        wakes = [self._body_failed(body, failures[key]) for key, body in self._bodies.items()]
+        self._bodies.clear()
+        return Suspended(min(wakes), None, self._records, self._logs)
+
+    def _timeouts(self) -> dict[Key, dict[str, str]]:
+        now = time.monotonic()
+        late = [key for key, body in self._bodies.items() if body["deadline"] <= now]
+        late = late or [min(self._bodies, key=lambda key: self._bodies[key]["deadline"])]
+        cut = f"the sandbox worker was stopped because step {late[0][0]!r} timed out"
+        return {
+            key: error("StepTimeout", f"step timed out after {seconds_text(body['timeout'])}")
+            if key in late
+            else error("StepInterrupted", cut)
+            for key, body in self._bodies.items()
+        }
+
+    def _body_failed(self, body: dict[str, Any], failure: dict[str, str]) -> float:
+        """Record the interrupted attempt as failed; when the instance should wake."""
+        name, count = body["name"], body["count"]
         previous = self._latest.get((name, count))
         ended = self.now()
         attempt = {
-            "started_at": self._body["started_at"],
+            "started_at": body["started_at"],
             "ended_at": ended,
             "success": False,
             "error": failure,
         }
-        record = new_record(name, count, "do")
+        record = new_record(name, count, body["type"])
         record["attempts"] = [*(previous["attempts"] if previous else []), attempt]
-        retry_at = next_retry(self._body["retries"], self._body["attempt"], ended)
+        retry_at = next_retry(body["retries"], body["attempt"], ended)
         if retry_at is None:
             record.update(status="errored", error=failure)
         else:
             record.update(status="waiting", wake_at=retry_at)
         self._records.append(record)
-        wake_at = ended if retry_at is None else retry_at
-        return Suspended(wake_at, None, self._records, self._logs)
+        self._latest[(name, count)] = record
+        return ended if retry_at is None else retry_at

@@ -9,11 +9,13 @@ parent commits those records first, which is the durability rule of DESIGN §3.
 
 from __future__ import annotations
 
+import itertools
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 from sandbox._logbook import Logbook
 from sandbox._records import (
@@ -25,11 +27,13 @@ from sandbox._records import (
     new_record,
 )
 from sandbox._retries import next_retry, resolve_retries, resolve_timeout
+from sandbox._threads import run_all
 from sandbox._types import Limits
 from treadle import MAX_DURATION_SECONDS, parse_duration, parse_instant
-from treadle.errors import NonRetryableError, StepError, WaitTimeout
+from treadle.errors import NonRetryableError, StepError, TreadleError, WaitTimeout
 
 EVENT_TYPE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]*$")
+ROLLBACK_PREFIX = "rollback:"
 Key = tuple[str, int]
 
 
@@ -45,12 +49,43 @@ class Abort(BaseException):
     """Unwinds ``run()`` when the instance must fail whatever the code does (a limit)."""
 
 
+class HostError(TreadleError):
+    """A call to the platform (``env.fetch``, ``env.workflows.create``) failed.
+
+    ``name`` is the platform's name for the error (``EgressDenied``, ``NotFound``, ...); a
+    failed step body records it under that name.
+    """
+
+    code: str = "host.failed"
+
+    def __init__(self, message: str | None = None, *, name: str = "HostError") -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class PermanentHostError(HostError, NonRetryableError):
+    """A call to the platform failed, and retrying the step cannot help."""
+
+
 class Channel(Protocol):
     """How a replay talks to the parent: fire-and-forget messages and the ``ack`` it awaits."""
 
     def send(self, message: dict[str, Any]) -> None: ...
 
     def wait_ack(self) -> None: ...
+
+
+class CallChannel(Channel, Protocol):
+    """A channel that also carries host calls: ``wait_reply`` returns the ``reply`` message of
+    call ``call_id``. Both waits may happen on several threads at once."""
+
+    def wait_reply(self, call_id: int) -> dict[str, Any]: ...
+
+
+class Compensator(Protocol):
+    """Runs rollback handlers when the instance fails (see ``sandbox/_saga.py``)."""
+
+    def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +97,25 @@ class Attempt:
     number: int
     config: dict[str, Any]
     idempotency_key: str
+
+
+@dataclass
+class StepCall:
+    """One ``step.do`` call in progress: its key, resolved options and latest record."""
+
+    key: Key
+    config: dict[str, Any]
+    record: dict[str, Any] | None
+    started: float = 0.0
+    kind: str = "do"  # or "rollback": a rollback handler's record
+
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        return list(self.record["attempts"]) if self.record else []
+
+    @property
+    def output(self) -> Any:
+        return self.record["output"] if self.record else None
 
 
 class Replay:
@@ -86,17 +140,40 @@ class Replay:
         self._steps = 0
         self._unacked = False
         self._logbook = Logbook()
-        self.current_step: str | None = None
+        # Concurrent step bodies run in threads: what goes to the parent goes under this lock,
+        # and "the step whose body is running" is per thread.
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._call_ids = itertools.count(1)
+        # "rollback": replay run() only as far as it is recorded, then run the rollbacks.
+        self.mode: str = request.get("mode") or "run"
+        self.stopped = False
+        self.saga: Compensator | None = None
         self.suspended: tuple[float | None, str | None] | None = None
         self.failure: dict[str, str] | None = None
         self.out_of_memory = False
+
+    @property
+    def current_step(self) -> str | None:
+        """The name of the step whose body runs on this thread, if any."""
+        step: str | None = getattr(self._local, "step", None)
+        return step
+
+    @current_step.setter
+    def current_step(self, name: str | None) -> None:
+        self._local.step = name
+
+    def record(self, key: Key) -> dict[str, Any] | None:
+        """The latest record of step ``key``, from the journal or made in this replay."""
+        return self._journal.get(key)
 
     def now(self) -> float:
         """The engine's clock at the start of the replay plus the time since (monotonic)."""
         return self._now0 + (self._clock() - self._started)
 
     def log(self, message: str) -> None:
-        self._logbook.write(self.now(), self.current_step, message)
+        with self._lock:
+            self._logbook.write(self.now(), self.current_step, message)
 
     # -- step.do --------------------------------------------------------------------------------
 
@@ -107,90 +184,165 @@ class Replay:
 
         A failed step raises :class:`StepError` carrying the original error's name and message.
         """
-        key = self._enter(name, "do")
-        config = {"retries": resolve_retries(retries), "timeout": resolve_timeout(timeout)}
-        record = self._recorded(key, "do")
-        while True:
-            if record is not None:
-                status = record["status"]
-                if status == "complete":
-                    return record["output"]
-                if status == "errored":
-                    raise _step_error(record["error"])
-                wake_at = record.get("wake_at")
-                if status == "waiting" and wake_at is not None and wake_at > self.now():
-                    self._suspend(wake_at, None)
-            record = self._attempt(key, record, config, body)
+        return self.run_call(self.open_step(name, retries, timeout), body)
 
-    def _attempt(
-        self,
-        key: Key,
-        record: dict[str, Any] | None,
-        config: dict[str, Any],
-        body: Callable[[Attempt], Any],
-    ) -> dict[str, Any]:
-        attempts = list(record["attempts"]) if record else []
-        name, count = key
-        ikey = f"{self.instance_id}:{name}:{count}"
-        attempt = Attempt(name, count, len(attempts) + 1, config, ikey)
-        self._begin(attempt)
-        started = self.now()
-        self.current_step = name
+    def run_call(self, call: StepCall, body: Callable[[Attempt], Any]) -> Any:
+        """The step's recorded output, or run ``body`` until it succeeds or fails for good."""
+        try:
+            while (attempt := self.next_attempt(call)) is not None:
+                self._run_body(call, attempt, body)
+        finally:
+            self.current_step = None
+        return call.output
+
+    def run_attempts(self, runs: Sequence[tuple[StepCall, Callable[[Attempt], Any]]]) -> None:
+        """One attempt of each step, the bodies in parallel threads (``concurrent=True``).
+
+        Each ``begin`` goes out from this thread, in order, before its body starts, so the
+        durability rule holds as for one body. The steps must be due (see ``next_attempt``).
+        """
+
+        def start(run: tuple[StepCall, Callable[[Attempt], Any]]) -> Callable[[], None]:
+            call, body = run
+            attempt = self.next_attempt(call)
+            self.current_step = None  # the body runs on a thread of its own
+            if attempt is None:
+                return lambda: None
+            return lambda: self._run_body(call, attempt, body)
+
+        run_all(runs, start)
+
+    def _run_body(self, call: StepCall, attempt: Attempt, body: Callable[[Attempt], Any]) -> None:
+        self.current_step = attempt.name
         try:
             value = body(attempt)
         except (Suspend, Abort):
-            raise
-        except MemoryError:
-            self.out_of_memory = True
-            failure = error("MemoryError", f"out of memory (memory_mb={self.limits.memory_mb})")
-            return self._failed(key, attempts, attempt, started, failure, final=False)
-        except BaseException as exc:
-            final = isinstance(exc, NonRetryableError)
-            return self._failed(key, attempts, attempt, started, error_of(exc), final=final)
-        finally:
             self.current_step = None
-        what = f"the result of step {name!r}"
+            raise
+        except BaseException as exc:
+            self.attempt_raised(call, exc)
+        else:
+            self.attempt_returned(call, value)
+
+    def open_rollback(self, key: Key, config: dict[str, Any]) -> StepCall:
+        """The call of a rollback handler; ``key`` is ``("rollback:<step name>", count)``."""
+        return StepCall(key, config, self._recorded(key, "rollback"), kind="rollback")
+
+    # The pieces of ``do``, for backends whose step bodies run elsewhere (Wasm guests call
+    # them from host imports): open the call, then alternate next_attempt and attempt_*.
+
+    def open_step(self, name: Any, retries: Any = None, timeout: Any = None) -> StepCall:
+        key = self._enter(name, "do")
+        config = {"retries": resolve_retries(retries), "timeout": resolve_timeout(timeout)}
+        return StepCall(key, config, self._recorded(key, "do"))
+
+    def next_attempt(self, call: StepCall) -> Attempt | None:
+        """Begin the step's next attempt; None once it is complete (see ``call.output``).
+
+        Raises :class:`StepError` once the step has failed for good, and suspends while a
+        retry is not due yet.
+        """
+        record = call.record
+        if record is not None:
+            status = record["status"]
+            if status == "complete":
+                return None
+            if status == "errored":
+                raise _step_error(record["error"])
+        if self.mode == "rollback" and call.kind == "do":
+            self.stop()
+        if record is not None:
+            wake_at = record.get("wake_at")
+            if record["status"] == "waiting" and wake_at is not None and wake_at > self.now():
+                self._suspend(wake_at, None)
+        name, count = call.key
+        number = len(record["attempts"]) + 1 if record else 1
+        ikey = f"{self.instance_id}:{name}:{count}"
+        attempt = Attempt(name, count, number, call.config, ikey)
+        self._begin(attempt, call.kind)
+        call.started = self.now()
+        self.current_step = name
+        return attempt
+
+    def attempt_returned(self, call: StepCall, value: Any) -> None:
+        """The running attempt's body returned ``value``: record it (if it is JSON)."""
+        self.current_step = None
+        what = f"the result of step {call.key[0]!r}"
         output, problem = encode_json(value, what, self.limits.max_step_result_bytes)
         if problem is not None:
-            return self._failed(key, attempts, attempt, started, problem, final=True)
-        done = {"started_at": started, "ended_at": self.now(), "success": True, "error": None}
-        return self._emit(key, "do", status="complete", output=output, attempts=[*attempts, done])
+            self.attempt_failed(call, problem, final=True)
+            return
+        done = {"started_at": call.started, "ended_at": self.now(), "success": True, "error": None}
+        call.record = self._emit(
+            call.key, call.kind, status="complete", output=output, attempts=[*call.attempts, done]
+        )
 
-    def _failed(
-        self,
-        key: Key,
-        attempts: list[dict[str, Any]],
-        attempt: Attempt,
-        started: float,
-        failure: dict[str, str],
-        *,
-        final: bool,
-    ) -> dict[str, Any]:
+    def attempt_raised(self, call: StepCall, exc: BaseException) -> None:
+        """The running attempt's body raised ``exc``: a failed attempt."""
+        if isinstance(exc, MemoryError):
+            self.out_of_memory = True
+            failure = error("MemoryError", f"out of memory (memory_mb={self.limits.memory_mb})")
+            self.attempt_failed(call, failure, final=False)
+        else:
+            final = isinstance(exc, NonRetryableError)
+            failure = error(exc.name, exc.message) if isinstance(exc, HostError) else error_of(exc)
+            self.attempt_failed(call, failure, final=final)
+
+    def attempt_failed(self, call: StepCall, failure: dict[str, str], *, final: bool) -> None:
+        """Record the running attempt as failed; a retry is scheduled unless ``final``."""
+        self.current_step = None
         ended = self.now()
-        entry = {"started_at": started, "ended_at": ended, "success": False, "error": failure}
-        retry_at = None if final else next_retry(attempt.config["retries"], attempt.number, ended)
+        number = len(call.attempts) + 1
+        entry = {"started_at": call.started, "ended_at": ended, "success": False, "error": failure}
+        retry_at = None if final else next_retry(call.config["retries"], number, ended)
+        attempts = [*call.attempts, entry]
         if retry_at is None:
-            return self._emit(
-                key, "do", status="errored", error=failure, attempts=[*attempts, entry]
+            call.record = self._emit(
+                call.key, call.kind, status="errored", error=failure, attempts=attempts
             )
-        return self._emit(
-            key, "do", status="waiting", wake_at=retry_at, attempts=[*attempts, entry]
-        )
+        else:
+            call.record = self._emit(
+                call.key, call.kind, status="waiting", wake_at=retry_at, attempts=attempts
+            )
 
-    def _begin(self, attempt: Attempt) -> None:
-        self._send(
-            {
-                "t": "begin",
-                "name": attempt.name,
-                "count": attempt.count,
-                "attempt": attempt.number,
-                "timeout": attempt.config["timeout"],
-                "retries": attempt.config["retries"],
-            }
-        )
-        if self._unacked:
+    def _begin(self, attempt: Attempt, kind: str = "do") -> None:
+        message = {
+            "t": "begin",
+            "name": attempt.name,
+            "count": attempt.count,
+            "attempt": attempt.number,
+            "timeout": attempt.config["timeout"],
+            "retries": attempt.config["retries"],
+        }
+        if kind != "do":
+            message["type"] = kind
+        with self._lock:
+            # Both sides know whether an ack is due: records went out since the last one.
+            self._transmit(message)
+            due, self._unacked = self._unacked, False
+        if due:
             self._channel.wait_ack()
-            self._unacked = False
+
+    # -- host calls (env.fetch, env.workflows.create) ---------------------------------------------
+
+    def call(self, method: str, args: dict[str, Any]) -> Any:
+        """Ask the platform to do ``method``; only inside a step body, so its result is recorded.
+
+        Raises :class:`HostError` (:class:`PermanentHostError` when retrying cannot help).
+        """
+        if self.current_step is None:
+            raise NonRetryableError(f"{method} is only allowed inside a step body")
+        channel = self._channel
+        if not hasattr(channel, "wait_reply"):
+            raise NonRetryableError(f"{method} is not available in this sandbox")
+        call_id = next(self._call_ids)
+        self._send({"t": "call", "id": call_id, "method": method, "args": args})
+        reply = cast(CallChannel, channel).wait_reply(call_id)
+        failure = reply.get("error")
+        if failure is None:
+            return reply.get("result")
+        kind = HostError if reply.get("retryable", True) else PermanentHostError
+        raise kind(str(failure.get("message")), name=str(failure.get("name")))
 
     # -- step.sleep / step.sleep_until ----------------------------------------------------------
 
@@ -208,6 +360,8 @@ class Replay:
         record = self._recorded(key, "sleep")
         if record is not None and record["status"] == "complete":
             return
+        if self.mode == "rollback":
+            self.stop()
         now = self.now()
         if record is None:
             wake_at = wake_at_from(now)
@@ -223,15 +377,21 @@ class Replay:
 
     # -- step.wait_for_event --------------------------------------------------------------------
 
-    def wait_for_event(self, name: Any, event_type: Any, timeout: Any) -> dict[str, Any]:
+    def wait_for_event(
+        self, name: Any, event_type: Any, timeout: Any, *, internal: bool = False
+    ) -> dict[str, Any]:
+        """``internal``: a type of the platform's own (``child.<id>``), dots allowed."""
         key = self._enter(name, "wait_for_event")
-        _check_event_type(event_type)
+        if not internal:
+            _check_event_type(event_type)
         seconds = parse_duration(timeout, what="wait_for_event timeout")
         record = self._recorded(key, "wait_for_event")
         if record is not None and record["status"] == "complete":
             return dict(record["output"])
         if record is not None and record["status"] == "errored":
             raise WaitTimeout(record["error"]["message"])
+        if self.mode == "rollback":
+            self.stop()
         now = self.now()
         deadline = now + seconds if record is None else float(record["wake_at"] or now)
         event = self._take_event(event_type, deadline)
@@ -266,20 +426,31 @@ class Replay:
 
     # -- shared machinery -----------------------------------------------------------------------
 
-    def _enter(self, name: Any, kind: str) -> Key:
-        """Check that a step call may happen now; return its key (name, occurrence)."""
-        if self.suspended is not None:
+    def check_call(self, name: Any, kind: str) -> None:
+        """Raise unless a step call may happen now: not after a suspend or an abort, and not
+        inside a step body."""
+        if self.suspended is not None or self.stopped:
             raise Suspend()
         if self.failure is not None:
             raise Abort()
         if self.current_step is not None:
+            what = kind if kind.startswith("env.") else f"step.{kind}"
             raise NonRetryableError(
-                f"steps cannot be nested: step.{kind}({name!r}) was called inside the body "
+                f"steps cannot be nested: {what}({name!r}) was called inside the body "
                 f"of step {self.current_step!r}"
             )
+
+    def _enter(self, name: Any, kind: str) -> Key:
+        """Check that a step call may happen now; return its key (name, occurrence)."""
+        self.check_call(name, kind)
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
             raise ValueError(
                 f"a step name must be a non-empty string of at most {MAX_NAME_CHARS} characters"
+            )
+        if name.startswith(ROLLBACK_PREFIX):
+            raise ValueError(
+                f"step names starting with {ROLLBACK_PREFIX!r} are reserved for the records of "
+                "rollback handlers"
             )
         count = self._counts.get(name, 0) + 1
         self._counts[name] = count
@@ -305,9 +476,10 @@ class Replay:
 
     def _emit(self, key: Key, kind: str, **fields: Any) -> dict[str, Any]:
         record = {**new_record(key[0], key[1], kind), **fields}
-        self._journal[key] = record
-        self._send({"t": "record", "record": record})
-        self._unacked = True
+        with self._lock:
+            self._journal[key] = record
+            self._transmit({"t": "record", "record": record})
+            self._unacked = True
         return record
 
     def _suspend(self, wake_at: float | None, event_type: str | None) -> NoReturn:
@@ -315,11 +487,25 @@ class Replay:
         self._send({"t": "suspend", "wake_at": wake_at, "event_type": event_type})
         raise Suspend()
 
+    def suspend_until(self, wake_at: float) -> NoReturn:
+        """Suspend for a retry that is not due yet (of one of several concurrent steps)."""
+        self._suspend(wake_at, None)
+
+    def stop(self) -> NoReturn:
+        """Rollback mode: run() got as far as its records go; unwind it (sticky, like Suspend)."""
+        self.stopped = True
+        raise Suspend()
+
     def _abort(self, name: str, message: str) -> NoReturn:
         self.failure = error(name, message)
         raise Abort()
 
     def _send(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._transmit(message)
+
+    def _transmit(self, message: dict[str, Any]) -> None:
+        """Send with the log lines printed since the last message (the caller holds the lock)."""
         message["logs"] = self._logbook.take()
         self._channel.send(message)
 
@@ -333,19 +519,42 @@ class Replay:
         message: dict[str, Any]
         if self.failure is not None:
             message = {"t": "failed", "error": self.failure}
+        elif self.mode == "rollback":
+            message = self._unwind(error("Terminated", "terminated with rollback"))
         elif self.suspended is not None:
-            wake_at, event_type = self.suspended
-            message = {"t": "suspended", "wake_at": wake_at, "event_type": event_type}
+            message = self._suspended()
         elif exc is not None:
-            message = {"t": "failed", "error": self._run_error(exc)}
+            message = self._unwind(self._run_error(exc))
         else:
             value, problem = encode_json(
                 output, "the value run() returned", self.limits.max_step_result_bytes
             )
-            message = (
-                {"t": "failed", "error": problem} if problem else {"t": "done", "output": value}
-            )
+            message = self._unwind(problem) if problem else {"t": "done", "output": value}
         message["logs"] = self._logbook.close(self.now())
+        return message
+
+    def _suspended(self) -> dict[str, Any]:
+        assert self.suspended is not None
+        wake_at, event_type = self.suspended
+        return {"t": "suspended", "wake_at": wake_at, "event_type": event_type}
+
+    def _unwind(self, failure: dict[str, str]) -> dict[str, Any]:
+        """The instance fails with ``failure``: run the rollback handlers first (DESIGN §2).
+
+        A rollback's retry that is not due yet suspends the replay; the next one raises the same
+        failure again (run() is deterministic) and resumes the rollbacks from their records.
+        """
+        message: dict[str, Any] = {"t": "failed", "error": failure}
+        if self.saga is None:
+            return message
+        try:
+            rollback = self.saga.unwind(failure)
+        except Suspend:
+            return self._suspended()
+        except Abort:
+            return {"t": "failed", "error": self.failure}
+        if rollback is not None:
+            message["rollback"] = rollback
         return message
 
     def _run_error(self, exc: BaseException) -> dict[str, str]:

@@ -19,6 +19,7 @@ from sandbox._compile import problem
 from sandbox._driver import ReplayDriver
 from sandbox._spawner import Spawner
 from sandbox._types import Artifact, Host, Limits, Outcome, ReplayRequest
+from sandbox._wasm_build import prepare, prepare_in_background
 from sandbox._worker import Worker, WorkerGone
 from treadle.errors import CodeInvalid
 
@@ -53,6 +54,8 @@ class SandboxPool:
         self._reaper = threading.Thread(target=self._reap_idle, name="treadle-sandbox-reaper")
         self._reaper.daemon = True
         self._reaper.start()
+        # The first start on a machine builds the Python-in-Wasm runtime (once, cached).
+        prepare_in_background()
 
     def validate(self, tenant: str, artifact: Artifact, limits: Limits | None = None) -> str:
         """Check ``artifact`` in a sandbox process; return the entry class name.
@@ -61,8 +64,13 @@ class SandboxPool:
         ``limits`` any idle worker of the tenant does, or a new one with default limits.
         """
         if artifact.sandbox not in SANDBOXES:
-            message = f"sandbox {artifact.sandbox!r} is not available (available: restricted)"
+            available = ", ".join(SANDBOXES)
+            message = f"sandbox {artifact.sandbox!r} is not available (available: {available})"
             raise CodeInvalid(message, problems=[problem(1, 1, message)])
+        try:
+            limits = prepare(artifact, limits)
+        except RuntimeError as exc:
+            raise CodeInvalid(str(exc), problems=[problem(1, 1, str(exc)[:1000])]) from None
         with self._worker(tenant, limits) as worker:
             return worker.validate(artifact)
 
@@ -77,6 +85,7 @@ class SandboxPool:
         """Replay one instance in one of ``tenant``'s workers; see DESIGN §3."""
         if artifact.sandbox not in SANDBOXES:
             raise ValueError(f"sandbox {artifact.sandbox!r} is not available")
+        limits = prepare(artifact, limits) or limits
         for tries_left in (1, 0):
             with self._worker(tenant, limits) as worker:
                 try:

@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 from typing import Any
 
-STEP_TYPES = ("do", "sleep", "wait_for_event")
+STEP_TYPES = ("do", "sleep", "wait_for_event", "rollback")
 STEP_STATUSES = ("running", "complete", "errored", "waiting")
 MAX_NAME_CHARS = 256
 MAX_ERROR_NAME_CHARS = 200

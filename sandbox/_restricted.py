@@ -53,7 +53,7 @@ class RestrictedProgram:
         reset_module_state()
         try:
             workflow = self._workflow_class(module_globals(MODULE_NAME, replay.log))()
-            workflow.env = Env(request.get("vars") or {})
+            workflow.env = Env(request.get("vars") or {}, replay)
             output = workflow.run(Event(request), Step(replay))
         except (Suspend, Abort):
             return replay.finish(), replay.out_of_memory

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox._types import Limits
+from sandbox._wasm_engine import cache_dir
 
 _log = logging.getLogger("treadle.sandbox")
 _START_TIMEOUT = 60.0
@@ -23,10 +24,13 @@ _REMEMBERED_EXITS = 4096
 
 
 def _clean_environment() -> dict[str, str]:
-    """PATH and LANG only: nothing of the server's configuration reaches tenant processes."""
+    """PATH, LANG and the cache directory: nothing else of the server's configuration
+    reaches tenant processes."""
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
+        # Where the Wasm runtime and compiled modules are cached (resolved here, with HOME).
+        "TREADLE_CACHE_DIR": str(cache_dir()),
     }
 
 

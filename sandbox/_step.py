@@ -1,20 +1,24 @@
-"""What tenant Python code holds: ``step``, the event, ``self.env``, ``ctx`` and step handles.
+"""What tenant Python code holds: ``step``, the event and step handles (``self.env`` and
+``ctx`` live in ``_env`` and ``_context``).
 
-Thin wrappers over :class:`~sandbox._journal.Replay`. Everything internal is underscore-named,
-which restricted code cannot reach, and every ``repr`` is fixed text so that ``f"{step!r}"``
-shows nothing of the host.
+Thin wrappers over :class:`~sandbox._journal.Replay`; fan-out and fan-in are in ``_fanout``,
+rollbacks in ``_saga``. Everything internal is underscore-named, which restricted code cannot
+reach, and every ``repr`` is fixed text so that ``f"{step!r}"`` shows nothing of the host.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Any
 
-from sandbox._journal import Attempt, Replay
+from sandbox._context import Context, StepInfo, parameters
+from sandbox._env import Env
+from sandbox._fanout import Invoke, Node, resolve
+from sandbox._journal import Attempt, Key, Replay
 from sandbox._records import iso
-from treadle.errors import NonRetryableError, StepError
+from sandbox._saga import Saga, resolve_rollback_config
+
+__all__ = ["Context", "Env", "Event", "Step", "StepHandle", "StepInfo"]
 
 
 class Step:
@@ -38,18 +42,24 @@ class Step:
         concurrent: bool = False,
         depends: Iterable[StepHandle] = (),
         rollback: Callable[..., Any] | None = None,
+        rollback_config: dict[str, Any] | None = None,
     ) -> Any:
         """Run ``fn`` once, durably; without ``fn``, a decorator that returns a step handle.
 
-        ``concurrent`` and ``rollback`` are accepted for forward compatibility: dependencies
-        resolve one after the other for now, and rollback handlers are not run yet.
+        Dependencies (``depends``) run first, ``concurrent=True`` ones in parallel, and ``fn``
+        receives their results as arguments named after their functions. ``rollback`` undoes
+        the completed step if the instance fails (``rollback_config``: its retries, timeout).
         """
-        options = _Options(name, retries, timeout, _handles(depends), concurrent, rollback)
+        options = _Options(
+            name, retries, timeout, _handles(depends), concurrent, rollback, rollback_config
+        )
         if fn is None:
-            return _Decorator(self, options)
+            return _Decorator(self._replay, options)
         if not callable(fn):
             raise TypeError(f"step.do({name!r}, fn): fn must be callable")
-        return self._run(options, fn)
+        node = options.node(self._replay, fn)
+        resolve(self._replay, node)
+        return _result(node)
 
     def sleep(self, name: str, duration: Any) -> None:
         self._replay.sleep(name, duration)
@@ -60,20 +70,17 @@ class Step:
     def wait_for_event(self, name: str, *, type: str, timeout: Any = "24 hours") -> Any:
         return self._replay.wait_for_event(name, type, timeout)
 
-    def _run(self, options: _Options, fn: Callable[..., Any]) -> Any:
-        arguments = {_function_name(h._fn): h() for h in options.depends}
-        wants_ctx = _accepts_ctx(fn)
-
-        def body(attempt: Attempt) -> Any:
-            if wants_ctx:
-                return fn(**arguments, ctx=Context(attempt))
-            return fn(**arguments)
-
-        return self._replay.do(options.name, body, options.retries, options.timeout)
-
 
 class _Options:
-    __slots__ = ("depends", "name", "retries", "timeout")
+    __slots__ = (
+        "concurrent",
+        "depends",
+        "name",
+        "retries",
+        "rollback",
+        "rollback_config",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -83,22 +90,48 @@ class _Options:
         depends: tuple[StepHandle, ...],
         concurrent: Any,
         rollback: Any,
+        rollback_options: Any,
     ) -> None:
         if not isinstance(concurrent, bool):
             raise TypeError("step.do: concurrent must be True or False")
         if rollback is not None and not callable(rollback):
             raise TypeError("step.do: rollback must be callable")
+        if rollback is None and rollback_options is not None:
+            raise TypeError("step.do: rollback_config needs a rollback handler")
         self.name = name
         self.retries = retries
         self.timeout = timeout
         self.depends = depends
+        self.concurrent = concurrent
+        self.rollback = rollback
+        self.rollback_config = (
+            None if rollback is None else resolve_rollback_config(rollback_options)
+        )
+
+    def node(self, replay: Replay, fn: Callable[..., Any]) -> Node:
+        on_complete: Callable[[Key], None] | None = None
+        if self.rollback is not None and self.rollback_config is not None:
+            handler, config = self.rollback, self.rollback_config
+
+            def on_complete(key: Key) -> None:
+                Saga.of(replay).register(key, handler, config)
+
+        depends = tuple(h._node for h in self.depends)
+        return Node(
+            self.name,
+            (self.retries, self.timeout, self.concurrent),
+            depends,
+            _invoker(self.name, fn, depends),
+            _function_name(fn),
+            on_complete,
+        )
 
 
 class _Decorator:
-    __slots__ = ("_options", "_step")
+    __slots__ = ("_options", "_replay")
 
-    def __init__(self, step: Step, options: _Options) -> None:
-        self._step = step
+    def __init__(self, replay: Replay, options: _Options) -> None:
+        self._replay = replay
         self._options = options
 
     def __repr__(self) -> str:
@@ -107,64 +140,25 @@ class _Decorator:
     def __call__(self, fn: Callable[..., Any]) -> StepHandle:
         if not callable(fn):
             raise TypeError(f"@step.do({self._options.name!r}) must decorate a function")
-        return StepHandle(self._step, self._options, fn)
+        return StepHandle(self._replay, self._options.node(self._replay, fn))
 
 
 class StepHandle:
-    """A decorated step: calling it runs (or replays) the step once and remembers the result."""
+    """A decorated step: calling it runs (or replays) the step once and remembers the result;
+    its dependencies run first, concurrent ones in parallel."""
 
-    __slots__ = ("_error", "_fn", "_options", "_settled", "_step", "_value")
+    __slots__ = ("_node", "_replay")
 
-    def __init__(self, step: Step, options: _Options, fn: Callable[..., Any]) -> None:
-        self._step = step
-        self._options = options
-        self._fn = fn
-        self._settled = False
-        self._value: Any = None
-        self._error: StepError | None = None
+    def __init__(self, replay: Replay, node: Node) -> None:
+        self._replay = replay
+        self._node = node
 
     def __repr__(self) -> str:
-        return f"<step handle {self._options.name!r}>"
+        return f"<step handle {self._node.name!r}>"
 
     def __call__(self) -> Any:
-        if not self._settled:
-            try:
-                self._value = self._step._run(self._options, self._fn)
-            except StepError as exc:
-                self._error = exc
-            self._settled = True
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-class Context:
-    """``ctx``: handed to a step function that has a parameter named ``ctx``."""
-
-    __slots__ = ("attempt", "config", "idempotency_key", "step")
-
-    def __init__(self, attempt: Attempt) -> None:
-        self.attempt = attempt.number
-        self.step = StepInfo(attempt.name, attempt.count)
-        self.config = {
-            "retries": dict(attempt.config["retries"]),
-            "timeout": attempt.config["timeout"],
-        }
-        self.idempotency_key = attempt.idempotency_key
-
-    def __repr__(self) -> str:
-        return f"<ctx of step {self.step.name!r} attempt {self.attempt}>"
-
-
-class StepInfo:
-    __slots__ = ("count", "name")
-
-    def __init__(self, name: str, count: int) -> None:
-        self.name = name
-        self.count = count
-
-    def __repr__(self) -> str:
-        return f"<step {self.name!r} #{self.count}>"
+        resolve(self._replay, self._node)
+        return _result(self._node)
 
 
 class Event:
@@ -182,21 +176,6 @@ class Event:
         return f"<event of instance {self.instance_id!r}>"
 
 
-class Env:
-    """``self.env``: the tenant's bindings. ``vars`` is read-only."""
-
-    __slots__ = ("vars",)
-
-    def __init__(self, vars: Mapping[str, Any]) -> None:
-        self.vars = MappingProxyType(dict(vars))
-
-    def __repr__(self) -> str:
-        return "<env>"
-
-    def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        raise NonRetryableError("env.fetch is not available in this version of treadle")
-
-
 def _handles(depends: Iterable[Any]) -> tuple[StepHandle, ...]:
     handles = tuple(depends)
     for handle in handles:
@@ -207,11 +186,38 @@ def _handles(depends: Iterable[Any]) -> tuple[StepHandle, ...]:
     return handles
 
 
-def _accepts_ctx(fn: Callable[..., Any]) -> bool:
-    try:
-        return "ctx" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # builtins without a signature take no ctx
-        return False
+def _invoker(name: str, fn: Callable[..., Any], depends: tuple[Node, ...]) -> Invoke:
+    """How to call ``fn``: with the dependencies' values it has parameters for, and ``ctx``.
+
+    A dependency ``fn`` has no parameter for is still waited for, which makes fan-in over
+    handles made in a loop possible: ``def all_done(): ...``, then call the handles.
+    """
+    names, any_keyword = parameters(fn)
+    wants_ctx = "ctx" in names
+    if not depends:
+        if wants_ctx:
+            return lambda arguments, attempt: fn(ctx=Context(attempt))
+        return lambda arguments, attempt: fn()
+    given = [d.arg_name for d in depends if any_keyword or d.arg_name in names]
+    for arg in [*given, "ctx"] if wants_ctx else given:
+        if given.count(arg) + (wants_ctx and arg == "ctx") > 1:
+            raise TypeError(
+                f"step.do({name!r}): several values would be passed as {arg!r}; "
+                "give the dependencies' functions different names"
+            )
+    accepted = set(given)
+
+    def invoke(arguments: dict[str, Any], attempt: Attempt) -> Any:
+        values = {k: v for k, v in arguments.items() if k in accepted}
+        return fn(**values, ctx=Context(attempt)) if wants_ctx else fn(**values)
+
+    return invoke
+
+
+def _result(node: Node) -> Any:
+    if node.error is not None:
+        raise node.error
+    return node.value
 
 
 def _function_name(fn: Callable[..., Any]) -> str:

@@ -14,6 +14,10 @@ class Limits:
     step_cpu_ms: int = 30000
     max_step_result_bytes: int = 1048576
     max_steps_per_instance: int = 10000
+    # Not a policy value: the pool sets it from the artifact. A worker serves one tenant and
+    # one sandbox for its whole life, and loads that sandbox's runtime when it starts (a Wasm
+    # runtime costs every worker that loads it address space under RLIMIT_AS).
+    sandbox: str = "restricted"
 
     def __post_init__(self) -> None:
         for name in ("memory_mb", "step_cpu_ms", "max_step_result_bytes", "max_steps_per_instance"):
@@ -31,7 +35,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class Artifact:
-    """One version of a tenant's workflow code, as the loader stores it."""
+    """One version of a tenant's workflow code, as the loader stores it.
+
+    ``sandbox`` names the backend: ``restricted`` and ``wasm`` take Python source;
+    ``wasm-module`` takes a WebAssembly core module, base64-encoded, as its ``source``.
+    """
 
     version: str
     sandbox: str
@@ -51,6 +59,14 @@ class ReplayRequest:
     events: list[dict[str, Any]]
     now: float
     vars: dict[str, Any] = field(default_factory=dict)
+    # "rollback": terminate with rollback. run() replays only as far as its records go (no
+    # body runs, nothing suspends), then the rollback handlers run; the outcome is
+    # Failed(Terminated) with its ``rollback``, or Suspended for a rollback's retry.
+    mode: str = "run"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("run", "rollback"):
+            raise ValueError(f"ReplayRequest.mode must be 'run' or 'rollback', got {self.mode!r}")
 
 
 @dataclass
@@ -74,11 +90,16 @@ class Suspended:
 
 @dataclass
 class Failed:
-    """The instance ends in error: ``error`` is ``{"name", "message"}``."""
+    """The instance ends in error: ``error`` is ``{"name", "message"}``.
+
+    ``rollback`` is ``{"outcome": "complete" | "failed", "error": {"name", "message"} | None}``
+    once rollback handlers ran (``error``: the first handler that failed for good), else None.
+    """
 
     error: dict[str, Any]
     records: list[dict[str, Any]]
     logs: list[dict[str, Any]]
+    rollback: dict[str, Any] | None = None
 
 
 Outcome = Done | Suspended | Failed
@@ -90,7 +111,24 @@ class Host(Protocol):
     def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
         """Make ``records`` and ``logs`` durable; return once committed.
 
-        May raise (for instance when the instance's lease was lost): the pool then kills the
-        worker running the replay and re-raises.
+        May raise (the instance's lease was lost; the engine stops the replay to pause or
+        terminate the instance): the pool then kills the worker running the replay, reports no
+        further records and re-raises — once the host calls in flight have returned.
+        """
+        ...
+
+    def call(self, method: str, args: dict[str, Any]) -> Any:
+        """Do something for tenant code and return its JSON result; may run on several threads
+        at once, and concurrently with ``commit``.
+
+        - ``"fetch"``, args ``{"url", "method", "headers", "body"}`` → ``{"status", "headers",
+          "text"}``: an HTTP request under the tenant's egress policy.
+        - ``"workflows.create"``, args ``{"workflow", "params", "id"}`` → ``{"id"}``: start an
+          instance of the tenant's workflow as a child of this one. It must be idempotent by
+          id: after a crash the step runs again with the same id.
+
+        Raise a ``treadle.errors.TreadleError`` to fail the call: tenant code gets its class
+        name and message, and a ``NonRetryableError`` (subclass) makes the step fail for good.
+        Any other exception is logged, and tenant code sees only that the call failed.
         """
         ...

@@ -10,6 +10,7 @@ import math
 from collections.abc import Collection
 from typing import Any
 
+from sandbox._calls import CHILD_EVENT_PREFIX, MAX_ID_CHARS, check_args
 from sandbox._records import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_ERROR_NAME_CHARS,
@@ -18,6 +19,7 @@ from sandbox._records import (
     STEP_TYPES,
 )
 from sandbox._retries import BACKOFFS, MAX_RETRIES
+from sandbox._types import Limits
 from sandbox._wire import ProtocolError
 from treadle import MAX_DURATION_SECONDS
 
@@ -25,6 +27,11 @@ _MAX_COUNT = 10**7
 _MAX_LOG_LINES = 1100
 _MAX_LOG_CHARS = 4096
 _MAX_PROBLEMS = 1000
+_MAX_CALL_ID = 2**31
+# Waits on a child's outcome use the platform's own type, child.<id>, longer than the 100
+# characters of a tenant's event types.
+_MAX_EVENT_TYPE_CHARS = len(CHILD_EVENT_PREFIX) + MAX_ID_CHARS
+_ROLLBACK_OUTCOMES = ("complete", "failed")
 
 
 def _fail(what: str) -> ProtocolError:
@@ -87,7 +94,7 @@ def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
     if len(value["attempts"]) > MAX_RETRIES + 1:
         raise _fail("attempts")
     return {
-        "name": _text(value.get("name"), MAX_NAME_CHARS, "step name"),
+        "name": _step_name(value.get("name"), value["type"]),
         "count": _int(value.get("count"), 1, _MAX_COUNT, "step count"),
         "type": value["type"],
         "status": value["status"],
@@ -110,8 +117,12 @@ def begin(value: dict[str, Any]) -> dict[str, Any]:
     delay = _number(retries.get("delay"), "retry delay")
     if delay is None or not 0 <= delay <= MAX_DURATION_SECONDS:
         raise _fail("retry delay")
+    kind = value.get("type", "do")
+    if kind not in ("do", "rollback"):
+        raise _fail("step type")
     return {
-        "name": _text(value.get("name"), MAX_NAME_CHARS, "step name"),
+        "type": kind,
+        "name": _step_name(value.get("name"), kind),
         "count": _int(value.get("count"), 1, _MAX_COUNT, "step count"),
         "attempt": _int(value.get("attempt"), 1, MAX_RETRIES + 1, "attempt"),
         "timeout": timeout,
@@ -121,6 +132,37 @@ def begin(value: dict[str, Any]) -> dict[str, Any]:
             "backoff": retries["backoff"],
         },
     }
+
+
+def _step_name(value: Any, kind: str) -> str:
+    """A step name; ``rollback:<name>`` exactly for a rollback handler's records."""
+    name = str(_text(value, MAX_NAME_CHARS, "step name"))
+    if name.startswith("rollback:") != (kind == "rollback"):
+        raise _fail("step name")
+    return name
+
+
+def call(value: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """A host call: ``{"id", "method", "args"}`` with the arguments checked for the method."""
+    method = value.get("method")
+    try:
+        args = check_args(method, value.get("args"), limits.max_step_result_bytes)
+    except (TypeError, ValueError, RecursionError):
+        raise _fail("host call") from None
+    call_id = _int(value.get("id"), 1, _MAX_CALL_ID, "call id")
+    return {"id": call_id, "method": method, "args": args}
+
+
+def rollback(value: Any) -> dict[str, Any] | None:
+    """How the rollback handlers ended, on a ``failed`` outcome."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("outcome") not in _ROLLBACK_OUTCOMES:
+        raise _fail("rollback")
+    failure = error(value.get("error"), optional=True)
+    if (failure is None) != (value["outcome"] == "complete"):
+        raise _fail("rollback")
+    return {"outcome": value["outcome"], "error": failure}
 
 
 def logs(value: Any) -> list[dict[str, Any]]:
@@ -143,7 +185,7 @@ def _log_line(value: Any) -> dict[str, Any]:
 
 def suspension(value: dict[str, Any]) -> tuple[float | None, str | None]:
     wake_at = _number(value.get("wake_at"), "wake_at", optional=True)
-    event_type = _text(value.get("event_type"), 100, "event type", optional=True)
+    event_type = _text(value.get("event_type"), _MAX_EVENT_TYPE_CHARS, "event type", optional=True)
     if wake_at is None and event_type is None:
         raise _fail("suspend")
     return wake_at, event_type

@@ -23,6 +23,7 @@ import sys
 import traceback
 from typing import Any
 
+from sandbox._backends import preload
 from sandbox._child import WorkerLoop
 from sandbox._types import Limits
 
@@ -139,6 +140,7 @@ class Zygote:
         os.chdir("/")
         os.environ.clear()
         _apply_limits(limits)
+        preload(limits.sandbox)  # under the limits, but while the runtime's files are readable
         if os.getuid() == 0:
             uid, gid = self._nobody
             os.setgroups([])

@@ -157,7 +157,9 @@ class Event(SQLModel, table=True):
             BigId, sa.ForeignKey("instances.pk", ondelete="CASCADE"), nullable=False
         )
     )
-    type: str = Field(max_length=100)
+    # Public event types are at most 100 characters; internal ones ("child.<instance id>",
+    # which the public API cannot send: it refuses dots) need a little more.
+    type: str = Field(max_length=120)
     payload: Any = _json()
     created_at: float
     consumed_at: float | None = None

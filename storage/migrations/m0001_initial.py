@@ -116,7 +116,7 @@ def _schema() -> sa.MetaData:
         md,
         col("pk", _BIG, primary_key=True),
         fk("instance_pk", "instances.pk", _BIG),
-        col("type", s(100)),
+        col("type", s(120)),
         col("payload", _JSON, nullable=True),
         col("created_at", f),
         col("consumed_at", f, nullable=True),

@@ -9,9 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import Engine, InstanceRef, NewInstance
-from sandbox import Artifact, Host, Limits, Outcome, ReplayRequest, SandboxPool
+from engine import Engine, InstanceRef, NewInstance, Recorder
+from sandbox import Artifact, Limits, Outcome, ReplayRequest, SandboxPool
 from storage import Clock, Database, GroupCommitter, migrate, tables
+from treadle.errors import InvalidInput
 
 TENANT = "acme"
 
@@ -23,8 +24,21 @@ class _Runner:
         self._limits = limits
         self.vars = vars
 
-    def replay(self, request: ReplayRequest, host: Host) -> Outcome:
-        return self._pool.replay(TENANT, self._artifact, self._limits, request, host)
+    def replay(self, request: ReplayRequest, host: Recorder) -> Outcome:
+        return self._pool.replay(TENANT, self._artifact, self._limits, request, _Bindings(host))
+
+
+class _Bindings:
+    """The engine's recorder, and no tenant bindings: the HTTP tests cover those."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+        self._recorder.commit(records, logs)
+
+    def call(self, method: str, args: dict[str, Any]) -> Any:
+        raise InvalidInput(f"{method} is not available in the engine harness")
 
 
 class Harness:

@@ -85,9 +85,9 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
-def _client(base: str) -> httpx.Client:
+def _client(base: str, **policy: object) -> httpx.Client:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
-        admin.post("/v1/admin/tenants", json={"name": "crash"}).raise_for_status()
+        admin.post("/v1/admin/tenants", json={"name": "crash", "policy": policy}).raise_for_status()
         key = admin.post("/v1/admin/tenants/crash/keys").json()["key"]
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
@@ -133,3 +133,95 @@ def _crash_and_recover(server: Server, client: httpx.Client) -> None:
         logs = client.get(f"/v1/workflows/crunch/instances/c{i}/logs").json()["logs"]
         bodies = collections.Counter(x["message"] for x in logs)
         assert bodies == {f"body work {k}": 1 for k in range(1, 5)}, bodies
+
+
+FANOUT = """
+from treadle import WorkflowEntrypoint
+
+class Fan(WorkflowEntrypoint):
+    def run(self, event, step):
+        base = event.payload["base"]
+
+        def fetch(ctx):
+            print("body", ctx.step.name)
+            return self.env.fetch(base + "/sleep?s=1&tag=" + ctx.step.name).json()["tag"]
+
+        @step.do("a", concurrent=True)
+        def a(ctx):
+            return fetch(ctx)
+
+        @step.do("b", concurrent=True)
+        def b(ctx):
+            return fetch(ctx)
+
+        @step.do("c", concurrent=True)
+        def c(ctx):
+            return fetch(ctx)
+
+        @step.do("join", depends=[a, b, c])
+        def join(a, b, c):
+            return [a, b, c, "joined"]
+
+        return join()
+"""
+
+
+UNDO = """
+from treadle import WorkflowEntrypoint, NonRetryableError
+
+class Undo(WorkflowEntrypoint):
+    def run(self, event, step):
+        base = event.payload["base"]
+        for name in ("one", "two", "three"):
+            def undo(ctx):
+                print("undo", ctx.step.name)
+                self.env.fetch(base + "/sleep?s=0.7&tag=undo-" + ctx.step.name)
+            step.do(name, lambda: name, rollback=undo)
+        def fail():
+            raise NonRetryableError("boom")
+        step.do("fail", fail)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_fan_out_and_during_a_rollback(server: Server) -> None:
+    from tests.integration.slow_server import SlowServer
+
+    with SlowServer().running() as slow, _client(server.base, egress_allow=["127.0.0.1"]) as client:
+        for name, source in (("fan", FANOUT), ("undo", UNDO)):
+            body = {"source": source, "sandbox": "restricted"}
+            reply = client.put(f"/v1/workflows/{name}", json=body)
+            assert reply.status_code == 201, reply.text
+        params = {"base": slow.url}
+        for name in ("fan", "undo"):
+            batch = {"instances": [{"id": f"{name}{i}", "params": params} for i in range(4)]}
+            assert not client.post(f"/v1/workflows/{name}/instances/batch", json=batch).json()[
+                "errors"
+            ]
+        # Crash while fan-out bodies are blocked in their fetches, then while rollback
+        # handlers are, then once more at an arbitrary moment.
+        for in_flight in ("a", "undo-three", None):
+            deadline = time.monotonic() + 60
+            while in_flight is not None and slow.calls[in_flight] == 0:
+                assert time.monotonic() < deadline, slow.calls
+                time.sleep(0.01)
+            time.sleep(0.2)
+            server.kill()
+            server.start()
+        for name, final in (("fan", "complete"), ("undo", "errored")):
+            for i in range(4):
+                path = f"/v1/workflows/{name}/instances/{name}{i}"
+                deadline = time.monotonic() + 90
+                while (instance := client.get(path).json())["status"] != final:
+                    assert instance["status"] not in ("complete", "errored"), instance
+                    assert time.monotonic() < deadline, instance
+                    time.sleep(0.2)
+                logs = collections.Counter(
+                    x["message"] for x in client.get(path + "/logs").json()["logs"]
+                )
+                if name == "fan":
+                    assert instance["output"] == ["a", "b", "c", "joined"]
+                    assert logs == {"body a": 1, "body b": 1, "body c": 1}
+                else:
+                    assert instance["rollback"] == {"outcome": "complete", "error": None}
+                    assert logs == {"undo three": 1, "undo two": 1, "undo one": 1}

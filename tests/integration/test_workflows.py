@@ -100,17 +100,15 @@ def test_a_sandbox_the_policy_does_not_allow_is_refused(client: Client) -> None:
     assert "restricted" in reply.json()["error"]["message"]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [{"wasm_base64": "AGFzbQEAAAA=", "sandbox": "wasm"}, {"source": SUM, "sandbox": "wasm"}],
-)
-def test_wasm_code_is_refused_until_the_wasm_sandbox_exists(
-    client: Client, acme: dict[str, str], body: dict[str, str]
-) -> None:
+def test_a_wasm_module_without_the_abi_is_a_422(client: Client, acme: dict[str, str]) -> None:
+    body = {"wasm_base64": "AGFzbQEAAAA=", "sandbox": "wasm"}  # an empty module
     reply = client.put("/v1/workflows/mod", json=body, headers=acme)
     assert reply.status_code == 422
-    assert reply.json()["error"]["code"] == "code.invalid"
-    assert "not available yet" in reply.json()["error"]["message"]
+    error = reply.json()["error"]
+    assert error["code"] == "code.invalid"
+    assert "the module must export its linear memory as 'memory'" in [
+        p["message"] for p in error["problems"]
+    ]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sandbox import Artifact, Done, Limits, Outcome, ReplayRequest, SandboxPool, Suspended
+from sandbox._hostcalls import HostCalls
 from sandbox._restricted import RestrictedBackend
+from sandbox._untrusted import call as checked_call
+from treadle.errors import NonRetryableError, TreadleError
 
 T0 = 1_700_000_000.0
 SMALL = Limits(memory_mb=256, step_cpu_ms=1000)
@@ -35,32 +38,87 @@ def artifact(text: str, class_name: str | None = None) -> Artifact:
 
 
 class FakeHost:
-    """The engine's side: counts commits and keeps what it committed."""
+    """The engine's side: counts commits and keeps what it committed; answers host calls.
 
-    def __init__(self, fail_with: BaseException | None = None) -> None:
+    ``fetch`` of ``https://x/sleep/<seconds>`` sleeps that long; ``https://x/fail/<Name>``
+    raises a TreadleError subclass of that name, ``https://x/refuse/<Name>`` a
+    NonRetryableError subclass; any other URL echoes the request as JSON.
+    ``workflows.create`` is idempotent by id, as the engine's is. ``fail_with`` fails every
+    commit, ``commits_before_failing`` only those after the first few.
+    """
+
+    def __init__(
+        self, fail_with: BaseException | None = None, *, commits_before_failing: int = 0
+    ) -> None:
         self.commits: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.children: dict[str, dict[str, Any]] = {}
+        self.events: list[str] = []  # "commit", "call <method>", in the order they began
         self._fail_with = fail_with
+        self._commits_before_failing = commits_before_failing
         self._lock = threading.Lock()
 
     def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        if self._fail_with is not None:
-            raise self._fail_with
         with self._lock:
+            self.events.append("commit")
+            if self._fail_with is not None and len(self.commits) >= self._commits_before_failing:
+                raise self._fail_with
             self.commits.append((records, logs))
+
+    def call(self, method: str, args: dict[str, Any]) -> Any:
+        with self._lock:
+            self.events.append(f"call {method}")
+            self.calls.append((method, args))
+        if method == "workflows.create":
+            with self._lock:
+                self.children.setdefault(args["id"], args)
+            return {"id": args["id"]}
+        kind, _, detail = args["url"].removeprefix("https://x/").partition("/")
+        if kind == "sleep":
+            time.sleep(float(detail))
+        elif kind in ("fail", "refuse"):
+            base = TreadleError if kind == "fail" else NonRetryableError
+            raise type(detail, (base,), {})(f"{detail} happened")
+        text = json.dumps({"url": args["url"], "method": args["method"], "body": args["body"]})
+        return {"status": 200, "headers": {"content-type": "application/json"}, "text": text}
 
 
 class Recorder:
-    """A channel that keeps every message (as JSON would carry it) and acks at once."""
+    """A channel that keeps every message (as JSON would carry it) and acks at once; host
+    calls go to ``host`` through the parent's own call machinery."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: FakeHost | None = None, limits: Limits = SMALL) -> None:
         self.messages: list[dict[str, Any]] = []
         self.acks = 0
+        self._lock = threading.Condition()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._calls = HostCalls(host or FakeHost(), self._deliver)
+        self._limits = limits
 
     def send(self, message: dict[str, Any]) -> None:
-        self.messages.append(json.loads(json.dumps(message)))
+        copy = json.loads(json.dumps(message))
+        with self._lock:
+            self.messages.append(copy)
+        if copy["t"] == "call":
+            self._calls.start(checked_call(copy, self._limits))
 
     def wait_ack(self) -> None:
-        self.acks += 1
+        with self._lock:
+            self.acks += 1
+
+    def wait_reply(self, call_id: int) -> dict[str, Any]:
+        with self._lock:
+            while call_id not in self._replies:
+                self._lock.wait()
+            return self._replies.pop(call_id)
+
+    def close(self) -> None:
+        self._calls.close()
+
+    def _deliver(self, reply: dict[str, Any]) -> None:
+        with self._lock:
+            self._replies[reply["id"]] = json.loads(json.dumps(reply))
+            self._lock.notify_all()
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["t"] == kind]
@@ -103,6 +161,7 @@ class Instance:
         self.limits = limits
         self.vars = vars or {}
         self.instance_id = instance_id
+        self.mode = "run"
         self.now = T0
         self.journal: dict[tuple[str, int], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
@@ -118,6 +177,7 @@ class Instance:
             events=[dict(e) for e in self.events],
             now=self.now,
             vars=dict(self.vars),
+            mode=self.mode,
         )
 
     def send_event(self, type_: str, payload: Any) -> int:
@@ -133,12 +193,15 @@ class Instance:
             if record["status"] == "complete" and record.get("event_pk") is not None:
                 self.events = [e for e in self.events if e["pk"] != record["event_pk"]]
 
-    def inline(self) -> Result:
+    def inline(self, host: FakeHost | None = None) -> Result:
         """One replay in this process; records are applied to the journal."""
         program = RestrictedBackend().compile(self.artifact.source, self.artifact.class_name)
-        channel = Recorder()
+        channel = Recorder(host, self.limits)
         request = dataclasses.asdict(self.request())
-        outcome, spent = program.replay(request, self.limits, channel)
+        try:
+            outcome, spent = program.replay(request, self.limits, channel)
+        finally:
+            channel.close()
         self.apply([m["record"] for m in channel.of("record")])
         return Result(outcome, channel, spent)
 
@@ -151,20 +214,22 @@ class Instance:
         self.apply(outcome.records)
         return outcome
 
-    def settle_inline(self, max_replays: int = 20) -> Result:
+    def settle_inline(self, max_replays: int = 20, host: FakeHost | None = None) -> Result:
         """Replay in-process until the outcome is final, advancing the clock to wake times."""
         for _ in range(max_replays):
-            result = self.inline()
+            result = self.inline(host)
             wake_at = result.outcome.get("wake_at")
             if result.outcome["t"] != "suspended" or wake_at is None:
                 return result
             self.now = max(self.now, wake_at)
         raise AssertionError("the instance did not settle")
 
-    def settle(self, pool: SandboxPool, tenant: str, max_replays: int = 20) -> Outcome:
+    def settle(
+        self, pool: SandboxPool, tenant: str, max_replays: int = 20, host: FakeHost | None = None
+    ) -> Outcome:
         """Replay through ``pool`` until the outcome is final, advancing the clock."""
         for _ in range(max_replays):
-            outcome = self.through(pool, tenant)
+            outcome = self.through(pool, tenant, host)
             if not isinstance(outcome, Suspended) or outcome.wake_at is None:
                 return outcome
             self.now = max(self.now, outcome.wake_at)

@@ -100,7 +100,9 @@ def test_workers_run_without_secrets_privileges_or_network(pool: SandboxPool) ->
     for process in (zygote, pid):
         environment = set(_proc(process, "environ").split("\0")) - {""}
         assert SECRET in os.environ and not any(SECRET in entry for entry in environment)
-        assert {entry.split("=")[0] for entry in environment} <= {"PATH", "LANG"}
+        # TREADLE_CACHE_DIR: where the Wasm runtime is cached (a path, not a secret).
+        names = {entry.split("=")[0] for entry in environment}
+        assert names <= {"PATH", "LANG", "TREADLE_CACHE_DIR"}
     assert os.readlink(f"/proc/{pid}/cwd") == "/"
     assert sorted(os.listdir(f"/proc/{pid}/fd")) == ["0", "1", "2", "3"]
     limits = _proc(pid, "limits")

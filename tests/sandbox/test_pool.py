@@ -68,8 +68,8 @@ def test_validation_runs_in_a_worker_and_lists_problems(pool: SandboxPool) -> No
     with pytest.raises(CodeInvalid) as caught:
         pool.validate("acme", bad)
     assert [(p["line"], p["column"]) for p in caught.value.problems] == [(1, 1), (1, 1), (3, 5)]
-    with pytest.raises(CodeInvalid, match="sandbox 'wasm' is not available"):
-        pool.validate("acme", Artifact("v", "wasm", "", None))
+    with pytest.raises(CodeInvalid, match="sandbox 'docker' is not available"):
+        pool.validate("acme", Artifact("v", "docker", "", None))
 
 
 def test_a_failing_commit_kills_the_worker_and_propagates(pool: SandboxPool) -> None:
@@ -192,7 +192,7 @@ def test_a_closed_pool_refuses_work() -> None:
 
 def test_unknown_sandboxes_are_refused(pool: SandboxPool) -> None:
     wf = Instance(GOOD)
-    wf.artifact = Artifact("v", "wasm", "", None)
+    wf.artifact = Artifact("v", "docker", "", None)
     with pytest.raises(ValueError, match="not available"):
         wf.through(pool, "acme")
 

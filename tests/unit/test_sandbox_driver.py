@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,8 +19,12 @@ from tests.sandbox.harness import T0, FakeHost
 RETRIES = {"limit": 2, "delay": 60.0, "backoff": "constant"}
 
 
+SILENCE = object()  # in a script: nothing arrives before the driver's deadline
+
+
 class ScriptedWorker:
-    """Replies with ``script`` (messages, or exceptions to raise) and records what it got."""
+    """Replies with ``script`` (messages, exceptions to raise, ``SILENCE``, or callables that
+    return the next message) and records what it got, host call replies included."""
 
     def __init__(self, script: list[Any], death: tuple[str, str] = ("SandboxCrashed", "died")):
         self.script = list(script)
@@ -30,7 +37,9 @@ class ScriptedWorker:
         self.outside_budget = 5.0
         self.zygote_alive = True
         self.send_fails = False
+        self.deadlines: list[float] = []
         self._death = death
+        self._lock = threading.Lock()
 
     def idle_and_alive(self) -> bool:
         return not self.closed
@@ -38,13 +47,24 @@ class ScriptedWorker:
     def send(self, message: dict[str, Any]) -> None:
         if self.send_fails:
             raise EOFError("gone")
-        self.sent.append(message)
+        with self._lock:
+            self.sent.append(message)
 
     def recv(self, deadline: float) -> dict[str, Any]:
+        self.deadlines.append(deadline)
         item = self.script.pop(0)
+        if item is SILENCE:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            raise TimeoutError()
+        if callable(item):
+            item = item()
         if isinstance(item, BaseException):
             raise item
         return dict(item)
+
+    def replies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.sent if m["t"] == "reply"]
 
     def close(self) -> None:
         self.closed = True
@@ -54,9 +74,9 @@ class ScriptedWorker:
         return self._death
 
 
-def begin(name: str, attempt: int = 1, timeout: float = 30.0) -> dict[str, Any]:
+def begin(name: str, attempt: int = 1, timeout: float = 30.0, **extra: Any) -> dict[str, Any]:
     return {"t": "begin", "name": name, "count": 1, "attempt": attempt, "timeout": timeout,
-            "retries": RETRIES, "logs": []}  # fmt: skip
+            "retries": RETRIES, "logs": [], **extra}  # fmt: skip
 
 
 def record(name: str, output: Any = 1, **extra: Any) -> dict[str, Any]:
@@ -71,12 +91,14 @@ def drive(
     script: list[Any],
     journal: list[dict[str, Any]] | None = None,
     fake: ScriptedWorker | None = None,
+    host: FakeHost | None = None,
+    mode: str = "run",
     **worker: Any,
 ) -> Any:
     fake = fake or ScriptedWorker(script, **worker)
-    host = FakeHost()
+    host = host or FakeHost()
     request = ReplayRequest("i", "wf", T0, None, journal or [], [{"pk": 7, "type": "go",
-                            "payload": 1, "timestamp": T0}], T0, {})  # fmt: skip
+                            "payload": 1, "timestamp": T0}], T0, {}, mode)  # fmt: skip
     driver = ReplayDriver(fake, request, host)  # type: ignore[arg-type]
     outcome = driver.run(Artifact("v1", "restricted", "source"))
     return outcome, fake, host
@@ -150,10 +172,13 @@ def test_a_misbehaving_worker_is_killed_and_the_instance_fails(bad: dict[str, An
 
 
 def test_a_violation_inside_a_body_fails_that_attempt() -> None:
-    outcome, fake, _ = drive([begin("a"), begin("b")])
+    outcome, fake, _ = drive([begin("a"), begin("a")])
     assert isinstance(outcome, Suspended) and fake.closed
     error = outcome.records[0]["attempts"][0]["error"]
-    assert error["name"] == "SandboxCrashed" and "a step began while another" in error["message"]
+    assert (
+        error["name"] == "SandboxCrashed"
+        and "a step began while it was running" in error["message"]
+    )
 
 
 def test_an_internal_crash_propagates_for_the_engine_to_retry() -> None:
@@ -212,3 +237,196 @@ def test_exit_statuses_are_explained(status: Any, name: str, message: str) -> No
 def test_the_fake_has_the_workers_shape() -> None:
     public = {n for n in vars(Worker) if not n.startswith("_")} - {"validate"}
     assert public <= set(dir(ScriptedWorker([])))
+
+
+# -- concurrent bodies, host calls, rollbacks ----------------------------------------------------
+
+
+def call(call_id: int, url: str = "https://x/api", method: str = "fetch") -> dict[str, Any]:
+    args: dict[str, Any] = {"url": url, "method": "GET", "headers": {}, "body": None}
+    if method == "workflows.create":
+        args = {"workflow": "child", "params": None, "id": url}
+    return {"t": "call", "id": call_id, "method": method, "args": args, "logs": []}
+
+
+def once(fake: ScriptedWorker, replies: int, then: dict[str, Any]) -> Callable[[], Any]:
+    """A script item: wait (polling, with a deadline) until ``replies`` replies went out."""
+
+    def item() -> dict[str, Any]:
+        deadline = time.monotonic() + 5.0
+        while len(fake.replies()) < replies:
+            assert time.monotonic() < deadline, "the replies never came"
+            time.sleep(0.005)
+        return then
+
+    return item
+
+
+def test_each_running_body_keeps_its_own_deadline() -> None:
+    script = [begin("a", timeout=30.0), begin("b", timeout=0.05), SILENCE]
+    outcome, fake, _ = drive(script)
+    assert isinstance(outcome, Suspended) and fake.closed
+    # The driver waited for the earliest deadline, b's, although a began first.
+    assert fake.deadlines[-1] - fake.deadlines[-2] < 1.0
+    errors = {r["name"]: r["attempts"][-1]["error"] for r in outcome.records}
+    assert errors == {
+        "a": {
+            "name": "StepInterrupted",
+            "message": "the sandbox worker was stopped because step 'b' timed out",
+        },
+        "b": {"name": "StepTimeout", "message": "step timed out after 0.05 s"},
+    }
+    assert all(r["status"] == "waiting" for r in outcome.records)
+    assert outcome.wake_at == min(r["wake_at"] for r in outcome.records)
+
+
+def test_a_death_during_concurrent_bodies_fails_only_those_still_running() -> None:
+    cpu = ("ResourceLimitExceeded", "CPU time limit exceeded (step_cpu_ms=1000)")
+    script = [begin("a"), begin("b"), begin("c"), record("c"), EOFError()]
+    outcome, _, _ = drive(script, death=cpu)
+    assert [(r["name"], r["status"]) for r in outcome.records] == [
+        ("c", "complete"), ("a", "waiting"), ("b", "waiting"),
+    ]  # fmt: skip
+    assert {r["attempts"][-1]["error"]["message"] for r in outcome.records[1:]} == {cpu[1]}
+
+
+def test_host_calls_run_beside_the_driver_and_are_answered_by_id() -> None:
+    fake = ScriptedWorker([])
+    done = {"t": "done", "output": None, "logs": []}
+    fake.script = [
+        begin("a"),
+        begin("b"),
+        call(1, "https://x/sleep/0.3"),
+        call(2, "https://x/sleep/0.3"),
+        once(fake, 2, record("a")),
+        record("b"),
+        done,
+    ]
+    started = time.monotonic()
+    outcome, _, host = drive([], fake=fake)
+    assert time.monotonic() - started < 0.55  # the two calls overlapped
+    assert sorted(r["id"] for r in fake.replies()) == [1, 2]
+    assert fake.replies()[0]["result"]["status"] == 200
+    assert [m for m, _ in host.calls] == ["fetch", "fetch"] and outcome.output is None
+
+
+def test_host_errors_are_replied_with_their_name_and_retryability() -> None:
+    fake = ScriptedWorker([])
+    fake.script = [
+        begin("a"),
+        call(1, "https://x/fail/Timeout"),
+        call(2, "https://x/refuse/EgressDenied"),
+        once(fake, 2, record("a")),
+        {"t": "done", "output": None, "logs": []},
+    ]
+    drive([], fake=fake)
+    replies = sorted(fake.replies(), key=lambda r: r["id"])
+    assert replies == [
+        {"t": "reply", "id": 1, "error": {"name": "Timeout", "message": "Timeout happened"},
+         "retryable": True},
+        {"t": "reply", "id": 2,
+         "error": {"name": "EgressDenied", "message": "EgressDenied happened"},
+         "retryable": False},
+    ]  # fmt: skip
+
+
+class BrokenHost(FakeHost):
+    def call(self, method: str, args: dict[str, Any]) -> Any:
+        if args.get("url") == "https://x/junk":
+            return {"status": "ok"}
+        raise OSError("database is down")
+
+
+def test_host_bugs_and_bad_results_tell_the_tenant_nothing_more() -> None:
+    fake = ScriptedWorker([])
+    fake.script = [
+        begin("a"),
+        call(1, "https://x/junk"),
+        call(2),
+        once(fake, 2, record("a")),
+        {"t": "done", "output": None, "logs": []},
+    ]
+    drive([], fake=fake, host=BrokenHost())
+    failure = {"name": "HostError", "message": "the platform could not complete fetch"}
+    assert [r["error"] for r in fake.replies()] == [failure, failure]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        call(1, method="exec"),
+        call(1, url=""),
+        call(0),
+        call(1, url="../x", method="workflows.create"),
+        {"t": "call", "id": 1, "method": "fetch", "args": "https://x", "logs": []},
+    ],
+)
+def test_bad_host_calls_are_violations(bad: dict[str, Any]) -> None:
+    outcome, fake, host = drive([begin("a"), bad])
+    assert isinstance(outcome, Suspended) and fake.closed and host.calls == []
+    assert outcome.records[0]["attempts"][0]["error"]["name"] == "SandboxCrashed"
+
+
+def test_a_host_call_outside_a_body_is_a_violation() -> None:
+    outcome, _, host = drive([call(1)])
+    assert isinstance(outcome, Failed) and "outside a step body" in outcome.error["message"]
+    assert host.calls == []
+
+
+def test_an_outcome_before_a_call_returned_is_a_violation_and_the_reply_is_dropped() -> None:
+    script = [begin("a"), call(1, "https://x/sleep/0.2"), record("a"), {"t": "done", "logs": []}]
+    outcome, fake, host = drive(script)
+    assert (
+        isinstance(outcome, Failed) and "while a host call was running" in outcome.error["message"]
+    )
+    assert host.calls and fake.replies() == []  # run() returned after the call, without replying
+
+
+def test_a_failing_commit_stops_the_replay_once_running_calls_returned() -> None:
+    # The engine stops a replay (pause, terminate, lost lease) by raising from commit.
+    host = FakeHost(fail_with=RuntimeError("paused"))
+    fake = ScriptedWorker([])
+    fake.script = [
+        begin("a"),
+        begin("b"),
+        call(1, "https://x/sleep/0.2"),
+        record("a"),
+        begin("c"),  # a's record must be committed first: the commit raises
+        record("b"),
+        {"t": "done", "logs": []},
+    ]
+    with pytest.raises(RuntimeError, match="paused"):
+        drive([], fake=fake, host=host)
+    assert fake.closed and fake.replies() == []
+    assert host.events == ["call fetch", "commit"] and host.commits == []
+    assert [m["t"] for m in fake.script] == ["record", "done"]  # nothing more was read
+
+
+def test_rollback_bodies_and_outcomes() -> None:
+    rollback = {"outcome": "failed", "error": {"name": "E", "message": "m"}}
+    failed = {"t": "failed", "error": {"name": "ValueError", "message": "x"}, "logs": [],
+              "rollback": rollback}  # fmt: skip
+    outcome, _, _ = drive([failed])
+    assert isinstance(outcome, Failed) and outcome.rollback == rollback
+    outcome, _, _ = drive([begin("rollback:a", type="rollback"), EOFError()])
+    (rec,) = outcome.records
+    assert rec["type"] == "rollback" and rec["name"] == "rollback:a"
+
+
+@pytest.mark.parametrize(
+    ("bad", "mode"),
+    [
+        (begin("a", type="rollback"), "run"),
+        (begin("rollback:a"), "run"),
+        (begin("a", type="sleep"), "run"),
+        ({"t": "failed", "error": {"name": "E", "message": "m"}, "rollback": {"outcome": "?"}},
+         "run"),
+        ({"t": "failed", "error": {"name": "E", "message": "m"},
+          "rollback": {"outcome": "complete", "error": {"name": "E", "message": "m"}}}, "run"),
+        ({"t": "done", "output": 1, "logs": []}, "rollback"),
+    ],
+)  # fmt: skip
+def test_rollback_violations(bad: dict[str, Any], mode: str) -> None:
+    outcome, fake, _ = drive([bad], mode=mode)
+    assert isinstance(outcome, Failed) and fake.closed
+    assert "misbehaved" in outcome.error["message"]

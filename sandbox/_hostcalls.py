@@ -1,0 +1,81 @@
+"""The parent's side of host calls (``env.fetch``, ``env.workflows.create``) of one replay.
+
+Each call runs ``Host.call`` on a thread of its own and its reply goes to the worker as soon as
+it is done, so calls made by concurrent step bodies overlap (two 1.5 s fetches take 1.5 s).
+The driver keeps reading the worker meanwhile: deadlines and commits do not wait for calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sandbox._calls import check_result
+from sandbox._records import error
+from sandbox._types import Host
+from sandbox._wire import ProtocolError
+from treadle.errors import NonRetryableError, TreadleError
+
+_log = logging.getLogger("treadle.sandbox")
+# A worker runs at most 8 bodies at once, each waiting on at most one call.
+MAX_CALLS_IN_FLIGHT = 16
+
+
+class HostCalls:
+    def __init__(self, host: Host, reply: Callable[[dict[str, Any]], None]) -> None:
+        self._host = host
+        self._reply = reply
+        self._lock = threading.Lock()
+        self._running = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def running(self) -> int:
+        """Calls whose reply has not been handed to ``reply`` yet."""
+        return self._running
+
+    def start(self, call: dict[str, Any]) -> None:
+        """Run a checked call (``{"id", "method", "args"}``) and reply when it is done."""
+        with self._lock:
+            if self._running >= MAX_CALLS_IN_FLIGHT:
+                raise ProtocolError("too many host calls at once")
+            self._running += 1
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    MAX_CALLS_IN_FLIGHT, thread_name_prefix="treadle-host-call"
+                )
+            executor = self._executor
+        executor.submit(self._run, call)
+
+    def close(self) -> None:
+        """Return once every call has returned (``reply`` must drop replies by then)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def _run(self, call: dict[str, Any]) -> None:
+        try:
+            answer = self._answer(call["method"], call["args"])
+        finally:
+            with self._lock:
+                self._running -= 1
+        self._reply({"t": "reply", "id": call["id"], **answer})
+
+    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = self._host.call(method, args)
+        except TreadleError as exc:
+            retryable = not isinstance(exc, NonRetryableError)
+            return {"error": error(type(exc).__name__, exc.message), "retryable": retryable}
+        except Exception:
+            _log.exception("sandbox host call %s failed", method)
+            return {"error": error("HostError", f"the platform could not complete {method}")}
+        try:
+            return {"result": check_result(method, result)}
+        except ValueError as exc:
+            _log.error("sandbox host call %s returned an invalid result: %s", method, exc)
+            return {"error": error("HostError", f"the platform could not complete {method}")}

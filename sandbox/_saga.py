@@ -1,0 +1,95 @@
+"""Sagas: the rollback handlers of completed steps, run when the instance fails for good.
+
+``step.do(..., rollback=fn)`` registers ``fn`` once the step is complete — when it completes
+in this replay, and when a replay returns its recorded result — so a replay rebuilds the same
+set. When ``run()`` ends in an uncaught error, the handlers run in reverse order of completion
+(the ``ended_at`` of each step's successful attempt, as recorded: the same on every replay,
+whichever thread finished first), each durably as a step of its own: key
+``("rollback:<name>", count)``, type ``"rollback"``, with retries like a ``do``. They stop at
+the first handler that fails for good.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox._context import RollbackContext, accepts_arguments
+from sandbox._journal import ROLLBACK_PREFIX, Attempt, Key, Replay
+from sandbox._retries import resolve_retries, resolve_timeout
+from treadle.errors import StepError
+
+_OPTIONS = ("retries", "timeout")
+
+
+def resolve_rollback_config(options: Any) -> dict[str, Any]:
+    """A ``rollback_config`` option resolved like a step's: retries and a per-attempt timeout."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict) or any(k not in _OPTIONS for k in options):
+        raise ValueError("rollback_config must be a dict with 'retries' and/or 'timeout'")
+    return {
+        "retries": resolve_retries(options.get("retries")),
+        "timeout": resolve_timeout(options.get("timeout")),
+    }
+
+
+@dataclass(frozen=True)
+class _Entry:
+    ended_at: float
+    order: int
+    key: Key
+    handler: Callable[..., Any]
+    config: dict[str, Any]
+
+
+class Saga:
+    """The rollback handlers registered in one replay."""
+
+    def __init__(self, replay: Replay) -> None:
+        self._replay = replay
+        self._entries: list[_Entry] = []
+
+    @classmethod
+    def of(cls, replay: Replay) -> Saga:
+        """The replay's saga, attached on first use (most workflows never register one)."""
+        if not isinstance(replay.saga, Saga):
+            replay.saga = cls(replay)
+        return replay.saga
+
+    def register(self, key: Key, handler: Callable[..., Any], config: dict[str, Any]) -> None:
+        """Step ``key`` is complete: ``handler`` undoes it if the instance fails."""
+        record = self._replay.record(key) or {}
+        attempts = record.get("attempts") or [{}]
+        ended_at = float(attempts[-1].get("ended_at") or 0.0)
+        self._entries.append(_Entry(ended_at, len(self._entries), key, handler, config))
+
+    def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None:
+        """Run the handlers, latest completion first; ``{"outcome", "error"}``, or None if
+        there are none. A retry that is not due yet suspends (raises ``Suspend``)."""
+        if not self._entries:
+            return None
+        for entry in sorted(self._entries, key=lambda e: (e.ended_at, e.order), reverse=True):
+            name, count = entry.key
+            call = self._replay.open_rollback((ROLLBACK_PREFIX + name, count), entry.config)
+            try:
+                self._replay.run_call(call, self._body(entry, failure))
+            except StepError:
+                assert call.record is not None
+                return {"outcome": "failed", "error": dict(call.record["error"])}
+        return {"outcome": "complete", "error": None}
+
+    def _body(self, entry: _Entry, failure: dict[str, str]) -> Callable[[Attempt], Any]:
+        record = self._replay.record(entry.key) or {}
+        # A copy: the handler may change what it is given without changing the record.
+        output = json.loads(json.dumps(record.get("output")))
+        wants_ctx = accepts_arguments(entry.handler)
+
+        def body(attempt: Attempt) -> Any:
+            if wants_ctx:
+                return entry.handler(RollbackContext(attempt, entry.key, failure, output))
+            return entry.handler()
+
+        return body
