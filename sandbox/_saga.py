@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox._context import RollbackContext, accepts_arguments
-from sandbox._journal import ROLLBACK_PREFIX, Attempt, Key, Replay
+from sandbox._journal import ROLLBACK_PREFIX, Attempt, Key, Replay, StepCall
 from sandbox._retries import resolve_retries, resolve_timeout
 from treadle.errors import StepError
 
@@ -37,7 +37,7 @@ def resolve_rollback_config(options: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
     ended_at: float
     order: int
     key: Key
@@ -50,7 +50,7 @@ class Saga:
 
     def __init__(self, replay: Replay) -> None:
         self._replay = replay
-        self._entries: list[_Entry] = []
+        self._entries: list[Entry] = []
 
     @classmethod
     def of(cls, replay: Replay) -> Saga:
@@ -64,16 +64,29 @@ class Saga:
         record = self._replay.record(key) or {}
         attempts = record.get("attempts") or [{}]
         ended_at = float(attempts[-1].get("ended_at") or 0.0)
-        self._entries.append(_Entry(ended_at, len(self._entries), key, handler, config))
+        self._entries.append(Entry(ended_at, len(self._entries), key, handler, config))
+
+    def ordered(self) -> list[Entry]:
+        """The handlers in the order they run: latest completion first."""
+        return sorted(self._entries, key=lambda e: (e.ended_at, e.order), reverse=True)
+
+    def open(self, entry: Entry) -> StepCall:
+        """The durable call of ``entry``'s handler: ``("rollback:<name>", count)``."""
+        name, count = entry.key
+        return self._replay.open_rollback((ROLLBACK_PREFIX + name, count), entry.config)
+
+    def output_of(self, entry: Entry) -> Any:
+        """What the undone step returned, as recorded (a copy: the handler may change it)."""
+        record = self._replay.record(entry.key) or {}
+        return json.loads(json.dumps(record.get("output")))
 
     def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None:
         """Run the handlers, latest completion first; ``{"outcome", "error"}``, or None if
         there are none. A retry that is not due yet suspends (raises ``Suspend``)."""
         if not self._entries:
             return None
-        for entry in sorted(self._entries, key=lambda e: (e.ended_at, e.order), reverse=True):
-            name, count = entry.key
-            call = self._replay.open_rollback((ROLLBACK_PREFIX + name, count), entry.config)
+        for entry in self.ordered():
+            call = self.open(entry)
             try:
                 self._replay.run_call(call, self._body(entry, failure))
             except StepError:
@@ -81,10 +94,8 @@ class Saga:
                 return {"outcome": "failed", "error": dict(call.record["error"])}
         return {"outcome": "complete", "error": None}
 
-    def _body(self, entry: _Entry, failure: dict[str, str]) -> Callable[[Attempt], Any]:
-        record = self._replay.record(entry.key) or {}
-        # A copy: the handler may change what it is given without changing the record.
-        output = json.loads(json.dumps(record.get("output")))
+    def _body(self, entry: Entry, failure: dict[str, str]) -> Callable[[Attempt], Any]:
+        output = self.output_of(entry)
         wants_ctx = accepts_arguments(entry.handler)
 
         def body(attempt: Attempt) -> Any:

@@ -20,11 +20,21 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sandbox import _wasm_build, _wasm_engine
-from sandbox._calls import fetch_args
+from sandbox._calls import check_instance_id, fetch_args
 from sandbox._compile import problem
-from sandbox._env import FETCH_OUTSIDE_A_BODY
-from sandbox._journal import Abort, Channel, HostError, Replay, StepCall, Suspend
+from sandbox._env import FETCH_OUTSIDE_A_BODY, ChildInstance, Workflows
+from sandbox._journal import (
+    ROLLBACK_PREFIX,
+    Abort,
+    Channel,
+    HostError,
+    Key,
+    Replay,
+    StepCall,
+    Suspend,
+)
 from sandbox._records import error, iso, message_of
+from sandbox._saga import Entry, Saga, resolve_rollback_config
 from sandbox._types import Limits
 from sandbox._untrusted import problems as checked_problems
 from sandbox._wasm_guest import GuestRun, MeteredChannel, Stop
@@ -57,7 +67,14 @@ _OPERATIONS = {
     "sleep-until": "_sleep_until",
     "wait-for-event": "_wait_for_event",
     "fetch": "_fetch",
+    "workflows-create": "_workflows_create",
+    "workflows-result": "_workflows_result",
+    "unwind": "_unwind",
+    "rollback-begin": "_rollback_begin",
 }
+# Raised in the guest when a terminate-with-rollback replay reaches a step without a final
+# record: run() ends there and the guest runs the rollback handlers.
+STOP_KIND = "treadle.stop"
 
 
 def preload() -> None:
@@ -200,6 +217,7 @@ class WasmPythonProgram:
             "timestamp": iso(float(request["created_at"])),
             "params": request["params"],
             "vars": request.get("vars") or {},
+            "mode": replay.mode,
         }
         reply = run.invoke("run", self._source, self.class_name, json.dumps(guest_request))
         return run.outcome(reply), replay.out_of_memory
@@ -233,6 +251,8 @@ class PythonRun(GuestRun):
         self._seed = hashlib.sha256(f"treadle:{request['instance_id']}".encode()).digest()
         self._draws = 0
         self._ticks = 0
+        self._rollbacks: dict[Key, dict[str, Any]] = {}  # open steps with a rollback handler
+        self._unwinding = False
 
     def invoke(self, export: str, *args: str) -> Any:
         """Instantiate the runtime in this run's Store and call ``export``; its JSON reply,
@@ -275,13 +295,16 @@ class PythonRun(GuestRun):
 
     def _raised(self, info: Any) -> dict[str, Any]:
         """``run()`` raised: the instance fails, as with an uncaught error in restricted code."""
+        failure = self._run_failure(info)
+        return self.failed(failure["name"], failure["message"])
+
+    def _run_failure(self, info: Any) -> dict[str, str]:
         info = info if isinstance(info, dict) else {}
         kind = str(info.get("kind") or "Error")
         message = str(info.get("message") or "")
         if kind == "StepError":
-            return self.failed(str(info.get("name") or "Error"), message)
-        failure = self._error_of(kind, message)
-        return self.failed(failure["name"], failure["message"])
+            return error(str(info.get("name") or "Error"), message)
+        return self._error_of(kind, message)
 
     def _error_of(self, kind: str, message: str) -> dict[str, str]:
         if kind == "MemoryError":
@@ -299,6 +322,10 @@ class PythonRun(GuestRun):
         except Stop:
             raise
         except (Suspend, Abort):  # the replay holds why
+            replay = self.replay
+            if replay.stopped and replay.suspended is None and replay.failure is None:
+                if not self._unwinding:  # terminate with rollback: run() ends here
+                    return json.dumps({"raise": {"kind": STOP_KIND, "message": "stopped"}})
             raise Stop() from None
         except BaseException as exc:  # raised into the guest, as in restricted code
             return json.dumps({"raise": _raise_info(exc)})
@@ -324,9 +351,53 @@ class PythonRun(GuestRun):
         )
         return self.replay.call("fetch", request)
 
+    def _workflows_create(self, args: dict[str, Any]) -> dict[str, Any]:
+        # The same step as in restricted code; its body (the host call) runs here.
+        child = Workflows(self.replay).create(args.get("name"), args.get("params"), args.get("id"))
+        return {"id": child.id}
+
+    def _workflows_result(self, args: dict[str, Any]) -> Any:
+        check_instance_id(args.get("id"))  # what workflows-create returned, unless forged
+        child = ChildInstance(self.replay, str(args.get("id")))
+        return child.result(args.get("name"), args.get("timeout"))
+
     def _step_begin(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self._unwinding and self.replay.current_step is None:
+            raise NonRetryableError("steps cannot run after run() has ended")
+        rollback = None
+        if args.get("rollback") is True:
+            rollback = resolve_rollback_config(args.get("rollback_config"))
         call = self.replay.open_step(args.get("name"), args.get("retries"), args.get("timeout"))
+        if rollback is not None:
+            self._rollbacks[call.key] = rollback
         return self._next(call)
+
+    # Rollback handlers run in the guest, after run() ended; the host keeps the same Saga as
+    # for restricted code (which handlers, in which order) and records them the same way.
+
+    def _unwind(self, args: dict[str, Any]) -> dict[str, Any]:
+        """run() failed (or the replay terminates with rollback): the handlers to run, in
+        order, and the failure they undo."""
+        saga = self.replay.saga
+        if self._unwinding or self.call is not None or not isinstance(saga, GuestSaga):
+            raise NonRetryableError("there are no rollback handlers to run now")
+        self._unwinding = True
+        if self.replay.mode == "rollback":
+            failure = error("Terminated", "terminated with rollback")
+        else:
+            failure = self._run_failure(args.get("error"))
+        steps = [
+            {"name": entry.key[0], "count": entry.key[1], "output": saga.saga.output_of(entry)}
+            for entry in saga.saga.ordered()
+        ]
+        return {"error": failure, "steps": steps}
+
+    def _rollback_begin(self, args: dict[str, Any]) -> dict[str, Any]:
+        saga = self.replay.saga
+        if not self._unwinding or self.call is not None or not isinstance(saga, GuestSaga):
+            raise NonRetryableError("no rollback is being run")
+        entry = saga.entry((args.get("name"), args.get("count")))
+        return self._next(saga.saga.open(entry))
 
     def _step_end(self, args: dict[str, Any]) -> dict[str, Any]:
         call = self._body()
@@ -348,7 +419,12 @@ class PythonRun(GuestRun):
     def _next(self, call: StepCall) -> dict[str, Any]:
         attempt = self.replay.next_attempt(call)
         if attempt is None:
-            return {"output": call.output}
+            reply = {"output": call.output}
+            config = self._rollbacks.pop(call.key, None) if call.kind == "do" else None
+            if config is not None:  # complete: its handler undoes it if the instance fails
+                GuestSaga.of(self.replay).saga.register(call.key, _in_the_guest, config)
+                reply["count"] = call.key[1]
+            return reply
         self.call = call
         return {
             "attempt": {
@@ -391,6 +467,49 @@ class PythonRun(GuestRun):
             "step.wait_for_event",
         )
         raise Stop()
+
+
+class GuestSaga:
+    """The replay's rollback handlers when they live in the guest: the guest runs them (host
+    calls ``unwind``, then ``rollback-begin`` and the attempts of each), and this tells the
+    replay how they ended, from their records, as :class:`~sandbox._saga.Saga` would."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.saga = Saga(replay)
+        self._replay = replay
+
+    @classmethod
+    def of(cls, replay: Replay) -> GuestSaga:
+        if not isinstance(replay.saga, GuestSaga):
+            replay.saga = cls(replay)
+        return replay.saga
+
+    def entry(self, key: tuple[Any, Any]) -> Entry:
+        for entry in self.saga.ordered():
+            if entry.key == key:
+                return entry
+        raise NonRetryableError(f"no rollback handler is registered for step {key!r}")
+
+    def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None:
+        entries = self.saga.ordered()
+        if not entries:
+            return None
+        for entry in entries:
+            name, count = entry.key
+            record = self._replay.record((ROLLBACK_PREFIX + name, count)) or {}
+            if record.get("status") == "errored":
+                return {"outcome": "failed", "error": dict(record["error"])}
+            if record.get("status") != "complete":
+                if self._replay.suspended is not None:  # a retry that is not due yet
+                    raise Suspend()
+                message = "the guest stopped before every rollback handler had run"
+                return {"outcome": "failed", "error": error("WasmTrap", message)}
+        return {"outcome": "complete", "error": None}
+
+
+def _in_the_guest() -> None:
+    """The host's stand-in for a rollback handler: the guest runs the real one."""
+    raise NonRetryableError("rollback handlers of a Wasm guest run in the guest")
 
 
 def _raise_info(exc: BaseException) -> dict[str, Any]:

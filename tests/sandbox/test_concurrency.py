@@ -105,9 +105,10 @@ def test_a_cpu_limit_death_during_concurrent_bodies_fails_every_running_one(
                     while True:
                         pass
 
+                # Long enough that 1 s of CPU time runs out first even on a loaded machine.
                 @step.do("wait", concurrent=True, retries={"limit": 0})
                 def wait():
-                    return self.env.fetch("https://x/sleep/1.5").status
+                    return self.env.fetch("https://x/sleep/4").status
 
                 @step.do("done", concurrent=True)
                 def done():

@@ -103,10 +103,97 @@ WORKFLOWS = {
                 except StepError as exc:
                     return {"echo": echo, "denied": [exc.name, str(exc)]}
         """,
+    # Python only: a core module has no env.workflows in its ABI.
+    "children": """
+        from treadle import WorkflowEntrypoint, StepError
+
+        class Parent(WorkflowEntrypoint):
+            def run(self, event, step):
+                child = self.env.workflows.create("resize", params={"w": 10})
+                named = self.env.workflows.create("resize", id="fixed-id")
+                try:
+                    self.env.workflows.create("bad name!")
+                except ValueError as exc:
+                    bad = str(exc)
+                try:
+                    step.do("nested", lambda: self.env.workflows.create("inner").id)
+                except StepError as exc:
+                    nested = [exc.name, str(exc)]
+                output = child.result()
+                try:
+                    named.result("named result", timeout=60)
+                except StepError as exc:
+                    failed = [exc.name, str(exc)]
+                try:
+                    named.result()
+                except StepError as exc:  # kept: no second wait
+                    again = str(exc)
+                return {
+                    "ids": [child.id, named.id], "output": output, "failed": failed,
+                    "again": again, "bad": bad, "nested": nested,
+                }
+        """,
+    # Python only: a core module has no rollback handlers in its ABI.
+    "saga": """
+        from treadle import WorkflowEntrypoint, NonRetryableError
+
+        class Saga(WorkflowEntrypoint):
+            def run(self, event, step):
+                def unsend():
+                    raise NonRetryableError("cannot unsend")
+
+                step.do("notify", lambda: "sent", rollback=unsend)
+
+                def release(ctx):
+                    try:
+                        step.do("inner", lambda: 1)
+                    except Exception as exc:
+                        print("inner refused:", exc)
+                    return [ctx.step.name, ctx.step.count, ctx.error, ctx.output, ctx.attempt]
+
+                step.do("reserve", lambda: {"seat": 7}, rollback=release)
+
+                def refund(ctx):
+                    print("refunding", ctx.output)
+                    if ctx.attempt == 1:
+                        raise ValueError("busy")
+                    return "refunded"
+
+                retry_once = {"retries": {"limit": 1, "delay": "1 second"}}
+                step.do("charge", lambda: 30, rollback=refund, rollback_config=retry_once)
+
+                def pay():
+                    raise ValueError("declined")
+
+                step.do("pay", pay, retries={"limit": 0})
+        """,
+    # Terminated with rollback while it sleeps (settle() switches the mode).
+    "terminate": """
+        from treadle import WorkflowEntrypoint
+
+        class Term(WorkflowEntrypoint):
+            def run(self, event, step):
+                step.do("a", lambda: 1, rollback=lambda ctx: ["undo", ctx.step.name, ctx.error])
+                step.do("b", lambda: 2, rollback=lambda: "undo b")
+                try:
+                    step.sleep("nap", "1 hour")
+                except BaseException:  # the stop comes again from every later step call
+                    pass
+                step.do("c", lambda: 3, rollback=lambda: "undo c")
+                return "done"
+        """,
 }
-PYTHON_ONLY = {"fetch"}
+PYTHON_ONLY = {"fetch", "children", "saga", "terminate"}
 BACKENDS = ("restricted", "wasm", "wasm-module")
 EVENT = {"by": "ann"}
+CHILD_OUTCOMES = {
+    "child.inst-1-resize-1": {"status": "complete", "output": 20, "error": None},
+    "child.fixed-id": {
+        "status": "errored",
+        "output": None,
+        "error": {"name": "Boom", "message": "it broke"},
+    },
+}
 
 
 def artifact_for(backend: str, scenario: str) -> Artifact:
@@ -134,8 +221,12 @@ def settle(pool: SandboxPool, backend: str, scenario: str) -> dict[str, Any]:
         logs += outcome.logs
         if not isinstance(outcome, Suspended):
             break
-        if outcome.event_type and scenario == "sleep_and_event":
+        if scenario == "terminate" and wf.mode == "run":
+            wf.mode = "rollback"
+        elif outcome.event_type and scenario == "sleep_and_event":
             wf.send_event(outcome.event_type, EVENT)
+        elif outcome.event_type and outcome.event_type.startswith("child."):
+            wf.send_event(outcome.event_type, CHILD_OUTCOMES[outcome.event_type])
         elif outcome.wake_at is not None:
             wf.now = max(wf.now, outcome.wake_at)
     else:
@@ -147,6 +238,7 @@ def settle(pool: SandboxPool, backend: str, scenario: str) -> dict[str, Any]:
         "status": "complete" if isinstance(outcome, Done) else "errored",
         "output": output,
         "error": outcome.error if isinstance(outcome, Failed) else None,
+        "rollback": outcome.rollback if isinstance(outcome, Failed) else None,
         "steps": [_step(record) for record in wf.journal.values()],
         "logs": [(line["step"], line["message"]) for line in logs],
     }
@@ -200,6 +292,54 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "denied": ["EgressDenied", "EgressDenied happened"],
         },
     },
+    "children": {
+        "status": "complete",
+        "output": {
+            "ids": ["inst-1-resize-1", "fixed-id"],
+            "output": 20,
+            "failed": ["Boom", "it broke"],
+            "again": "it broke",
+            "bad": "workflows.create: the workflow name must be at most 64 letters, digits, "
+            "'_' and '-', not starting with '-'",
+            "nested": [
+                "NonRetryableError",
+                "steps cannot be nested: env.workflows.create('inner') was called inside the "
+                "body of step 'nested'",
+            ],
+        },
+    },
+    "saga": {
+        "status": "errored",
+        "error": {"name": "ValueError", "message": "declined"},
+        "rollback": {
+            "outcome": "failed",
+            "error": {"name": "NonRetryableError", "message": "cannot unsend"},
+        },
+        "rollbacks": [
+            ("rollback:charge", "complete", "refunded", 2),
+            (
+                "rollback:reserve",
+                "complete",
+                ["reserve", 1, {"name": "ValueError", "message": "declined"}, {"seat": 7}, 1],
+                1,
+            ),
+            ("rollback:notify", "errored", None, 1),
+        ],
+    },
+    "terminate": {
+        "status": "errored",
+        "error": {"name": "Terminated", "message": "terminated with rollback"},
+        "rollback": {"outcome": "complete", "error": None},
+        "rollbacks": [
+            ("rollback:b", "complete", "undo b", 1),
+            (
+                "rollback:a",
+                "complete",
+                ["undo", "a", {"name": "Terminated", "message": "terminated with rollback"}],
+                1,
+            ),
+        ],
+    },
 }
 
 
@@ -214,6 +354,14 @@ def test_the_restricted_backend_does_what_the_workflow_says(
         assert result["output"] == expected["output"]
     if "error" in expected:
         assert result["error"] == expected["error"]
+    if "rollback" in expected:
+        assert result["rollback"] == expected["rollback"]
+        rollbacks = [
+            (step["name"], step["status"], step["output"], len(step["attempts"]))
+            for step in result["steps"]
+            if step["type"] == "rollback"
+        ]
+        assert rollbacks == expected["rollbacks"]
     if scenario == "steps":
         assert result["logs"] == expected["logs"]
     if scenario == "failing":
@@ -239,5 +387,6 @@ def test_every_backend_matches_the_restricted_one(
     assert result["status"] == reference["status"]
     assert result["output"] == reference["output"]
     assert result["error"] == reference["error"]
+    assert result["rollback"] == reference["rollback"]
     assert result["steps"] == reference["steps"]
     assert result["logs"] == reference["logs"]

@@ -23,6 +23,13 @@ _KNOWN = {
 }
 _host_call = None
 _host_log = None
+_STOP_KIND = "treadle.stop"
+# (name, count) of each completed step with a rollback handler -> the handler.
+_rollbacks = {}
+
+
+class _Stopped(BaseException):
+    """A terminate-with-rollback replay reached a step without a final record: run() ends."""
 
 
 def bind(call, log):
@@ -42,6 +49,8 @@ def _exception(info):
     kind, message = info.get("kind", "Exception"), info.get("message", "")
     if kind == "StepError":
         return StepError(message, name=info.get("name", "Error"))
+    if kind == _STOP_KIND:
+        return _Stopped(message)
     if info.get("final"):  # a platform error that retrying cannot help
         return type(kind, (NonRetryableError,), {})(message)
     known = _KNOWN.get(kind) or getattr(builtins, kind, None)
@@ -79,14 +88,16 @@ class Step:
 
     def do(
         self, name, fn=None, *, retries=None, timeout=None, concurrent=False, depends=(),
-        rollback=None,
+        rollback=None, rollback_config=None,
     ):  # fmt: skip
         """Run ``fn`` once, durably; without ``fn``, a decorator that returns a step handle.
 
-        ``concurrent`` and ``rollback`` are accepted as in the restricted sandbox:
-        dependencies resolve one after the other, and rollback handlers are not run yet.
+        ``concurrent`` is accepted as in the restricted sandbox: dependencies resolve one
+        after the other. ``rollback`` undoes the completed step if the instance fails.
         """
-        options = _Options(name, retries, timeout, _handles(depends), concurrent, rollback)
+        options = _Options(
+            name, retries, timeout, _handles(depends), concurrent, rollback, rollback_config
+        )
         if fn is None:
             return _Decorator(self, options)
         if not callable(fn):
@@ -104,25 +115,34 @@ class Step:
 
     def _run(self, options, fn):
         arguments = {_function_name(h._fn): h() for h in options.depends}
-        wants_ctx = _accepts_ctx(fn)
-        began = _call(
-            "step-begin",
-            name=options.name,
-            retries=_retries(options.retries),
-            timeout=_seconds(options.timeout),
-        )
+        if _accepts_ctx(fn):
+            invoke = lambda attempt: fn(**arguments, ctx=Context(attempt))  # noqa: E731
+        else:
+            invoke = lambda attempt: fn(**arguments)  # noqa: E731
+        args = {
+            "name": options.name,
+            "retries": _retries(options.retries),
+            "timeout": _seconds(options.timeout),
+        }
+        if options.rollback is not None:
+            config = options.rollback_config or {}
+            if isinstance(config, dict):
+                config = {**config, "timeout": _seconds(config.get("timeout"))}
+                config["retries"] = _retries(config.get("retries"))
+                config = {k: v for k, v in config.items() if v is not None}
+            args.update(rollback=True, rollback_config=config)
+        began = _call("step-begin", **args)
         while "attempt" in began:
-            began = _attempt(options.name, fn, arguments, wants_ctx, began["attempt"])
+            began = _attempt(options.name, invoke, began["attempt"])
+        if options.rollback is not None and "count" in began:
+            _rollbacks[(options.name, began["count"])] = options.rollback
         return began["output"]
 
 
-def _attempt(name, fn, arguments, wants_ctx, attempt):
+def _attempt(name, invoke, attempt):
     """Run one attempt of a body; the host answers with the output or the next attempt."""
     try:
-        if wants_ctx:
-            value = fn(**arguments, ctx=Context(attempt))
-        else:
-            value = fn(**arguments)
+        value = invoke(attempt)
     except BaseException as exc:  # a body may raise anything; the host applies the retries
         final = isinstance(exc, NonRetryableError)
         return _call("step-fail", kind=type(exc).__name__, message=_message(exc), final=final)
@@ -135,17 +155,21 @@ def _attempt(name, fn, arguments, wants_ctx, attempt):
 
 
 class _Options:
-    __slots__ = ("depends", "name", "retries", "timeout")
+    __slots__ = ("depends", "name", "retries", "rollback", "rollback_config", "timeout")
 
-    def __init__(self, name, retries, timeout, depends, concurrent, rollback):
+    def __init__(self, name, retries, timeout, depends, concurrent, rollback, rollback_config):
         if not isinstance(concurrent, bool):
             raise TypeError("step.do: concurrent must be True or False")
         if rollback is not None and not callable(rollback):
             raise TypeError("step.do: rollback must be callable")
+        if rollback is None and rollback_config is not None:
+            raise TypeError("step.do: rollback_config needs a rollback handler")
         self.name = name
         self.retries = retries
         self.timeout = timeout
         self.depends = depends
+        self.rollback = rollback
+        self.rollback_config = rollback_config
 
 
 class _Decorator:
@@ -207,6 +231,45 @@ class Context:
         return f"<ctx of step {self.step.name!r} attempt {self.attempt}>"
 
 
+class RollbackContext(Context):
+    """The ``ctx`` of a rollback handler: the step it undoes, that step's recorded ``output``,
+    and the ``error`` (``{"name", "message"}``) the instance fails with."""
+
+    __slots__ = ("error", "output")
+
+    def __init__(self, attempt, step, error, output):
+        super().__init__(attempt)
+        self.step = StepInfo(*step)
+        self.error = dict(error)
+        self.output = output
+
+    def __repr__(self):
+        return f"<ctx of the rollback of step {self.step.name!r} attempt {self.attempt}>"
+
+
+def _unwind(error):
+    """run() failed (or the replay terminates with rollback): run the rollback handlers of
+    the completed steps, latest first, each durably; stop at the first that fails for good."""
+    plan = _call("unwind", error=error)
+    failure = plan["error"]
+    for entry in plan["steps"]:
+        key = (entry["name"], entry["count"])
+        invoke = _rollback_invoker(_rollbacks[key], key, failure, entry["output"])
+        name = "rollback:" + entry["name"]
+        try:
+            began = _call("rollback-begin", name=entry["name"], count=entry["count"])
+            while "attempt" in began:
+                began = _attempt(name, invoke, began["attempt"])
+        except StepError:  # failed for good: the host reports it
+            return
+
+
+def _rollback_invoker(handler, key, failure, output):
+    if _accepts_arguments(handler):
+        return lambda attempt: handler(RollbackContext(attempt, key, failure, output))
+    return lambda attempt: handler()
+
+
 class StepInfo:
     __slots__ = ("count", "name")
 
@@ -236,10 +299,11 @@ class Event:
 class Env:
     """``self.env``: the tenant's bindings. ``vars`` is read-only."""
 
-    __slots__ = ("vars",)
+    __slots__ = ("vars", "workflows")
 
     def __init__(self, vars):
         self.vars = MappingProxyType(dict(vars))
+        self.workflows = Workflows()
 
     def __repr__(self):
         return "<env>"
@@ -268,6 +332,52 @@ class Response:
         return json.loads(self.text)
 
 
+class Workflows:
+    """``env.workflows``: start instances of the same tenant's workflows (host calls; the
+    host runs the ``workflows.create:<name>`` step, as in the restricted sandbox)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<env.workflows>"
+
+    def create(self, name, params=None, id=None):
+        """Start an instance of workflow ``name`` once, whatever the replays; its handle."""
+        try:
+            json.dumps(params, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            what = "the params of workflows.create"
+            raise TypeError(f"{what} is not JSON-serializable: {_message(exc)}") from None
+        created = _call("workflows-create", name=name, params=params, id=id)
+        return ChildInstance(created["id"])
+
+
+class ChildInstance:
+    """A child instance started by ``env.workflows.create``: its ``id`` and ``result()``."""
+
+    __slots__ = ("_outcome", "id")
+
+    def __init__(self, id):
+        self._outcome = None
+        self.id = id
+
+    def __repr__(self):
+        return f"<child instance {self.id!r}>"
+
+    def result(self, name=None, timeout="24 hours"):
+        """Wait for the child to end: its output, or ``StepError`` if it did not complete."""
+        if self._outcome is None:
+            try:
+                value = _call("workflows-result", id=self.id, name=name, timeout=_seconds(timeout))
+                self._outcome = (value, None)
+            except StepError as exc:
+                self._outcome = (None, exc)
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value
+
+
 def _handles(depends):
     handles = tuple(depends)
     for handle in handles:
@@ -283,6 +393,15 @@ def _accepts_ctx(fn):
         return "ctx" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _accepts_arguments(fn):
+    """Whether ``fn`` takes any parameter (a rollback handler's ``ctx``, whatever its name)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind != p.VAR_POSITIONAL for p in parameters)
 
 
 def _function_name(fn):
@@ -404,6 +523,8 @@ def check(source, class_name):
 def run(source, class_name, request):
     """One replay of ``run()``: {"output"}, or {"error"} for what ``run()`` raised."""
     random.seed(request["instance_id"])
+    _rollbacks.clear()
+    failure = text = None
     try:
         namespace = _namespace()
         exec(compile(source, FILENAME, "exec"), namespace)
@@ -411,12 +532,17 @@ def run(source, class_name, request):
         workflow.env = Env(request.get("vars") or {})
         output = workflow.run(Event(request), Step())
     except BaseException as exc:
-        return {"error": _error(exc)}
-    try:
-        text = json.dumps(output, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        message = f"the value run() returned is not JSON-serializable: {_message(exc)}"
-        return {"error": {"kind": "TypeError", "name": "TypeError", "message": message}}
+        failure = _error(exc)
+    if failure is None:
+        try:
+            text = json.dumps(output, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            message = f"the value run() returned is not JSON-serializable: {_message(exc)}"
+            failure = {"kind": "TypeError", "name": "TypeError", "message": message}
+    if _rollbacks and (failure is not None or request.get("mode") == "rollback"):
+        _unwind(failure)
+    if failure is not None:
+        return {"error": failure}
     return {"output_json": text}
 
 
