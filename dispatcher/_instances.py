@@ -6,6 +6,7 @@ resolved to its current version here, and the instance is pinned to that version
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dispatcher._rates import CreateRate
 from engine import Engine, NewInstance
 from loader import Loader
 from tenants import Caller, Policy
-from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
+from treadle.errors import AlreadyExists, InvalidInput, QuotaExceeded, TooLarge, TreadleError
 
 MAX_BATCH = 100
 _BASE = "/v1/workflows/{name}/instances"
@@ -47,6 +49,7 @@ class InstanceApi:
         self._engine = engine
         self._loader = loader
         self._policy_of = policy_of
+        self._rate = CreateRate(time.monotonic)
 
     def routes(self) -> list[Route]:
         return [
@@ -73,14 +76,35 @@ class InstanceApi:
         created, errors = await run_in_threadpool(
             self._create, caller_of(request), request.path_params["name"], body.instances
         )
-        return JSONResponse({"created": created, "errors": errors})
+        limited = any(e["code"] == "quota.rate_limited" for e in errors)
+        headers = {"Retry-After": "1"} if limited else None
+        return JSONResponse({"created": created, "errors": errors}, headers=headers)
 
     def _create(
         self, caller: Caller, workflow: str, items: list[NewInstanceBody]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Create what the tenant's rate allows; the rest are per-item ``quota.rate_limited``
+        errors (a single create answers 429), and nothing of them is written."""
         version = self._loader.current(caller.tenant_id, workflow)
-        new = [NewInstance(item.id, item.params) for item in items]
-        return self._engine.create_instances(caller.tenant_id, workflow, version, new)
+        rate = self._policy_of(caller.tenant_id).creates_per_second
+        granted, retry_after = self._rate.take(caller.tenant_id, len(items), rate)
+        if granted == 0:
+            raise QuotaExceeded(
+                f"creates_per_second of {rate} reached; retry in {retry_after:.2f} s",
+                retry_after=retry_after,
+            )
+        new = [NewInstance(item.id, item.params) for item in items[:granted]]
+        created, errors = self._engine.create_instances(caller.tenant_id, workflow, version, new)
+        for index, item in enumerate(items[granted:], start=granted):
+            errors.append(
+                {
+                    "index": index,
+                    "id": item.id,
+                    "code": "quota.rate_limited",
+                    "message": f"creates_per_second of {rate} reached; retry later",
+                }
+            )
+        return created, errors
 
     async def list_instances(self, request: Request) -> Response:
         query = request.query_params

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from httpx import Client
 from starlette.routing import Route
@@ -203,3 +205,30 @@ def test_the_openapi_document_describes_every_route(client: Client, platform: Pl
     }
     described = {(path, method) for path, ops in document["paths"].items() for method in ops}
     assert served == described
+
+
+def test_creates_beyond_the_rate_are_refused_and_nothing_of_them_is_kept(client: Client) -> None:
+    headers = new_tenant(client, "rated", creates_per_second=5)
+    deploy(client, headers, "sum", SUM)
+    batch = {"instances": [{"id": f"r{i}", "params": {"x": i}} for i in range(8)]}
+    reply = client.post(f"{BASE}/batch", json=batch, headers=headers)
+    assert reply.status_code == 200
+    assert [c["id"] for c in reply.json()["created"]] == [f"r{i}" for i in range(5)]
+    assert [(e["index"], e["code"]) for e in reply.json()["errors"]] == [
+        (5, "quota.rate_limited"),
+        (6, "quota.rate_limited"),
+        (7, "quota.rate_limited"),
+    ]
+    assert reply.headers["Retry-After"] == "1"
+    refused = client.post(BASE, json={"id": "r8"}, headers=headers)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "quota.exceeded"
+    assert int(refused.headers["Retry-After"]) >= 1
+    listed = client.get(BASE, headers=headers).json()["instances"]
+    assert sorted(i["id"] for i in listed) == [f"r{i}" for i in range(5)]
+    # The bucket refills at the policy's rate.
+    deadline = time.monotonic() + 5
+    while client.post(BASE, json={"id": "r8"}, headers=headers).status_code == 429:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.get(f"{BASE}/r8", headers=headers).status_code == 200
