@@ -31,6 +31,24 @@ class WasmAbiError(NonRetryableError):
     """The module broke the ABI; doing the same again would break it again."""
 
 
+def check_request() -> dict[str, Any]:
+    """The request of a replay that only checks code at upload: no instance behind it."""
+    return {
+        "instance_id": "check", "workflow": "check", "created_at": 0.0, "params": None,
+        "journal": [], "events": [], "now": 0.0,
+    }  # fmt: skip
+
+
+class NullChannel:
+    """The channel of a check replay: nothing in it is reported to a parent."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        pass
+
+    def wait_ack(self) -> None:
+        pass
+
+
 class MeteredChannel:
     """The replay's channel, re-arming the guest's fuel and epoch deadline at every message.
 

@@ -19,7 +19,7 @@ from sandbox._compile import problem
 from sandbox._journal import Channel, Replay, StepCall
 from sandbox._records import error, iso
 from sandbox._types import Limits
-from sandbox._wasm_guest import GuestRun, MeteredChannel, Stop
+from sandbox._wasm_guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
 from treadle.errors import CodeInvalid
 
 KIND = "module"  # its engine configuration (see _wasm_engine.KINDS)
@@ -138,11 +138,8 @@ class WasmModuleProgram:
 
     def check(self) -> None:
         """Instantiate once (start functions and ``_initialize`` included) under the limits."""
-        request = {
-            "instance_id": "check", "workflow": "check", "created_at": 0.0, "params": None,
-            "journal": [], "events": [], "now": 0.0,
-        }  # fmt: skip
-        replay = Replay(request, Limits(), _NullChannel())
+        request = check_request()
+        replay = Replay(request, Limits(), NullChannel())
         run = ModuleRun(replay, Limits())
         with _wasm_engine.guest_running(KIND):
             try:
@@ -180,14 +177,6 @@ def _valtype(name: str) -> wasmtime.ValType:
     import wasmtime
 
     return wasmtime.ValType.i64() if name == "i64" else wasmtime.ValType.i32()
-
-
-class _NullChannel:
-    def send(self, message: dict[str, Any]) -> None:
-        pass
-
-    def wait_ack(self) -> None:
-        pass
 
 
 class ModuleRun(GuestRun):

@@ -37,7 +37,7 @@ from sandbox._records import error, iso, message_of
 from sandbox._saga import Entry, Saga, resolve_rollback_config
 from sandbox._types import Limits
 from sandbox._untrusted import problems as checked_problems
-from sandbox._wasm_guest import GuestRun, MeteredChannel, Stop
+from sandbox._wasm_guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
 from sandbox._wire import ProtocolError
 from treadle.errors import CodeInvalid, NonRetryableError, StepError
 
@@ -185,12 +185,9 @@ class WasmPythonProgram:
 
     def check(self) -> None:
         """Compile and execute the module once in the guest, and find its entry class."""
-        request = {
-            "instance_id": "check", "workflow": "check", "created_at": 0.0, "params": None,
-            "journal": [], "events": [], "now": 0.0,
-        }  # fmt: skip
+        request = check_request()
         limits = Limits()
-        run = PythonRun(Replay(request, limits, _NullChannel()), limits, request)
+        run = PythonRun(Replay(request, limits, NullChannel()), limits, request)
         reply = run.invoke("check", self._source, self.class_name)
         if not isinstance(reply, dict):
             message = f"the code could not be checked in the sandbox: {reply}"
@@ -221,14 +218,6 @@ class WasmPythonProgram:
         }
         reply = run.invoke("run", self._source, self.class_name, json.dumps(guest_request))
         return run.outcome(reply), replay.out_of_memory
-
-
-class _NullChannel:
-    def send(self, message: dict[str, Any]) -> None:
-        pass
-
-    def wait_ack(self) -> None:
-        pass
 
 
 class PythonRun(GuestRun):
