@@ -92,7 +92,7 @@ class LifecycleApi:
         first = await run_in_threadpool(
             self._engine.history, caller.tenant_id, name, instance_id, after, _BATCH
         )  # a 404 here, before the stream starts, for an unknown instance
-        events = self._events(request, caller.tenant_id, name, instance_id, first)
+        events = self._events(request, caller.tenant_id, name, instance_id, after, first)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
@@ -102,10 +102,11 @@ class LifecycleApi:
         tenant_id: int,
         name: str,
         instance_id: str,
+        after: int,
         first: tuple[list[dict[str, Any]], str],
     ) -> AsyncIterator[str]:
         rows, status = first
-        after, quiet_since = 0, time.monotonic()
+        quiet_since = time.monotonic()
         while True:
             for row in rows:
                 after = row["pk"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -228,3 +229,27 @@ def test_an_event_over_the_policy_size_is_refused_and_nothing_is_kept(
     assert big.json()["error"]["message"].startswith("event payload is")
     client.post(f"{base}/e1/events/go", json=1, headers=headers)
     assert wait_status(client, headers, f"{base}/e1", "complete")["output"] == 2
+
+
+def test_resuming_at_the_latest_event_of_a_live_instance_sends_only_what_follows(
+    client: Client, acme: dict[str, str], platform: Platform
+) -> None:
+    client.post(BASE, json={"id": "z1", "params": {"nap": 0}}, headers=acme)
+    wait_status(client, acme, f"{BASE}/z1", "waiting")
+    tenant_id = platform.tenants.tenant("acme").id
+    so_far, _ = platform.engine.history(tenant_id, "flow", "z1")
+    latest = so_far[-1]["pk"]
+    seen: list[dict[str, object]] = []
+    resume = {**acme, "Last-Event-ID": str(latest)}
+    # Sent once the stream is open, so its first batch is empty.
+    later = threading.Timer(0.6, lambda: client.post(f"{BASE}/z1/events/go", json=1, headers=acme))
+    later.start()
+    with client.stream("GET", f"{BASE}/z1/stream", headers=resume) as reply:
+        buffer = ""
+        for chunk in reply.iter_text():
+            buffer += chunk
+            seen = _events(buffer)
+    later.join()
+    ids = [int(str(e["id"])) for e in seen]
+    assert ids and min(ids) > latest, ids
+    assert seen[-1]["type"] == "workflow.complete"
