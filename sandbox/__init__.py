@@ -8,7 +8,6 @@ speaks a small JSON protocol with them. See ``docs/sandbox.md``.
 from __future__ import annotations
 
 from sandbox._pool import SandboxPool
-from sandbox._retries import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
 from sandbox._types import (
     Artifact,
     Done,
@@ -19,6 +18,7 @@ from sandbox._types import (
     ReplayRequest,
     Suspended,
 )
+from treadle._retries import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
 
 __all__ = [
     "DEFAULT_RETRIES",

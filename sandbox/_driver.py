@@ -22,12 +22,12 @@ from typing import Any
 
 from sandbox import _untrusted
 from sandbox._hostcalls import HostCalls
-from sandbox._records import error, new_record, seconds_text
-from sandbox._retries import next_retry
 from sandbox._threads import MAX_PARALLEL_BODIES
 from sandbox._types import Artifact, Done, Failed, Host, Outcome, ReplayRequest, Suspended
 from sandbox._wire import ProtocolError
 from sandbox._worker import Worker, WorkerGone
+from treadle._records import error, new_record, seconds_text
+from treadle._retries import next_retry
 
 _log = logging.getLogger("treadle.sandbox")
 _MAX_PENDING_RECORDS = 20000

@@ -11,26 +11,27 @@ waits for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from sandbox._calls import (
+from sandbox._journal import Replay
+from treadle._calls import (
     CHILD_EVENT_PREFIX,
+    Response,
     check_instance_id,
     check_workflow_name,
     child_id,
+    child_outcome,
     fetch_args,
 )
-from sandbox._journal import Attempt, Replay
-from sandbox._records import encode_json
+from treadle._context import Attempt
+from treadle._records import encode_json
 from treadle.errors import LimitExceeded, NonRetryableError, StepError
 
 FETCH_OUTSIDE_A_BODY = (
     "env.fetch is only allowed inside a step body, so that its result is recorded"
 )
-_CHILD_STATUSES = ("complete", "errored", "terminated")
 
 
 class Env:
@@ -54,23 +55,6 @@ class Env:
             raise NonRetryableError(FETCH_OUTSIDE_A_BODY)
         result = self._replay.call("fetch", fetch_args(url, method, headers, body))
         return Response(result["status"], result["headers"], result["text"])
-
-
-class Response:
-    """What ``env.fetch`` returns: ``status``, ``headers``, ``text`` and ``json()``."""
-
-    __slots__ = ("headers", "status", "text")
-
-    def __init__(self, status: int, headers: dict[str, str], text: str) -> None:
-        self.status = status
-        self.headers = dict(headers)
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"<response {self.status}>"
-
-    def json(self) -> Any:
-        return json.loads(self.text)
 
 
 class Workflows:
@@ -132,20 +116,8 @@ class ChildInstance:
             step_name = f"workflows.result:{self.id}" if name is None else name
             event_type = CHILD_EVENT_PREFIX + self.id
             event = self._replay.wait_for_event(step_name, event_type, timeout, internal=True)
-            self._outcome = _outcome(self.id, event.get("payload"))
+            self._outcome = child_outcome(self.id, event.get("payload"))
         value, error = self._outcome
         if error is not None:
             raise error
         return value
-
-
-def _outcome(child: str, payload: Any) -> tuple[Any, StepError | None]:
-    payload = payload if isinstance(payload, dict) else {}
-    status = payload.get("status")
-    if status == "complete":
-        return payload.get("output"), None
-    failure = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-    word = status if status in _CHILD_STATUSES else "ended"
-    name = str(failure.get("name") or ("Terminated" if status == "terminated" else "Error"))
-    message = str(failure.get("message") or f"the child instance {child!r} {word}")
-    return None, StepError(message, name=name)

@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox._journal import Attempt, Key, Replay, StepCall
+from sandbox._journal import Replay, StepCall
+from treadle._context import Attempt, Invoke, Key
 from treadle.errors import StepError
-
-Invoke = Callable[[dict[str, Any], Attempt], Any]
 
 
 class Node:

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sandbox._calls import check_result
-from sandbox._records import error
 from sandbox._types import Host
 from sandbox._wire import ProtocolError
+from treadle._calls import check_result
+from treadle._records import error
 from treadle.errors import NonRetryableError, TreadleError
 
 _log = logging.getLogger("treadle.sandbox")

@@ -10,7 +10,6 @@ parent commits those records first, which is the durability rule of DESIGN §3.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +17,12 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, cast
 
 from sandbox._logbook import Logbook
-from sandbox._records import (
+from sandbox._threads import run_all
+from sandbox._types import Limits
+from treadle import MAX_DURATION_SECONDS, parse_duration, parse_instant
+from treadle._calls import check_event_type
+from treadle._context import Attempt, Key
+from treadle._records import (
     MAX_NAME_CHARS,
     encode_json,
     error,
@@ -26,15 +30,10 @@ from sandbox._records import (
     iso,
     new_record,
 )
-from sandbox._retries import next_retry, resolve_retries, resolve_timeout
-from sandbox._threads import run_all
-from sandbox._types import Limits
-from treadle import MAX_DURATION_SECONDS, parse_duration, parse_instant
+from treadle._retries import next_retry, resolve_retries, resolve_timeout
 from treadle.errors import NonRetryableError, StepError, TreadleError, WaitTimeout
 
-EVENT_TYPE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_-]*$")
 ROLLBACK_PREFIX = "rollback:"
-Key = tuple[str, int]
 
 
 class Suspend(BaseException):
@@ -86,17 +85,6 @@ class Compensator(Protocol):
     """Runs rollback handlers when the instance fails (see ``sandbox/_saga.py``)."""
 
     def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None: ...
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What a step body may know about the attempt it runs in (``ctx``)."""
-
-    name: str
-    count: int
-    number: int
-    config: dict[str, Any]
-    idempotency_key: str
 
 
 @dataclass
@@ -383,7 +371,7 @@ class Replay:
         """``internal``: a type of the platform's own (``child.<id>``), dots allowed."""
         key = self._enter(name, "wait_for_event")
         if not internal:
-            _check_event_type(event_type)
+            check_event_type(event_type)
         seconds = parse_duration(timeout, what="wait_for_event timeout")
         record = self._recorded(key, "wait_for_event")
         if record is not None and record["status"] == "complete":
@@ -568,11 +556,3 @@ class Replay:
 
 def _step_error(failure: Mapping[str, Any]) -> StepError:
     return StepError(str(failure.get("message", "")), name=str(failure.get("name", "Error")))
-
-
-def _check_event_type(event_type: Any) -> None:
-    if not isinstance(event_type, str) or len(event_type) > 100 or not EVENT_TYPE.match(event_type):
-        raise ValueError(
-            "an event type must be at most 100 characters of letters, digits, '_' and '-', "
-            "not starting with '-'"
-        )

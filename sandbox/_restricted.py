@@ -13,10 +13,10 @@ from typing import Any
 from sandbox._compile import FILENAME, Compiled, compile_workflow, problem
 from sandbox._journal import Abort, Channel, Replay, Suspend
 from sandbox._policy import module_globals, reset_module_state
-from sandbox._records import message_of
 from sandbox._step import Env, Event, Step
 from sandbox._types import Limits
 from treadle import WorkflowEntrypoint
+from treadle._records import message_of
 from treadle.errors import CodeInvalid
 
 MODULE_NAME = "workflow"

@@ -16,24 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox._context import RollbackContext, accepts_arguments
-from sandbox._journal import ROLLBACK_PREFIX, Attempt, Key, Replay, StepCall
-from sandbox._retries import resolve_retries, resolve_timeout
+from sandbox._journal import ROLLBACK_PREFIX, Replay, StepCall
+from treadle._context import Attempt, Key, RollbackContext, accepts_arguments
 from treadle.errors import StepError
-
-_OPTIONS = ("retries", "timeout")
-
-
-def resolve_rollback_config(options: Any) -> dict[str, Any]:
-    """A ``rollback_config`` option resolved like a step's: retries and a per-attempt timeout."""
-    if options is None:
-        options = {}
-    if not isinstance(options, dict) or any(k not in _OPTIONS for k in options):
-        raise ValueError("rollback_config must be a dict with 'retries' and/or 'timeout'")
-    return {
-        "retries": resolve_retries(options.get("retries")),
-        "timeout": resolve_timeout(options.get("timeout")),
-    }
 
 
 @dataclass(frozen=True)

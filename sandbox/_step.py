@@ -8,15 +8,15 @@ reach, and every ``repr`` is fixed text so that ``f"{step!r}"`` shows nothing of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sandbox._context import Context, StepInfo, parameters
 from sandbox._env import Env
-from sandbox._fanout import Invoke, Node, resolve
-from sandbox._journal import Attempt, Key, Replay
-from sandbox._records import iso
-from sandbox._saga import Saga, resolve_rollback_config
+from sandbox._fanout import Node, resolve
+from sandbox._journal import Replay
+from sandbox._saga import Saga
+from treadle._context import Context, Event, Key, StepInfo, function_name, invoker
+from treadle._retries import resolve_rollback_config
 
 __all__ = ["Context", "Env", "Event", "Step", "StepHandle", "StepInfo"]
 
@@ -121,8 +121,8 @@ class _Options:
             self.name,
             (self.retries, self.timeout, self.concurrent),
             depends,
-            _invoker(self.name, fn, depends),
-            _function_name(fn),
+            invoker(self.name, fn, [d.arg_name for d in depends]),
+            function_name(fn),
             on_complete,
         )
 
@@ -161,21 +161,6 @@ class StepHandle:
         return _result(self._node)
 
 
-class Event:
-    """The ``event`` argument of ``run()``: the instance's params and identity."""
-
-    __slots__ = ("instance_id", "payload", "timestamp", "workflow")
-
-    def __init__(self, request: Mapping[str, Any]) -> None:
-        self.payload = request["params"]
-        self.instance_id = request["instance_id"]
-        self.workflow = request["workflow"]
-        self.timestamp = iso(float(request["created_at"]))
-
-    def __repr__(self) -> str:
-        return f"<event of instance {self.instance_id!r}>"
-
-
 def _handles(depends: Iterable[Any]) -> tuple[StepHandle, ...]:
     handles = tuple(depends)
     for handle in handles:
@@ -186,39 +171,7 @@ def _handles(depends: Iterable[Any]) -> tuple[StepHandle, ...]:
     return handles
 
 
-def _invoker(name: str, fn: Callable[..., Any], depends: tuple[Node, ...]) -> Invoke:
-    """How to call ``fn``: with the dependencies' values it has parameters for, and ``ctx``.
-
-    A dependency ``fn`` has no parameter for is still waited for, which makes fan-in over
-    handles made in a loop possible: ``def all_done(): ...``, then call the handles.
-    """
-    names, any_keyword = parameters(fn)
-    wants_ctx = "ctx" in names
-    if not depends:
-        if wants_ctx:
-            return lambda arguments, attempt: fn(ctx=Context(attempt))
-        return lambda arguments, attempt: fn()
-    given = [d.arg_name for d in depends if any_keyword or d.arg_name in names]
-    for arg in [*given, "ctx"] if wants_ctx else given:
-        if given.count(arg) + (wants_ctx and arg == "ctx") > 1:
-            raise TypeError(
-                f"step.do({name!r}): several values would be passed as {arg!r}; "
-                "give the dependencies' functions different names"
-            )
-    accepted = set(given)
-
-    def invoke(arguments: dict[str, Any], attempt: Attempt) -> Any:
-        values = {k: v for k, v in arguments.items() if k in accepted}
-        return fn(**values, ctx=Context(attempt)) if wants_ctx else fn(**values)
-
-    return invoke
-
-
 def _result(node: Node) -> Any:
     if node.error is not None:
         raise node.error
     return node.value
-
-
-def _function_name(fn: Callable[..., Any]) -> str:
-    return str(getattr(fn, "__name__", "value"))

@@ -10,18 +10,18 @@ import math
 from collections.abc import Collection
 from typing import Any
 
-from sandbox._calls import CHILD_EVENT_PREFIX, MAX_ID_CHARS, check_args
-from sandbox._records import (
+from sandbox._types import Limits
+from sandbox._wire import ProtocolError
+from treadle import MAX_DURATION_SECONDS
+from treadle._calls import CHILD_EVENT_PREFIX, MAX_ID_CHARS, check_args
+from treadle._records import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_ERROR_NAME_CHARS,
     MAX_NAME_CHARS,
     STEP_STATUSES,
     STEP_TYPES,
 )
-from sandbox._retries import BACKOFFS, MAX_RETRIES
-from sandbox._types import Limits
-from sandbox._wire import ProtocolError
-from treadle import MAX_DURATION_SECONDS
+from treadle._retries import BACKOFFS, MAX_RETRIES
 
 _MAX_COUNT = 10**7
 _MAX_LOG_LINES = 1100

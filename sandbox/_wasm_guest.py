@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sandbox import _wasm_engine
 from sandbox._journal import Abort, Channel, Replay, StepCall, Suspend
-from sandbox._records import error
 from sandbox._types import Limits
+from treadle._records import error
 from treadle.errors import NonRetryableError, StepError
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from sandbox import _wasm_abi, _wasm_engine
 from sandbox._compile import problem
 from sandbox._journal import Channel, Replay, StepCall
-from sandbox._records import error, iso
 from sandbox._types import Limits
 from sandbox._wasm_guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
+from treadle._records import error, iso
 from treadle.errors import CodeInvalid
 
 KIND = "module"  # its engine configuration (see _wasm_engine.KINDS)

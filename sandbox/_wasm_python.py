@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sandbox import _wasm_build, _wasm_engine
-from sandbox._calls import check_instance_id, fetch_args
 from sandbox._compile import problem
 from sandbox._env import FETCH_OUTSIDE_A_BODY, ChildInstance, Workflows
 from sandbox._journal import (
@@ -28,17 +27,19 @@ from sandbox._journal import (
     Abort,
     Channel,
     HostError,
-    Key,
     Replay,
     StepCall,
     Suspend,
 )
-from sandbox._records import error, iso, message_of
-from sandbox._saga import Entry, Saga, resolve_rollback_config
+from sandbox._saga import Entry, Saga
 from sandbox._types import Limits
 from sandbox._untrusted import problems as checked_problems
 from sandbox._wasm_guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
 from sandbox._wire import ProtocolError
+from treadle._calls import check_instance_id, fetch_args
+from treadle._context import Key
+from treadle._records import error, iso, message_of
+from treadle._retries import resolve_rollback_config
 from treadle.errors import CodeInvalid, NonRetryableError, StepError
 
 KIND = "python"  # its engine configuration (see _wasm_engine.KINDS)

@@ -9,10 +9,10 @@ from typing import Any
 
 from sandbox import _untrusted
 from sandbox._compile import problem
-from sandbox._records import seconds_text
 from sandbox._spawner import Spawner
 from sandbox._types import Artifact, Limits
 from sandbox._wire import Connection, ProtocolError
+from treadle._records import seconds_text
 from treadle.errors import CodeInvalid
 
 _HELLO_TIMEOUT = 30.0

@@ -12,9 +12,9 @@ import pytest
 
 from sandbox import Artifact, Failed, Limits, ReplayRequest, Suspended
 from sandbox._driver import ReplayDriver
-from sandbox._records import new_record
 from sandbox._worker import Worker, WorkerGone, describe_exit
 from tests.sandbox.harness import T0, FakeHost
+from treadle._records import new_record
 
 RETRIES = {"limit": 2, "delay": 60.0, "backoff": "constant"}
 

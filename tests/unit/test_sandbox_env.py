@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox._calls import check_args, check_result, child_id
 from tests.sandbox.harness import FakeHost, Instance
+from treadle._calls import check_args, check_result, child_id
 
 FETCH = """
 from treadle import WorkflowEntrypoint

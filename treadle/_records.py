@@ -1,4 +1,7 @@
-"""Step records and error values: the shapes the engine stores, built in one place."""
+"""Step records and error values: the shapes the engine stores, built in one place.
+
+Shared by the sandbox's step runtime and the local test harness (``treadle.testing``).
+"""
 
 from __future__ import annotations
 

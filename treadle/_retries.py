@@ -1,15 +1,19 @@
-"""Step retry and timeout configuration: defaults, validation, and the backoff schedule."""
+"""Step retry and timeout configuration: defaults, validation, and the backoff schedule.
+
+Shared by the sandbox's step runtime and the local test harness (``treadle.testing``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from treadle import MAX_DURATION_SECONDS, parse_duration
+from treadle._durations import MAX_DURATION_SECONDS, parse_duration
 
 DEFAULT_RETRIES: dict[str, Any] = {"limit": 5, "delay": "10 seconds", "backoff": "exponential"}
 DEFAULT_TIMEOUT = "10 minutes"
 MAX_RETRIES = 10000
 BACKOFFS = ("constant", "linear", "exponential")
+_ROLLBACK_OPTIONS = ("retries", "timeout")
 
 
 def resolve_retries(config: Any) -> dict[str, Any]:
@@ -46,6 +50,18 @@ def resolve_timeout(timeout: Any) -> float:
     if seconds <= 0:
         raise ValueError("timeout must be greater than zero")
     return seconds
+
+
+def resolve_rollback_config(options: Any) -> dict[str, Any]:
+    """A ``rollback_config`` option resolved like a step's: retries and a per-attempt timeout."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict) or any(k not in _ROLLBACK_OPTIONS for k in options):
+        raise ValueError("rollback_config must be a dict with 'retries' and/or 'timeout'")
+    return {
+        "retries": resolve_retries(options.get("retries")),
+        "timeout": resolve_timeout(options.get("timeout")),
+    }
 
 
 def retry_delay(retries: dict[str, Any], retry: int) -> float:

@@ -4,7 +4,8 @@
 sides check them with the same functions: the worker so that tenant code gets a ``TypeError``
 or ``ValueError`` at the call, and the parent because the worker may be compromised (there a
 failed check is a protocol violation and kills it). The parent also checks what the host
-returns before the worker sees it.
+returns before the worker sees it. The local test harness (``treadle.testing``) checks a
+tenant's calls with the same functions, and hands back the same :class:`Response`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from treadle.errors import StepError
 
 METHODS = ("fetch", "workflows.create")
 FETCH_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -28,6 +31,25 @@ MAX_WORKFLOW_CHARS = 64
 MAX_ID_CHARS = 100
 CHILD_EVENT_PREFIX = "child."  # child.<id>: dots cannot be sent through the public API
 MAX_DEFAULT_ID_CHARS = 100 - len(CHILD_EVENT_PREFIX)
+MAX_EVENT_TYPE_CHARS = 100
+_CHILD_STATUSES = ("complete", "errored", "terminated")
+
+
+class Response:
+    """What ``env.fetch`` returns: ``status``, ``headers``, ``text`` and ``json()``."""
+
+    __slots__ = ("headers", "status", "text")
+
+    def __init__(self, status: int, headers: dict[str, str], text: str) -> None:
+        self.status = status
+        self.headers = dict(headers)
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<response {self.status}>"
+
+    def json(self) -> Any:
+        return json.loads(self.text)
 
 
 def fetch_args(url: Any, method: Any, headers: Any, body: Any) -> dict[str, Any]:
@@ -93,6 +115,14 @@ def check_instance_id(id: Any) -> None:
         )
 
 
+def check_event_type(event_type: Any) -> None:
+    if not _name(event_type, MAX_EVENT_TYPE_CHARS):
+        raise ValueError(
+            f"an event type must be at most {MAX_EVENT_TYPE_CHARS} characters of letters, "
+            "digits, '_' and '-', not starting with '-'"
+        )
+
+
 def check_args(method: Any, args: Any, max_params_bytes: int) -> dict[str, Any]:
     """A clean copy of a call's arguments as the worker sent them, or ValueError/TypeError."""
     if method not in METHODS or not isinstance(args, dict):
@@ -144,3 +174,17 @@ def child_id(instance_id: str, workflow: str, count: int) -> str:
         return text
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"{text[: MAX_DEFAULT_ID_CHARS - len(digest) - 1]}-{digest}"
+
+
+def child_outcome(child: str, payload: Any) -> tuple[Any, StepError | None]:
+    """What ``child.result()`` gives for the payload of a child's outcome event: its output,
+    or the error to raise (a child that did not complete)."""
+    payload = payload if isinstance(payload, dict) else {}
+    status = payload.get("status")
+    if status == "complete":
+        return payload.get("output"), None
+    failure = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+    word = status if status in _CHILD_STATUSES else "ended"
+    name = str(failure.get("name") or ("Terminated" if status == "terminated" else "Error"))
+    message = str(failure.get("message") or f"the child instance {child!r} {word}")
+    return None, StepError(message, name=name)
