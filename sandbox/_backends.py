@@ -12,8 +12,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sandbox._journal import Channel
 from sandbox._types import Limits
+from treadle._journal import Channel
 
 # name -> "module:Class"; imported lazily so the engine process never loads a backend.
 SANDBOXES: dict[str, str] = {

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandbox._compile import FILENAME, Compiled, compile_workflow, problem
-from sandbox._journal import Abort, Channel, Replay, Suspend
 from sandbox._policy import module_globals, reset_module_state
-from sandbox._step import Env, Event, Step
+from sandbox._threads import run_all
 from sandbox._types import Limits
 from treadle import WorkflowEntrypoint
+from treadle._journal import Abort, Channel, Replay, Suspend
 from treadle._records import message_of
+from treadle._step import Env, Event, Step
 from treadle.errors import CodeInvalid
 
 MODULE_NAME = "workflow"
@@ -49,7 +50,7 @@ class RestrictedProgram:
         self, request: Mapping[str, Any], limits: Limits, channel: Channel
     ) -> tuple[dict[str, Any], bool]:
         """Run ``run()`` once; return the outcome message and whether the worker is spent."""
-        replay = Replay(request, limits, channel)
+        replay = Replay(request, limits, channel, parallel=run_all)
         reset_module_state()
         try:
             workflow = self._workflow_class(module_globals(MODULE_NAME, replay.log))()

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sandbox import _wasm_engine
-from sandbox._journal import Abort, Channel, Replay, StepCall, Suspend
 from sandbox._types import Limits
+from treadle._journal import Abort, Channel, Replay, StepCall, Suspend
 from treadle._records import error
 from treadle.errors import NonRetryableError, StepError
 

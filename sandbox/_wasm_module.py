@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox import _wasm_abi, _wasm_engine
 from sandbox._compile import problem
-from sandbox._journal import Channel, Replay, StepCall
+from sandbox._threads import run_all
 from sandbox._types import Limits
 from sandbox._wasm_guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
+from treadle._journal import Channel, Replay, StepCall
 from treadle._records import error, iso
 from treadle.errors import CodeInvalid
 
@@ -139,7 +140,7 @@ class WasmModuleProgram:
     def check(self) -> None:
         """Instantiate once (start functions and ``_initialize`` included) under the limits."""
         request = check_request()
-        replay = Replay(request, Limits(), NullChannel())
+        replay = Replay(request, Limits(), NullChannel(), parallel=run_all)
         run = ModuleRun(replay, Limits())
         with _wasm_engine.guest_running(KIND):
             try:
@@ -154,7 +155,7 @@ class WasmModuleProgram:
         self, request: Mapping[str, Any], limits: Limits, channel: Channel
     ) -> tuple[dict[str, Any], bool]:
         metered = MeteredChannel(channel)
-        replay = Replay(request, limits, metered)
+        replay = Replay(request, limits, metered, parallel=run_all)
         run = ModuleRun(replay, limits)
         metered.meter = run.meter
         event = {

@@ -21,8 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox import _wasm_build, _wasm_engine
 from sandbox._compile import problem
-from sandbox._env import FETCH_OUTSIDE_A_BODY, ChildInstance, Workflows
-from sandbox._journal import (
+from sandbox._threads import run_all
+from sandbox._types import Limits
+from sandbox._untrusted import problems as checked_problems
+from sandbox._wasm_guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
+from sandbox._wire import ProtocolError
+from treadle._calls import check_instance_id, fetch_args
+from treadle._context import Key
+from treadle._env import FETCH_OUTSIDE_A_BODY, ChildInstance, Workflows
+from treadle._journal import (
     ROLLBACK_PREFIX,
     Abort,
     Channel,
@@ -31,15 +38,9 @@ from sandbox._journal import (
     StepCall,
     Suspend,
 )
-from sandbox._saga import Entry, Saga
-from sandbox._types import Limits
-from sandbox._untrusted import problems as checked_problems
-from sandbox._wasm_guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
-from sandbox._wire import ProtocolError
-from treadle._calls import check_instance_id, fetch_args
-from treadle._context import Key
 from treadle._records import error, iso, message_of
 from treadle._retries import resolve_rollback_config
+from treadle._saga import Entry, Saga
 from treadle.errors import CodeInvalid, NonRetryableError, StepError
 
 KIND = "python"  # its engine configuration (see _wasm_engine.KINDS)
@@ -188,7 +189,7 @@ class WasmPythonProgram:
         """Compile and execute the module once in the guest, and find its entry class."""
         request = check_request()
         limits = Limits()
-        run = PythonRun(Replay(request, limits, NullChannel()), limits, request)
+        run = PythonRun(Replay(request, limits, NullChannel(), parallel=run_all), limits, request)
         reply = run.invoke("check", self._source, self.class_name)
         if not isinstance(reply, dict):
             message = f"the code could not be checked in the sandbox: {reply}"
@@ -206,7 +207,7 @@ class WasmPythonProgram:
         self, request: Mapping[str, Any], limits: Limits, channel: Channel
     ) -> tuple[dict[str, Any], bool]:
         metered = MeteredChannel(channel)
-        replay = Replay(request, limits, metered)
+        replay = Replay(request, limits, metered, parallel=run_all)
         run = PythonRun(replay, limits, request)
         metered.meter = run.meter
         guest_request = {

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox._journal import ROLLBACK_PREFIX, Replay, StepCall
 from treadle._context import Attempt, Key, RollbackContext, accepts_arguments
+from treadle._journal import ROLLBACK_PREFIX, Replay, StepCall
 from treadle.errors import StepError
 
 

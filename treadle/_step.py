@@ -1,7 +1,7 @@
 """What tenant Python code holds: ``step``, the event and step handles (``self.env`` and
 ``ctx`` live in ``_env`` and ``_context``).
 
-Thin wrappers over :class:`~sandbox._journal.Replay`; fan-out and fan-in are in ``_fanout``,
+Thin wrappers over :class:`~treadle._journal.Replay`; fan-out and fan-in are in ``_fanout``,
 rollbacks in ``_saga``. Everything internal is underscore-named, which restricted code cannot
 reach, and every ``repr`` is fixed text so that ``f"{step!r}"`` shows nothing of the host.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sandbox._env import Env
-from sandbox._fanout import Node, resolve
-from sandbox._journal import Replay
-from sandbox._saga import Saga
 from treadle._context import Context, Event, Key, StepInfo, function_name, invoker
+from treadle._env import Env
+from treadle._fanout import Node, resolve
+from treadle._journal import Replay
 from treadle._retries import resolve_rollback_config
+from treadle._saga import Saga
 
 __all__ = ["Context", "Env", "Event", "Step", "StepHandle", "StepInfo"]
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox._journal import Replay, StepCall
 from treadle._context import Attempt, Invoke, Key
+from treadle._journal import Replay, StepCall
 from treadle.errors import StepError
 
 

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from sandbox._journal import Replay
 from treadle._calls import (
     CHILD_EVENT_PREFIX,
     Response,
@@ -26,6 +25,7 @@ from treadle._calls import (
     fetch_args,
 )
 from treadle._context import Attempt
+from treadle._journal import Replay
 from treadle._records import encode_json
 from treadle.errors import LimitExceeded, NonRetryableError, StepError
 

@@ -5,6 +5,11 @@ run: a backend hands it step bodies as callables (Python) or drives it from host
 Every record it creates is sent to the parent at once; before any step body runs it sends
 ``begin`` and, when it has sent records since the last acknowledgement, waits for ``ack`` — the
 parent commits those records first, which is the durability rule of DESIGN §3.
+
+It lives in the SDK, not in ``sandbox``, because the local test harness (``treadle.testing``)
+runs tenant workflows on it too — in the tenant's own process, with a channel that answers
+from the test's mocks and a clock that stands still — so a unit test gets the platform's step
+semantics by construction. The sandbox backends hand it their thread runner (``parallel``).
 """
 
 from __future__ import annotations
@@ -16,12 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, cast
 
-from sandbox._logbook import Logbook
-from sandbox._threads import run_all
-from sandbox._types import Limits
 from treadle import MAX_DURATION_SECONDS, parse_duration, parse_instant
 from treadle._calls import check_event_type
 from treadle._context import Attempt, Key
+from treadle._logbook import Logbook
 from treadle._records import (
     MAX_NAME_CHARS,
     encode_json,
@@ -34,6 +37,31 @@ from treadle._retries import next_retry, resolve_retries, resolve_timeout
 from treadle.errors import NonRetryableError, StepError, TreadleError, WaitTimeout
 
 ROLLBACK_PREFIX = "rollback:"
+
+
+Parallel = Callable[
+    [Sequence["tuple[StepCall, Callable[[Attempt], Any]]"], Callable[[Any], Callable[[], None]]],
+    None,
+]
+
+
+class Limits(Protocol):
+    """The limits a replay enforces (``sandbox.Limits`` has them, from the tenant policy)."""
+
+    @property
+    def memory_mb(self) -> int: ...
+
+    @property
+    def max_step_result_bytes(self) -> int: ...
+
+    @property
+    def max_steps_per_instance(self) -> int: ...
+
+
+def run_in_order(items: Sequence[Any], start: Callable[[Any], Callable[[], None]]) -> None:
+    """Run the bodies of a batch of concurrent steps one after the other, in program order."""
+    for item in items:
+        start(item)()
 
 
 class Suspend(BaseException):
@@ -82,7 +110,7 @@ class CallChannel(Channel, Protocol):
 
 
 class Compensator(Protocol):
-    """Runs rollback handlers when the instance fails (see ``sandbox/_saga.py``)."""
+    """Runs rollback handlers when the instance fails (see ``treadle/_saga.py``)."""
 
     def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None: ...
 
@@ -113,8 +141,10 @@ class Replay:
         limits: Limits,
         channel: Channel,
         clock: Callable[[], float] = time.monotonic,
+        parallel: Parallel = run_in_order,
     ) -> None:
         self.limits = limits
+        self._parallel = parallel
         self.instance_id: str = request["instance_id"]
         self._channel = channel
         self._clock = clock
@@ -198,7 +228,7 @@ class Replay:
                 return lambda: None
             return lambda: self._run_body(call, attempt, body)
 
-        run_all(runs, start)
+        self._parallel(runs, start)
 
     def _run_body(self, call: StepCall, attempt: Attempt, body: Callable[[Attempt], Any]) -> None:
         self.current_step = attempt.name
