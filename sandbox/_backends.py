@@ -2,7 +2,7 @@
 
 The pool and the wire protocol do not depend on the backend. A new backend (``wasm``) adds a
 module with a class like :class:`~sandbox._restricted.RestrictedBackend`, an entry in
-:data:`SANDBOXES`, and uses :class:`~sandbox._journal.Replay` for step semantics, so records,
+:data:`SANDBOXES`, and uses :class:`~treadle._journal.Replay` for step semantics, so records,
 retries and suspends behave the same in every backend.
 """
 

@@ -2,7 +2,7 @@
 
 A host function stops the guest by raising :class:`Stop`, which wasmtime turns into a trap.
 Why it stopped (a suspend, an abort, an error) is kept here and in the
-:class:`~sandbox._journal.Replay`, never read back from the exception: wasmtime-py passes host
+:class:`~treadle._journal.Replay`, never read back from the exception: wasmtime-py passes host
 exceptions through a module global, which is not the place for per-run state.
 """
 

@@ -2,7 +2,7 @@
 
 The artifact's source is the module, base64-encoded. A module is compiled once per worker (or
 loaded from the compile cache) and linked against the ABI's host functions, which drive the
-same :class:`~sandbox._journal.Replay` as the restricted backend: records, retries, timers,
+same :class:`~treadle._journal.Replay` as the restricted backend: records, retries, timers,
 events and suspends are identical across backends. Each replay gets a fresh Store, so nothing
 of a previous replay (or of a half-finished body that trapped) survives into the next.
 """

@@ -3,7 +3,7 @@
 One component (built by :mod:`sandbox._wasm_build`) serves every tenant; the tenant's source
 is data that the guest compiles and executes on every replay, in a fresh Store. The guest's
 step API calls the host through one JSON import, and the host answers with the same
-:class:`~sandbox._journal.Replay` as every other backend.
+:class:`~treadle._journal.Replay` as every other backend.
 
 The guest sees WASI without preopened directories, environment, arguments or network, and a
 clock and random source of our own: the wall clock reads the instance's creation time, the
@@ -463,7 +463,7 @@ class PythonRun(GuestRun):
 class GuestSaga:
     """The replay's rollback handlers when they live in the guest: the guest runs them (host
     calls ``unwind``, then ``rollback-begin`` and the attempts of each), and this tells the
-    replay how they ended, from their records, as :class:`~sandbox._saga.Saga` would."""
+    replay how they ended, from their records, as :class:`~treadle._saga.Saga` would."""
 
     def __init__(self, replay: Replay) -> None:
         self.saga = Saga(replay)
