@@ -395,3 +395,76 @@ def test_bad_arguments_are_refused_in_the_test() -> None:
         t.mock_step("x")
     with pytest.raises(ValueError, match="JSON"):
         t.run({"x": object()})
+
+
+def test_a_side_effect_list_that_runs_out_is_a_mistake_in_the_test() -> None:
+    t = checkout()
+    t.mock_step("price", side_effect=[ValueError("once")])
+    with pytest.raises(HarnessError, match="side_effect list ran out"):
+        t.run({"items": []})
+
+
+def test_fetch_errors_keep_their_name_and_non_retryable_ones_fail_the_step() -> None:
+    class EgressDenied(NonRetryableError):
+        pass
+
+    class Get(WorkflowEntrypoint):
+        def run(self, event: Any, step: Any) -> Any:
+            return step.do("get", lambda: self.env.fetch("https://x.example").text)
+
+    t = WorkflowTest(Get)
+    t.mock_fetch("https://x.example", side_effect=EgressDenied("not allowed"))
+    result = t.run()
+    assert result.error == {"name": "EgressDenied", "message": "not allowed"}
+    assert result.steps["get"].attempts == 1
+    t = WorkflowTest(Get)
+    t.mock_fetch("https://x.example", side_effect=ConnectionError("reset"))
+    result = t.run()
+    assert result.steps["get"].attempts == 6 and len(result.fetches) == 6
+    assert result.steps["get"].delays == (10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+def test_a_rollback_that_fails_once_is_retried_after_its_delay() -> None:
+    attempts: list[int] = []
+
+    class Undo(WorkflowEntrypoint):
+        def run(self, event: Any, step: Any) -> Any:
+            def undo(ctx: Any) -> None:
+                attempts.append(ctx.attempt)
+                if ctx.attempt == 1:
+                    raise RuntimeError("not yet")
+
+            config = {"retries": {"delay": "1 minute"}}
+            step.do("book", lambda: 1, rollback=undo, rollback_config=config)
+            raise NonRetryableError("give up")
+
+    result = WorkflowTest(Undo).run()
+    assert result.rollback == {"outcome": "complete", "error": None}
+    assert result.steps["rollback:book"].attempts == 2 and attempts == [1, 2]
+    assert result.elapsed == 60.0 and result.error == {
+        "name": "NonRetryableError",
+        "message": "give up",
+    }
+
+
+def test_a_prepared_child_test_and_a_terminated_child() -> None:
+    class Child(WorkflowEntrypoint):
+        def run(self, event: Any, step: Any) -> Any:
+            return step.do("work", lambda: "real")
+
+    class Parent(WorkflowEntrypoint):
+        def run(self, event: Any, step: Any) -> Any:
+            try:
+                return self.env.workflows.create("child", id="kid").result()
+            except StepError as exc:
+                return [exc.name, exc.message]
+
+    child = WorkflowTest(Child)
+    child.mock_step("work", return_value="mocked")
+    t = WorkflowTest(Parent)
+    t.register_workflow("child", child)
+    result = t.run()
+    assert result.output == "mocked" and result.children[0]["id"] == "kid"
+    t = WorkflowTest(Parent)
+    t.mock_workflow("child", status="terminated")
+    assert t.run().output == ["Terminated", "the child instance 'kid' terminated"]
