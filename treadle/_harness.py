@@ -46,6 +46,7 @@ from treadle._step import Step
 
 _UNSET: Any = object()
 _MISSING_EVENTS = ("timeout", "error")
+_MODULE_NAME = "workflow"  # the module name tenant code runs under in the sandboxes
 Mock = tuple[int | None, Callable[..., Any] | Answers]  # (occurrence or all, the answer)
 
 
@@ -147,6 +148,28 @@ class WorkflowTest:
         self._channel: TestChannel | None = None
         self._fetches: list[dict[str, Any]] = []
         self._children: list[dict[str, Any]] = []
+
+    @classmethod
+    def from_source(
+        cls, source: str, *, class_name: str | None = None, **options: Any
+    ) -> WorkflowTest:
+        """A test of the workflow in ``source``, the module text you upload: its one
+        ``WorkflowEntrypoint`` subclass, or ``class_name`` when it defines several."""
+        namespace: dict[str, Any] = {"__name__": _MODULE_NAME}
+        exec(compile(source, "<workflow>", "exec"), namespace)
+        found = {
+            name: value
+            for name, value in namespace.items()
+            if isinstance(value, type)
+            and issubclass(value, WorkflowEntrypoint)
+            and value.__module__ == _MODULE_NAME
+        }
+        if class_name is not None and class_name not in found:
+            raise ValueError(f"class {class_name!r} not found, or not a WorkflowEntrypoint")
+        if class_name is None and len(found) != 1:
+            classes = ", ".join(found) or "none"
+            raise ValueError(f"set class_name to one workflow class of the source ({classes})")
+        return cls(found[class_name or next(iter(found))], **options)
 
     # -- preparing a run ------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from tests.integration.engine_harness import Harness
-from treadle import WorkflowEntrypoint
 from treadle.testing import WorkflowTest
 
 ORDER = """
@@ -89,14 +88,9 @@ def on_the_engine(h: Harness, case: str) -> dict[str, Any]:
 
 def in_the_harness(case: str) -> dict[str, Any]:
     text, params, events = CASES[case]
-    namespace: dict[str, Any] = {}
-    exec(compile(textwrap.dedent(text), "<workflow>", "exec"), namespace)
-    (workflow,) = [
-        v
-        for v in namespace.values()
-        if isinstance(v, type) and issubclass(v, WorkflowEntrypoint) and v is not WorkflowEntrypoint
-    ]
-    t = WorkflowTest(workflow, vars={"region": "eu"}, instance_id=f"{case}-1", name="wf")
+    t = WorkflowTest.from_source(
+        textwrap.dedent(text), vars={"region": "eu"}, instance_id=f"{case}-1", name="wf"
+    )
     for type_, payload in events:
         t.send_event(type_, payload)
     result = t.run(params)

@@ -468,3 +468,27 @@ def test_a_prepared_child_test_and_a_terminated_child() -> None:
     t = WorkflowTest(Parent)
     t.mock_workflow("child", status="terminated")
     assert t.run().output == ["Terminated", "the child instance 'kid' terminated"]
+
+
+def test_a_workflow_can_be_tested_from_the_source_you_upload() -> None:
+    text = """
+from treadle import WorkflowEntrypoint
+
+class Helper:
+    pass
+
+class One(WorkflowEntrypoint):
+    def run(self, event, step):
+        return step.do("one", lambda: 1)
+
+class Two(WorkflowEntrypoint):
+    def run(self, event, step):
+        return step.do("two", lambda: 2)
+"""
+    assert WorkflowTest.from_source(text, class_name="Two").run().output == 2
+    with pytest.raises(ValueError, match=r"set class_name to one .*\(One, Two\)"):
+        WorkflowTest.from_source(text)
+    with pytest.raises(ValueError, match="'Helper' not found"):
+        WorkflowTest.from_source(text, class_name="Helper")
+    one = text.split("class Two")[0]
+    assert WorkflowTest.from_source(one, instance_id="x").run().steps["one"].output == 1

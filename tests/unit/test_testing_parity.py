@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from tests.sandbox.harness import T0, FakeHost, Instance, source
-from treadle import WorkflowEntrypoint
 from treadle.testing import RunResult, WorkflowTest
 
 CHECKOUT = """
@@ -154,14 +153,9 @@ def on_the_platform(case: Case) -> dict[str, Any]:
 
 
 def in_the_harness(case: Case) -> dict[str, Any]:
-    namespace: dict[str, Any] = {}
-    exec(compile(source(case.text), "<workflow>", "exec"), namespace)
-    (workflow,) = [
-        v
-        for v in namespace.values()
-        if isinstance(v, type) and issubclass(v, WorkflowEntrypoint) and v is not WorkflowEntrypoint
-    ]
-    t = WorkflowTest(workflow, vars=case.vars, instance_id="inst-1", name="wf", start=T0)
+    t = WorkflowTest.from_source(
+        source(case.text), vars=case.vars, instance_id="inst-1", name="wf", start=T0
+    )
     for at, type_, payload in case.events:
         t.send_event(type_, payload, after=at)
     t.mock_fetch("https://x/*", side_effect=echo)
