@@ -20,6 +20,7 @@ import datetime
 import decimal
 import fractions
 import hashlib
+import importlib
 import itertools
 import json
 import math
@@ -88,6 +89,11 @@ MODULES: dict[str, types.ModuleType] = {
 }
 MODULES["treadle"] = _facade("treadle", treadle, list(_TREADLE_NAMES))
 ALLOWED_MODULES = tuple(sorted(MODULES))
+# What the C code of allowed modules imports while tenant code is the running frame (the C API
+# imports through that frame's ``__import__``): ``date.strftime`` and ``timetuple`` need
+# ``time``, ``datetime.strptime`` needs ``_strptime``. Only C code gets these: an import
+# statement for them is refused when the code is compiled, and ``__import__`` is a ``_`` name.
+_IMPLICIT_IMPORTS = {name: importlib.import_module(name) for name in ("_strptime", "time")}
 
 
 def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -203,7 +209,7 @@ def restricted_import(
     """``__import__`` of restricted code: the allowlisted facades, nothing else."""
     if level:
         raise ImportError("relative imports are not allowed in workflow code")
-    module = MODULES.get(name)
+    module = MODULES.get(name) or _IMPLICIT_IMPORTS.get(name)
     if module is None:
         allowed = ", ".join(ALLOWED_MODULES)
         raise ImportError(
