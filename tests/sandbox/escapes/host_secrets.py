@@ -5,9 +5,27 @@ guest with no preopened directory and an empty environment."""
 
 from __future__ import annotations
 
-from tests.sandbox.escapes import Case, Raises, Rejected, Returns
+from tests.sandbox.escapes import Case, Raises, Rejected, Returns, Suspends
 
 NO_FILE = Raises("FileNotFoundError")
+GUEST_ONLY = Rejected("from treadle import _guest")
+# The Wasm guest's raw host import, as tenant code can call it behind the runtime's back.
+RAW = """
+from treadle import _guest
+
+
+def raw(op, **args):
+    return json.loads(raw_text(op, json.dumps(args)))
+
+
+def raw_text(op, text):
+    return _guest._host_call(op, text)
+"""
+
+
+def _refused(name: str, message: str) -> Returns:
+    return Returns({"raise": {"kind": name, "name": name, "message": message}})
+
 
 CASES = [
     Case(
@@ -92,5 +110,74 @@ CASES = [
             '{"raise": {"kind": "NonRetryableError", "name": "NonRetryableError", '
             '"message": "unknown host operation \'commit\'"}}'
         ),
+    ),
+    *(
+        Case(f"a forged host call: {name}", body, GUEST_ONLY, wasm=expected, prelude=RAW)
+        for name, body, expected in (
+            (
+                "step-end with no step",
+                "return raw('step-end', output='1')",
+                _refused("NonRetryableError", "no step body is running"),
+            ),
+            (
+                "step-fail with no step",
+                "return raw('step-fail', kind='X', message='m', final=True)",
+                _refused("NonRetryableError", "no step body is running"),
+            ),
+            (
+                "a reserved step name",
+                "return raw('step-begin', name='rollback:x')",
+                _refused(
+                    "ValueError",
+                    "step names starting with 'rollback:' are reserved for the "
+                    "records of rollback handlers",
+                ),
+            ),
+            (
+                "rollback-begin with no rollback",
+                "return raw('rollback-begin', name='x', count=1)",
+                _refused("NonRetryableError", "no rollback is being run"),
+            ),
+            (
+                "unwind with nothing to undo",
+                "return raw('unwind', error={'name': 'X'})",
+                _refused("NonRetryableError", "there are no rollback handlers to run now"),
+            ),
+            (
+                "a wait for an internal event type",
+                "return raw('wait-for-event', name='w', type='child.someone', timeout=1)",
+                Returns(
+                    {
+                        "raise": {
+                            "kind": "ValueError",
+                            "name": "ValueError",
+                            "message": "an event type must be at most 100 characters of "
+                            "letters, digits, '_' and '-', not starting with '-'",
+                        }
+                    }
+                ),
+            ),
+            (
+                "arguments that are not an object",
+                "return json.loads(raw_text('sleep', '[1, 2]'))",
+                _refused(
+                    "NonRetryableError",
+                    "host operation 'sleep': the arguments must be a JSON object",
+                ),
+            ),
+            (
+                "arguments that are not JSON",
+                "return json.loads(raw_text('sleep', '{nope'))",
+                _refused(
+                    "NonRetryableError",
+                    "host operation 'sleep': the arguments must be a JSON object",
+                ),
+            ),
+            (
+                "a second step while one runs",
+                "raw('step-begin', name='x')\nreturn raw('step-begin', name='y')",
+                Suspends(),
+            ),
+        )
     ),
 ]
