@@ -68,7 +68,7 @@ def destination(url: str, allow: list[str]) -> Destination:
         raise InvalidInput(f"env.fetch needs an http:// or https:// URL, not {url!r}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidInput(f"env.fetch needs an http:// or https:// URL, not {url!r}")
-    host = parsed.host.lower().rstrip(".")
+    host = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA-encoded, as policies are
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     if host in allow or any(a.startswith("*.") and host.endswith(a[1:]) for a in allow):
         return Destination(parsed, host, port, public_only=False)

@@ -206,3 +206,12 @@ def test_loopback_and_metadata_addresses_are_denied_however_spelled(host: str) -
     # httpx refuses some spellings (dotted octal) as URLs outright: refused all the same.
     with pytest.raises((EgressDenied, InvalidInput)):
         check_allowed(f"http://{host}:8787/", ["*"])
+
+
+def test_international_names_are_matched_and_resolved_in_their_ascii_form() -> None:
+    resolve = Answers([PUBLIC])
+    assert check_allowed("https://bücher.example/", ["xn--bcher-kva.example"]) == (
+        "xn--bcher-kva.example"
+    )
+    assert check_allowed("https://Bücher.example./", ["*"], resolve) == "xn--bcher-kva.example"
+    assert resolve.asked == [("xn--bcher-kva.example", 443)]
