@@ -69,6 +69,12 @@ CASES = [
         "return collections.namedtuple('T', ['a=__import__(\"os\")'])",
         Raises("ValueError"),
     ),
+    # The one name lookup an allowed module does with a tenant's string: a prefixed getattr.
+    Case(
+        "hashlib.new looks names up",
+        "return hashlib.new('__class__').name",
+        Raises("ValueError", message="unsupported hash type"),
+    ),
     Case("statistics internals", "return getattr(statistics, '_' + 'sum')", MISSING),
     Case("itertools", "return list(itertools.islice(itertools.count(), 3))", Returns([0, 1, 2])),
 ]
