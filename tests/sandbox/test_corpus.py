@@ -17,6 +17,7 @@ import pytest
 
 from sandbox import Artifact, Done, Failed, Outcome, SandboxPool, Suspended
 from sandbox._policy import BUILTINS, MODULES, guarded_getattr
+from sandbox._wasm_engine import cache_dir
 from tests.sandbox.escapes import (
     Case,
     Contained,
@@ -37,8 +38,11 @@ VICTIM_VAR = "victim-var-0e5c"
 ATTACKER = "attacker"
 REPO = str(Path(__file__).resolve().parents[2])
 # What would show that a case reached outside its sandbox: the platform's secret, another
-# tenant's data, and the host process's paths and modules.
-HOST_MARKERS = ("hunter2", VICTIM_VAR, REPO, "sandbox._", "/RestrictedPython/", "site-packages")
+# tenant's data, the host process's paths and modules, and the worker's own environment.
+HOST_MARKERS = (
+    "hunter2", VICTIM_VAR, REPO, "sandbox._", "/RestrictedPython/", "site-packages",
+    "TREADLE_CACHE_DIR", str(cache_dir()),
+)  # fmt: skip
 PYTHON = python_cases()
 VICTIM = """
 from treadle import WorkflowEntrypoint
