@@ -10,6 +10,7 @@ process ever serves both tenants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import textwrap
@@ -258,40 +259,41 @@ def test_a_tenants_code_reaches_nothing_of_the_other_tenant_nor_of_the_platform(
 
 
 def test_sandbox_workers_never_serve_two_tenants(
-    client: Client, platform: Platform, acme: dict[str, str], mallory: dict[str, str]
+    client: Client,
+    platform: Platform,
+    acme: dict[str, str],
+    mallory: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Instances of three tenants at once, more than the pool holds (4 processes, 2 per
-    tenant): workers are evicted and spawned, and no pid ever serves a second tenant."""
-    third = new_tenant(client, "third")
+    """Five tenants' uploads and instances at once, more than the pool holds (4 processes, 2
+    per tenant): workers are evicted and spawned, and no pid ever serves a second tenant."""
+    served: dict[int, set[str]] = {}
+    lock = threading.Lock()
+    hand_out = platform.pool._worker  # white-box: every worker the pool hands out, and to whom
+
+    @contextlib.contextmanager
+    def recorded(tenant: str, limits: Any) -> Iterator[Any]:
+        with hand_out(tenant, limits) as worker:
+            with lock:
+                served.setdefault(worker.pid, set()).add(tenant)
+            yield worker
+
+    monkeypatch.setattr(platform.pool, "_worker", recorded)
+    tenants = {"acme": acme, "mallory": mallory}
+    tenants |= {name: new_tenant(client, name) for name in ("t3", "t4", "t5")}
     quick = 'from treadle import WorkflowEntrypoint\n\nclass Quick(WorkflowEntrypoint):\n' \
             '    def run(self, event, step):\n        return step.do("a", lambda: 1)\n'  # fmt: skip
-    tenants = {"acme": acme, "mallory": mallory, "third": third}
     for headers in tenants.values():
         body = {"source": quick, "sandbox": "restricted"}
         assert client.put(f"{W}/quick", json=body, headers=headers).status_code == 201
-    served: dict[int, set[str]] = {}
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            for worker in list(platform.pool._idle.values()):  # white-box: the pool's workers
-                served.setdefault(worker.pid, set()).add(worker.tenant)
-            stop.wait(0.005)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        for round_ in range(6):
-            for headers in tenants.values():
-                batch = {"instances": [{"id": f"q{round_}-{i}"} for i in range(4)]}
-                client.post(f"{W}/quick/instances/batch", json=batch, headers=headers)
+    for round_ in range(4):
         for headers in tenants.values():
-            for round_ in range(6):
-                for i in range(4):
-                    wait_status(client, headers, f"{W}/quick/instances/q{round_}-{i}", "complete")
-    finally:
-        stop.set()
-        watcher.join()
-    assert {t for ts in served.values() for t in ts} >= set(tenants)
-    assert len(served) > 4, served  # workers were evicted and new ones spawned
+            batch = {"instances": [{"id": f"q{round_}-{i}"} for i in range(4)]}
+            client.post(f"{W}/quick/instances/batch", json=batch, headers=headers)
+    for headers in tenants.values():
+        for round_ in range(4):
+            for i in range(4):
+                wait_status(client, headers, f"{W}/quick/instances/q{round_}-{i}", "complete")
+    assert {t for ts in served.values() for t in ts} == set(tenants)
+    assert len(served) >= len(tenants) > 4  # a worker per tenant at least: some were evicted
     assert {pid: ts for pid, ts in served.items() if len(ts) > 1} == {}
