@@ -6,14 +6,21 @@ loopback, private, link-local or otherwise reserved addresses: those (the platfo
 database, cloud metadata services) are reachable only when listed by name. Redirects are not
 followed, so a listed host cannot bounce a request elsewhere; bodies are capped and every
 request has a timeout.
+
+The host name is resolved once per request, and the connection goes to the address that was
+checked (DNS rebinding: a second lookup by the HTTP client could answer 127.0.0.1). The URL
+sent is the pinned address, with the ``Host`` header and, for TLS, the SNI server name and the
+certificate check kept on the host name. Connections are not kept alive: a pooled connection
+is keyed by address only and could otherwise carry another host's request.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -23,6 +30,11 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 TIMEOUT_SECONDS = 30.0
 MAX_RESPONSE_BYTES = 5 << 20
 MAX_REQUEST_BYTES = 5 << 20
+# The well-known NAT64 prefix (RFC 6052): 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+Resolver = Callable[[str, int], list[str]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class EgressDenied(NonRetryableError):
@@ -31,50 +43,102 @@ class EgressDenied(NonRetryableError):
     code = "egress.denied"
 
 
-def check_allowed(url: str, allow: list[str]) -> str:
-    """Return the URL's host if the policy allows it, else raise :class:`EgressDenied`."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, as the operating system resolves them."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a request may go: ``host`` (lower case), ``port``, and whether only public
+    addresses are acceptable (the host is allowed by ``"*"``, not by name)."""
+
+    url: httpx.URL
+    host: str
+    port: int
+    public_only: bool
+
+
+def destination(url: str, allow: list[str]) -> Destination:
+    """Apply the policy to the URL's host name; raise :class:`EgressDenied` if not allowed."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise InvalidInput(f"env.fetch needs an http:// or https:// URL, not {url!r}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidInput(f"env.fetch needs an http:// or https:// URL, not {url!r}")
-    host = parts.hostname.lower()
+    host = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA-encoded, as policies are
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     if host in allow or any(a.startswith("*.") and host.endswith(a[1:]) for a in allow):
-        return host
+        return Destination(parsed, host, port, public_only=False)
     if "*" in allow:
-        if _public(host):
-            return host
-        raise EgressDenied(f"egress to {host} is not allowed: it is not a public address")
+        return Destination(parsed, host, port, public_only=True)
     raise EgressDenied(f"egress to {host} is not allowed by the tenant's egress_allow policy")
 
 
-def _public(host: str) -> bool:
+def pin(target: Destination, resolve: Resolver = system_resolver) -> str:
+    """Resolve the host once and return the address to connect to.
+
+    Under ``"*"`` every address of the answer must be public: one private address in it
+    means the name points inside.
+    """
     try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return True  # let the request fail with its own clear error
-    return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
+        answer = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(target.host, target.port)]
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise TreadleError(
+            f"env.fetch: cannot resolve {target.host}: {exc}", code="egress.failed"
+        ) from None
+    if not answer:
+        raise TreadleError(f"env.fetch: {target.host} has no address", code="egress.failed")
+    if target.public_only and not all(_public(address) for address in answer):
+        raise EgressDenied(f"egress to {target.host} is not allowed: it is not a public address")
+    return str(answer[0])
 
 
-def fetch(args: dict[str, Any], allow: list[str], client: httpx.Client) -> dict[str, Any]:
+def _public(address: IPAddress) -> bool:
+    """Globally reachable, also through the IPv4 address an IPv6 one embeds."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if address.teredo is not None:
+            embedded = address.teredo[1]
+        if address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and not _public(embedded):
+            return False
+    return address.is_global and not address.is_multicast
+
+
+def check_allowed(url: str, allow: list[str], resolve: Resolver = system_resolver) -> str:
+    """Return the URL's host if the policy allows it, else raise :class:`EgressDenied`."""
+    target = destination(url, allow)
+    if target.public_only:
+        pin(target, resolve)
+    return target.host
+
+
+def fetch(
+    args: dict[str, Any],
+    allow: list[str],
+    client: httpx.Client,
+    resolve: Resolver = system_resolver,
+) -> dict[str, Any]:
     """Perform one ``env.fetch`` call; the result is what the step body sees."""
     url, method = args.get("url"), str(args.get("method") or "GET").upper()
     if not isinstance(url, str):
         raise InvalidInput("env.fetch: url must be a string")
     if method not in METHODS:
         raise InvalidInput(f"env.fetch: method must be one of {', '.join(METHODS)}")
-    check_allowed(url, allow)
-    headers = args.get("headers") or {}
-    body = args.get("body")
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise InvalidInput("env.fetch: headers must map strings to strings")
-    content = body.encode() if isinstance(body, str) else None
-    if body is not None and content is None:
-        raise InvalidInput("env.fetch: body must be a string (use json.dumps for JSON)")
-    if content is not None and len(content) > MAX_REQUEST_BYTES:
-        raise LimitExceeded(f"env.fetch: the request body is over {MAX_REQUEST_BYTES} bytes")
+    target = destination(url, allow)
+    headers, content = _headers(args.get("headers")), _content(args.get("body"))
+    address = pin(target, resolve)
+    headers["Host"] = target.url.netloc.decode("ascii")
+    extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
+    pinned = target.url.copy_with(host=address)
     try:
-        with client.stream(method, url, headers=headers, content=content) as reply:
+        with client.stream(
+            method, pinned, headers=headers, content=content, extensions=extensions
+        ) as reply:
             data = _read_capped(reply)
             return {
                 "status": reply.status_code,
@@ -87,6 +151,25 @@ def fetch(args: dict[str, Any], allow: list[str], client: httpx.Client) -> dict[
         ) from None
 
 
+def _headers(headers: Any) -> dict[str, str]:
+    """The tenant's headers, without a ``Host`` of its own: the URL says where it goes."""
+    headers = headers or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise InvalidInput("env.fetch: headers must map strings to strings")
+    return {k: v for k, v in headers.items() if k.lower() != "host"}
+
+
+def _content(body: Any) -> bytes | None:
+    content = body.encode() if isinstance(body, str) else None
+    if body is not None and content is None:
+        raise InvalidInput("env.fetch: body must be a string (use json.dumps for JSON)")
+    if content is not None and len(content) > MAX_REQUEST_BYTES:
+        raise LimitExceeded(f"env.fetch: the request body is over {MAX_REQUEST_BYTES} bytes")
+    return content
+
+
 def _read_capped(reply: httpx.Response) -> bytes:
     chunks, size = [], 0
     for chunk in reply.iter_bytes():
@@ -97,5 +180,13 @@ def _read_capped(reply: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def new_client() -> httpx.Client:
-    return httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+def new_client(verify: Any = True, timeout: float = TIMEOUT_SECONDS) -> httpx.Client:
+    """The HTTP client of egress: no redirects, no proxies from the environment, no keep-alive
+    (see the module docstring); ``verify`` as httpx takes it (tests pass their own CA)."""
+    return httpx.Client(
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        verify=verify,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )

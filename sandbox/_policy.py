@@ -5,11 +5,14 @@ RestrictedPython rewrites attribute access, item access, iteration, augmented as
 rejected at compile time. This is the first wall only — the worker process's OS limits are the
 real one — so the policy errs on the side of less: facade modules instead of real ones (the
 real ``datetime`` module has a ``sys`` attribute), no ``type``/``repr``/``format``/``open``,
-and no ``format``/``format_map`` on strings (their field syntax walks attributes).
+and no ``format``/``format_map`` on strings (their field syntax walks attributes), also not
+through ``super()`` of a ``str`` subclass. docs/sandbox.md lists what the escape corpus
+(tests/sandbox/escapes) pins.
 """
 
 from __future__ import annotations
 
+import abc
 import base64
 import builtins
 import collections
@@ -17,6 +20,7 @@ import datetime
 import decimal
 import fractions
 import hashlib
+import importlib
 import itertools
 import json
 import math
@@ -67,6 +71,8 @@ def _facade(name: str, source: Any, names: list[str]) -> types.ModuleType:
     facade = types.ModuleType(name)
     for attribute in names:
         value = getattr(source, attribute)
+        if isinstance(value, set):  # hashlib.algorithms_available: shared, so frozen
+            value = frozenset(value)
         if not attribute.startswith("_") and not isinstance(value, types.ModuleType):
             setattr(facade, attribute, value)
     return facade
@@ -83,6 +89,11 @@ MODULES: dict[str, types.ModuleType] = {
 }
 MODULES["treadle"] = _facade("treadle", treadle, list(_TREADLE_NAMES))
 ALLOWED_MODULES = tuple(sorted(MODULES))
+# What the C code of allowed modules imports while tenant code is the running frame (the C API
+# imports through that frame's ``__import__``): ``date.strftime`` and ``timetuple`` need
+# ``time``, ``datetime.strptime`` needs ``_strptime``. Only C code gets these: an import
+# statement for them is refused when the code is compiled, and ``__import__`` is a ``_`` name.
+_IMPLICIT_IMPORTS = {name: importlib.import_module(name) for name in ("_strptime", "time")}
 
 
 def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -98,6 +109,13 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
 def _check_attribute(obj: Any, name: Any) -> None:
     if not isinstance(name, str):
         raise TypeError("attribute name must be a string")
+    # super(S, s).format is str.format itself: a super object is checked as what it stands for.
+    proxy: Any = obj
+    for target in (proxy.__self__, proxy.__thisclass__) if isinstance(obj, super) else (obj,):
+        _check_target(target, name)
+
+
+def _check_target(obj: Any, name: str) -> None:
     if name in _DENIED_ATTRIBUTES or isinstance(obj, _OPAQUE_TYPES):
         raise AttributeError(f"access to {name!r} is not allowed in workflow code")
     if isinstance(obj, _GENERATOR_TYPES) and name not in _GENERATOR_METHODS:
@@ -105,6 +123,12 @@ def _check_attribute(obj: Any, name: Any) -> None:
     is_str = isinstance(obj, str) or (isinstance(obj, type) and issubclass(obj, str))
     if is_str and name in ("format", "format_map"):
         raise AttributeError("str.format is not allowed in workflow code: use f-strings")
+    # ABC.register changes isinstance() answers for the whole worker, host code included;
+    # AttributeError.obj can hold an object of the host's that raised it.
+    if (isinstance(obj, abc.ABCMeta) and name == "register") or (
+        isinstance(obj, AttributeError) and name == "obj"
+    ):
+        raise AttributeError(f"access to {name!r} is not allowed in workflow code")
 
 
 def guarded_hasattr(obj: Any, name: str) -> bool:
@@ -185,7 +209,7 @@ def restricted_import(
     """``__import__`` of restricted code: the allowlisted facades, nothing else."""
     if level:
         raise ImportError("relative imports are not allowed in workflow code")
-    module = MODULES.get(name)
+    module = MODULES.get(name) or _IMPLICIT_IMPORTS.get(name)
     if module is None:
         allowed = ", ".join(ALLOWED_MODULES)
         raise ImportError(

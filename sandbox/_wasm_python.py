@@ -309,7 +309,7 @@ class PythonRun(GuestRun):
         try:
             if operation is None:
                 raise NonRetryableError(f"unknown host operation {op!r}")
-            value = getattr(self, operation)(json.loads(text))
+            value = getattr(self, operation)(_arguments(op, text))
         except Stop:
             raise
         except (Suspend, Abort):  # the replay holds why
@@ -501,6 +501,18 @@ class GuestSaga:
 def _in_the_guest() -> None:
     """The host's stand-in for a rollback handler: the guest runs the real one."""
     raise NonRetryableError("rollback handlers of a Wasm guest run in the guest")
+
+
+def _arguments(op: str, text: str) -> dict[str, Any]:
+    """A host operation's arguments: the guest's runtime sends a JSON object, but tenant code
+    can call the import itself with anything."""
+    try:
+        args = json.loads(text)
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise NonRetryableError(f"host operation {op!r}: the arguments must be a JSON object")
+    return args
 
 
 def _raise_info(exc: BaseException) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Escape attempts through a real pool, and the OS boundary around worker processes."""
+"""Compiler bombs and endless module bodies through a real pool, and the OS boundary around
+worker processes. The escape techniques themselves are the corpus: tests/sandbox/escapes."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Failed, SandboxPool
+from sandbox import SandboxPool
 from tests.sandbox.conftest import SECRET
 from tests.sandbox.harness import SMALL, Instance, alongside, artifact, idle_pids
 from treadle.errors import CodeInvalid
 
 PROBE = """
-import json, datetime, collections
 from treadle import WorkflowEntrypoint
 
 class Probe(WorkflowEntrypoint):
@@ -26,52 +26,6 @@ class Probe(WorkflowEntrypoint):
 
 def probe(body: str) -> str:
     return PROBE.format(body=textwrap.indent(textwrap.dedent(body).strip(), " " * 8))
-
-
-RUN_TIME = {
-    "open /etc/passwd": "return open('/etc/passwd').read()",
-    "dunder walk": "return getattr(getattr(event, '__cl' + 'ass__'), '__subcl' + 'asses__')()",
-    "format string attribute walk": "return '{0.__init__.__globals__}'.format(step)",
-    "gi_frame": "return getattr(getattr((x for x in [1]), 'gi_' + 'frame'), 'f_glo' + 'bals')",
-    "tb_frame": (
-        "try:\n    1 / 0\nexcept Exception as e:\n"
-        "    return getattr(getattr(e, '__trace' + 'back__'), 'tb_frame')"
-    ),
-    "a real module behind a facade": "return datetime.sys.modules['os'].environ['" + SECRET + "']",
-    "type() of a builtin": "return type(len)",
-    "environment through json": "return getattr(json, 'decoder')",
-}
-
-
-@pytest.mark.parametrize("body", list(RUN_TIME.values()), ids=list(RUN_TIME))
-def test_run_time_escapes_end_as_errors(pool: SandboxPool, body: str) -> None:
-    wf = Instance(probe(body))
-    outcome = alongside(pool, lambda: wf.through(pool, "attacker"))
-    assert isinstance(outcome, Failed), outcome
-    assert outcome.error["name"] in {"AttributeError", "NameError"}
-    assert "hunter2" not in str(outcome)
-
-
-COMPILE_TIME = {
-    "import os": "import os\nreturn os.environ",
-    "import subprocess": "import subprocess",
-    "dunder attribute": "return event.__class__.__mro__",
-    "gi_frame": "return (x for x in []).gi_frame",
-    "dunder import": "return __import__('os')",
-}
-
-
-@pytest.mark.parametrize("body", list(COMPILE_TIME.values()), ids=list(COMPILE_TIME))
-def test_compile_time_escapes_are_refused_at_upload_and_at_run_time(
-    pool: SandboxPool, body: str
-) -> None:
-    unchecked = artifact(probe(body))
-    with pytest.raises(CodeInvalid) as caught:
-        pool.validate("attacker", unchecked)
-    assert all(p["line"] >= 6 for p in caught.value.problems)
-    wf = Instance(probe(body))  # never validated: the worker refuses to compile it too
-    outcome = wf.through(pool, "attacker")
-    assert isinstance(outcome, Failed) and outcome.error["name"] == "CodeInvalid"
 
 
 def test_a_compiler_bomb_is_refused_without_hurting_the_server(pool: SandboxPool) -> None:

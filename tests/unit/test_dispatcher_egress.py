@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import http.server
+import socket
+import ssl
+import threading
+
+import httpx
 import pytest
 
-from dispatcher._egress import EgressDenied, check_allowed
-from treadle.errors import InvalidInput
+from dispatcher._egress import EgressDenied, check_allowed, fetch, new_client
+from treadle.errors import InvalidInput, TreadleError
 
 
 def test_listed_hosts_and_subdomain_wildcards_are_allowed() -> None:
@@ -35,3 +41,177 @@ def test_only_http_urls() -> None:
     for url in ("file:///etc/passwd", "ftp://example.com/", "not a url"):
         with pytest.raises(InvalidInput):
             check_allowed(url, ["*"])
+
+
+# -- resolving once, and connecting to the address that was checked ----------------------------
+
+PUBLIC = "93.184.216.34"
+
+
+class Server:
+    """A loopback HTTP(S) server that records the requests it gets and the SNI names it saw."""
+
+    def __init__(self, status: int = 200, location: str = "", tls: ssl.SSLContext | None = None):
+        self.requests: list[dict[str, str]] = []
+        self.server_names: list[str | None] = []
+        seen = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append({"path": self.path, "host": self.headers.get("Host", "")})
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, context: self.server_names.append(name)
+            self._http.socket = tls.wrap_socket(self._http.socket, server_side=True)
+        self.port = self._http.server_address[1]
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def __enter__(self) -> Server:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+class Answers:
+    """A resolver that gives its answers in turn (the last one from then on)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.asked: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def _fetch(url: str, allow: list[str], resolve: Answers, client: httpx.Client,
+           headers: dict[str, str] | None = None) -> dict[str, object]:  # fmt: skip
+    return fetch({"url": url, "headers": headers}, allow, client, resolve)
+
+
+def test_a_rebinding_name_does_not_reach_a_loopback_server() -> None:
+    with Server() as loopback, new_client(timeout=1.0) as client:
+        rebinding = Answers([PUBLIC], ["127.0.0.1"])
+        url = f"http://rebind.example:{loopback.port}/admin"
+        with pytest.raises(TreadleError) as caught:  # the public address does not answer here
+            _fetch(url, ["*"], rebinding, client)
+        assert caught.value.code == "egress.failed"
+        assert rebinding.asked == [("rebind.example", loopback.port)]  # resolved once
+        assert loopback.requests == []
+
+
+def test_the_request_goes_to_the_checked_address_with_the_host_kept() -> None:
+    sent: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, text="hi")
+
+    with httpx.Client(transport=httpx.MockTransport(record)) as client:
+        rebinding = Answers([PUBLIC], ["127.0.0.1"])
+        reply = _fetch("https://Rebind.Example/x?y=1", ["*"], rebinding, client, {"HOST": "evil"})
+    assert reply["status"] == 200 and reply["text"] == "hi"
+    (request,) = sent
+    assert str(request.url) == f"https://{PUBLIC}/x?y=1"
+    assert request.headers.get_list("host") == ["rebind.example"]
+    assert request.extensions["sni_hostname"] == "rebind.example"
+
+
+def test_a_host_listed_by_name_is_reached_at_its_resolved_address() -> None:
+    with Server() as server, new_client() as client:
+        resolve = Answers(["127.0.0.1"])
+        reply = _fetch(f"http://svc.internal:{server.port}/p", ["svc.internal"], resolve, client,
+                       {"Host": "admin.internal"})  # fmt: skip
+    assert reply["status"] == 200
+    assert server.requests == [{"path": "/p", "host": f"svc.internal:{server.port}"}]
+
+
+def test_tls_keeps_the_server_name_and_checks_the_certificate_for_it() -> None:
+    import trustme
+
+    authority = trustme.CA()
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+    for name, works in (("pinned.test", True), ("other.test", False)):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        authority.issue_cert(name).configure_cert(context)
+        with Server(tls=context) as server, new_client(verify=trusted) as client:
+            url = f"https://pinned.test:{server.port}/"
+            if works:
+                reply = _fetch(url, ["pinned.test"], Answers(["127.0.0.1"]), client)
+                assert reply["status"] == 200
+                assert server.requests == [{"path": "/", "host": f"pinned.test:{server.port}"}]
+            else:  # a certificate for another name: refused, the request never sent
+                with pytest.raises(TreadleError, match="CERTIFICATE_VERIFY_FAILED"):
+                    _fetch(url, ["pinned.test"], Answers(["127.0.0.1"]), client)
+                assert server.requests == []
+            assert server.server_names == ["pinned.test"]
+
+
+def test_redirects_are_not_followed() -> None:
+    with Server() as inside:
+        with Server(302, f"http://127.0.0.1:{inside.port}/secret") as bouncer:
+            with new_client() as client:
+                url = f"http://bouncer.test:{bouncer.port}/"
+                reply = _fetch(url, ["bouncer.test"], Answers(["127.0.0.1"]), client)
+        assert reply["status"] == 302
+        assert inside.requests == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [[PUBLIC, "127.0.0.1"], ["10.1.2.3"], ["::ffff:127.0.0.1"], ["fe80::1%eth0"], []],
+    ids=["one private address among public ones", "private", "mapped", "scoped", "none"],
+)
+def test_under_star_any_internal_address_in_the_answer_denies(answer: list[str]) -> None:
+    with new_client() as client, pytest.raises(TreadleError) as caught:
+        _fetch("http://name.example/", ["*"], Answers(answer), client)
+    assert caught.value.code == ("egress.failed" if not answer else "egress.denied")
+
+
+def test_an_unresolvable_host_is_an_error_not_a_pass() -> None:
+    def fails(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(TreadleError) as caught:
+        check_allowed("http://nowhere.example/", ["*"], fails)
+    assert caught.value.code == "egress.failed"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0x7f000001", "2130706433", "0177.0.0.1", "127.1", "0", "0.0.0.0", "localhost",
+        "LOCALHOST.", "[::1]", "[0:0:0:0:0:0:0:1]", "[::]", "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::]", "169.254.169.254",
+        "0xa9fea9fe", "2852039166", "0251.0376.0251.0376", "[::ffff:169.254.169.254]",
+        "[fd00:ec2::254]", "100.100.100.200", "[fe80::1]", "192.168.0.1", "172.16.0.1",
+        "100.64.0.1", "224.0.0.1",
+    ],
+)  # fmt: skip
+def test_loopback_and_metadata_addresses_are_denied_however_spelled(host: str) -> None:
+    # httpx refuses some spellings (dotted octal) as URLs outright: refused all the same.
+    with pytest.raises((EgressDenied, InvalidInput)):
+        check_allowed(f"http://{host}:8787/", ["*"])
+
+
+def test_international_names_are_matched_and_resolved_in_their_ascii_form() -> None:
+    resolve = Answers([PUBLIC])
+    assert check_allowed("https://bücher.example/", ["xn--bcher-kva.example"]) == (
+        "xn--bcher-kva.example"
+    )
+    assert check_allowed("https://Bücher.example./", ["*"], resolve) == "xn--bcher-kva.example"
+    assert resolve.asked == [("xn--bcher-kva.example", 443)]

@@ -45,6 +45,11 @@ RUNTIME_ESCAPES = {
         "class S(str):\n    pass\nS('{0.__class__}').format(1)",
         "AttributeError",
     ),
+    "format through super() of a str subclass": (
+        "class S(str):\n    pass\nsuper(S, S('{0.__init__.__globals__}')).format(step)",
+        "AttributeError",
+    ),
+    "ABC register": ("collections.UserDict.register(list)", "AttributeError"),
     "type()": ("type(1)", "NameError"),
     "open()": ("open('/etc/passwd').read()", "NameError"),
     "globals()": ("globals()", "NameError"),
