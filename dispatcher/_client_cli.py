@@ -230,15 +230,16 @@ def _deploy(args: argparse.Namespace, client: Client, out: Output) -> int:
     if path.suffix == ".wasm" or code.startswith(b"\0asm"):
         stored = client.deploy(name, wasm=code, sandbox="wasm")
     else:
-        text = code.decode("utf-8", errors="strict")
+        try:
+            text = code.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{path} is neither UTF-8 Python source nor Wasm: {exc}") from exc
         stored = client.deploy(
             name, text, sandbox=args.sandbox or "restricted", class_name=args.class_name
         )
-    if out.as_json:
-        out.json(stored)
-    else:
-        out.line(f"deployed {stored.name}: version {stored.version} ({stored.sandbox})")
-    return 0
+    return out.result(
+        stored, f"deployed {stored.name}: version {stored.version} ({stored.sandbox})"
+    )
 
 
 def _workflows(args: argparse.Namespace, client: Client, out: Output) -> int:
@@ -274,11 +275,8 @@ def _delete_workflow(args: argparse.Namespace, client: Client, out: Output) -> i
 def _run(args: argparse.Namespace, client: Client, out: Output) -> int:
     created = client.create(args.workflow, args.params, id=args.id)
     if not args.follow:
-        if out.as_json:
-            out.json(created)
-        else:
-            out.line(f"created {created.id} ({args.workflow} version {created.version})")
-        return 0
+        text = f"created {created.id} ({args.workflow} version {created.version})"
+        return out.result(created, text)
     if not out.as_json:
         out.line(f"created {created.id}; following it (Ctrl-C stops following, not the run)")
     return _follow(client, out, args.workflow, created.id, progress=not out.as_json)
@@ -328,11 +326,7 @@ def _change(action: str) -> Handler:
             instance = client.restart(
                 workflow, id, from_step=args.from_step, count=args.count, upgrade=args.upgrade
             )
-        if out.as_json:
-            out.json(instance)
-        else:
-            out.line(f"{instance.id}: {instance.status}")
-        return 0
+        return out.result(instance, f"{instance.id}: {instance.status}")
 
     return change
 
@@ -344,11 +338,7 @@ def _delete(args: argparse.Namespace, client: Client, out: Output) -> int:
 
 def _wait(args: argparse.Namespace, client: Client, out: Output) -> int:
     instance = client.wait(args.workflow, args.id, timeout=args.timeout)
-    if out.as_json:
-        out.json(instance)
-    else:
-        out.line(json.dumps(instance.output, ensure_ascii=False))
-    return 0
+    return out.result(instance, json.dumps(instance.output, ensure_ascii=False))
 
 
 def _send_event(args: argparse.Namespace, client: Client, out: Output) -> int:
@@ -373,11 +363,7 @@ def _logs(args: argparse.Namespace, client: Client, out: Output) -> int:
 
 
 def _done(out: Output, message: str) -> int:
-    if out.as_json:
-        out.json({"ok": True})
-    else:
-        out.line(message)
-    return 0
+    return out.result({"ok": True}, message)
 
 
 # -- tenants (admin) ----------------------------------------------------------------------------
@@ -447,11 +433,7 @@ def _assignment(text: str) -> tuple[str, Any]:
 
 def _create_key(args: argparse.Namespace, client: Client, out: Output) -> int:
     key = client.admin.create_key(args.name)
-    if out.as_json:
-        out.json(key)
-    else:
-        out.line(f"API key {key.id} of {args.name}: {key.key}  (shown only this once)")
-    return 0
+    return out.result(key, f"API key {key.id} of {args.name}: {key.key}  (shown only this once)")
 
 
 def _delete_key(args: argparse.Namespace, client: Client, out: Output) -> int:

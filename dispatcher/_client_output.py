@@ -29,6 +29,14 @@ class Output:
         """``value`` (a model, a list of models, or JSON) as one JSON document."""
         self.line(json.dumps(plain(value), indent=2, ensure_ascii=False))
 
+    def result(self, value: Any, text: str) -> int:
+        """Print ``value`` as JSON or ``text`` for people; the exit status: 0."""
+        if self.as_json:
+            self.json(value)
+        else:
+            self.line(text)
+        return 0
+
     def json_line(self, value: Any) -> None:
         """``value`` as one line of JSON (for streams: one event a line)."""
         self.line(json.dumps(plain(value), ensure_ascii=False))

@@ -16,7 +16,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from treadle import _calls
-from treadle._calls import Call, Sandbox, check, connection_failed, outcome
+from treadle._calls import Auth, Call, Sandbox, check, connection_failed, outcome
 from treadle._models import (
     ApiKey,
     BatchResult,
@@ -39,39 +39,66 @@ DEFAULT_URL = "http://127.0.0.1:8787"
 _ENV = {"url": "TREADLE_URL", "tenant": "TREADLE_API_KEY", "admin": "TREADLE_ADMIN_TOKEN"}
 
 
-class _Settings:
-    """Where the server is and the credentials, from the arguments or the environment."""
+class _Connection:
+    """What both clients send with: the server, the credentials (from the arguments or the
+    environment), the timeout, and the options of every request and stream."""
 
-    def __init__(self, url: str | None, api_key: str | None, admin_token: str | None) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        api_key: str | None,
+        admin_token: str | None,
+        timeout: float | None,
+        reconnects: int,
+    ) -> None:
         self.url = (url or os.environ.get(_ENV["url"]) or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self._reconnects = reconnects
         self._tokens = {
             "tenant": api_key or os.environ.get(_ENV["tenant"]),
             "admin": admin_token or os.environ.get(_ENV["admin"]),
         }
 
-    def headers(self, call: Call[Any]) -> dict[str, str]:
+    def request(self, call: Call[Any]) -> dict[str, Any]:
+        """The arguments of ``httpx`` ``request()`` for ``call``."""
+        content = call.content()
+        return {
+            "method": call.method,
+            "url": call.path,
+            "content": content,
+            "params": call.params,
+            "headers": self._headers(call.auth, json_body=content is not None),
+        }
+
+    def stream(self, follow: Follow) -> dict[str, Any]:
+        """The arguments of ``httpx`` ``stream()`` for the next connection of ``follow``."""
+        return {
+            "method": "GET",
+            "url": follow.path,
+            "headers": {**self._headers("tenant", json_body=False), **follow.headers()},
+            "timeout": httpx.Timeout(self.timeout, read=follow.read_timeout()),
+        }
+
+    def follow(
+        self, workflow: str, id: str, *, after: int | None = None, timeout: float | None = None
+    ) -> Follow:
+        return Follow(
+            self.url, workflow, id, after=after, timeout=timeout, reconnects=self._reconnects
+        )
+
+    def _headers(self, auth: Auth, *, json_body: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        if call.content() is not None:
+        if json_body:
             headers["Content-Type"] = "application/json"
-        if call.auth == "none":
+        if auth == "none":
             return headers
-        token = self._tokens[call.auth]
+        token = self._tokens[auth]
         if not token:
-            what = "an API key" if call.auth == "tenant" else "the admin token"
-            argument = "api_key" if call.auth == "tenant" else "admin_token"
-            raise Unauthorized(f"this needs {what}: pass {argument}= or set {_ENV[call.auth]}")
+            what = "an API key" if auth == "tenant" else "the admin token"
+            argument = "api_key" if auth == "tenant" else "admin_token"
+            raise Unauthorized(f"this needs {what}: pass {argument}= or set {_ENV[auth]}")
         headers["Authorization"] = f"Bearer {token}"
         return headers
-
-    def stream_headers(self, follow: Follow) -> dict[str, str]:
-        return {**self.headers(_STREAM), **follow.headers()}
-
-
-_STREAM: Call[None] = Call("GET", "", _calls.nothing)
-
-
-def _stream_timeout(default: float | None, follow: Follow) -> httpx.Timeout:
-    return httpx.Timeout(default, read=follow.read_timeout())
 
 
 class Client:
@@ -95,16 +122,14 @@ class Client:
         reconnects: int = 5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._settings = _Settings(url, api_key, admin_token)
-        self._reconnects = reconnects
-        self._timeout = timeout
+        self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self.admin = Admin(self)
         """The admin API: tenants, their policies and API keys (needs the admin token)."""
 
     @property
     def url(self) -> str:
-        return self._settings.url
+        return self._conn.url
 
     def close(self) -> None:
         self._http.close()
@@ -119,11 +144,8 @@ class Client:
 
     def send(self, call: Call[T]) -> T:
         """Send one request of :mod:`treadle._calls` and read its answer."""
-        headers = self._settings.headers(call)
         try:
-            response = self._http.request(
-                call.method, call.path, content=call.content(), params=call.params, headers=headers
-            )
+            response = self._http.request(**self._conn.request(call))
         except httpx.TransportError as exc:
             raise connection_failed(self.url, exc) from exc
         check(response)
@@ -223,9 +245,7 @@ class Client:
         ``after`` is an event id: only later events are sent. A dropped connection is opened
         again with ``Last-Event-ID``; no event is lost or repeated.
         """
-        return self._follow(
-            Follow(self.url, workflow, id, after=after, reconnects=self._reconnects)
-        )
+        return self._follow(self._conn.follow(workflow, id, after=after))
 
     def wait(self, workflow: str, id: str, timeout: float | None = None) -> Instance:
         """The instance once it has completed (its ``output`` is the result).
@@ -233,7 +253,7 @@ class Client:
         Raises :class:`treadle.errors.InstanceFailed` if it ended ``errored`` or
         ``terminated``, :class:`treadle.errors.NotFinished` after ``timeout`` seconds.
         """
-        follow = Follow(self.url, workflow, id, timeout=timeout, reconnects=self._reconnects)
+        follow = self._conn.follow(workflow, id, timeout=timeout)
         instance = self.get(workflow, id)
         try:
             while not instance.finished:
@@ -248,9 +268,7 @@ class Client:
     def _follow(self, follow: Follow) -> Iterator[StreamEvent]:
         while True:
             try:
-                timeout = _stream_timeout(self._timeout, follow)
-                headers = self._settings.stream_headers(follow)
-                with self._http.stream("GET", follow.path, headers=headers, timeout=timeout) as r:
+                with self._http.stream(**self._conn.stream(follow)) as r:
                     if r.is_error:
                         r.read()
                     check(r)
@@ -286,16 +304,14 @@ class AsyncClient:
         reconnects: int = 5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings = _Settings(url, api_key, admin_token)
-        self._reconnects = reconnects
-        self._timeout = timeout
+        self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
         self.admin = AsyncAdmin(self)
         """The admin API: tenants, their policies and API keys (needs the admin token)."""
 
     @property
     def url(self) -> str:
-        return self._settings.url
+        return self._conn.url
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -310,11 +326,8 @@ class AsyncClient:
 
     async def send(self, call: Call[T]) -> T:
         """Send one request of :mod:`treadle._calls` and read its answer."""
-        headers = self._settings.headers(call)
         try:
-            response = await self._http.request(
-                call.method, call.path, content=call.content(), params=call.params, headers=headers
-            )
+            response = await self._http.request(**self._conn.request(call))
         except httpx.TransportError as exc:
             raise connection_failed(self.url, exc) from exc
         check(response)
@@ -398,12 +411,10 @@ class AsyncClient:
     def subscribe(
         self, workflow: str, id: str, *, after: int | None = None
     ) -> AsyncIterator[StreamEvent]:
-        return self._follow(
-            Follow(self.url, workflow, id, after=after, reconnects=self._reconnects)
-        )
+        return self._follow(self._conn.follow(workflow, id, after=after))
 
     async def wait(self, workflow: str, id: str, timeout: float | None = None) -> Instance:
-        follow = Follow(self.url, workflow, id, timeout=timeout, reconnects=self._reconnects)
+        follow = self._conn.follow(workflow, id, timeout=timeout)
         instance = await self.get(workflow, id)
         try:
             while not instance.finished:
@@ -418,10 +429,7 @@ class AsyncClient:
     async def _follow(self, follow: Follow) -> AsyncIterator[StreamEvent]:
         while True:
             try:
-                timeout = _stream_timeout(self._timeout, follow)
-                headers = self._settings.stream_headers(follow)
-                request = self._http.stream("GET", follow.path, headers=headers, timeout=timeout)
-                async with request as r:
+                async with self._http.stream(**self._conn.stream(follow)) as r:
                     if r.is_error:
                         await r.aread()
                     check(r)

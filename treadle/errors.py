@@ -7,7 +7,10 @@ dispatcher; nothing here knows about HTTP.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the client's models; never imported here at run time (no pydantic)
+    from treadle._models import Instance
 
 
 class TreadleError(Exception):
@@ -161,7 +164,7 @@ class InstanceFailed(TreadleError):
 
     code: str = "instance.failed"
 
-    def __init__(self, message: str | None = None, *, instance: Any, name: str = "") -> None:
+    def __init__(self, message: str | None = None, *, instance: Instance, name: str = "") -> None:
         super().__init__(message)
         self.instance = instance
         self.name = name

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -162,6 +164,79 @@ def test_subscribe_follows_history_then_live_events_until_the_end(acme: Client) 
     assert [e.id for e in seen] == sorted({e.id for e in seen})
     later = list(acme.subscribe("approval", "l1", after=seen[1].id))
     assert [e.id for e in later] == [e.id for e in seen[2:]]
+
+
+class _CuttingProxy:
+    """A TCP proxy to the server that cuts its first connection after ``cut`` bytes of the
+    answer, as a network that drops a long-lived stream does."""
+
+    def __init__(self, upstream: str, cut: int) -> None:
+        host, port = httpx.URL(upstream).host, httpx.URL(upstream).port
+        self._upstream = (host, port or 80)
+        self._cut = cut
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        self.requests: list[bytes] = []  # what each connection asked for first
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            server = socket.create_connection(self._upstream)
+            self._sockets += [client, server]
+            limit = self._cut if self.connections == 1 else None
+            self.requests.append(client.recv(65536))
+            server.sendall(self.requests[-1])
+            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, limit), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if limit is not None:
+                    data = data[: limit - sent]
+                sink.sendall(data)
+                sent += len(data)
+                if limit is not None and sent >= limit:
+                    break
+        for sock in (source, sink):  # a cut: both ends go at once, mid-answer
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_subscribe_resumes_after_the_connection_drops_mid_stream(admin: Client) -> None:
+    admin.admin.create_tenant("drop")
+    key = admin.admin.create_key("drop").key
+    with Client(admin.url, api_key=key) as direct:
+        direct.deploy("sum", textwrap.dedent(SUM))
+        direct.create("sum", {"x": 1}, id="d1")
+        direct.wait("sum", "d1", timeout=30)
+        whole = list(direct.subscribe("sum", "d1"))
+    proxy = _CuttingProxy(admin.url, cut=700)  # past the headers, into the second event or so
+    try:
+        with Client(proxy.url, api_key=key) as through:
+            resumed = list(through.subscribe("sum", "d1"))
+    finally:
+        proxy.close()
+    assert proxy.connections == 2
+    assert b"last-event-id: " not in proxy.requests[0].lower()
+    resumed_after = int(proxy.requests[1].lower().split(b"last-event-id: ")[1].split(b"\r")[0])
+    assert whole[0].id <= resumed_after < whole[-1].id  # some events came before the cut
+    assert [(e.id, e.type) for e in resumed] == [(e.id, e.type) for e in whole]
 
 
 def test_server_errors_map_to_treadle_errors(admin: Client, acme: Client) -> None:
