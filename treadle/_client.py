@@ -31,7 +31,7 @@ from treadle._models import (
     Workflow,
     WorkflowSummary,
 )
-from treadle._stream import Follow, SseDecoder
+from treadle._stream import Follow
 from treadle.errors import NotFinished, Unauthorized
 
 T = TypeVar("T")
@@ -273,15 +273,12 @@ class Client:
                         r.read()
                     check(r)
                     follow.opened()
-                    decoder = SseDecoder()
                     for line in r.iter_lines():
-                        event = decoder.feed(line)
+                        event = follow.feed(line)
                         if event is not None:
-                            follow.seen(event)
                             yield event
-                            follow.check_deadline()
-                            if follow.resync():
-                                break
+                        if follow.should_reconnect():  # raises once past the deadline
+                            break
                     else:
                         return
             except httpx.TransportError as exc:
@@ -434,15 +431,12 @@ class AsyncClient:
                         await r.aread()
                     check(r)
                     follow.opened()
-                    decoder = SseDecoder()
                     async for line in r.aiter_lines():
-                        event = decoder.feed(line)
+                        event = follow.feed(line)
                         if event is not None:
-                            follow.seen(event)
                             yield event
-                            follow.check_deadline()
-                            if follow.resync():
-                                break
+                        if follow.should_reconnect():  # raises once past the deadline
+                            break
                     else:
                         return
             except httpx.TransportError as exc:

@@ -80,10 +80,12 @@ class Follow:
         self._connected_at = 0.0
         self._timeout = timeout
         self._opened = False
+        self._decoder = SseDecoder()
 
     def headers(self) -> dict[str, str]:
         """The headers of the next connection; it is opened now."""
         self._connected_at = time.monotonic()
+        self._decoder = SseDecoder()
         headers = {"Accept": "text/event-stream"}
         if self.last_id is not None:
             headers["Last-Event-ID"] = str(self.last_id)
@@ -103,17 +105,24 @@ class Follow:
         """The server accepted a connection: from now on a dropped one is opened again."""
         self._opened = True
 
-    def seen(self, event: StreamEvent) -> None:
-        self.last_id = event.id
-        self._failures = 0
+    def feed(self, line: str) -> StreamEvent | None:
+        """The event that ``line`` of the current connection completes, if any."""
+        event = self._decoder.feed(line)
+        if event is not None:
+            self.last_id = event.id
+            self._failures = 0
+        return event
 
-    def resync(self) -> bool:
-        """Whether to open the connection again so that its read timeout fits the deadline.
+    def should_reconnect(self) -> bool:
+        """Whether to open the connection again so that its read timeout fits the deadline;
+        raises :class:`NotFinished` once the deadline has passed.
 
-        A read may block for the read timeout the connection was opened with; once a second
-        of it has gone, a wait with a deadline reconnects (with ``Last-Event-ID``, so nothing
-        is lost) rather than overrun its deadline by that much.
+        Checked on every line, keep-alive comments included (they keep a read from timing
+        out). A read may block for the read timeout the connection was opened with; once a
+        second of it has gone, a wait with a deadline reconnects (with ``Last-Event-ID``, so
+        nothing is lost) rather than overrun its deadline by that much.
         """
+        self.check_deadline()
         return self._deadline is not None and (
             time.monotonic() - self._connected_at > _RESYNC_SECONDS
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -24,6 +25,7 @@ from treadle.errors import (
     CodeInvalid,
     ConnectionFailed,
     InvalidDuration,
+    NotFinished,
     NotFound,
     QuotaExceeded,
     ServerError,
@@ -160,3 +162,36 @@ def test_ids_with_slashes_stay_one_path_segment() -> None:
     with Client("http://t", api_key="k", transport=httpx.MockTransport(server)) as sdk:
         sdk.send_event("flow", "a/b", "go", {"x": 1})
     assert paths == ["/v1/workflows/flow/instances/a%2Fb/events/go"]
+
+
+_WAITING = {
+    "id": "i1",
+    "workflow": "flow",
+    "version": "v1",
+    "status": "waiting",
+    "created_at": "2026-01-01T00:00:00Z",
+    "steps": [],
+}
+
+
+class _KeepAlives(httpx.SyncByteStream):
+    """A stream of an instance that goes on waiting: only keep-alive comments, often."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(400):  # 20 s at most, far past the timeouts below
+            yield b": keep-alive\n\n"
+            time.sleep(0.05)  # the pace of a server, not a wait for work
+
+
+def test_wait_times_out_even_while_keep_alives_arrive() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/stream"):
+            return httpx.Response(200, stream=_KeepAlives())
+        return httpx.Response(200, json=_WAITING)
+
+    with Client("http://t", api_key="k", transport=httpx.MockTransport(server)) as sdk:
+        started = time.monotonic()
+        with pytest.raises(NotFinished, match=r"within 1.5 s \(it is waiting\)") as raised:
+            sdk.wait("flow", "i1", timeout=1.5)
+    assert 1.5 <= time.monotonic() - started < 2.5
+    assert raised.value.status == "waiting"
