@@ -18,6 +18,7 @@ import pytest
 from dispatcher import main
 from tests.integration.app import ADMIN_TOKEN, APPROVAL, SUM
 from tests.integration.test_sdk import FAILING
+from tests.wasm_guests import conformance_module, python_runtime
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -130,6 +131,13 @@ def test_failures_are_messages_and_exit_statuses(acme: Run, tmp_path: Path) -> N
     assert code == 2 and "error:" in err
     code, _, err = acme("tenants", "list")
     assert code == 2 and "no admin token" in err
+    code, out, _ = acme("workflows", "list")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == [
+        "NAME", "approval", "failing", "sum"
+    ]  # fmt: skip
+    assert acme("workflows", "delete", "failing") == (0, "deleted workflow failing\n", "")
+    code, _, err = acme("workflows", "get", "failing")
+    assert code == 2 and "[workflow.not_found]" in err
 
 
 def test_tenants_admin_and_the_config_file(
@@ -195,3 +203,18 @@ def _until_status(treadle: Run, workflow: str, id: str, status: str) -> None:
     while json.loads(treadle("instances", "get", workflow, id, "--json")[1])["status"] != status:
         assert time.monotonic() < deadline, f"{id} never became {status}"
         time.sleep(0.02)
+
+
+def test_deploy_a_wasm_module_and_python_for_the_wasm_sandbox(acme: Run, tmp_path: Path) -> None:
+    module = tmp_path / "conformance.wasm"
+    module.write_bytes(conformance_module())
+    code, out, err = acme("deploy", str(module), "--json")
+    assert code == 0 and json.loads(out)["sandbox"] == "wasm", err
+    code, out, err = acme("run", "conformance", "--params", '{"scenario": "steps"}', "--follow")
+    assert code == 0 and 'output {"b": 42}' in out.splitlines()[-1], err
+
+    python_runtime()
+    code, out, err = acme("deploy", str(tmp_path / "sum.py"), "--name", "wsum", "--sandbox", "wasm")
+    assert code == 0 and out.endswith("(wasm)\n"), err
+    code, out, err = acme("run", "wsum", "--params", '{"x": 1}', "--follow", "--json")
+    assert code == 0 and json.loads(out)["output"] == {"a": 2, "vars": {}}, err

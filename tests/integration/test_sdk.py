@@ -285,14 +285,24 @@ def test_admin_tenants_policy_and_keys(admin: Client) -> None:
             zeta.workflows()
 
 
-def test_the_async_client_does_the_same(url: str, admin: Client) -> None:
-    admin.admin.create_tenant("async")
-    api_key = admin.admin.create_key("async").key
+def test_the_async_client_does_the_same(url: str) -> None:
+    async def admin_part() -> str:
+        async with AsyncClient(url, admin_token=ADMIN_TOKEN) as admin:
+            assert (await admin.admin.create_tenant("async")).name == "async"
+            assert [t.name for t in await admin.admin.tenants()] == ["async"]
+            policy = await admin.admin.update_policy("async", {"step_cpu_ms": 5000})
+            assert policy.step_cpu_ms == 5000
+            assert (await admin.admin.tenant("async")).policy.step_cpu_ms == 5000
+            spare = await admin.admin.create_key("async")
+            await admin.admin.delete_key("async", spare.id)
+            return (await admin.admin.create_key("async")).key
 
-    async def scenario() -> None:
+    async def tenant_part(api_key: str) -> None:
         async with AsyncClient(url, api_key=api_key) as sdk:
             await sdk.deploy("approval", textwrap.dedent(APPROVAL))
             await sdk.deploy("failing", textwrap.dedent(FAILING))
+            assert [w.name for w in await sdk.workflows()] == ["approval", "failing"]
+            assert (await sdk.workflow("failing")).sandbox == "restricted"
             await sdk.create("approval", id="x1")
             kinds = []
             async for event in sdk.subscribe("approval", "x1"):
@@ -301,6 +311,7 @@ def test_the_async_client_does_the_same(url: str, admin: Client) -> None:
                     await sdk.send_event("approval", "x1", "approved", {"by": "cy"})
             assert kinds[-1] == "workflow.complete"
             assert (await sdk.wait("approval", "x1", timeout=10)).output == {"by": "cy"}
+            assert await sdk.status("approval", "x1") == "complete"
             batch = await sdk.create_batch("failing", [{"id": "f1"}, {"id": "f2"}])
             assert [c.id for c in batch.created] == ["f1", "f2"]
             with pytest.raises(InstanceFailed):
@@ -311,7 +322,13 @@ def test_the_async_client_does_the_same(url: str, admin: Client) -> None:
             with pytest.raises(NotFinished):
                 await sdk.wait("approval", "x2", timeout=1)
             assert (await sdk.pause("approval", "x2")).status in ("paused", "waitingForPause")
+            assert (await sdk.resume("approval", "x2")).status in ("queued", "waiting", "running")
+            assert (await sdk.terminate("approval", "x2")).status == "terminated"
+            assert (await sdk.restart("approval", "x2")).status == "queued"
             assert [i.id for i in (await sdk.instances("approval")).instances] == ["x2", "x1"]
-            assert (await sdk.logs("approval", "x1")) == []
+            assert await sdk.logs("approval", "x1") == []
+            await sdk.delete("approval", "x2")
+            await sdk.delete_workflow("failing")
+            assert [w.name for w in await sdk.workflows()] == ["approval"]
 
-    asyncio.run(scenario())
+    asyncio.run(tenant_part(asyncio.run(admin_part())))
