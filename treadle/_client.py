@@ -80,7 +80,7 @@ class _Connection:
         }
 
     def follow(
-        self, workflow: str, id: str, *, after: int | None = None, timeout: float | None = None
+        self, workflow: str, id: str, after: int | None = None, timeout: float | None = None
     ) -> Follow:
         return Follow(
             self.url, workflow, id, after=after, timeout=timeout, reconnects=self._reconnects
@@ -237,9 +237,7 @@ class Client:
 
     # -- following an instance --------------------------------------------------------------
 
-    def subscribe(
-        self, workflow: str, id: str, *, after: int | None = None
-    ) -> Iterator[StreamEvent]:
+    def subscribe(self, workflow: str, id: str, after: int | None = None) -> Iterator[StreamEvent]:
         """The instance's events, history first, then live, until it has finished.
 
         ``after`` is an event id: only later events are sent. A dropped connection is opened
@@ -406,7 +404,7 @@ class AsyncClient:
         await self.send(_calls.delete(workflow, id))
 
     def subscribe(
-        self, workflow: str, id: str, *, after: int | None = None
+        self, workflow: str, id: str, after: int | None = None
     ) -> AsyncIterator[StreamEvent]:
         return self._follow(self._conn.follow(workflow, id, after=after))
 
