@@ -113,7 +113,8 @@ def test_events_send_wait_and_control_an_instance(acme: Run) -> None:
     code, _, err = acme("instances", "wait", "approval", "a2", "--timeout", "1")
     assert code == 1 and "did not finish within 1 s" in err
     assert acme("instances", "terminate", "approval", "a2")[1] == "a2: terminated\n"
-    assert acme("instances", "restart", "approval", "a2")[1] == "a2: queued\n"
+    code, out, _ = acme("instances", "restart", "approval", "a2")  # a worker may be quick
+    assert code == 0 and out in ("a2: queued\n", "a2: running\n", "a2: waiting\n")
     assert acme("instances", "delete", "approval", "a2") == (0, "deleted a2\n", "")
     code, _, err = acme("instances", "get", "approval", "a2")
     assert code == 2 and "[instance.not_found]" in err

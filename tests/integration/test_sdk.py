@@ -131,12 +131,12 @@ def test_pause_resume_send_event_terminate_and_restart(acme: Client) -> None:
     with pytest.raises(Conflict) as raised:
         acme.pause("approval", "a1")
     assert raised.value.code == "instance.invalid_transition"
-    assert acme.resume("approval", "a1").status in ("queued", "waiting")
+    assert acme.resume("approval", "a1").status in ("queued", "running", "waiting")
     acme.send_event("approval", "a1", "approved", {"by": "ada"})
     assert acme.wait("approval", "a1", timeout=30).output == {"by": "ada"}
 
     restarted = acme.restart("approval", "a1")  # from the start: the event is given back
-    assert restarted.status == "queued"
+    assert restarted.status in ("queued", "running")  # a worker may have claimed it already
     assert acme.wait("approval", "a1", timeout=30).output == {"by": "ada"}
 
     acme.create("approval", id="a2")
@@ -324,7 +324,7 @@ def test_the_async_client_does_the_same(url: str) -> None:
             assert (await sdk.pause("approval", "x2")).status in ("paused", "waitingForPause")
             assert (await sdk.resume("approval", "x2")).status in ("queued", "waiting", "running")
             assert (await sdk.terminate("approval", "x2")).status == "terminated"
-            assert (await sdk.restart("approval", "x2")).status == "queued"
+            assert (await sdk.restart("approval", "x2")).status in ("queued", "running", "waiting")
             assert [i.id for i in (await sdk.instances("approval")).instances] == ["x2", "x1"]
             assert await sdk.logs("approval", "x1") == []
             await sdk.delete("approval", "x2")
