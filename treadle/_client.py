@@ -1,6 +1,6 @@
 """``Client`` and ``AsyncClient``: the whole HTTP API of treadle (DESIGN §6) from Python.
 
-Both describe each request with the same :mod:`treadle._calls` functions and follow streams
+Both describe each request with the same :mod:`treadle._requests` functions and follow streams
 with the same :mod:`treadle._stream` state; only sending differs (blocking or awaited).
 """
 
@@ -15,8 +15,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from treadle import _calls
-from treadle._calls import Auth, Call, Sandbox, check, connection_failed, outcome
+from treadle import _requests
 from treadle._models import (
     ApiKey,
     BatchResult,
@@ -31,6 +30,7 @@ from treadle._models import (
     Workflow,
     WorkflowSummary,
 )
+from treadle._requests import Auth, Call, Sandbox, check, connection_failed, outcome
 from treadle._stream import Follow
 from treadle.errors import NotFinished, Unauthorized
 
@@ -143,7 +143,7 @@ class Client:
         self.close()
 
     def send(self, call: Call[T]) -> T:
-        """Send one request of :mod:`treadle._calls` and read its answer."""
+        """Send one request of :mod:`treadle._requests` and read its answer."""
         try:
             response = self._http.request(**self._conn.request(call))
         except httpx.TransportError as exc:
@@ -163,30 +163,30 @@ class Client:
         wasm: bytes | None = None,
     ) -> StoredCode:
         """Upload workflow code: Python ``source``, or a Wasm core module ``wasm``."""
-        return self.send(_calls.deploy(name, source, sandbox, class_name, wasm))
+        return self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
 
     def workflows(self) -> list[WorkflowSummary]:
-        return self.send(_calls.workflows())
+        return self.send(_requests.workflows())
 
     def workflow(self, name: str) -> Workflow:
-        return self.send(_calls.workflow(name))
+        return self.send(_requests.workflow(name))
 
     def delete_workflow(self, name: str) -> None:
         """Delete a workflow with its versions and instances."""
-        self.send(_calls.delete_workflow(name))
+        self.send(_requests.delete_workflow(name))
 
     # -- instances --------------------------------------------------------------------------
 
     def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
         """Start an instance; ``id`` defaults to one the server makes up."""
-        return self.send(_calls.create(workflow, params, id))
+        return self.send(_requests.create(workflow, params, id))
 
     def create_batch(self, workflow: str, instances: Iterable[Mapping[str, Any]]) -> BatchResult:
         """Start up to 100 instances, each ``{"params"?, "id"?}``; failures are per item."""
-        return self.send(_calls.create_batch(workflow, instances))
+        return self.send(_requests.create_batch(workflow, instances))
 
     def get(self, workflow: str, id: str) -> Instance:
-        return self.send(_calls.get(workflow, id))
+        return self.send(_requests.get(workflow, id))
 
     def status(self, workflow: str, id: str) -> str:
         """The instance's status, e.g. ``"running"`` or ``"complete"``."""
@@ -201,17 +201,17 @@ class Client:
         cursor: str | None = None,
     ) -> InstanceList:
         """One page of instances, newest first; pass ``next_cursor`` for the next page."""
-        return self.send(_calls.instances(workflow, status, limit, cursor))
+        return self.send(_requests.instances(workflow, status, limit, cursor))
 
     def pause(self, workflow: str, id: str) -> Instance:
-        return self.send(_calls.change_status(workflow, id, {"status": "pause"}))
+        return self.send(_requests.change_status(workflow, id, {"status": "pause"}))
 
     def resume(self, workflow: str, id: str) -> Instance:
-        return self.send(_calls.change_status(workflow, id, {"status": "resume"}))
+        return self.send(_requests.change_status(workflow, id, {"status": "resume"}))
 
     def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
         body = {"status": "terminate", **({"rollback": True} if rollback else {})}
-        return self.send(_calls.change_status(workflow, id, body))
+        return self.send(_requests.change_status(workflow, id, body))
 
     def restart(
         self,
@@ -223,17 +223,17 @@ class Client:
         upgrade: bool = False,
     ) -> Instance:
         """Run again from the start, or from step ``from_step`` (its ``count``-th run)."""
-        body = _calls.restart_body(from_step, count, upgrade)
-        return self.send(_calls.change_status(workflow, id, body))
+        body = _requests.restart_body(from_step, count, upgrade)
+        return self.send(_requests.change_status(workflow, id, body))
 
     def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
-        self.send(_calls.send_event(workflow, id, type, payload))
+        self.send(_requests.send_event(workflow, id, type, payload))
 
     def logs(self, workflow: str, id: str) -> list[LogLine]:
-        return self.send(_calls.logs(workflow, id))
+        return self.send(_requests.logs(workflow, id))
 
     def delete(self, workflow: str, id: str) -> None:
-        self.send(_calls.delete(workflow, id))
+        self.send(_requests.delete(workflow, id))
 
     # -- following an instance --------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class AsyncClient:
         await self.aclose()
 
     async def send(self, call: Call[T]) -> T:
-        """Send one request of :mod:`treadle._calls` and read its answer."""
+        """Send one request of :mod:`treadle._requests` and read its answer."""
         try:
             response = await self._http.request(**self._conn.request(call))
         except httpx.TransportError as exc:
@@ -337,27 +337,27 @@ class AsyncClient:
         class_name: str | None = None,
         wasm: bytes | None = None,
     ) -> StoredCode:
-        return await self.send(_calls.deploy(name, source, sandbox, class_name, wasm))
+        return await self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
 
     async def workflows(self) -> list[WorkflowSummary]:
-        return await self.send(_calls.workflows())
+        return await self.send(_requests.workflows())
 
     async def workflow(self, name: str) -> Workflow:
-        return await self.send(_calls.workflow(name))
+        return await self.send(_requests.workflow(name))
 
     async def delete_workflow(self, name: str) -> None:
-        await self.send(_calls.delete_workflow(name))
+        await self.send(_requests.delete_workflow(name))
 
     async def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
-        return await self.send(_calls.create(workflow, params, id))
+        return await self.send(_requests.create(workflow, params, id))
 
     async def create_batch(
         self, workflow: str, instances: Iterable[Mapping[str, Any]]
     ) -> BatchResult:
-        return await self.send(_calls.create_batch(workflow, instances))
+        return await self.send(_requests.create_batch(workflow, instances))
 
     async def get(self, workflow: str, id: str) -> Instance:
-        return await self.send(_calls.get(workflow, id))
+        return await self.send(_requests.get(workflow, id))
 
     async def status(self, workflow: str, id: str) -> str:
         return (await self.get(workflow, id)).status
@@ -370,17 +370,17 @@ class AsyncClient:
         limit: int | None = None,
         cursor: str | None = None,
     ) -> InstanceList:
-        return await self.send(_calls.instances(workflow, status, limit, cursor))
+        return await self.send(_requests.instances(workflow, status, limit, cursor))
 
     async def pause(self, workflow: str, id: str) -> Instance:
-        return await self.send(_calls.change_status(workflow, id, {"status": "pause"}))
+        return await self.send(_requests.change_status(workflow, id, {"status": "pause"}))
 
     async def resume(self, workflow: str, id: str) -> Instance:
-        return await self.send(_calls.change_status(workflow, id, {"status": "resume"}))
+        return await self.send(_requests.change_status(workflow, id, {"status": "resume"}))
 
     async def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
         body = {"status": "terminate", **({"rollback": True} if rollback else {})}
-        return await self.send(_calls.change_status(workflow, id, body))
+        return await self.send(_requests.change_status(workflow, id, body))
 
     async def restart(
         self,
@@ -391,17 +391,17 @@ class AsyncClient:
         count: int | None = None,
         upgrade: bool = False,
     ) -> Instance:
-        body = _calls.restart_body(from_step, count, upgrade)
-        return await self.send(_calls.change_status(workflow, id, body))
+        body = _requests.restart_body(from_step, count, upgrade)
+        return await self.send(_requests.change_status(workflow, id, body))
 
     async def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
-        await self.send(_calls.send_event(workflow, id, type, payload))
+        await self.send(_requests.send_event(workflow, id, type, payload))
 
     async def logs(self, workflow: str, id: str) -> list[LogLine]:
-        return await self.send(_calls.logs(workflow, id))
+        return await self.send(_requests.logs(workflow, id))
 
     async def delete(self, workflow: str, id: str) -> None:
-        await self.send(_calls.delete(workflow, id))
+        await self.send(_requests.delete(workflow, id))
 
     def subscribe(
         self, workflow: str, id: str, after: int | None = None
@@ -448,24 +448,24 @@ class Admin:
         self._client = client
 
     def create_tenant(self, name: str, policy: Mapping[str, Any] | None = None) -> Tenant:
-        return self._client.send(_calls.create_tenant(name, policy))
+        return self._client.send(_requests.create_tenant(name, policy))
 
     def tenants(self) -> list[Tenant]:
-        return self._client.send(_calls.tenants())
+        return self._client.send(_requests.tenants())
 
     def tenant(self, name: str) -> Tenant:
-        return self._client.send(_calls.tenant(name))
+        return self._client.send(_requests.tenant(name))
 
     def update_policy(self, name: str, changes: Mapping[str, Any]) -> Policy:
         """Change the fields in ``changes``; returns the whole policy."""
-        return self._client.send(_calls.update_policy(name, changes))
+        return self._client.send(_requests.update_policy(name, changes))
 
     def create_key(self, tenant: str) -> ApiKey:
         """A new API key; its secret ``key`` is shown only this once."""
-        return self._client.send(_calls.create_key(tenant))
+        return self._client.send(_requests.create_key(tenant))
 
     def delete_key(self, tenant: str, key_id: str) -> None:
-        self._client.send(_calls.delete_key(tenant, key_id))
+        self._client.send(_requests.delete_key(tenant, key_id))
 
 
 class AsyncAdmin:
@@ -475,19 +475,19 @@ class AsyncAdmin:
         self._client = client
 
     async def create_tenant(self, name: str, policy: Mapping[str, Any] | None = None) -> Tenant:
-        return await self._client.send(_calls.create_tenant(name, policy))
+        return await self._client.send(_requests.create_tenant(name, policy))
 
     async def tenants(self) -> list[Tenant]:
-        return await self._client.send(_calls.tenants())
+        return await self._client.send(_requests.tenants())
 
     async def tenant(self, name: str) -> Tenant:
-        return await self._client.send(_calls.tenant(name))
+        return await self._client.send(_requests.tenant(name))
 
     async def update_policy(self, name: str, changes: Mapping[str, Any]) -> Policy:
-        return await self._client.send(_calls.update_policy(name, changes))
+        return await self._client.send(_requests.update_policy(name, changes))
 
     async def create_key(self, tenant: str) -> ApiKey:
-        return await self._client.send(_calls.create_key(tenant))
+        return await self._client.send(_requests.create_key(tenant))
 
     async def delete_key(self, tenant: str, key_id: str) -> None:
-        await self._client.send(_calls.delete_key(tenant, key_id))
+        await self._client.send(_requests.delete_key(tenant, key_id))

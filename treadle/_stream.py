@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from treadle._calls import connection_failed, instance_path
 from treadle._models import StreamEvent
+from treadle._requests import connection_failed, instance_path
 from treadle.errors import NotFinished, ServerError
 
 SILENCE_SECONDS = 60.0

@@ -18,7 +18,7 @@ from dispatcher import STATUS, error_response
 from sandbox._policy import restricted_import
 from tests.unit.test_sandbox_policy import probe
 from treadle import Client
-from treadle._calls import error_of
+from treadle._requests import error_of
 from treadle._stream import SseDecoder
 from treadle.errors import (
     AlreadyExists,
