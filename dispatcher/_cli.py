@@ -1,4 +1,5 @@
-"""The ``treadle`` command: ``serve``, ``worker`` and ``migrate`` (DESIGN §7)."""
+"""The ``treadle`` command: ``serve``, ``worker`` and ``migrate`` (DESIGN §7); the client
+commands (``deploy``, ``run``, ``instances`` ...) are in :mod:`dispatcher._client_cli`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 import uvicorn
 
 from dispatcher._app import create_app
+from dispatcher._client_cli import add_client_commands
 from dispatcher._platform import Platform
 from dispatcher._settings import Settings
 from storage import Database, current_version, migrate
@@ -38,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="treadle", description="Multi-tenant durable workflows: API, workers, migrations."
+        prog="treadle",
+        description="Multi-tenant durable workflows: the server (serve, worker, migrate) "
+        "and a client of its API (the other commands).",
     )
     commands = parser.add_subparsers(required=True, metavar="command")
     serve = commands.add_parser("serve", help="run the API, the playground and workers")
@@ -57,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
             help="sqlite:///path or postgresql://... (default: TREADLE_DATABASE_URL, "
             "else sqlite:///./treadle.db)",
         )
+    add_client_commands(commands)
     return parser
 
 

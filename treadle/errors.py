@@ -7,7 +7,10 @@ dispatcher; nothing here knows about HTTP.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the client's models; never imported here at run time (no pydantic)
+    from treadle._models import Instance
 
 
 class TreadleError(Exception):
@@ -124,3 +127,44 @@ class LimitExceeded(TreadleError):
     """A limit of the tenant's policy was exceeded."""
 
     code: str = "limit.exceeded"
+
+
+# -- errors of the HTTP client --------------------------------------------------------------------
+
+
+class ServerError(TreadleError):
+    """The server failed to handle the request."""
+
+    code: str = "internal"
+
+
+class ConnectionFailed(TreadleError):
+    """Could not reach the treadle server."""
+
+    code: str = "client.connection"
+
+
+class NotFinished(TreadleError):
+    """The instance did not finish within the timeout."""
+
+    code: str = "client.timeout"
+
+    def __init__(self, message: str | None = None, *, status: str | None = None) -> None:
+        super().__init__(message, status=status)
+        self.status = status
+
+
+class InstanceFailed(TreadleError):
+    """The instance ended without completing.
+
+    Raised by the client's ``wait`` for an ``errored`` or ``terminated`` instance. ``instance``
+    is the finished instance (with its ``status``, ``error`` and ``steps``); ``name`` and
+    ``message`` are the instance's error, if it has one.
+    """
+
+    code: str = "instance.failed"
+
+    def __init__(self, message: str | None = None, *, instance: Instance, name: str = "") -> None:
+        super().__init__(message)
+        self.instance = instance
+        self.name = name

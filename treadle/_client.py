@@ -1,0 +1,493 @@
+"""``Client`` and ``AsyncClient``: the whole HTTP API of treadle (DESIGN §6) from Python.
+
+Both describe each request with the same :mod:`treadle._requests` functions and follow streams
+with the same :mod:`treadle._stream` state; only sending differs (blocking or awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from treadle import _requests
+from treadle._models import (
+    ApiKey,
+    BatchResult,
+    Created,
+    Instance,
+    InstanceList,
+    LogLine,
+    Policy,
+    StoredCode,
+    StreamEvent,
+    Tenant,
+    Workflow,
+    WorkflowSummary,
+)
+from treadle._requests import Auth, Call, Sandbox, check, connection_failed, outcome
+from treadle._stream import Follow
+from treadle.errors import NotFinished, Unauthorized
+
+T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:8787"
+_ENV = {"url": "TREADLE_URL", "tenant": "TREADLE_API_KEY", "admin": "TREADLE_ADMIN_TOKEN"}
+
+
+class _Connection:
+    """What both clients send with: the server, the credentials (from the arguments or the
+    environment), the timeout, and the options of every request and stream."""
+
+    def __init__(
+        self,
+        url: str | None,
+        api_key: str | None,
+        admin_token: str | None,
+        timeout: float | None,
+        reconnects: int,
+    ) -> None:
+        self.url = (url or os.environ.get(_ENV["url"]) or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self._reconnects = reconnects
+        self._tokens = {
+            "tenant": api_key or os.environ.get(_ENV["tenant"]),
+            "admin": admin_token or os.environ.get(_ENV["admin"]),
+        }
+
+    def request(self, call: Call[Any]) -> dict[str, Any]:
+        """The arguments of ``httpx`` ``request()`` for ``call``."""
+        content = call.content()
+        return {
+            "method": call.method,
+            "url": call.path,
+            "content": content,
+            "params": call.params,
+            "headers": self._headers(call.auth, json_body=content is not None),
+        }
+
+    def stream(self, follow: Follow) -> dict[str, Any]:
+        """The arguments of ``httpx`` ``stream()`` for the next connection of ``follow``."""
+        return {
+            "method": "GET",
+            "url": follow.path,
+            "headers": {**self._headers("tenant", json_body=False), **follow.headers()},
+            "timeout": httpx.Timeout(self.timeout, read=follow.read_timeout()),
+        }
+
+    def follow(
+        self, workflow: str, id: str, after: int | None = None, timeout: float | None = None
+    ) -> Follow:
+        return Follow(
+            self.url, workflow, id, after=after, timeout=timeout, reconnects=self._reconnects
+        )
+
+    def _headers(self, auth: Auth, *, json_body: bool) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if json_body:
+            headers["Content-Type"] = "application/json"
+        if auth == "none":
+            return headers
+        token = self._tokens[auth]
+        if not token:
+            what = "an API key" if auth == "tenant" else "the admin token"
+            argument = "api_key" if auth == "tenant" else "admin_token"
+            raise Unauthorized(f"this needs {what}: pass {argument}= or set {_ENV[auth]}")
+        headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+
+class Client:
+    """A blocking client of a treadle server.
+
+    ``url`` defaults to ``$TREADLE_URL`` (else ``http://127.0.0.1:8787``), ``api_key`` to
+    ``$TREADLE_API_KEY`` and ``admin_token`` (for :attr:`admin`) to ``$TREADLE_ADMIN_TOKEN``.
+    Every method raises a :class:`treadle.TreadleError` subclass when the request fails: the
+    server's error (``NotFound``, ``Conflict``, ``CodeInvalid``, ...), or ``ConnectionFailed``.
+    ``timeout`` bounds each request; ``reconnects`` is how many times in a row a dropped
+    stream is opened again before ``subscribe`` gives up.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        admin_token: str | None = None,
+        timeout: float | None = 30.0,
+        reconnects: int = 5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self.admin = Admin(self)
+        """The admin API: tenants, their policies and API keys (needs the admin token)."""
+
+    @property
+    def url(self) -> str:
+        return self._conn.url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def send(self, call: Call[T]) -> T:
+        """Send one request of :mod:`treadle._requests` and read its answer."""
+        try:
+            response = self._http.request(**self._conn.request(call))
+        except httpx.TransportError as exc:
+            raise connection_failed(self.url, exc) from exc
+        check(response)
+        return call.read(response)
+
+    # -- workflows --------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        source: str | None = None,
+        *,
+        sandbox: Sandbox = "restricted",
+        class_name: str | None = None,
+        wasm: bytes | None = None,
+    ) -> StoredCode:
+        """Upload workflow code: Python ``source``, or a Wasm core module ``wasm``."""
+        return self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
+
+    def workflows(self) -> list[WorkflowSummary]:
+        return self.send(_requests.workflows())
+
+    def workflow(self, name: str) -> Workflow:
+        return self.send(_requests.workflow(name))
+
+    def delete_workflow(self, name: str) -> None:
+        """Delete a workflow with its versions and instances."""
+        self.send(_requests.delete_workflow(name))
+
+    # -- instances --------------------------------------------------------------------------
+
+    def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
+        """Start an instance; ``id`` defaults to one the server makes up."""
+        return self.send(_requests.create(workflow, params, id))
+
+    def create_batch(self, workflow: str, instances: Iterable[Mapping[str, Any]]) -> BatchResult:
+        """Start up to 100 instances, each ``{"params"?, "id"?}``; failures are per item."""
+        return self.send(_requests.create_batch(workflow, instances))
+
+    def get(self, workflow: str, id: str) -> Instance:
+        return self.send(_requests.get(workflow, id))
+
+    def status(self, workflow: str, id: str) -> str:
+        """The instance's status, e.g. ``"running"`` or ``"complete"``."""
+        return self.get(workflow, id).status
+
+    def instances(
+        self,
+        workflow: str,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> InstanceList:
+        """One page of instances, newest first; pass ``next_cursor`` for the next page."""
+        return self.send(_requests.instances(workflow, status, limit, cursor))
+
+    def pause(self, workflow: str, id: str) -> Instance:
+        return self.send(_requests.change_status(workflow, id, {"status": "pause"}))
+
+    def resume(self, workflow: str, id: str) -> Instance:
+        return self.send(_requests.change_status(workflow, id, {"status": "resume"}))
+
+    def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
+        body = {"status": "terminate", **({"rollback": True} if rollback else {})}
+        return self.send(_requests.change_status(workflow, id, body))
+
+    def restart(
+        self,
+        workflow: str,
+        id: str,
+        *,
+        from_step: str | None = None,
+        count: int | None = None,
+        upgrade: bool = False,
+    ) -> Instance:
+        """Run again from the start, or from step ``from_step`` (its ``count``-th run)."""
+        body = _requests.restart_body(from_step, count, upgrade)
+        return self.send(_requests.change_status(workflow, id, body))
+
+    def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
+        self.send(_requests.send_event(workflow, id, type, payload))
+
+    def logs(self, workflow: str, id: str) -> list[LogLine]:
+        return self.send(_requests.logs(workflow, id))
+
+    def delete(self, workflow: str, id: str) -> None:
+        self.send(_requests.delete(workflow, id))
+
+    # -- following an instance --------------------------------------------------------------
+
+    def subscribe(self, workflow: str, id: str, after: int | None = None) -> Iterator[StreamEvent]:
+        """The instance's events, history first, then live, until it has finished.
+
+        ``after`` is an event id: only later events are sent. A dropped connection is opened
+        again with ``Last-Event-ID``; no event is lost or repeated.
+        """
+        return self._follow(self._conn.follow(workflow, id, after=after))
+
+    def wait(self, workflow: str, id: str, timeout: float | None = None) -> Instance:
+        """The instance once it has completed (its ``output`` is the result).
+
+        Raises :class:`treadle.errors.InstanceFailed` if it ended ``errored`` or
+        ``terminated``, :class:`treadle.errors.NotFinished` after ``timeout`` seconds.
+        """
+        follow = self._conn.follow(workflow, id, timeout=timeout)
+        instance = self.get(workflow, id)
+        try:
+            while not instance.finished:
+                for _event in self._follow(follow):
+                    pass
+                instance = self.get(workflow, id)
+        except NotFinished:
+            status = self.status(workflow, id)
+            raise NotFinished(follow.timed_out_message(status), status=status) from None
+        return outcome(instance)
+
+    def _follow(self, follow: Follow) -> Iterator[StreamEvent]:
+        while True:
+            try:
+                with self._http.stream(**self._conn.stream(follow)) as r:
+                    if r.is_error:
+                        r.read()
+                    check(r)
+                    follow.opened()
+                    for line in r.iter_lines():
+                        event = follow.feed(line)
+                        if event is not None:
+                            yield event
+                        if follow.should_reconnect():  # raises once past the deadline
+                            break
+                    else:
+                        return
+            except httpx.TransportError as exc:
+                time.sleep(follow.dropped(exc))
+
+
+class AsyncClient:
+    """The asynchronous twin of :class:`Client`: the same methods, awaited.
+
+    ``subscribe`` is an async iterator: ``async for event in client.subscribe(...)``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        admin_token: str | None = None,
+        timeout: float | None = 30.0,
+        reconnects: int = 5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
+        self.admin = AsyncAdmin(self)
+        """The admin API: tenants, their policies and API keys (needs the admin token)."""
+
+    @property
+    def url(self) -> str:
+        return self._conn.url
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        """Send one request of :mod:`treadle._requests` and read its answer."""
+        try:
+            response = await self._http.request(**self._conn.request(call))
+        except httpx.TransportError as exc:
+            raise connection_failed(self.url, exc) from exc
+        check(response)
+        return call.read(response)
+
+    async def deploy(
+        self,
+        name: str,
+        source: str | None = None,
+        *,
+        sandbox: Sandbox = "restricted",
+        class_name: str | None = None,
+        wasm: bytes | None = None,
+    ) -> StoredCode:
+        return await self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
+
+    async def workflows(self) -> list[WorkflowSummary]:
+        return await self.send(_requests.workflows())
+
+    async def workflow(self, name: str) -> Workflow:
+        return await self.send(_requests.workflow(name))
+
+    async def delete_workflow(self, name: str) -> None:
+        await self.send(_requests.delete_workflow(name))
+
+    async def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
+        return await self.send(_requests.create(workflow, params, id))
+
+    async def create_batch(
+        self, workflow: str, instances: Iterable[Mapping[str, Any]]
+    ) -> BatchResult:
+        return await self.send(_requests.create_batch(workflow, instances))
+
+    async def get(self, workflow: str, id: str) -> Instance:
+        return await self.send(_requests.get(workflow, id))
+
+    async def status(self, workflow: str, id: str) -> str:
+        return (await self.get(workflow, id)).status
+
+    async def instances(
+        self,
+        workflow: str,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> InstanceList:
+        return await self.send(_requests.instances(workflow, status, limit, cursor))
+
+    async def pause(self, workflow: str, id: str) -> Instance:
+        return await self.send(_requests.change_status(workflow, id, {"status": "pause"}))
+
+    async def resume(self, workflow: str, id: str) -> Instance:
+        return await self.send(_requests.change_status(workflow, id, {"status": "resume"}))
+
+    async def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
+        body = {"status": "terminate", **({"rollback": True} if rollback else {})}
+        return await self.send(_requests.change_status(workflow, id, body))
+
+    async def restart(
+        self,
+        workflow: str,
+        id: str,
+        *,
+        from_step: str | None = None,
+        count: int | None = None,
+        upgrade: bool = False,
+    ) -> Instance:
+        body = _requests.restart_body(from_step, count, upgrade)
+        return await self.send(_requests.change_status(workflow, id, body))
+
+    async def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
+        await self.send(_requests.send_event(workflow, id, type, payload))
+
+    async def logs(self, workflow: str, id: str) -> list[LogLine]:
+        return await self.send(_requests.logs(workflow, id))
+
+    async def delete(self, workflow: str, id: str) -> None:
+        await self.send(_requests.delete(workflow, id))
+
+    def subscribe(
+        self, workflow: str, id: str, after: int | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        return self._follow(self._conn.follow(workflow, id, after=after))
+
+    async def wait(self, workflow: str, id: str, timeout: float | None = None) -> Instance:
+        follow = self._conn.follow(workflow, id, timeout=timeout)
+        instance = await self.get(workflow, id)
+        try:
+            while not instance.finished:
+                async for _event in self._follow(follow):
+                    pass
+                instance = await self.get(workflow, id)
+        except NotFinished:
+            status = await self.status(workflow, id)
+            raise NotFinished(follow.timed_out_message(status), status=status) from None
+        return outcome(instance)
+
+    async def _follow(self, follow: Follow) -> AsyncIterator[StreamEvent]:
+        while True:
+            try:
+                async with self._http.stream(**self._conn.stream(follow)) as r:
+                    if r.is_error:
+                        await r.aread()
+                    check(r)
+                    follow.opened()
+                    async for line in r.aiter_lines():
+                        event = follow.feed(line)
+                        if event is not None:
+                            yield event
+                        if follow.should_reconnect():  # raises once past the deadline
+                            break
+                    else:
+                        return
+            except httpx.TransportError as exc:
+                await asyncio.sleep(follow.dropped(exc))
+
+
+class Admin:
+    """The admin API of a :class:`Client` (``client.admin``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create_tenant(self, name: str, policy: Mapping[str, Any] | None = None) -> Tenant:
+        return self._client.send(_requests.create_tenant(name, policy))
+
+    def tenants(self) -> list[Tenant]:
+        return self._client.send(_requests.tenants())
+
+    def tenant(self, name: str) -> Tenant:
+        return self._client.send(_requests.tenant(name))
+
+    def update_policy(self, name: str, changes: Mapping[str, Any]) -> Policy:
+        """Change the fields in ``changes``; returns the whole policy."""
+        return self._client.send(_requests.update_policy(name, changes))
+
+    def create_key(self, tenant: str) -> ApiKey:
+        """A new API key; its secret ``key`` is shown only this once."""
+        return self._client.send(_requests.create_key(tenant))
+
+    def delete_key(self, tenant: str, key_id: str) -> None:
+        self._client.send(_requests.delete_key(tenant, key_id))
+
+
+class AsyncAdmin:
+    """The admin API of an :class:`AsyncClient` (``client.admin``)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create_tenant(self, name: str, policy: Mapping[str, Any] | None = None) -> Tenant:
+        return await self._client.send(_requests.create_tenant(name, policy))
+
+    async def tenants(self) -> list[Tenant]:
+        return await self._client.send(_requests.tenants())
+
+    async def tenant(self, name: str) -> Tenant:
+        return await self._client.send(_requests.tenant(name))
+
+    async def update_policy(self, name: str, changes: Mapping[str, Any]) -> Policy:
+        return await self._client.send(_requests.update_policy(name, changes))
+
+    async def create_key(self, tenant: str) -> ApiKey:
+        return await self._client.send(_requests.create_key(tenant))
+
+    async def delete_key(self, tenant: str, key_id: str) -> None:
+        await self._client.send(_requests.delete_key(tenant, key_id))

@@ -1,0 +1,187 @@
+"""What the HTTP API answers (DESIGN §6), as pydantic models.
+
+Every model keeps fields it does not know (``extra="allow"``): the API changes only by adding,
+so a newer server must not break an older client. Times are timezone-aware datetimes (UTC).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FINISHED = frozenset({"complete", "errored", "terminated"})
+"""The statuses an instance ends in; it changes again only if it is restarted."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+# -- tenants (admin) ----------------------------------------------------------------------------
+
+
+class Policy(Model):
+    """A tenant's isolation policy; every field has the server's default when not set."""
+
+    sandboxes: list[str] = Field(default_factory=lambda: ["restricted", "wasm"])
+    max_running_instances: int = 1000
+    max_queued_instances: int = 2_000_000
+    creates_per_second: int = 300
+    step_cpu_ms: int = 30_000
+    memory_mb: int = 256
+    max_step_result_bytes: int = 1024 * 1024
+    max_steps_per_instance: int = 10_000
+    egress_allow: list[str] = Field(default_factory=list)
+    retention_days: int = 7
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class Tenant(Model):
+    name: str
+    policy: Policy
+    created_at: _dt.datetime
+
+
+class ApiKey(Model):
+    """A new API key of a tenant: ``key`` is the secret, shown only this once."""
+
+    id: str
+    key: str
+
+
+# -- workflows ----------------------------------------------------------------------------------
+
+
+class StoredCode(Model):
+    """What ``deploy`` stored: the workflow's current version (a hash of its code)."""
+
+    name: str
+    version: str
+    sandbox: str
+
+
+class WorkflowVersion(Model):
+    version: str
+    sandbox: str
+    created_at: _dt.datetime
+    class_name: str | None = None
+
+
+class WorkflowSummary(Model):
+    name: str
+    version: str
+    sandbox: str
+    created_at: _dt.datetime
+    updated_at: _dt.datetime
+
+
+class Workflow(WorkflowSummary):
+    """A workflow with every version of its code, newest first."""
+
+    versions: list[WorkflowVersion] = Field(default_factory=list)
+
+
+# -- instances ----------------------------------------------------------------------------------
+
+
+class Created(Model):
+    id: str
+    status: str = "queued"
+    version: str | None = None
+
+
+class ItemError(Model):
+    """Why one item of a batch was not created (``index`` is its place in the request)."""
+
+    index: int
+    id: str | None = None
+    code: str
+    message: str
+
+
+class BatchResult(Model):
+    created: list[Created]
+    errors: list[ItemError]
+
+
+class InstanceError(Model):
+    """Why an instance (or a step) failed: the error's type name and message."""
+
+    name: str = "Error"
+    message: str = ""
+
+
+class Attempt(Model):
+    started_at: _dt.datetime | None = None
+    ended_at: _dt.datetime | None = None
+    success: bool
+    error: Any = None
+
+
+class Step(Model):
+    name: str
+    count: int
+    type: str
+    status: str
+    output: Any = None
+    error: Any = None
+    wake_at: _dt.datetime | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class InstanceSummary(Model):
+    """An instance as lists show it: everything but its steps."""
+
+    id: str
+    workflow: str
+    version: str
+    status: str
+    params: Any = None
+    output: Any = None
+    error: InstanceError | None = None
+    created_at: _dt.datetime
+    started_at: _dt.datetime | None = None
+    ended_at: _dt.datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the instance has ended: ``complete``, ``errored`` or ``terminated``."""
+        return self.status in FINISHED
+
+
+class Instance(InstanceSummary):
+    steps: list[Step] = Field(default_factory=list)
+
+
+class InstanceList(Model):
+    instances: list[InstanceSummary]
+    next_cursor: str | None = None
+
+
+class LogLine(Model):
+    ts: _dt.datetime
+    step: str | None = None
+    message: str
+
+
+class StreamEvent(Model):
+    """One event of an instance's live stream.
+
+    ``id`` increases monotonically (resume after it); ``type`` is e.g. ``workflow.running``,
+    ``step.completed``, ``attempt.failed`` or ``log``; ``step`` names the step it is about,
+    if any; ``data`` is the event's detail (a step's record, a log line's ``message``, a
+    finished workflow's ``output`` or ``error``).
+    """
+
+    id: int
+    type: str
+    ts: _dt.datetime
+    step: str | None = None
+    data: Any = None
+
+    @property
+    def final(self) -> bool:
+        """Whether this event says the instance ended (it may still be restarted later)."""
+        return self.type in {f"workflow.{status}" for status in FINISHED}
