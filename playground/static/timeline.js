@@ -29,8 +29,24 @@ export function clock(iso) {
   return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "";
 }
 
-export function json(value) {
-  return JSON.stringify(value, null, 2);
+function flat(value) {
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(flat).join(", ")}]`;
+  const items = Object.entries(value).map(([key, item]) => `${JSON.stringify(key)}: ${flat(item)}`);
+  return `{${items.join(", ")}}`;
+}
+
+// JSON laid out for reading: what fits on a line stays on one line.
+export function json(value, indent = "") {
+  const line = flat(value);
+  if (line === undefined || line.length + indent.length <= 72 || value === null
+    || typeof value !== "object") return line;
+  const inner = `${indent}  `;
+  const items = Array.isArray(value)
+    ? value.map((item) => inner + json(item, inner))
+    : Object.entries(value).map(([key, item]) => `${inner}${JSON.stringify(key)}: ${json(item, inner)}`);
+  const [open, close] = Array.isArray(value) ? ["[", "]"] : ["{", "}"];
+  return `${open}\n${items.join(",\n")}\n${indent}${close}`;
 }
 
 function errorText(error) {
@@ -49,6 +65,14 @@ function attemptLine(attempt, index) {
     `attempt ${index + 1} ${outcome}`,
     took ? el("span", { class: "took", text: ` (${took})` }) : null,
   );
+}
+
+// When the step started, counted from the start of the run: concurrent steps start together.
+function stepStart(step, run) {
+  const attempts = step.attempts || [];
+  const started = ms(run.instance.started_at);
+  if (!attempts.length || !started) return "";
+  return `at +${duration(Math.max(0, ms(attempts[0].started_at) - started) / 1000)}`;
 }
 
 function stepDuration(step, now) {
@@ -99,7 +123,7 @@ export function stepItem(step, run, now) {
     const retries = step.status === "complete" ? attempts.length - 1 : failures;
     badges.push(el("span", { class: "retries", text: `${retries} ${retries === 1 ? "retry" : "retries"}` }));
   }
-  const took = stepDuration(step, now);
+  const took = [stepStart(step, run), stepDuration(step, now)].filter(Boolean).join(" · ");
   const item = el(
     "li",
     { class: `step ${step.status}`, "data-step": step.name, "data-status": step.status },

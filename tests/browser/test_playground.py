@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 from playwright.sync_api import Page, expect
@@ -142,6 +143,8 @@ def test_pause_resume_restart_and_terminate(signed_in: Page, shot: Shot) -> None
     expect(page.locator("#run-status")).to_have_text("waiting")
     step(page, "courier pickup", "waiting")
     expect(page.locator("#stream-state")).to_have_text("● live")
+    expect(page.locator("#event-hint")).to_contain_text("'picked_up'")
+    expect(page.locator("#logs")).to_have_text(re.compile(r"packed C-3[\s\S]+packed C-3"))
     expect(page.locator("#result")).to_be_hidden()
     shot("restarted")
 
@@ -177,7 +180,7 @@ def test_past_runs_reopen_with_their_history(signed_in: Page, shot: Shot) -> Non
     shot("reopened")
 
 
-def test_retries_in_the_wasm_sandbox_and_a_fan_out(signed_in: Page, shot: Shot) -> None:
+def test_retries_in_the_wasm_sandbox_a_fan_out_and_a_sleep(signed_in: Page, shot: Shot) -> None:
     page = signed_in
     page.locator("#example").select_option(label="Retries")
     page.locator("#sandbox").select_option("wasm")
@@ -200,6 +203,17 @@ def test_retries_in_the_wasm_sandbox_and_a_fan_out(signed_in: Page, shot: Shot) 
     expect(page.locator('#timeline .step[data-step="quote"]')).to_have_count(3)
     expect(page.locator("#result-body")).to_contain_text('"plum": 5')
     shot("fan-out")
+
+    page.locator("#example").select_option(label="Sleep")
+    page.locator("#run").click()
+    expect(page.locator('#timeline .step[data-step="wait a little"] .detail')).to_contain_text(
+        "sleeping until"
+    )
+    shot("sleeping")
+    expect(page.locator("#run-status")).to_have_text("complete")
+    step(page, "wait a little", "complete")
+    step(page, "send reminder", "complete")
+    shot("slept")
 
 
 def test_sign_in_with_the_key_link_and_clear_errors(page: Page, server: Server, shot: Shot) -> None:

@@ -35,6 +35,7 @@ export function createEditor(parent, { doc = "", onChange = () => {} } = {}) {
         indentUnit.of("    "),
         keymap.of([indentWithTab]),
         lintGutter(),
+        EditorView.lineWrapping,
         theme,
         EditorView.updateListener.of((update) => {
           if (update.docChanged) onChange(update.state.doc.toString());
