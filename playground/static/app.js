@@ -141,6 +141,7 @@ function showProblems(problems) {
 }
 
 async function run() {
+  if ($("run").disabled) return; // one upload at a time
   clearError();
   if (!page.api) return showError(new Error("Sign in with a tenant API key first."));
   const workflow = $("workflow").value.trim();
@@ -452,6 +453,12 @@ function start() {
     saveDraft();
   });
   $("run").addEventListener("click", run);
+  document.addEventListener("keydown", (key) => {
+    if (key.key === "Enter" && (key.ctrlKey || key.metaKey)) {
+      key.preventDefault();
+      run();
+    }
+  });
   $("signin").addEventListener("submit", (submit) => {
     submit.preventDefault();
     const key = $("key").value.trim();
