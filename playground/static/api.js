@@ -100,7 +100,11 @@ export class Stream {
     this.onState = onState;
     this.controller = null;
     this.closed = false;
+  }
+
+  start() {
     this.done = this.loop();
+    return this;
   }
 
   close() {

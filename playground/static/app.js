@@ -209,19 +209,39 @@ async function openRun(workflow, id) {
 
 // History first, then live: every event refreshes the instance (its steps with their attempts).
 function follow(run, after) {
-  run.stream = new Stream(page.api, run.workflow, run.id, {
+  const stream = new Stream(page.api, run.workflow, run.id, {
     after,
     onEvent: (event) => onEvent(run, event),
     onState: (state, error) => {
-      if (page.run !== run) return;
+      if (page.run !== run || run.stream !== stream) return;
       const words = { connecting: "connecting…", live: "● live", reconnecting: "reconnecting…",
         ended: "stream ended", failed: "stream failed" };
       $("stream-state").textContent = words[state];
       $("stream-state").dataset.state = state;
       if (state === "failed") showError(error);
-      if (state === "ended") refreshInstance(run);
+      if (state === "ended") streamEnded(run, stream);
     },
   });
+  run.stream = stream;
+  stream.start();
+}
+
+// The server ends the stream once the run has finished; a stream that ended before (the server
+// restarting, a proxy timing out) is opened again where it stopped.
+async function streamEnded(run, stream) {
+  let instance;
+  try {
+    instance = await page.api.instance(run.workflow, run.id);
+  } catch (error) {
+    if (page.run === run) showError(error);
+    return;
+  }
+  if (page.run !== run) return;
+  run.instance = instance;
+  render();
+  if (!FINISHED.includes(instance.status)) {
+    setTimeout(() => page.run === run && run.stream === stream && follow(run, stream.after), 1000);
+  }
 }
 
 function onEvent(run, event) {

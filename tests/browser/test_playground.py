@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import textwrap
+from dataclasses import dataclass
 
-from playwright.sync_api import Page, expect
+import httpx
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import Server, Shot
 
@@ -241,3 +243,56 @@ def test_sign_in_with_the_key_link_and_clear_errors(page: Page, server: Server, 
     page.locator("#run").click()
     expect(page.locator("#banner")).to_contain_text("Cannot reach the treadle server")
     shot("offline")
+
+
+def test_a_cut_stream_resumes_after_the_last_event_it_got(
+    signed_in: Page, server: Server, shot: Shot
+) -> None:
+    page = signed_in
+    headers = {"Authorization": f"Bearer {server.key}"}
+    base = f"{server.url}/v1/workflows/resume/instances"
+    with httpx.Client(headers=headers, timeout=30) as api:
+        upload = {"source": SHIPPING, "sandbox": "restricted"}
+        assert api.put(f"{server.url}/v1/workflows/resume", json=upload).status_code == 201
+        api.post(base, json={"id": "r1", "params": {"order": "R-1"}}).raise_for_status()
+        first = _events_until(api, f"{base}/r1/stream", "step.completed")
+    # The first connection gets the history up to the first step, then the server "goes away";
+    # every later one goes through to the real server.
+    asked: list[str | None] = []
+
+    def cut_once(route: Route) -> None:
+        asked.append(route.request.headers.get("last-event-id"))
+        if len(asked) == 1:
+            route.fulfill(status=200, content_type="text/event-stream", body=first.text)
+        else:
+            route.continue_()
+
+    page.route("**/v1/workflows/resume/instances/r1/stream", cut_once)
+    page.locator("#runs-refresh").click()
+    page.locator('.past-run[data-id="r1"]').click()
+    step(page, "courier pickup", "waiting")
+    expect(page.locator("#stream-state")).to_have_text("● live")
+    assert asked[:2] == [None, str(first.last_id)]
+    expect(page.locator("#logs")).to_have_text(re.compile(r"^\S+ packed R-1\n$"))  # once
+    shot("resumed")
+    page.locator("#event-payload").fill('{"courier": "Ana"}')
+    page.locator("#event-send").click()
+    expect(page.locator("#result-body")).to_contain_text('"courier": "Ana"')
+
+
+@dataclass
+class _Events:
+    text: str
+    last_id: int
+
+
+def _events_until(api: httpx.Client, url: str, kind: str) -> _Events:
+    """The stream's raw text up to and including the first event of type ``kind``."""
+    text = ""
+    with api.stream("GET", url) as reply:
+        for line in reply.iter_lines():
+            text += line + "\n"
+            if line == "" and f"event: {kind}\n" in text:
+                ids = re.findall(r"^id: (\d+)$", text, re.MULTILINE)
+                return _Events(text, int(ids[-1]))
+    raise AssertionError(f"the stream ended before a {kind} event: {text}")
