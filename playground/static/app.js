@@ -71,7 +71,7 @@ function signOut() {
   closeRun();
   $("signin").hidden = false;
   $("signed-in").hidden = true;
-  $("runs").replaceChildren();
+  $("runs").replaceChildren(el("li", { class: "hint", text: "Sign in to see the tenant's runs." }));
 }
 
 // A key in the address's fragment (#key=..., as `treadle serve` prints it) never reaches the
@@ -412,7 +412,11 @@ const refreshRuns = coalesced(async () => {
   if (!page.api) return;
   try {
     const { workflows } = await page.api.workflows();
-    const lists = await Promise.all(workflows.map((w) => page.api.instances(w.name)));
+    // One request per workflow: a tenant with very many asks about the one open first.
+    const names = workflows.map((w) => w.name);
+    const open = page.run ? [page.run.workflow] : [];
+    const asked = [...new Set([...open.filter((n) => names.includes(n)), ...names])].slice(0, 25);
+    const lists = await Promise.all(asked.map((name) => page.api.instances(name)));
     const runs = lists.flatMap((list) => list.instances);
     runs.sort((a, b) => b.created_at.localeCompare(a.created_at));
     renderRuns(runs.slice(0, 30));
@@ -496,7 +500,10 @@ function start() {
   setInterval(() => page.run && page.run.instance && !FINISHED.includes(page.run.instance.status) && render(), 1000);
   const key = keyFromFragment() || localStorage.getItem(KEY);
   if (key) signIn(key);
-  else showNotice("Sign in with a tenant API key: treadle serve prints the default tenant's on its first start.");
+  else {
+    signOut();
+    showNotice("Sign in with a tenant API key: treadle serve prints the default tenant's on its first start.");
+  }
 }
 
 start();

@@ -207,6 +207,7 @@ def test_retries_in_the_wasm_sandbox_a_fan_out_and_a_sleep(signed_in: Page, shot
     shot("fan-out")
 
     page.locator("#example").select_option(label="Sleep")
+    page.locator("#params").fill('{"seconds": 2}')
     page.locator("#run").click()
     expect(page.locator('#timeline .step[data-step="wait a little"] .detail')).to_contain_text(
         "sleeping until"
@@ -270,6 +271,8 @@ def test_a_cut_stream_resumes_after_the_last_event_it_got(
     page.route("**/v1/workflows/resume/instances/r1/stream", cut_once)
     page.locator("#runs-refresh").click()
     page.locator('.past-run[data-id="r1"]').click()
+    # Only the second connection has the events after the first step: the wait names its type.
+    expect(page.locator("#event-hint")).to_contain_text("'picked_up'")
     step(page, "courier pickup", "waiting")
     expect(page.locator("#stream-state")).to_have_text("● live")
     assert asked[:2] == [None, str(first.last_id)]
