@@ -26,6 +26,7 @@ _TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
 }
 _FOREVER = "public, max-age=31536000, immutable"
 # Scripts and styles only from here; CodeMirror writes <style> elements, hence 'unsafe-inline'

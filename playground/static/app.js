@@ -18,7 +18,7 @@ const ALLOWED = {
 const $ = (id) => document.getElementById(id);
 const page = {
   api: null,
-  run: null, // {workflow, id, instance, waitingFor, stream, logs}
+  run: null, // the open run: {workflow, id, instance, waitingFor, stream}
 };
 
 // -- banners and sign-in ------------------------------------------------------------------------
@@ -185,7 +185,7 @@ function closeRun() {
 
 async function openRun(workflow, id) {
   closeRun();
-  const run = { workflow, id, instance: null, waitingFor: null, stream: null, logs: [] };
+  const run = { workflow, id, instance: null, waitingFor: null, stream: null };
   page.run = run;
   $("run-empty").hidden = true;
   $("run-view").hidden = false;
@@ -200,9 +200,10 @@ async function openRun(workflow, id) {
   try {
     run.instance = await page.api.instance(workflow, id);
   } catch (error) {
-    showError(error);
+    if (page.run === run) showError(error);
     return;
   }
+  if (page.run !== run) return; // another run was opened meanwhile
   render();
   follow(run, 0);
 }
@@ -250,6 +251,9 @@ function onEvent(run, event) {
     const where = event.step ? ` [${event.step}]` : "";
     $("logs").textContent += `${clock(event.ts)}${where} ${event.data.message}\n`;
     return;
+  }
+  if (event.type === "workflow.queued" && event.data.action === "restart") {
+    $("logs").textContent += `── restarted at ${clock(event.ts)} ──\n`;
   }
   if (event.type.startsWith("workflow.")) {
     run.waitingFor = event.type === "workflow.waiting" ? event.data.event_type || null : null;
@@ -375,7 +379,7 @@ async function changeStatus(action) {
     run.instance = await page.api.changeStatus(run.workflow, run.id, action);
     render();
     // A finished run's stream has ended: a restart brings it back to life.
-    if (action === "restart" || action === "resume") {
+    if (action === "restart") {
       run.stream.close();
       follow(run, run.stream.after);
     }

@@ -146,7 +146,9 @@ def test_pause_resume_restart_and_terminate(signed_in: Page, shot: Shot) -> None
     step(page, "courier pickup", "waiting")
     expect(page.locator("#stream-state")).to_have_text("● live")
     expect(page.locator("#event-hint")).to_contain_text("'picked_up'")
-    expect(page.locator("#logs")).to_have_text(re.compile(r"packed C-3[\s\S]+packed C-3"))
+    expect(page.locator("#logs")).to_have_text(
+        re.compile(r"packed C-3[\s\S]+restarted at[\s\S]+packed C-3")
+    )
     expect(page.locator("#result")).to_be_hidden()
     shot("restarted")
 

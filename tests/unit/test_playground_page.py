@@ -48,6 +48,7 @@ def test_assets_are_served_with_their_types_cached_for_good_and_gzipped(
 ) -> None:
     base = _asset_urls(client.get("/playground").text)[0].rsplit("/", 1)[0]
     types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+    types[".txt"] = "text/plain"  # the licences of the bundled editor
     for file in STATIC.iterdir():
         if file.name == "index.html":
             continue
