@@ -27,6 +27,32 @@ SHIPPING = textwrap.dedent(
 )
 
 
+def type_code(page: Page, source: str) -> None:
+    """Type ``source`` into the editor key by key, as a person would.
+
+    After each Enter the editor indents the new line by itself (and it closes brackets and
+    quotes, which typing the closing one steps over): Shift+Home selects that indentation so
+    that the line typed next, with its own, replaces it.
+    """
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    for number, line in enumerate(source.rstrip("\n").split("\n")):
+        if number:
+            page.keyboard.press("Enter")
+            page.keyboard.press("Shift+Home")
+        if line:
+            page.keyboard.type(line)
+        else:
+            page.keyboard.press("Delete")  # an empty line: drop the selected indentation
+    page.keyboard.press("Enter")
+
+
+def editor_text(page: Page) -> str:
+    """The editor's text, as the page keeps it in its draft."""
+    return str(page.evaluate("JSON.parse(localStorage.getItem('treadle.playground.draft')).source"))
+
+
 def write_code(page: Page, source: str) -> None:
     """Replace the editor's text with ``source``, entered as text input into CodeMirror."""
     page.locator(".cm-content").click()
@@ -52,9 +78,10 @@ def test_write_run_wait_for_an_event_send_it_and_see_the_output(
     signed_in: Page, shot: Shot
 ) -> None:
     page = signed_in
-    write_code(page, SHIPPING)
+    type_code(page, SHIPPING)
     set_params(page, "shipping", '{"order": "A-7"}')
     expect(page.locator(".cm-line").filter(has_text="class Shipping")).to_be_visible()
+    assert editor_text(page).rstrip() == SHIPPING.rstrip()
     shot("written")
     page.locator("#run").click()
 
