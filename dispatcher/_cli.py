@@ -139,10 +139,15 @@ def _announce_credentials(platform: Platform, settings: Settings) -> None:
             "(set TREADLE_ADMIN_TOKEN to use one of your choice)"
         )
         return
-    print(_first_start_banner(created), flush=True)
+    print(_first_start_banner(created, _local_url(settings)), flush=True)
 
 
-def _first_start_banner(created: Bootstrap) -> str:
+def _local_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def _first_start_banner(created: Bootstrap, base: str) -> str:
     return "\n".join(
         [
             _RULE,
@@ -150,6 +155,10 @@ def _first_start_banner(created: Bootstrap) -> str:
             "",
             f"  admin token:                    {created.admin_token}",
             f"  API key of tenant {created.tenant!r}:   {created.api_key}",
+            "",
+            "  playground, signed in as that tenant (the key stays in the browser: the part",
+            "  after '#' is never sent to the server):",
+            f"  {base}/playground#key={created.api_key}",
             "",
             "Send them as 'Authorization: Bearer <token>'. Set TREADLE_ADMIN_TOKEN to choose",
             "the admin token yourself.",

@@ -178,6 +178,8 @@ def _step_event(row: dict[str, Any], now: float) -> dict[str, Any]:
 def _final_event(w: RecordWrite) -> dict[str, Any]:
     final = w.final
     assert final is not None
+    # A wait for an event names its type, so that a client can offer to send it.
+    waits_for = {"event_type": final.event_type} if final.event_type is not None else {}
     return workflow_event(
         w.claimed.pk,
         w.now,
@@ -185,6 +187,7 @@ def _final_event(w: RecordWrite) -> dict[str, Any]:
         output=final.output,
         error=final.error,
         wake_at=final.wake_at,
+        **waits_for,
     )
 
 

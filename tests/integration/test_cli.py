@@ -85,6 +85,7 @@ def test_serve_prints_credentials_once_and_serves_the_api(tmp_path: Path) -> Non
         admin_token = re.search(r"admin token:\s+(tdla_\S+)", banner)
         default_key = re.search(r"'default':\s+(tdl_\S+)", banner)
         assert admin_token and default_key, banner
+        assert f"{base}/playground#key={default_key.group(1)}" in banner  # signs in the browser
         admin = bearer(admin_token.group(1))
         created = httpx.post(f"{base}/v1/admin/tenants", json={"name": "acme"}, headers=admin)
         assert created.status_code == 201, created.text

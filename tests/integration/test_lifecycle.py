@@ -178,6 +178,9 @@ def test_the_stream_replays_history_then_ends_when_finished(
     assert kinds[0] == "workflow.queued" and kinds[-1] == "workflow.complete"
     for expected in ("step.completed", "sleep.completed", "wait.started", "wait.completed", "log"):
         assert expected in kinds
+    # A wait for an event names the type it waits for (the playground offers to send it).
+    waits = [e["data"].get("event_type") for e in events if e["type"] == "workflow.waiting"]
+    assert waits == ["go"]
     ids = [int(str(e["id"])) for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     # Resuming after the third event gives exactly the rest.

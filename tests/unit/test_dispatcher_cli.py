@@ -23,7 +23,9 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_first_start_banner_shows_both_secrets() -> None:
-    banner = _first_start_banner(Bootstrap("tdla_a_b", "default", "tdl_c_d"))
+    banner = _first_start_banner(Bootstrap("tdla_a_b", "default", "tdl_c_d"), "http://h:1")
     assert "admin token:" in banner and "tdla_a_b" in banner
     assert "'default'" in banner and "tdl_c_d" in banner
     assert "shown only this once" in banner
+    # The key rides in the fragment, which browsers never send to the server.
+    assert "http://h:1/playground#key=tdl_c_d" in banner
