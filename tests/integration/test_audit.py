@@ -250,3 +250,23 @@ def test_the_first_start_and_generated_admin_tokens_are_named_in_entries(
             assert made.admin_token.rsplit("_", 1)[1] not in json.dumps(latest)
     finally:
         platform.close()
+
+
+def test_key_and_audit_answers_have_the_documented_shapes(client: Client) -> None:
+    import jsonschema
+
+    document = client.get("/openapi.json").json()
+
+    def check(reply: Any, schema: str) -> None:
+        root = {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
+        jsonschema.Draft202012Validator(root).validate(reply.json())
+
+    client.post("/v1/admin/tenants", json={"name": "acme"}, headers=ADMIN)
+    created = client.post("/v1/admin/tenants/acme/keys", json={"ttl": 60}, headers=ADMIN)
+    check(created, "ApiKey")
+    path = f"/v1/admin/tenants/acme/keys/{created.json()['id']}/rotate"
+    check(client.post(path, headers=ADMIN), "RotatedKey")
+    check(client.get("/v1/admin/tenants/acme/keys", headers=ADMIN), "KeyList")
+    client.get("/v1/admin/audit", headers=bearer("wrong"))
+    check(client.get("/v1/admin/audit", headers=ADMIN), "AuditList")
+    check(client.get("/v1/admin/tenants/acme/audit?limit=1", headers=ADMIN), "AuditList")
