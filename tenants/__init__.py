@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tenants._admin import AdminApi, KeyLifetime, NewTenant, Rotation
-from tenants._audit import ACTIONS, Actor
+from tenants._audit import ACTIONS, Actor, describe_entry
 from tenants._policy import Policy, merge_policy
 from tenants._store import Bootstrap, Caller, Tenant, TenantStore, check_tenant_name
 
@@ -20,5 +20,6 @@ __all__ = [
     "Tenant",
     "TenantStore",
     "check_tenant_name",
+    "describe_entry",
     "merge_policy",
 ]

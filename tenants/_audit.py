@@ -15,6 +15,7 @@ the failures of the last ``flush_every`` seconds.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -223,6 +224,14 @@ def change_details(before: Policy, after: Policy, patch: dict[str, Any]) -> dict
             "changed": sorted(k for k in kept if before.vars[k] != after.vars[k]),
         },
     }
+
+
+def describe_entry(entry: dict[str, Any]) -> str:
+    """An entry as the admin API shows it, as one line for a terminal (for a CLI)."""
+    where = "/".join(part for part in (entry["tenant"], entry["target"]) if part) or "-"
+    details = json.dumps(entry["details"], sort_keys=True, separators=(",", ":"))
+    who = f"{entry['actor']}@{entry['client'] or '-'}"
+    return f"{entry['time']} {entry['action']} {where} {who} {entry['outcome']} {details}"
 
 
 def _view(row: Any) -> dict[str, Any]:

@@ -197,21 +197,9 @@ class TenantStore:
         (0: it stops at once; a rotation never makes a key live longer than it would have).
         Raises :class:`Conflict` for a key that has expired already."""
         self._check_expiry(expires_at)
-        now = self._clock.now()
         with self._db.begin() as conn:
             tenant_id = self._tenant_id(conn, tenant)
-            query = sa.select(K.c.expires_at).where(K.c.id == key_id, K.c.tenant_id == tenant_id)
-            if self._db.dialect == "postgresql":
-                query = query.with_for_update()
-            row = conn.execute(query).first()
-            if row is None:
-                raise _key_not_found(tenant, key_id)
-            if row.expires_at is not None and row.expires_at <= now:
-                raise Conflict(f"key {key_id!r} has expired already", code="key.expired")
-            old_until = now + overlap
-            if row.expires_at is not None:
-                old_until = min(old_until, row.expires_at)
-            conn.execute(sa.update(K).where(K.c.id == key_id).values(expires_at=old_until))
+            old_until = self._wind_down(conn, tenant, tenant_id, key_id, overlap)
             credential = self._insert_key(conn, tenant_id, expires_at, rotated_from=key_id)
             details = {
                 "new_key": credential.id,
@@ -227,6 +215,24 @@ class TenantStore:
             "rotated_from": key_id,
             "old_key_expires_at": iso(old_until),
         }
+
+    def _wind_down(
+        self, conn: sa.Connection, tenant: str, tenant_id: int, key_id: str, overlap: float
+    ) -> float:
+        """Make key ``key_id`` expire ``overlap`` seconds from now (or sooner, if it was to
+        expire sooner); returns when it will."""
+        query = sa.select(K.c.expires_at).where(K.c.id == key_id, K.c.tenant_id == tenant_id)
+        if self._db.dialect == "postgresql":
+            query = query.with_for_update()  # concurrent rotations of a key take turns
+        row = conn.execute(query).first()
+        if row is None:
+            raise _key_not_found(tenant, key_id)
+        now = self._clock.now()
+        if row.expires_at is not None and row.expires_at <= now:
+            raise Conflict(f"key {key_id!r} has expired already", code="key.expired")
+        until = now + overlap if row.expires_at is None else min(now + overlap, row.expires_at)
+        conn.execute(sa.update(K).where(K.c.id == key_id).values(expires_at=until))
+        return until
 
     def delete_key(self, tenant: str, key_id: str, *, actor: Actor = SYSTEM) -> None:
         with self._db.begin() as conn:
