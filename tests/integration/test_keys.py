@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from hashlib import sha256
 from typing import Any
 
 import pytest
 from httpx import Client
 
 from dispatcher import Platform
-from storage import ManualClock, iso
+from storage import Clock, Database, ManualClock, iso, migrate, tables
 from tenants import TenantStore
 from tests.integration.app import ADMIN, bearer
 from treadle.errors import Unauthorized
@@ -205,3 +206,30 @@ def test_an_expired_key_with_a_wrong_secret_is_just_invalid(
     wrong = key["key"][:-1] + ("A" if key["key"][-1] != "A" else "B")
     with pytest.raises(Unauthorized, match="invalid API key"):
         store.authenticate(wrong)
+
+
+def test_keys_made_before_the_audit_migration_keep_working(database_url: str) -> None:
+    from storage._migrate import _VERSIONS
+    from storage.migrations import m0001_initial
+
+    db = Database(database_url)
+    secret = "a-secret-from-the-old-days"
+    with db.begin() as conn:  # a database as the first release left it
+        m0001_initial.upgrade(conn)
+        _VERSIONS.create(conn)
+        conn.execute(_VERSIONS.insert().values(version=1, name="m0001_initial", applied_at=0.0))
+        conn.execute(tables.tenants.insert().values(id=1, name="acme", policy={}, created_at=1.0))
+        row = {"id": "0ld", "tenant_id": 1, "secret_hash": sha256(secret.encode()).hexdigest()}
+        conn.execute(tables.api_keys.insert().values(**row, created_at=1.0, last_used_at=None))
+    try:
+        assert migrate(db) == ["m0002_audit"]
+        store = TenantStore(db, Clock())
+        assert store.authenticate(f"tdl_0ld_{secret}").tenant_name == "acme"
+        [key] = store.keys("acme")
+        assert key["expires_at"] is None and key["expired"] is False
+        assert key["last_used_at"] is not None
+        store.rotate_key("acme", "0ld", overlap=0)
+        with pytest.raises(Unauthorized, match="expired"):
+            store.authenticate(f"tdl_0ld_{secret}")
+    finally:
+        db.dispose()
