@@ -17,6 +17,9 @@ def decode_cursor(cursor: str | None) -> int | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return int(base64.urlsafe_b64decode(padded.encode()).decode())
+        pk = int(base64.urlsafe_b64decode(padded.encode()).decode())
     except ValueError:
-        raise InvalidInput("cursor is not valid", code="request.invalid_cursor") from None
+        pk = -1
+    if not 0 <= pk < 2**63:  # what a BIGINT holds; anything else was not made by encode_cursor
+        raise InvalidInput("cursor is not valid", code="request.invalid_cursor")
+    return pk

@@ -12,6 +12,7 @@ transaction, attributed to the :class:`Actor` the caller passes.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ DEFAULT_TENANT = "default"
 _TOUCH_EVERY = 60.0  # seconds between writes of a key's last_used_at
 DEFAULT_OVERLAP = 24 * 3600.0  # seconds an old key keeps working after a rotation
 _BOOTSTRAP = Actor("bootstrap")
+_LATEST_EXPIRY = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last time ISO 8601 can show
 _PG_BOOTSTRAP_LOCK = 0x7472_6561_646D
 
 
@@ -391,7 +393,13 @@ class TenantStore:
         return int(tenant_id)
 
     def _check_expiry(self, expires_at: float | None) -> None:
-        if expires_at is not None and expires_at <= self._clock.now():
+        if expires_at is None:
+            return
+        if not math.isfinite(expires_at) or expires_at > _LATEST_EXPIRY:
+            raise InvalidInput(
+                "expires_at must be before the year 10000", code="key.invalid_expiry"
+            )
+        if expires_at <= self._clock.now():
             raise InvalidInput("expires_at must lie in the future", code="key.invalid_expiry")
 
 

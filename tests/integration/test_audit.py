@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from httpx import Client
 
 from dispatcher import Platform, create_app
-from storage import ManualClock, tables
+from storage import ManualClock, encode_cursor, tables
 from tests.integration.app import ADMIN, bearer, served, settings
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -183,6 +183,8 @@ def test_entries_filter_by_tenant_and_action_and_page_newest_first(client: Clien
         ({"limit": "1001"}, "request.invalid"),
         ({"limit": "many"}, "request.invalid"),
         ({"cursor": "!!"}, "request.invalid_cursor"),
+        ({"cursor": encode_cursor(2**70)}, "request.invalid_cursor"),
+        ({"cursor": "LTE"}, "request.invalid_cursor"),  # -1
         ({"tenatn": "a"}, "request.invalid"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from hashlib import sha256
 from typing import Any
 
@@ -164,13 +165,18 @@ def test_a_key_can_be_made_to_expire(client: Client, clock: ManualClock) -> None
         ({"expires_at": "yesterday"}, "not an ISO 8601 time"),
         ({"expires_at": "2001-01-01T00:00:00Z"}, "expires_at must lie in the future"),
         ({"ttl": True}, "ttl"),
+        ('{"ttl": Infinity}', "ttl: must not exceed 365 days"),
+        ({"expires_at": 1e12}, "before the year 10000"),
+        ('{"expires_at": NaN}', "before the year 10000"),
+        ({"expires_at": "10000-01-01T00:00:00Z"}, "not an ISO 8601 time"),
         ({"name": "x"}, "name: unknown field"),
     ],
 )
 def test_invalid_key_lifetimes_are_a_400(
-    client: Client, body: dict[str, Any], message: str
+    client: Client, body: dict[str, Any] | str, message: str
 ) -> None:
-    reply = client.post(KEYS.format(tenant="acme"), json=body, headers=ADMIN)
+    raw = body if isinstance(body, str) else json.dumps(body)
+    reply = client.post(KEYS.format(tenant="acme"), content=raw, headers=ADMIN)
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]["message"]
     assert listed(client) == {}
