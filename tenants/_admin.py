@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from tenants._audit import MAX_LIMIT, Actor
 from tenants._policy import Policy
-from tenants._store import DEFAULT_OVERLAP, TenantStore
+from tenants._store import DEFAULT_OVERLAP, TenantStore, check_tenant_name
 from treadle import parse_duration, parse_instant
 from treadle.errors import InvalidInput, Unauthorized
 
@@ -157,6 +157,8 @@ class AdminApi:
 
     async def audit(self, request: Request) -> Response:
         query = AuditFilter.model_validate(_query(request))
+        if query.tenant is not None:
+            check_tenant_name(query.tenant)
         return await self._entries(query, query.tenant)
 
     async def tenant_audit(self, request: Request) -> Response:

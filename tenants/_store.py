@@ -36,6 +36,7 @@ from treadle.errors import AlreadyExists, Conflict, InvalidInput, NotFound, Unau
 
 T, K, A = tables.tenants, tables.api_keys, tables.admin_tokens
 _NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
+_KEY_ID = re.compile(r"[0-9a-f]{1,32}")  # as tenants._secrets makes them
 MAX_NAME = 64
 DEFAULT_TENANT = "default"
 _TOUCH_EVERY = 60.0  # seconds between writes of a key's last_used_at
@@ -123,6 +124,7 @@ class TenantStore:
             return [_tenant(row) for row in conn.execute(sa.select(T).order_by(T.c.id))]
 
     def tenant(self, name: str) -> Tenant:
+        _existing_name(name)
         with self._db.connect() as conn:
             row = conn.execute(sa.select(T).where(T.c.name == name)).first()
         if row is None:
@@ -131,6 +133,7 @@ class TenantStore:
 
     def update_policy(self, name: str, patch: dict[str, Any], *, actor: Actor = SYSTEM) -> Policy:
         """Merge ``patch`` into the tenant's policy; raises pydantic's ``ValidationError``."""
+        _existing_name(name)
         with self._db.begin() as conn:
             query = sa.select(T.c.id, T.c.policy).where(T.c.name == name)
             if self._db.dialect == "postgresql":
@@ -223,6 +226,7 @@ class TenantStore:
     ) -> float:
         """Make key ``key_id`` expire ``overlap`` seconds from now (or sooner, if it was to
         expire sooner); returns when it will."""
+        _existing_key_id(tenant, key_id)
         query = sa.select(K.c.expires_at).where(K.c.id == key_id, K.c.tenant_id == tenant_id)
         if self._db.dialect == "postgresql":
             query = query.with_for_update()  # concurrent rotations of a key take turns
@@ -237,6 +241,7 @@ class TenantStore:
         return until
 
     def delete_key(self, tenant: str, key_id: str, *, actor: Actor = SYSTEM) -> None:
+        _existing_key_id(tenant, key_id)
         with self._db.begin() as conn:
             owned = sa.select(T.c.id).where(T.c.name == tenant).scalar_subquery()
             deleted = conn.execute(sa.delete(K).where(K.c.id == key_id, K.c.tenant_id == owned))
@@ -387,6 +392,7 @@ class TenantStore:
         }
 
     def _tenant_id(self, conn: sa.Connection, tenant: str) -> int:
+        _existing_name(tenant)
         tenant_id = conn.execute(sa.select(T.c.id).where(T.c.name == tenant)).scalar()
         if tenant_id is None:
             raise _tenant_not_found(tenant)
@@ -404,12 +410,28 @@ class TenantStore:
 
 
 def check_tenant_name(name: str) -> str:
-    if not 1 <= len(name) <= MAX_NAME or not _NAME.fullmatch(name):
+    if not _valid_name(name):
         raise InvalidInput(
             f"tenant name must be 1-{MAX_NAME} characters matching ^[a-zA-Z0-9_][a-zA-Z0-9_-]*$",
             code="tenant.invalid_name",
         )
     return name
+
+
+def _valid_name(name: str) -> bool:
+    return 1 <= len(name) <= MAX_NAME and _NAME.fullmatch(name) is not None
+
+
+def _existing_name(name: str) -> None:
+    """Raise :class:`NotFound` for a name no tenant can have, without asking the database
+    (which may refuse such a string, e.g. PostgreSQL one with a NUL)."""
+    if not _valid_name(name):
+        raise _tenant_not_found(name)
+
+
+def _existing_key_id(tenant: str, key_id: str) -> None:
+    if not _KEY_ID.fullmatch(key_id):
+        raise _key_not_found(tenant, key_id)
 
 
 def _tenant(row: Any) -> Tenant:

@@ -186,6 +186,7 @@ def test_entries_filter_by_tenant_and_action_and_page_newest_first(client: Clien
         ({"cursor": encode_cursor(2**70)}, "request.invalid_cursor"),
         ({"cursor": "LTE"}, "request.invalid_cursor"),  # -1
         ({"tenatn": "a"}, "request.invalid"),
+        ({"tenant": "a\x00b"}, "tenant.invalid_name"),
     ],
 )
 def test_bad_audit_queries_are_a_400(client: Client, query: dict[str, str], code: str) -> None:

@@ -225,17 +225,39 @@ def test_keys_made_before_the_audit_migration_keep_working(database_url: str) ->
         _VERSIONS.create(conn)
         conn.execute(_VERSIONS.insert().values(version=1, name="m0001_initial", applied_at=0.0))
         conn.execute(tables.tenants.insert().values(id=1, name="acme", policy={}, created_at=1.0))
-        row = {"id": "0ld", "tenant_id": 1, "secret_hash": sha256(secret.encode()).hexdigest()}
+        row = {"id": "01d", "tenant_id": 1, "secret_hash": sha256(secret.encode()).hexdigest()}
         conn.execute(tables.api_keys.insert().values(**row, created_at=1.0, last_used_at=None))
     try:
         assert migrate(db) == ["m0002_audit"]
         store = TenantStore(db, Clock())
-        assert store.authenticate(f"tdl_0ld_{secret}").tenant_name == "acme"
+        assert store.authenticate(f"tdl_01d_{secret}").tenant_name == "acme"
         [key] = store.keys("acme")
         assert key["expires_at"] is None and key["expired"] is False
         assert key["last_used_at"] is not None
-        store.rotate_key("acme", "0ld", overlap=0)
+        store.rotate_key("acme", "01d", overlap=0)
         with pytest.raises(Unauthorized, match="expired"):
-            store.authenticate(f"tdl_0ld_{secret}")
+            store.authenticate(f"tdl_01d_{secret}")
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [
+        ("GET", "/v1/admin/tenants/a%00b", "tenant.not_found"),
+        ("PATCH", "/v1/admin/tenants/a%00b/policy", "tenant.not_found"),
+        ("GET", "/v1/admin/tenants/a%00b/keys", "tenant.not_found"),
+        ("POST", "/v1/admin/tenants/a%00b/keys", "tenant.not_found"),
+        ("GET", "/v1/admin/tenants/a%00b/audit", "tenant.not_found"),
+        ("GET", "/v1/admin/tenants/" + "x" * 300 + "/keys", "tenant.not_found"),
+        ("POST", "/v1/admin/tenants/acme/keys/a%00b/rotate", "key.not_found"),
+        ("DELETE", "/v1/admin/tenants/acme/keys/a%00b", "key.not_found"),
+        ("POST", "/v1/admin/tenants/acme/keys/" + "f" * 33 + "/rotate", "key.not_found"),
+    ],
+)
+def test_names_that_cannot_exist_are_not_found(
+    client: Client, method: str, path: str, code: str
+) -> None:
+    reply = client.request(method, path, json={}, headers=ADMIN)
+    assert reply.status_code == 404, reply.text
+    assert reply.json()["error"]["code"] == code
