@@ -1,7 +1,9 @@
 """Who is calling: the admin (``/v1/admin/...``) or a tenant (the rest of ``/v1/...``).
 
 Checked before routing, so an unauthenticated caller learns nothing about which paths exist.
-A tenant caller is left in ``request.state.caller`` for the routes.
+A tenant caller is left in ``request.state.caller`` for the routes, an admin one (an
+:class:`~tenants.Actor`: which admin token, from which address) in ``request.state.admin``
+for the audit log. Failed admin sign-ins are counted in the audit log too (aggregated).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dispatcher._errors import error_response
-from tenants import TenantStore
+from tenants import Actor, TenantStore
 from treadle.errors import TreadleError, Unauthorized
 
 _ADMIN = "/v1/admin"
@@ -28,14 +30,19 @@ class Authenticate:
         if scope["type"] != "http" or not path.startswith(_API):
             await self._app(scope, receive, send)
             return
+        admin = path == _ADMIN or path.startswith(_ADMIN + "/")
+        client = scope["client"][0] if scope.get("client") else None
         try:
             token = bearer_token(Headers(scope=scope))
-            if path == _ADMIN or path.startswith(_ADMIN + "/"):
-                await run_in_threadpool(self._tenants.verify_admin, token)
+            if admin:
+                actor = await run_in_threadpool(self._tenants.verify_admin, token)
+                scope.setdefault("state", {})["admin"] = Actor(actor, client)
             else:
                 caller = await run_in_threadpool(self._tenants.authenticate, token)
                 scope.setdefault("state", {})["caller"] = caller
         except TreadleError as exc:
+            if admin and isinstance(exc, Unauthorized):
+                await run_in_threadpool(self._tenants.admin_refused, client)
             await error_response(exc)(scope, receive, send)
             return
         await self._app(scope, receive, send)

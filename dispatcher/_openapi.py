@@ -17,7 +17,7 @@ from dispatcher import _schemas as s
 from dispatcher._instances import MAX_BATCH, BatchBody, NewInstanceBody
 from dispatcher._lifecycle import StatusBody
 from loader import Upload
-from tenants import NewTenant, Policy
+from tenants import KeyLifetime, NewTenant, Policy, Rotation
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {
@@ -89,12 +89,14 @@ def _admin_paths() -> dict[str, Any]:
         },
         "/v1/admin/tenants/{tenant}/keys": {
             "post": _op(
-                "Create an API key (the key is shown only this once)",
+                "Create an API key (the key is shown only this once), maybe with a lifetime",
                 201,
                 s.ref("ApiKey"),
                 (404,),
                 auth=admin,
+                body="KeyLifetime",
                 params=(_TENANT,),
+                optional_body=True,
             ),
         },
         "/v1/admin/tenants/{tenant}/keys/{key_id}": {
@@ -105,6 +107,56 @@ def _admin_paths() -> dict[str, Any]:
                 (404,),
                 auth=admin,
                 params=(_TENANT, {**_ID, "name": "key_id"}),
+            ),
+        },
+    }
+
+
+def _key_and_audit_paths() -> dict[str, Any]:
+    """The key lifecycle and the audit log (operations added to existing paths are merged)."""
+    admin, key_id = "adminToken", {**_ID, "name": "key_id"}
+    tenant_filter = {"name": "tenant", "in": "query", "required": False, "schema": s.STR}
+    return {
+        "/v1/admin/tenants/{tenant}/keys": {
+            "get": _op(
+                "List the tenant's API keys (never their secrets), with when each was last used",
+                200,
+                s.ref("KeyList"),
+                (404,),
+                auth=admin,
+                params=(_TENANT,),
+            ),
+        },
+        "/v1/admin/tenants/{tenant}/keys/{key_id}/rotate": {
+            "post": _op(
+                "Replace an API key: a new key now, the old one until the overlap ends",
+                201,
+                s.ref("RotatedKey"),
+                (404, 409),
+                auth=admin,
+                body="Rotation",
+                params=(_TENANT, key_id),
+                optional_body=True,
+            ),
+        },
+        "/v1/admin/tenants/{tenant}/audit": {
+            "get": _op(
+                "The audit log of one tenant, newest first",
+                200,
+                s.ref("AuditList"),
+                (400, 404),
+                auth=admin,
+                params=(_TENANT, *s.AUDIT_PARAMS),
+            ),
+        },
+        "/v1/admin/audit": {
+            "get": _op(
+                "The audit log of admin actions, newest first",
+                200,
+                s.ref("AuditList"),
+                (400,),
+                auth=admin,
+                params=(tenant_filter, *s.AUDIT_PARAMS),
             ),
         },
     }
@@ -287,6 +339,8 @@ def _request_schemas() -> dict[str, Any]:
         NewInstanceBody,
         BatchBody,
         StatusBody,
+        KeyLifetime,
+        Rotation,
     ]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     return dict(top.get("$defs", {}))
@@ -294,6 +348,8 @@ def _request_schemas() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     paths = {**_plain_paths(), **_admin_paths(), **_workflow_paths(), **_instance_paths()}
+    for path, operations in _key_and_audit_paths().items():
+        paths[path] = {**paths.get(path, {}), **operations}
     bearer = {"type": "http", "scheme": "bearer"}
     return {
         "openapi": "3.1.0",

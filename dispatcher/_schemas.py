@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import STATUSES
+from tenants import ACTIONS
 
 STR: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
@@ -101,7 +102,7 @@ RESPONSES: dict[str, Any] = {
     "Error": obj({"error": _ERROR}),
     "Tenant": obj({"name": STR, "policy": ref("Policy"), "created_at": TIME}),
     "TenantList": obj({"tenants": array(ref("Tenant"))}),
-    "ApiKey": obj({"id": STR, "key": STR}),
+    "ApiKey": obj({"id": STR, "key": STR, "created_at": TIME, "expires_at": MAYBE_TIME}),
     "StoredCode": obj({"name": STR, "version": STR, "sandbox": STR}),
     "WorkflowSummary": obj(_SUMMARY_FIELDS),
     "WorkflowList": obj({"workflows": array(ref("WorkflowSummary"))}),
@@ -119,3 +120,58 @@ RESPONSES: dict[str, Any] = {
         {"logs": array(obj({"ts": TIME, "step": {"type": ["string", "null"]}, "message": STR}))}
     ),
 }
+
+# -- API keys and the audit log --------------------------------------------------------------
+
+MAYBE_STR: dict[str, Any] = {"type": ["string", "null"]}
+AUDIT_PARAMS = (
+    {
+        "name": "action",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": list(ACTIONS)},
+    },
+    LIST_PARAMS[1],
+    LIST_PARAMS[2],
+)
+_KEY_INFO = {
+    "id": STR,
+    "created_at": TIME,
+    "last_used_at": {**MAYBE_TIME, "description": "at most a minute behind the latest use"},
+    "expires_at": MAYBE_TIME,
+    "expired": {"type": "boolean"},
+    "rotated_from": MAYBE_STR,
+}
+_AUDIT_ENTRY = {
+    "id": INT,
+    "time": TIME,
+    "actor": {
+        "type": "string",
+        "description": "configured, admin:<token id>, bootstrap, system or anonymous",
+    },
+    "client": MAYBE_STR,
+    "action": {"type": "string", "enum": list(ACTIONS)},
+    "tenant": MAYBE_STR,
+    "target": {**MAYBE_STR, "description": "the key concerned, if any"},
+    "outcome": {"type": "string", "enum": ["ok", "denied"]},
+    "details": {"type": "object"},
+}
+
+RESPONSES.update(
+    {
+        "RotatedKey": obj(
+            {
+                "id": STR,
+                "key": STR,
+                "created_at": TIME,
+                "expires_at": MAYBE_TIME,
+                "rotated_from": STR,
+                "old_key_expires_at": TIME,
+            }
+        ),
+        "KeyInfo": obj(_KEY_INFO),
+        "KeyList": obj({"keys": array(ref("KeyInfo"))}),
+        "AuditEntry": obj(_AUDIT_ENTRY),
+        "AuditList": obj({"entries": array(ref("AuditEntry")), "next_cursor": MAYBE_STR}),
+    }
+)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from engine._replay import LoadRunner
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
 from engine._views import instance_view, log_view
-from storage import Clock, Database, GroupCommitter
+from storage import Clock, Database, GroupCommitter, decode_cursor, encode_cursor
 from treadle.errors import AlreadyExists, InvalidInput, TreadleError
 
 
@@ -157,10 +156,10 @@ class Engine:
             check_status(status)
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
-        rows = self._store.instances(tenant_id, workflow, status, limit + 1, _decode(cursor))
+        rows = self._store.instances(tenant_id, workflow, status, limit + 1, decode_cursor(cursor))
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = _encode(rows[-1]["pk"]) if more else None
+        next_cursor = encode_cursor(rows[-1]["pk"]) if more else None
         return [instance_view(r, None) for r in rows], next_cursor
 
     def send_event(
@@ -270,17 +269,3 @@ def _new_row(
 
 def _item_error(index: int, instance_id: str, exc: TreadleError) -> dict[str, Any]:
     return {"index": index, "id": instance_id, "code": exc.code, "message": exc.message}
-
-
-def _encode(pk: int) -> str:
-    return base64.urlsafe_b64encode(str(pk).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return int(base64.urlsafe_b64decode(padded.encode()).decode())
-    except ValueError:
-        raise InvalidInput("cursor is not valid", code="request.invalid_cursor") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from storage import _tables as tables
 from storage._clock import Clock, ManualClock, iso
 from storage._committer import BatchWrite, GroupCommitter
+from storage._cursor import decode_cursor, encode_cursor
 from storage._database import Database, normalize_url
 from storage._migrate import available as available_migrations
 from storage._migrate import current_version, migrate
@@ -17,6 +18,8 @@ __all__ = [
     "ManualClock",
     "available_migrations",
     "current_version",
+    "decode_cursor",
+    "encode_cursor",
     "iso",
     "migrate",
     "normalize_url",

@@ -43,6 +43,10 @@ class ApiKey(SQLModel, table=True):
     secret_hash: str = Field(max_length=128)
     created_at: float
     last_used_at: float | None = None
+    # After ``expires_at`` the key fails like a deleted one; set by rotation (the overlap) or
+    # at creation (a time to live). NULL: the key works until it is deleted.
+    expires_at: float | None = None
+    rotated_from: str | None = Field(default=None, max_length=32)
 
 
 class AdminToken(SQLModel, table=True):
@@ -184,6 +188,27 @@ class History(SQLModel, table=True):
     data: Any = _json()
 
 
+class AuditEntry(SQLModel, table=True):
+    """One admin action (or a window of failed admin sign-ins). ``tenant`` is the tenant's
+    name, not a foreign key: the record of what happened to a tenant outlives the tenant."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_tenant", "tenant", "pk"),
+        sa.Index("ix_audit_log_action", "action", "pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    ts: float
+    actor: str = Field(max_length=64)
+    client: str | None = Field(default=None, max_length=64)
+    action: str = Field(max_length=32)
+    tenant: str | None = Field(default=None, max_length=64)
+    target: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(max_length=16)
+    details: Any = _json()
+
+
 metadata = SQLModel.metadata
 tenants: sa.Table = Tenant.__table__  # type: ignore[attr-defined]
 api_keys: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
@@ -194,3 +219,4 @@ instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
 steps: sa.Table = Step.__table__  # type: ignore[attr-defined]
 events: sa.Table = Event.__table__  # type: ignore[attr-defined]
 history: sa.Table = History.__table__  # type: ignore[attr-defined]
+audit_log: sa.Table = AuditEntry.__table__  # type: ignore[attr-defined]

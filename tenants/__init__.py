@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from tenants._admin import AdminApi, NewTenant
+from tenants._admin import AdminApi, KeyLifetime, NewTenant, Rotation
+from tenants._audit import ACTIONS, Actor, describe_entry
 from tenants._policy import Policy, merge_policy
 from tenants._store import Bootstrap, Caller, Tenant, TenantStore, check_tenant_name
 
 __all__ = [
+    "ACTIONS",
+    "Actor",
     "AdminApi",
     "Bootstrap",
     "Caller",
+    "KeyLifetime",
     "NewTenant",
     "Policy",
+    "Rotation",
     "Tenant",
     "TenantStore",
     "check_tenant_name",
+    "describe_entry",
     "merge_policy",
 ]

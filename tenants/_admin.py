@@ -1,23 +1,28 @@
-"""The admin API (DESIGN §6): tenants, their policies and their API keys.
+"""The admin API (DESIGN §6): tenants, their policies, their API keys and the audit log.
 
-The dispatcher checks the admin token before any of these run and turns the exceptions raised
-here (treadle errors, pydantic validation errors) into HTTP error responses.
+The dispatcher checks the admin token before any of these run, leaves the :class:`Actor` in
+the request's state, and turns the exceptions raised here (treadle errors, pydantic
+validation errors) into HTTP error responses.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tenants._audit import MAX_LIMIT, Actor
 from tenants._policy import Policy
-from tenants._store import TenantStore
+from tenants._store import DEFAULT_OVERLAP, TenantStore, check_tenant_name
+from treadle import parse_duration, parse_instant
+from treadle.errors import InvalidInput, Unauthorized
 
 _PATCH = TypeAdapter(dict[str, Any])
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 class NewTenant(BaseModel):
@@ -27,6 +32,53 @@ class NewTenant(BaseModel):
 
     name: str
     policy: Policy | None = None
+
+
+class KeyLifetime(BaseModel):
+    """The optional body of ``POST .../keys``: when the new key stops working, as a time to
+    live (a duration: seconds or ``"<n> <unit>"``) or a time (ISO 8601 or epoch seconds).
+    Without either, it works until it is deleted or rotated."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ttl: float | str | None = None
+    expires_at: float | str | None = None
+
+    def expiry(self, now: float) -> float | None:
+        if self.ttl is not None and self.expires_at is not None:
+            raise InvalidInput("give ttl or expires_at, not both")
+        if self.ttl is not None:
+            return now + parse_duration(self.ttl, what="ttl")
+        if self.expires_at is not None:
+            return parse_instant(self.expires_at, what="expires_at")
+        return None
+
+
+class Rotation(KeyLifetime):
+    """The optional body of ``POST .../keys/{key_id}/rotate``: how long the old key keeps
+    working (a duration; default 24 hours; 0 stops it at once), and the new key's lifetime."""
+
+    overlap: float | str = DEFAULT_OVERLAP
+
+    def overlap_seconds(self) -> float:
+        return parse_duration(self.overlap, what="overlap")
+
+
+class AuditQuery(BaseModel):
+    """The query of ``GET /v1/admin/tenants/{tenant}/audit``. Unknown parameters are refused:
+    a misspelt filter silently showing everything is worse than an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str | None = None
+    limit: int = Field(default=50, ge=1, le=MAX_LIMIT)
+    cursor: str | None = None
+
+
+class AuditFilter(AuditQuery):
+    """The query of ``GET /v1/admin/audit``."""
+
+    tenant: str | None = None
 
 
 class AdminApi:
@@ -41,12 +93,18 @@ class AdminApi:
             Route(base + "/{tenant}", self.get_tenant, methods=["GET"]),
             Route(base + "/{tenant}/policy", self.update_policy, methods=["PATCH"]),
             Route(base + "/{tenant}/keys", self.create_key, methods=["POST"]),
+            Route(base + "/{tenant}/keys", self.list_keys, methods=["GET"]),
             Route(base + "/{tenant}/keys/{key_id}", self.delete_key, methods=["DELETE"]),
+            Route(base + "/{tenant}/keys/{key_id}/rotate", self.rotate_key, methods=["POST"]),
+            Route(base + "/{tenant}/audit", self.tenant_audit, methods=["GET"]),
+            Route("/v1/admin/audit", self.audit, methods=["GET"]),
         ]
 
     async def create_tenant(self, request: Request) -> Response:
         body = NewTenant.model_validate_json(await request.body())
-        tenant = await run_in_threadpool(self._store.create_tenant, body.name, body.policy)
+        tenant = await run_in_threadpool(
+            self._store.create_tenant, body.name, body.policy, actor=actor_of(request)
+        )
         return JSONResponse(tenant.view(), status_code=201)
 
     async def list_tenants(self, request: Request) -> Response:
@@ -60,14 +118,79 @@ class AdminApi:
     async def update_policy(self, request: Request) -> Response:
         patch = _PATCH.validate_json(await request.body())
         name = request.path_params["tenant"]
-        policy = await run_in_threadpool(self._store.update_policy, name, patch)
+        policy = await run_in_threadpool(
+            self._store.update_policy, name, patch, actor=actor_of(request)
+        )
         return JSONResponse(policy.model_dump())
 
     async def create_key(self, request: Request) -> Response:
-        key = await run_in_threadpool(self._store.create_key, request.path_params["tenant"])
+        body = await _optional(request, KeyLifetime)
+        key = await run_in_threadpool(
+            self._store.create_key,
+            request.path_params["tenant"],
+            expires_at=body.expiry(self._store.now()),
+            actor=actor_of(request),
+        )
+        return JSONResponse(key, status_code=201)
+
+    async def list_keys(self, request: Request) -> Response:
+        keys = await run_in_threadpool(self._store.keys, request.path_params["tenant"])
+        return JSONResponse({"keys": keys})
+
+    async def rotate_key(self, request: Request) -> Response:
+        body = await _optional(request, Rotation)
+        tenant, key_id = request.path_params["tenant"], request.path_params["key_id"]
+        key = await run_in_threadpool(
+            self._store.rotate_key,
+            tenant,
+            key_id,
+            overlap=body.overlap_seconds(),
+            expires_at=body.expiry(self._store.now()),
+            actor=actor_of(request),
+        )
         return JSONResponse(key, status_code=201)
 
     async def delete_key(self, request: Request) -> Response:
         tenant, key_id = request.path_params["tenant"], request.path_params["key_id"]
-        await run_in_threadpool(self._store.delete_key, tenant, key_id)
+        await run_in_threadpool(self._store.delete_key, tenant, key_id, actor=actor_of(request))
         return Response(status_code=204)
+
+    async def audit(self, request: Request) -> Response:
+        query = AuditFilter.model_validate(_query(request))
+        if query.tenant is not None:
+            check_tenant_name(query.tenant)
+        return await self._entries(query, query.tenant)
+
+    async def tenant_audit(self, request: Request) -> Response:
+        query = AuditQuery.model_validate(_query(request))
+        tenant = request.path_params["tenant"]
+        await run_in_threadpool(self._store.tenant, tenant)  # 404 for a tenant that is not there
+        return await self._entries(query, tenant)
+
+    async def _entries(self, query: AuditQuery, tenant: str | None) -> Response:
+        entries, cursor = await run_in_threadpool(
+            self._store.audit.entries,
+            tenant=tenant,
+            action=query.action,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
+        return JSONResponse({"entries": entries, "next_cursor": cursor})
+
+
+def actor_of(request: Request) -> Actor:
+    """Who is calling: left in the request's state by the dispatcher's authentication."""
+    actor = request.scope.get("state", {}).get("admin")
+    if not isinstance(actor, Actor):  # a route mounted without the authentication in front
+        raise Unauthorized("no admin credentials were checked for this request")
+    return actor
+
+
+async def _optional(request: Request, model: type[_Body]) -> _Body:
+    raw = await request.body()
+    return model.model_validate_json(raw) if raw.strip() else model()
+
+
+def _query(request: Request) -> dict[str, str]:
+    """The query parameters given a value (``?action=`` is no filter)."""
+    return {name: value for name, value in request.query_params.items() if value}

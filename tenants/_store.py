@@ -2,12 +2,17 @@
 
 Credentials are checked against the database on every request, without a cache of positive
 answers: a deleted key must stop working at once in every process, and the check is one
-primary-key lookup. Policies, read by the engine on every replay, are cached for at most
-``policy_ttl`` seconds, so a changed policy applies everywhere within that time.
+primary-key lookup (a key past its ``expires_at`` fails like a deleted one, in every process,
+as soon as their clocks pass it). Policies, read by the engine on every replay, are cached for
+at most ``policy_ttl`` seconds, so a changed policy applies everywhere within that time.
+
+Every change made here is recorded in the audit log (``tenants._audit``) in its own
+transaction, attributed to the :class:`Actor` the caller passes.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -16,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from storage import Clock, Database, iso, tables
+from tenants._audit import SYSTEM, Actor, AuditLog, change_details, created_details
 from tenants._policy import Policy, merge_policy, stored_policy
 from tenants._secrets import (
     ADMIN_PREFIX,
@@ -26,13 +32,17 @@ from tenants._secrets import (
     new_credential,
     parse_credential,
 )
-from treadle.errors import AlreadyExists, InvalidInput, NotFound, Unauthorized
+from treadle.errors import AlreadyExists, Conflict, InvalidInput, NotFound, Unauthorized
 
 T, K, A = tables.tenants, tables.api_keys, tables.admin_tokens
 _NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
+_KEY_ID = re.compile(r"[0-9a-f]{1,32}")  # as tenants._secrets makes them
 MAX_NAME = 64
 DEFAULT_TENANT = "default"
 _TOUCH_EVERY = 60.0  # seconds between writes of a key's last_used_at
+DEFAULT_OVERLAP = 24 * 3600.0  # seconds an old key keeps working after a rotation
+_BOOTSTRAP = Actor("bootstrap")
+_LATEST_EXPIRY = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last time ISO 8601 can show
 _PG_BOOTSTRAP_LOCK = 0x7472_6561_646D
 
 
@@ -86,16 +96,23 @@ class TenantStore:
         self._cache: dict[int, tuple[float, str, Policy]] = {}
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.audit = AuditLog(db, clock)
+
+    def now(self) -> float:
+        """The time as this store sees it (epoch seconds)."""
+        return self._clock.now()
 
     # -- tenants --------------------------------------------------------------------------------
 
-    def create_tenant(self, name: str, policy: Policy | None = None) -> Tenant:
+    def create_tenant(
+        self, name: str, policy: Policy | None = None, *, actor: Actor = SYSTEM
+    ) -> Tenant:
         check_tenant_name(name)
         policy = policy or Policy()
         now = self._clock.now()
         try:
             with self._db.begin() as conn:
-                tenant_id = self._insert_tenant(conn, name, policy, now)
+                tenant_id = self._insert_tenant(conn, name, policy, now, actor)
         except sa.exc.IntegrityError:
             raise AlreadyExists(
                 f"tenant {name!r} already exists", code="tenant.already_exists"
@@ -107,14 +124,16 @@ class TenantStore:
             return [_tenant(row) for row in conn.execute(sa.select(T).order_by(T.c.id))]
 
     def tenant(self, name: str) -> Tenant:
+        _existing_name(name)
         with self._db.connect() as conn:
             row = conn.execute(sa.select(T).where(T.c.name == name)).first()
         if row is None:
             raise _tenant_not_found(name)
         return _tenant(row)
 
-    def update_policy(self, name: str, patch: dict[str, Any]) -> Policy:
+    def update_policy(self, name: str, patch: dict[str, Any], *, actor: Actor = SYSTEM) -> Policy:
         """Merge ``patch`` into the tenant's policy; raises pydantic's ``ValidationError``."""
+        _existing_name(name)
         with self._db.begin() as conn:
             query = sa.select(T.c.id, T.c.policy).where(T.c.name == name)
             if self._db.dialect == "postgresql":
@@ -122,8 +141,11 @@ class TenantStore:
             row = conn.execute(query).first()
             if row is None:
                 raise _tenant_not_found(name)
-            policy = merge_policy(stored_policy(row.policy), patch)
+            before = stored_policy(row.policy)
+            policy = merge_policy(before, patch)
             conn.execute(sa.update(T).where(T.c.id == row.id).values(policy=policy.model_dump()))
+            details = change_details(before, policy, patch)
+            self.audit.record(conn, actor, "policy.updated", tenant=name, details=details)
         with self._lock:
             self._cache.pop(row.id, None)
         return policy
@@ -152,21 +174,91 @@ class TenantStore:
 
     # -- API keys -------------------------------------------------------------------------------
 
-    def create_key(self, tenant: str) -> dict[str, str]:
-        """A new API key of ``tenant``: ``{"id", "key"}``; the key is not stored, only a hash."""
+    def create_key(
+        self, tenant: str, *, expires_at: float | None = None, actor: Actor = SYSTEM
+    ) -> dict[str, Any]:
+        """A new API key of ``tenant``: ``{"id", "key", "created_at", "expires_at"}``; the key is
+        not stored, only a hash. ``expires_at`` (epoch seconds) must lie ahead."""
+        self._check_expiry(expires_at)
         with self._db.begin() as conn:
-            tenant_id = conn.execute(sa.select(T.c.id).where(T.c.name == tenant)).scalar()
-            if tenant_id is None:
-                raise _tenant_not_found(tenant)
-            credential = self._insert_key(conn, tenant_id)
-        return {"id": credential.id, "key": credential.text}
+            tenant_id = self._tenant_id(conn, tenant)
+            credential = self._insert_key(conn, tenant_id, expires_at)
+            details = {"expires_at": iso(expires_at)}
+            self.audit.record(
+                conn, actor, "key.created", tenant=tenant, target=credential.id, details=details
+            )
+        return self._issued(credential, expires_at)
 
-    def delete_key(self, tenant: str, key_id: str) -> None:
+    def rotate_key(
+        self,
+        tenant: str,
+        key_id: str,
+        *,
+        overlap: float = DEFAULT_OVERLAP,
+        expires_at: float | None = None,
+        actor: Actor = SYSTEM,
+    ) -> dict[str, Any]:
+        """A new key in place of ``key_id``, which keeps working for ``overlap`` more seconds
+        (0: it stops at once; a rotation never makes a key live longer than it would have).
+        Raises :class:`Conflict` for a key that has expired already."""
+        self._check_expiry(expires_at)
+        with self._db.begin() as conn:
+            tenant_id = self._tenant_id(conn, tenant)
+            old_until = self._wind_down(conn, tenant, tenant_id, key_id, overlap)
+            credential = self._insert_key(conn, tenant_id, expires_at, rotated_from=key_id)
+            details = {
+                "new_key": credential.id,
+                "overlap_seconds": overlap,
+                "old_key_expires_at": iso(old_until),
+                "expires_at": iso(expires_at),
+            }
+            self.audit.record(
+                conn, actor, "key.rotated", tenant=tenant, target=key_id, details=details
+            )
+        return {
+            **self._issued(credential, expires_at),
+            "rotated_from": key_id,
+            "old_key_expires_at": iso(old_until),
+        }
+
+    def _wind_down(
+        self, conn: sa.Connection, tenant: str, tenant_id: int, key_id: str, overlap: float
+    ) -> float:
+        """Make key ``key_id`` expire ``overlap`` seconds from now (or sooner, if it was to
+        expire sooner); returns when it will."""
+        _existing_key_id(tenant, key_id)
+        query = sa.select(K.c.expires_at).where(K.c.id == key_id, K.c.tenant_id == tenant_id)
+        if self._db.dialect == "postgresql":
+            query = query.with_for_update()  # concurrent rotations of a key take turns
+        row = conn.execute(query).first()
+        if row is None:
+            raise _key_not_found(tenant, key_id)
+        now = self._clock.now()
+        if row.expires_at is not None and row.expires_at <= now:
+            raise Conflict(f"key {key_id!r} has expired already", code="key.expired")
+        until = now + overlap if row.expires_at is None else min(now + overlap, row.expires_at)
+        conn.execute(sa.update(K).where(K.c.id == key_id).values(expires_at=until))
+        return until
+
+    def delete_key(self, tenant: str, key_id: str, *, actor: Actor = SYSTEM) -> None:
+        _existing_key_id(tenant, key_id)
         with self._db.begin() as conn:
             owned = sa.select(T.c.id).where(T.c.name == tenant).scalar_subquery()
             deleted = conn.execute(sa.delete(K).where(K.c.id == key_id, K.c.tenant_id == owned))
-        if deleted.rowcount != 1:
-            raise NotFound(f"tenant {tenant!r} has no key {key_id!r}", code="key.not_found")
+            if deleted.rowcount != 1:
+                raise _key_not_found(tenant, key_id)
+            self.audit.record(conn, actor, "key.revoked", tenant=tenant, target=key_id)
+
+    def keys(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's keys, oldest first, as the admin API shows them: never a secret or a
+        hash. ``last_used_at`` lags the latest use by less than a minute (see ``_touch``)."""
+        now = self._clock.now()
+        columns = (K.c.id, K.c.created_at, K.c.last_used_at, K.c.expires_at, K.c.rotated_from)
+        with self._db.connect() as conn:
+            tenant_id = self._tenant_id(conn, tenant)
+            query = sa.select(*columns).where(K.c.tenant_id == tenant_id)
+            rows = conn.execute(query.order_by(K.c.created_at, K.c.id)).all()
+        return [_key_view(row, now) for row in rows]
 
     def authenticate(self, key: str) -> Caller:
         """The tenant whose API key ``key`` is; raises :class:`Unauthorized`."""
@@ -175,17 +267,23 @@ class TenantStore:
             raise _unauthorized("not a treadle API key")
         with self._db.connect() as conn:
             row = conn.execute(
-                sa.select(K.c.secret_hash, K.c.last_used_at, T.c.id, T.c.name)
+                sa.select(K.c.secret_hash, K.c.last_used_at, K.c.expires_at, T.c.id, T.c.name)
                 .join(T, T.c.id == K.c.tenant_id)
                 .where(K.c.id == credential.id)
             ).first()
         if row is None or not matches(credential.secret, row.secret_hash):
             raise _unauthorized("invalid API key")
+        # Checked after the hash, so an expired key costs what a wrong one does; only the
+        # holder of the real secret learns that it has expired.
+        if row.expires_at is not None and row.expires_at <= self._clock.now():
+            raise _unauthorized("the API key has expired")
         self._touch(credential.id, row.last_used_at)
         return Caller(row.id, row.name)
 
     def _touch(self, key_id: str, last_used_at: float | None) -> None:
-        """Record that a key was used, at most once a minute per key and process."""
+        """Record that a key was used: at its first use after a quiet minute, and then at most
+        once a minute per key and process (a write per request would double the cost of
+        reads). So ``last_used_at`` is never more than a minute behind the latest use."""
         now = self._clock.now()
         with self._lock:
             if max(last_used_at or 0.0, self._touched.get(key_id, 0.0)) > now - _TOUCH_EVERY:
@@ -196,8 +294,9 @@ class TenantStore:
 
     # -- admin tokens ---------------------------------------------------------------------------
 
-    def verify_admin(self, token: str) -> None:
-        """Raise :class:`Unauthorized` unless ``token`` is an admin token.
+    def verify_admin(self, token: str) -> str:
+        """The actor id of admin token ``token`` (``"configured"`` or ``"admin:<token id>"``);
+        raises :class:`Unauthorized` unless ``token`` is an admin token.
 
         With ``TREADLE_ADMIN_TOKEN`` set, that token is the only one: setting it is how an
         operator replaces the token generated at first start. Otherwise the generated tokens
@@ -206,7 +305,7 @@ class TenantStore:
         if self._admin_hash is not None:
             if not matches(token, self._admin_hash):
                 raise _unauthorized("invalid admin token")
-            return
+            return "configured"
         credential = parse_credential(token, ADMIN_PREFIX)
         if credential is None:
             raise _unauthorized("invalid admin token")
@@ -216,6 +315,11 @@ class TenantStore:
             ).scalar()
         if stored is None or not matches(credential.secret, stored):
             raise _unauthorized("invalid admin token")
+        return f"admin:{credential.id}"
+
+    def admin_refused(self, client: str | None) -> None:
+        """Record a failed admin sign-in from ``client`` (aggregated: see ``tenants._audit``)."""
+        self.audit.auth_failed(client)
 
     def bootstrap(self) -> Bootstrap | None:
         """At a first start without a configured admin token: make one, a ``default`` tenant
@@ -230,19 +334,41 @@ class TenantStore:
             conn.execute(
                 A.insert().values(id=token.id, secret_hash=token.secret_hash, created_at=now)
             )
+            self.audit.record(conn, _BOOTSTRAP, "admin_token.created", target=token.id)
             tenant_id = conn.execute(sa.select(T.c.id).where(T.c.name == DEFAULT_TENANT)).scalar()
             if tenant_id is None:
-                tenant_id = self._insert_tenant(conn, DEFAULT_TENANT, Policy(), now)
+                tenant_id = self._insert_tenant(conn, DEFAULT_TENANT, Policy(), now, _BOOTSTRAP)
             key = self._insert_key(conn, tenant_id)
+            details = {"expires_at": None}
+            self.audit.record(
+                conn,
+                _BOOTSTRAP,
+                "key.created",
+                tenant=DEFAULT_TENANT,
+                target=key.id,
+                details=details,
+            )
         return Bootstrap(token.text, DEFAULT_TENANT, key.text)
 
     # -- rows -----------------------------------------------------------------------------------
 
-    def _insert_tenant(self, conn: sa.Connection, name: str, policy: Policy, now: float) -> int:
+    def _insert_tenant(
+        self, conn: sa.Connection, name: str, policy: Policy, now: float, actor: Actor
+    ) -> int:
         statement = T.insert().values(name=name, policy=policy.model_dump(), created_at=now)
-        return int(conn.execute(statement.returning(T.c.id)).scalar_one())
+        tenant_id = int(conn.execute(statement.returning(T.c.id)).scalar_one())
+        details = created_details(policy)
+        self.audit.record(conn, actor, "tenant.created", tenant=name, details=details)
+        return tenant_id
 
-    def _insert_key(self, conn: sa.Connection, tenant_id: int) -> Credential:
+    def _insert_key(
+        self,
+        conn: sa.Connection,
+        tenant_id: int,
+        expires_at: float | None = None,
+        *,
+        rotated_from: str | None = None,
+    ) -> Credential:
         credential = new_credential(API_KEY_PREFIX)
         conn.execute(
             K.insert().values(
@@ -250,18 +376,62 @@ class TenantStore:
                 tenant_id=tenant_id,
                 secret_hash=credential.secret_hash,
                 created_at=self._clock.now(),
+                expires_at=expires_at,
+                rotated_from=rotated_from,
             )
         )
         return credential
 
+    def _issued(self, credential: Credential, expires_at: float | None) -> dict[str, Any]:
+        """A key just made, as the admin API shows it this once: with its secret."""
+        return {
+            "id": credential.id,
+            "key": credential.text,
+            "created_at": iso(self._clock.now()),
+            "expires_at": iso(expires_at),
+        }
+
+    def _tenant_id(self, conn: sa.Connection, tenant: str) -> int:
+        _existing_name(tenant)
+        tenant_id = conn.execute(sa.select(T.c.id).where(T.c.name == tenant)).scalar()
+        if tenant_id is None:
+            raise _tenant_not_found(tenant)
+        return int(tenant_id)
+
+    def _check_expiry(self, expires_at: float | None) -> None:
+        if expires_at is None:
+            return
+        if not math.isfinite(expires_at) or expires_at > _LATEST_EXPIRY:
+            raise InvalidInput(
+                "expires_at must be before the year 10000", code="key.invalid_expiry"
+            )
+        if expires_at <= self._clock.now():
+            raise InvalidInput("expires_at must lie in the future", code="key.invalid_expiry")
+
 
 def check_tenant_name(name: str) -> str:
-    if not 1 <= len(name) <= MAX_NAME or not _NAME.fullmatch(name):
+    if not _valid_name(name):
         raise InvalidInput(
             f"tenant name must be 1-{MAX_NAME} characters matching ^[a-zA-Z0-9_][a-zA-Z0-9_-]*$",
             code="tenant.invalid_name",
         )
     return name
+
+
+def _valid_name(name: str) -> bool:
+    return 1 <= len(name) <= MAX_NAME and _NAME.fullmatch(name) is not None
+
+
+def _existing_name(name: str) -> None:
+    """Raise :class:`NotFound` for a name no tenant can have, without asking the database
+    (which may refuse such a string, e.g. PostgreSQL one with a NUL)."""
+    if not _valid_name(name):
+        raise _tenant_not_found(name)
+
+
+def _existing_key_id(tenant: str, key_id: str) -> None:
+    if not _KEY_ID.fullmatch(key_id):
+        raise _key_not_found(tenant, key_id)
 
 
 def _tenant(row: Any) -> Tenant:
@@ -270,6 +440,21 @@ def _tenant(row: Any) -> Tenant:
 
 def _tenant_not_found(name: str) -> NotFound:
     return NotFound(f"tenant {name!r} not found", code="tenant.not_found")
+
+
+def _key_not_found(tenant: str, key_id: str) -> NotFound:
+    return NotFound(f"tenant {tenant!r} has no key {key_id!r}", code="key.not_found")
+
+
+def _key_view(row: Any, now: float) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "created_at": iso(row.created_at),
+        "last_used_at": iso(row.last_used_at),
+        "expires_at": iso(row.expires_at),
+        "expired": row.expires_at is not None and row.expires_at <= now,
+        "rotated_from": row.rotated_from,
+    }
 
 
 def _unauthorized(message: str) -> Unauthorized:

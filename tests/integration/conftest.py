@@ -8,6 +8,7 @@ no server answers, the PostgreSQL cases fail loudly; they are never skipped.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from httpx import Client
 
     from dispatcher import Platform
+    from storage import ManualClock
 
 PG_ADMIN_URL = os.environ.get(
     "TREADLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -54,23 +56,51 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 # -- the platform behind its HTTP API (tests of tenants, loader and dispatcher) ---------------
 
 
-@pytest.fixture
-def platform(database_url: str) -> Iterator[Platform]:
-    """Every part of a treadle process on a fresh database, engine not yet started."""
+def _platform(database_url: str, clock: ManualClock | None = None) -> Iterator[Platform]:
     # Imported here so that a broken dispatcher does not stop the storage and engine tests.
     from dispatcher import Platform
     from tests.integration.app import settings
 
-    built = Platform(settings(database_url))
+    built = Platform(settings(database_url), clock=clock)
     yield built
     built.close()
 
 
-@pytest.fixture
-def client(platform: Platform) -> Iterator[Client]:
-    """The HTTP API, its lifespan (and so the engine) running."""
+def _client(platform: Platform) -> Iterator[Client]:
     from dispatcher import create_app
     from tests.integration.app import served
 
     with served(create_app(platform)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def platform(database_url: str) -> Iterator[Platform]:
+    """Every part of a treadle process on a fresh database, engine not yet started."""
+    yield from _platform(database_url)
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[Client]:
+    """The HTTP API, its lifespan (and so the engine) running."""
+    yield from _client(platform)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test says so, starting at about now (whole seconds)."""
+    from storage import ManualClock
+
+    return ManualClock(start=float(int(time.time())))
+
+
+@pytest.fixture
+def timed_platform(database_url: str, clock: ManualClock) -> Iterator[Platform]:
+    """Like ``platform``, on ``clock``: for expiry and overlaps without waiting for them."""
+    yield from _platform(database_url, clock)
+
+
+@pytest.fixture
+def timed_client(timed_platform: Platform) -> Iterator[Client]:
+    """The HTTP API of ``timed_platform``."""
+    yield from _client(timed_platform)
