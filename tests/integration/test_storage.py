@@ -4,7 +4,14 @@ import threading
 
 import sqlalchemy as sa
 
-from storage import Database, GroupCommitter, current_version, migrate, tables
+from storage import (
+    Database,
+    GroupCommitter,
+    available_migrations,
+    current_version,
+    migrate,
+    tables,
+)
 
 
 def _columns(conn: sa.Connection) -> dict[str, dict[str, bool]]:
@@ -16,16 +23,34 @@ def _columns(conn: sa.Connection) -> dict[str, dict[str, bool]]:
     }
 
 
+def _indexes(conn: sa.Connection) -> dict[str, set[str]]:
+    inspector = sa.inspect(conn)
+    return {
+        name: {
+            str(i["name"])
+            for i in inspector.get_indexes(name)
+            if not i.get("duplicates_constraint") and not str(i["name"]).startswith("sqlite_")
+        }
+        for name in inspector.get_table_names()
+        if name != "schema_migrations"
+    }
+
+
 def test_migrations_build_the_declared_schema_and_are_idempotent(database_url: str) -> None:
     db = Database(database_url)
-    assert migrate(db) == ["m0001_initial"]
+    shipped = available_migrations()
+    assert migrate(db) == [name for _, name in shipped]
     assert migrate(db) == []
-    assert current_version(db) == 1
+    assert current_version(db) == shipped[-1][0]
     declared = {
         t.name: {c.name: bool(c.nullable) for c in t.columns} for t in tables.metadata.sorted_tables
     }
+    declared_indexes = {
+        t.name: {str(i.name) for i in t.indexes} for t in tables.metadata.sorted_tables
+    }
     with db.connect() as conn:
         assert _columns(conn) == declared
+        assert _indexes(conn) == declared_indexes
     db.dispose()
 
 
