@@ -3,14 +3,15 @@
 Both are decided in the transaction that inserts the instances, against the tenant's row in
 ``tenant_quotas``, which that transaction locks: every API process of a tenant shares one token
 bucket, and nothing refused is written. The row also keeps an upper bound of the tenant's
-queued instances: exact when last counted, raised by every create since, never lowered by the
-claims that shrink the queue. So a create counts nothing while the bound leaves room; only a
-tenant near its ``max_queued_instances`` has its queue counted (with a partial index), and
-while a count finds the queue full, at most once a second.
+queued instances: exact when last counted, raised by every create (and restart or resume to
+``queued``) since, never lowered by the claims that shrink the queue. So a create counts
+nothing while the bound leaves room; only a tenant near its ``max_queued_instances`` has its
+queue counted (with a partial index), and while a count finds the queue full, at most once a
+second.
 
-Rejected: counters kept exact by every status change (triggers or the claim): each claim and
-create would then update shared per-tenant rows from several transactions at once, in any
-order, and deadlock; and the bound already has to be checked only against creates.
+Rejected: a counter kept exact by every status change (triggers, or the claim): every claim
+would then update the rows of the tenants it claims for, from several workers' transactions at
+once and in any order, and they would deadlock; and only creates ever need the number.
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ class Ticket:
     full_at: float  # when a count last found the queue full (0: not since it had room)
 
 
+def grow_queue_bound(conn: sa.Connection, tenant_id: int, added: int) -> None:
+    """Raise the bound for instances queued outside any quota: children, restarts, resumes.
+    NULL stays NULL: a queue never counted is counted by the next create under a quota."""
+    if added:
+        conn.execute(
+            sa.update(Q)
+            .where(Q.c.tenant_id == tenant_id)
+            .values(queued_bound=Q.c.queued_bound + added)
+        )
+
+
 class QuotaStore:
     """All SQL of ``tenant_quotas``; every method runs inside a create transaction."""
 
@@ -96,12 +108,6 @@ class QuotaStore:
         # could not be matched against it.
         self._count = sa.select(sa.func.count()).where(
             I.c.tenant_id == sa.bindparam("t"), sa.text("instances.status = 'queued'")
-        )
-        # NULL stays NULL: a queue never counted is counted by the next create under a quota.
-        self._grow = (
-            sa.update(Q)
-            .where(Q.c.tenant_id == sa.bindparam("t"))
-            .values(queued_bound=Q.c.queued_bound + sa.bindparam("added"))
         )
 
     def take(
@@ -134,11 +140,6 @@ class QuotaStore:
                 full_at=ticket.full_at,
             )
         )
-
-    def grow(self, conn: sa.Connection, tenant_id: int, inserted: int) -> None:
-        """Raise the bound for instances created outside any quota (children)."""
-        if inserted:
-            conn.execute(self._grow, {"t": tenant_id, "added": inserted})
 
     def _counted(self, conn: sa.Connection, tenant_id: int) -> int:
         return int(conn.execute(self._count, {"t": tenant_id}).scalar_one())

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine._quotas import Admission, Quota, QuotaStore
+from engine._quotas import Admission, Quota, QuotaStore, grow_queue_bound
 from storage import BatchWrite, Database, tables
 from treadle.errors import Conflict, NotFound
 
@@ -482,6 +482,7 @@ class EngineStore:
             conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": WAKE_CHANNEL})
 
 
+@dataclass(eq=False)
 class CreateWrite(BatchWrite):
     """New instances of one tenant, admitted under its quota in the same transaction.
 
@@ -489,19 +490,11 @@ class CreateWrite(BatchWrite):
     batches with creates of the same tenants never wait for each other in a cycle.
     """
 
-    def __init__(
-        self,
-        store: EngineStore,
-        tenant_id: int,
-        rows: list[dict[str, Any]],
-        quota: Quota | None,
-        now: float,
-    ) -> None:
-        self.store = store
-        self.tenant_id = tenant_id
-        self.rows = rows
-        self.quota = quota
-        self.now = now
+    store: EngineStore
+    tenant_id: int
+    rows: list[dict[str, Any]]
+    quota: Quota | None
+    now: float
 
     @staticmethod
     def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
@@ -530,7 +523,7 @@ class CreateWrite(BatchWrite):
         if ticket is not None:
             quotas.settle(conn, ticket, len(inserted))
         else:
-            quotas.grow(conn, self.tenant_id, len(inserted))
+            grow_queue_bound(conn, self.tenant_id, len(inserted))
         return Created(set(inserted.values()), admission)
 
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-_WHERE_DUE = sa.text("due_at IS NOT NULL")
-_WHERE_RUNNING = sa.text("status IN ('running', 'waitingForPause')")
+_RUNNING = "status IN ('running', 'waitingForPause')"
 
 
 def upgrade(conn: sa.Connection) -> None:
@@ -40,23 +39,16 @@ def upgrade(conn: sa.Connection) -> None:
     )
     quotas.create(conn)
     conn.execute(sa.text("DROP INDEX ix_instances_due"))
-    sa.Index(
-        "ix_instances_tenant_due",
-        instances.c.tenant_id,
-        instances.c.due_at,
-        sqlite_where=_WHERE_DUE,
-        postgresql_where=_WHERE_DUE,
-    ).create(conn)
-    sa.Index(
-        "ix_instances_running",
-        instances.c.tenant_id,
-        instances.c.due_at,
-        sqlite_where=_WHERE_RUNNING,
-        postgresql_where=_WHERE_RUNNING,
-    ).create(conn)
-    sa.Index(
-        "ix_instances_queued",
-        instances.c.tenant_id,
-        sqlite_where=sa.text("status = 'queued'"),
-        postgresql_where=sa.text("status = 'queued'"),
-    ).create(conn)
+    partial = {
+        "ix_instances_tenant_due": (("tenant_id", "due_at"), "due_at IS NOT NULL"),
+        "ix_instances_running": (("tenant_id", "due_at"), _RUNNING),
+        "ix_instances_queued": (("tenant_id",), "status = 'queued'"),
+    }
+    for name, (columns, where) in partial.items():
+        condition = sa.text(where)
+        sa.Index(
+            name,
+            *(instances.c[c] for c in columns),
+            sqlite_where=condition,
+            postgresql_where=condition,
+        ).create(conn)
