@@ -3,9 +3,9 @@
 Starts a real `treadle serve` (default settings) on a fresh database, gives tenant A a backlog
 of queued instances of a one-step workflow (inserted with one SQL statement, all due before
 anything B creates), then creates B's instances one at a time and measures, from the
-instances' own timestamps, the time from each create to its start. Also times the claim
-transaction itself against the backlog (from this process, rolled back) and the throughput
-of A's backlog meanwhile. Usage:
+instances' own timestamps, the time from each create to its start, and the throughput of A's
+backlog meanwhile. Then, the server stopped and the backlog still queued, it times the claim
+transaction of a full batch against it (as the scheduler makes it, rolled back). Usage:
 python -m bench.fairness [--backlog N] [--probes N] [--backend sqlite|postgresql]
 """
 
@@ -70,38 +70,48 @@ def _claim_ms(db: Database, repeats: int) -> list[float]:
 
 
 def run(backend: str, backlog: int, probes: int) -> dict[str, float]:
-    with fresh_database(backend) as url, serve(url) as base:
-        a = tenant_client(base, "a")
-        b = tenant_client(base, "b")
-        version = a.put("/v1/workflows/one", json={"source": SOURCE, "sandbox": "restricted"})
-        b.put("/v1/workflows/one", json={"source": SOURCE, "sandbox": "restricted"})
+    with fresh_database(backend) as url:
         db = Database(url)
-        _backlog(db, "a", version.json()["version"], backlog)
-        complete_before, started = metric(base, 'treadle_instances{status="complete"}'), time.time()
-        waits = []
-        for n in range(probes):
-            b.post("/v1/workflows/one/instances", json={"id": f"b{n}"}).raise_for_status()
-            path = f"/v1/workflows/one/instances/b{n}"
-            deadline = time.monotonic() + 30
-            while (instance := b.get(path).json())["status"] == "queued":
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"b{n} did not start in 30 s")
-                time.sleep(0.01)
-            waits.append(_ts(instance["started_at"]) - _ts(instance["created_at"]))
-            time.sleep(0.2)
+        with serve(url) as base:
+            waits, per_s, queued = _under_backlog(base, db, backlog, probes)
+        # The server stopped, its backlog still queued: the claim's own cost, without waiting
+        # for the server's transactions.
         claims = _claim_ms(db, 30)
-        elapsed = time.time() - started
-        done = metric(base, 'treadle_instances{status="complete"}') - complete_before
-        queued = metric(base, 'treadle_instances{status="queued"}')
         db.dispose()
     return {
         "start_p50_ms": statistics.median(waits) * 1000,
         "start_max_ms": max(waits) * 1000,
         "claim_p50_ms": statistics.median(claims),
         "claim_max_ms": max(claims),
-        "backlog_per_s": done / elapsed,
+        "backlog_per_s": per_s,
         "queued_left": queued,
     }
+
+
+def _under_backlog(
+    base: str, db: Database, backlog: int, probes: int
+) -> tuple[list[float], float, float]:
+    """B's waits from create to start, A's throughput meanwhile and what A has left queued."""
+    a = tenant_client(base, "a")
+    b = tenant_client(base, "b")
+    version = a.put("/v1/workflows/one", json={"source": SOURCE, "sandbox": "restricted"})
+    b.put("/v1/workflows/one", json={"source": SOURCE, "sandbox": "restricted"})
+    _backlog(db, "a", version.json()["version"], backlog)
+    complete_before, started = metric(base, 'treadle_instances{status="complete"}'), time.time()
+    waits = []
+    for n in range(probes):
+        b.post("/v1/workflows/one/instances", json={"id": f"b{n}"}).raise_for_status()
+        path = f"/v1/workflows/one/instances/b{n}"
+        deadline = time.monotonic() + 30
+        while (instance := b.get(path).json())["status"] == "queued":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"b{n} did not start in 30 s")
+            time.sleep(0.01)
+        waits.append(_ts(instance["started_at"]) - _ts(instance["created_at"]))
+        time.sleep(0.2)
+    done = metric(base, 'treadle_instances{status="complete"}') - complete_before
+    per_s = done / (time.time() - started)
+    return waits, per_s, metric(base, 'treadle_instances{status="queued"}')
 
 
 def main() -> None:

@@ -264,19 +264,28 @@ class EngineStore:
             running = self._running(conn, chunk, now)
             slots = {t: caps[t] - running.get(t, 0) for t in chunk}
             blocked.update(t for t, n in slots.items() if n <= 0)
-            wanting = [t for t in chunk if slots[t] > 0]
-            each = -(-free // max(1, len(wanting)))
-            for tenant in wanting:
-                share = min(each, slots[tenant], free)
-                if share > 0:
-                    shares.append((tenant, share))
-                    free -= share
+            free = self._share_out(slots, free, shares)
             if free <= 0:
                 break
-        if shares:
-            self._turn = shares[-1][0]
         open_ = [at for t, at in next_due.items() if t not in blocked]
         return _Plan(shares, min(open_) if open_ else None)
+
+    def _share_out(self, slots: dict[int, int], free: int, shares: list[tuple[int, int]]) -> int:
+        """Give the tenants with free slots, in turn, equal parts of ``free`` runners; return
+        how many runners are left."""
+        wanting = sum(1 for n in slots.values() if n > 0)
+        each = -(-free // max(1, wanting))
+        for tenant, open_slots in slots.items():
+            # Considered, served or at its cap: the next round starts after it, so tenants
+            # beyond the ones a claim can look at get their turn too.
+            self._turn = tenant
+            share = min(each, open_slots, free)
+            if share > 0:
+                shares.append((tenant, share))
+                free -= share
+            if free <= 0:
+                break
+        return free
 
     def next_due_by_tenant(self) -> dict[int, float]:
         """Each tenant's earliest due time: one index probe per tenant, however long its

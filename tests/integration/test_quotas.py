@@ -105,6 +105,23 @@ def test_waiting_instances_take_no_slot(client: Client) -> None:
     assert done["output"] == {"by": "ann"}
 
 
+def test_a_tenant_at_its_cap_does_not_hold_up_others(client: Client) -> None:
+    capped = new_tenant(client, "full", max_running_instances=1, egress_allow=["127.0.0.1"])
+    other = new_tenant(client, "free")
+    deploy(client, capped, "gated", GATED)
+    deploy(client, other, "sum", SUM)
+    with SlowServer().running() as slow:
+        _create_gated(client, capped, ["f0", "f1", "f2"], f"{slow.url}/sleep?s=3")
+        wait_for(
+            lambda: {"s": sorted(_statuses(client, capped, "gated"))},
+            lambda v: v["s"] == ["queued", "queued", "running"],
+        )
+        client.post(BASE.format("sum"), json={"id": "s1", "params": {"x": 1}}, headers=other)
+        done = wait_status(client, other, BASE.format("sum") + "/s1", "complete")
+        assert _ts(done["started_at"]) - _ts(done["created_at"]) < 1.0, done
+        assert sorted(_statuses(client, capped, "gated")) == ["queued", "queued", "running"]
+
+
 def test_raising_max_running_instances_applies_to_a_running_tenant(client: Client) -> None:
     headers = new_tenant(client, "growing", max_running_instances=1, egress_allow=["127.0.0.1"])
     deploy(client, headers, "gated", GATED)
