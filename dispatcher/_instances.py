@@ -6,7 +6,6 @@ resolved to its current version here, and the instance is pinned to that version
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,11 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatcher._rates import CreateRate
-from engine import Engine, NewInstance
+from engine import Engine, NewInstance, Quota
 from loader import Loader
 from tenants import Caller, Policy
-from treadle.errors import AlreadyExists, InvalidInput, QuotaExceeded, TooLarge, TreadleError
+from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
 
 MAX_BATCH = 100
 _BASE = "/v1/workflows/{name}/instances"
@@ -49,7 +47,6 @@ class InstanceApi:
         self._engine = engine
         self._loader = loader
         self._policy_of = policy_of
-        self._rate = CreateRate(time.monotonic)
 
     def routes(self) -> list[Route]:
         return [
@@ -76,35 +73,21 @@ class InstanceApi:
         created, errors = await run_in_threadpool(
             self._create, caller_of(request), request.path_params["name"], body.instances
         )
-        limited = any(e["code"] == "quota.rate_limited" for e in errors)
+        limited = any(e["code"].startswith("quota.") for e in errors)
         headers = {"Retry-After": "1"} if limited else None
         return JSONResponse({"created": created, "errors": errors}, headers=headers)
 
     def _create(
         self, caller: Caller, workflow: str, items: list[NewInstanceBody]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Create what the tenant's rate allows; the rest are per-item ``quota.rate_limited``
-        errors (a single create answers 429), and nothing of them is written."""
+        """Create what the tenant's quota allows (``creates_per_second`` across every API
+        process, ``max_queued_instances``); the rest are per-item errors (a create refused
+        whole answers 429), and nothing of them is written."""
         version = self._loader.current(caller.tenant_id, workflow)
-        rate = self._policy_of(caller.tenant_id).creates_per_second
-        granted, retry_after = self._rate.take(caller.tenant_id, len(items), rate)
-        if granted == 0:
-            raise QuotaExceeded(
-                f"creates_per_second of {rate} reached; retry in {retry_after:.2f} s",
-                retry_after=retry_after,
-            )
-        new = [NewInstance(item.id, item.params) for item in items[:granted]]
-        created, errors = self._engine.create_instances(caller.tenant_id, workflow, version, new)
-        for index, item in enumerate(items[granted:], start=granted):
-            errors.append(
-                {
-                    "index": index,
-                    "id": item.id,
-                    "code": "quota.rate_limited",
-                    "message": f"creates_per_second of {rate} reached; retry later",
-                }
-            )
-        return created, errors
+        policy = self._policy_of(caller.tenant_id)
+        quota = Quota(policy.creates_per_second, policy.max_queued_instances)
+        new = [NewInstance(item.id, item.params) for item in items]
+        return self._engine.create_instances(caller.tenant_id, workflow, version, new, quota)
 
     async def list_instances(self, request: Request) -> Response:
         query = request.query_params

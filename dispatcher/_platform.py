@@ -141,6 +141,7 @@ class Platform:
             load_runner=self.load_runner,
             clock=self.clock,
             owner=_owner(),
+            running_cap=lambda tenant_id: self.tenants.policy(tenant_id).max_running_instances,
             concurrency=settings.workers,
             lease_seconds=settings.lease_seconds,
         )

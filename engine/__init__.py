@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine._engine import Engine, NewInstance
 from engine._names import FINISHED, STATUSES
+from engine._quotas import Quota
 from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
 from engine._store import LeaseLost
 
@@ -15,6 +16,7 @@ __all__ = [
     "LeaseLost",
     "LoadRunner",
     "NewInstance",
+    "Quota",
     "Recorder",
     "Runner",
 ]

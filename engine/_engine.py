@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +15,13 @@ from engine._names import (
     check_status,
     encode_payload,
 )
+from engine._quotas import Admission, Quota
 from engine._replay import LoadRunner
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
 from engine._views import instance_view, log_view
 from storage import Clock, Database, GroupCommitter, decode_cursor, encode_cursor
-from treadle.errors import AlreadyExists, InvalidInput, TreadleError
+from treadle.errors import AlreadyExists, InvalidInput, QuotaExceeded, TreadleError
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class NewInstance:
 
 class Engine:
     """Durable execution of workflow instances on one database.
+
+    ``running_cap(tenant_id)`` is how many of a tenant's instances may hold a worker at once,
+    across every process of the database (the tenant's ``max_running_instances``).
 
     ``load_runner`` is handed in by the composition root: the engine never loads tenant code
     itself, it asks for a runner of the exact version an instance is pinned to.
@@ -43,6 +48,7 @@ class Engine:
         load_runner: LoadRunner,
         clock: Clock,
         owner: str,
+        running_cap: Callable[[int], int] = lambda tenant_id: 1_000_000,
         concurrency: int = 8,
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
@@ -58,6 +64,7 @@ class Engine:
             load_runner,
             clock,
             owner=owner,
+            running_cap=running_cap,
             concurrency=concurrency,
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
@@ -74,9 +81,19 @@ class Engine:
         self._scheduler.stop()
 
     def create_instances(
-        self, tenant_id: int, workflow: str, version: str, items: list[NewInstance]
+        self,
+        tenant_id: int,
+        workflow: str,
+        version: str,
+        items: list[NewInstance],
+        quota: Quota | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Create instances; return (created, errors) with per-item errors as in §6."""
+        """Create instances; return (created, errors) with per-item errors as in §6.
+
+        Under a ``quota``, what it refuses are per-item ``quota.rate_limited`` or
+        ``quota.queue_full`` errors, and nothing of them is written; raises
+        :class:`QuotaExceeded` when it refuses every valid item.
+        """
         now = self._clock.now()
         rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
@@ -96,9 +113,24 @@ class Engine:
                 continue
             seen[instance_id] = index
             rows.append(_new_row(tenant_id, workflow, version, instance_id, item.params, now))
-        inserted = self._committer.run(self._store.create(rows)) if rows else set()
+        if not rows:
+            errors.sort(key=lambda e: e["index"])
+            return [], errors
+        result = self._committer.run(self._store.create(tenant_id, rows, quota, now))
+        admission, inserted = result.admission, result.ids
+        if admission.admitted == 0 and quota is not None:
+            raise QuotaExceeded(_refusal(admission, quota), retry_after=admission.retry_after)
+        for row in rows[admission.admitted :]:
+            errors.append(
+                {
+                    "index": seen[row["id"]],
+                    "id": row["id"],
+                    "code": _REFUSED_CODES[admission.refused or "rate"],
+                    "message": _refusal(admission, quota),
+                }
+            )
         created = []
-        for row in rows:
+        for row in rows[: admission.admitted]:
             if row["id"] in inserted:
                 created.append({"id": row["id"], "status": "queued", "version": version})
             else:
@@ -130,7 +162,8 @@ class Engine:
         encode_payload(params, "params")
         row = _new_row(tenant_id, workflow, version, instance_id, params, self._clock.now())
         row["parent_pk"] = parent_pk
-        if instance_id not in self._committer.run(self._store.create([row])):
+        created = self._committer.run(self._store.create(tenant_id, [row], None, row["created_at"]))
+        if instance_id not in created.ids:
             if self._store.parent_of(tenant_id, workflow, instance_id) != parent_pk:
                 raise AlreadyExists(
                     f"instance {instance_id!r} of {workflow!r} already exists",
@@ -265,6 +298,20 @@ def _new_row(
         "epoch": 0,
         "parent_pk": None,
     }
+
+
+_REFUSED_CODES = {"rate": "quota.rate_limited", "queue": "quota.queue_full"}
+
+
+def _refusal(admission: Admission, quota: Quota | None) -> str:
+    if quota is None:
+        return "refused"
+    if admission.refused == "queue":
+        return f"max_queued_instances of {quota.max_queued_instances} reached; retry later"
+    return (
+        f"creates_per_second of {quota.creates_per_second} reached; "
+        f"retry in {admission.retry_after:.2f} s"
+    )
 
 
 def _item_error(index: int, instance_id: str, exc: TreadleError) -> dict[str, Any]:

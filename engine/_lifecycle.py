@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine._names import FINISHED
+from engine._quotas import grow_queue_bound
 from engine._store import E, H, I, S, Write, instance_key, not_found
 from treadle.errors import Conflict, InvalidInput
 
@@ -83,6 +84,8 @@ class Lifecycle:
             status: str = handler(
                 conn, row, now, from_step=from_step, version=version, rollback=rollback
             )
+            if status == "queued":  # queued again: it counts towards max_queued_instances
+                grow_queue_bound(conn, tenant_id, 1)
             conn.execute(
                 H.insert().values(
                     instance_pk=row.pk,

@@ -1,9 +1,11 @@
 """Claim due instances in batches and replay them on a pool of runner threads.
 
 One claimer thread takes as many due instances as there are idle runners, in one transaction,
-oldest due first; runner threads replay them; a heartbeat thread extends the leases of
-everything held. The claimer sleeps until the next due time, a local wake-up (a create, an
-event, a finished replay) or, on PostgreSQL, a NOTIFY from another process.
+shared round-robin between the tenants with due work and within each tenant's cap of running
+instances, each tenant's oldest due first; runner threads replay them; a heartbeat thread
+extends the leases of everything held. The claimer sleeps until the next due time, a local
+wake-up (a create, an event, a finished replay) or, on PostgreSQL, a NOTIFY from another
+process.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -33,6 +36,7 @@ class Scheduler:
         clock: Clock,
         *,
         owner: str,
+        running_cap: Callable[[int], int],
         concurrency: int,
         lease_seconds: float,
         poll_seconds: float,
@@ -42,6 +46,8 @@ class Scheduler:
         self._load_runner = load_runner
         self._clock = clock
         self._owner = owner
+        self._running_cap = running_cap
+        self._next_due: float | None = None
         self._concurrency = concurrency
         self._lease = lease_seconds
         self._poll = poll_seconds
@@ -97,7 +103,14 @@ class Scheduler:
             self._wake.clear()
             return True
         now = self._clock.now()
-        claimed = self._committer.run(self._store.claim(self._owner, now, now + self._lease, free))
+        due = self._store.next_due_by_tenant()
+        caps = {t: self._running_cap(t) for t, at in due.items() if at <= now}
+        if not caps:
+            self._next_due = min(due.values(), default=None)
+            return False
+        claim = self._store.claim(self._owner, now, now + self._lease, free, due, caps)
+        result = self._committer.run(claim)
+        claimed, self._next_due = result.claimed, result.next_due
         if claimed:
             journals = self._store.journals([c.pk for c in claimed])
             with self._held_lock:
@@ -107,7 +120,9 @@ class Scheduler:
         return bool(claimed)
 
     def _idle(self) -> None:
-        next_due = self._store.next_due()
+        # Tenants at their cap are not waited for: a replay ending here sets the wake-up, one
+        # ending in another process is seen at the next poll.
+        next_due = self._next_due
         delay = self._poll if next_due is None else next_due - self._clock.now()
         self._wake.wait(min(self._poll, max(delay, 0.01)))
         self._wake.clear()

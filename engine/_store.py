@@ -7,20 +7,25 @@ fenced by the instance's lease epoch: a worker whose lease was taken over commit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage import Database, tables
+from engine._quotas import Admission, Quota, QuotaStore, grow_queue_bound
+from storage import BatchWrite, Database, tables
 from treadle.errors import Conflict, NotFound
 
 I, S, E, H = tables.instances, tables.steps, tables.events, tables.history  # noqa: E741
+T = tables.tenants
 Write = Callable[[sa.Connection], Any]
 _STEP_FIELDS = ("type", "status", "output", "error", "attempts", "wake_at", "event_pk")
 WAKE_CHANNEL = "treadle_wake"
+_PG_CLAIM_LOCK = 0x7472  # the advisory lock space of claims; the second key is the tenant
+_TENANT_CHUNK = 16  # tenants locked and counted per statement of a claim
+_MAX_TENANTS_PER_CLAIM = 64
 
 
 class LeaseLost(Exception):
@@ -65,7 +70,34 @@ class Final:
     rollback: Any = None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a claim took, and when the next instance of a tenant below its cap is due (None:
+    nothing is; a tenant at its cap is due again when one of its replays ends)."""
+
+    claimed: list[Claimed]
+    next_due: float | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    shares: list[tuple[int, int]]  # (tenant id, how many to claim)
+    next_due: float | None
+
+
+@dataclass(frozen=True)
+class Created:
+    """The ids a create inserted (of those admitted; the others existed already), and the
+    admission: ``admission.admitted`` rows were tried, the rest refused by a quota."""
+
+    ids: set[str]
+    admission: Admission
+
+
 _RUNNING = ("running", "waitingForPause")
+# Literally the predicate of the partial index ix_instances_running, so that PostgreSQL can use
+# it whatever the plan (it cannot match bound parameters against an index predicate).
+_HOLDING_A_WORKER = sa.text("instances.status IN ('running', 'waitingForPause')")
 
 
 class EngineStore:
@@ -136,46 +168,17 @@ class EngineStore:
             )
         )
         self.consume = sa.update(E).where(E.c.pk.in_(b("pks", expanding=True)))
-        self._insert_instance = (
-            insert(I).on_conflict_do_nothing(index_elements=[I.c.tenant_id, I.c.workflow, I.c.id])
-        ).returning(I.c.pk, I.c.id)
-
-    # -- creating and claiming ------------------------------------------------------------------
-
-    def create(self, rows: list[dict[str, Any]]) -> Write:
-        """Insert instance rows; the write returns the set of ids actually inserted."""
-
-        now = rows[0]["created_at"] if rows else 0.0
-
-        def write(conn: sa.Connection) -> set[str]:
-            inserted: dict[int, str] = {
-                pk: id_ for pk, id_ in conn.execute(self._insert_instance, rows)
-            }
-            if inserted:
-                conn.execute(H.insert(), [workflow_event(pk, now, "queued") for pk in inserted])
-            self._notify(conn)
-            return set(inserted.values())
-
-        return write
-
-    def claim(self, owner: str, now: float, lease_until: float, limit: int) -> Write:
-        """Take up to ``limit`` due instances (queued, waiting and due, or with an expired
-        lease), oldest due first; the write returns them as :class:`Claimed`."""
-        due = sa.select(I.c.pk).where(I.c.due_at <= now).order_by(I.c.due_at).limit(limit)
-        if self._pg:
-            due = due.with_for_update(skip_locked=True)
-        statement = (
+        self._take = (
             sa.update(I)
-            .where(I.c.pk.in_(due.scalar_subquery()))
             .values(
                 # A pause request outlives the lease of the replay it was made during.
                 status=sa.case(
                     (I.c.status == "waitingForPause", "waitingForPause"), else_="running"
                 ),
-                lease_owner=owner,
-                due_at=lease_until,
+                lease_owner=b("owner"),
+                due_at=b("lease"),
                 epoch=I.c.epoch + 1,
-                started_at=sa.func.coalesce(I.c.started_at, now),
+                started_at=sa.func.coalesce(I.c.started_at, b("now")),
             )
             .returning(
                 I.c.pk,
@@ -190,14 +193,142 @@ class EngineStore:
                 I.c.rollback,
             )
         )
+        self._try_lock = sa.text(
+            "SELECT t FROM unnest(CAST(:tenants AS integer[])) AS t"
+            " WHERE pg_try_advisory_xact_lock(:k, t)"
+        )
+        self._turn = 0  # the tenant served last: the next claim's round starts after it
+        self.quotas = QuotaStore(db.dialect)
+        self.insert_instance = (
+            insert(I).on_conflict_do_nothing(index_elements=[I.c.tenant_id, I.c.workflow, I.c.id])
+        ).returning(I.c.pk, I.c.id)
 
-        def write(conn: sa.Connection) -> list[Claimed]:
-            claimed = [_claimed(row) for row in conn.execute(statement)]
+    # -- creating and claiming ------------------------------------------------------------------
+
+    def create(
+        self, tenant_id: int, rows: list[dict[str, Any]], quota: Quota | None, now: float
+    ) -> CreateWrite:
+        """Insert those of the instance rows of one tenant that ``quota`` admits (all of them
+        without one); the write returns a :class:`Created`."""
+        return CreateWrite(self, tenant_id, rows, quota, now)
+
+    def claim(
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        due: dict[int, float],
+        caps: dict[int, int],
+    ) -> Write:
+        """Take up to ``limit`` due instances (queued, waiting and due, or with an expired
+        lease), shared fairly between the tenants with due work, none beyond its cap of
+        instances holding a worker; the write returns a :class:`Claim`.
+
+        ``due`` is :meth:`next_due_by_tenant` and ``caps`` the cap of each tenant due, both
+        read before the write (a policy lookup inside it could wait for the write itself).
+        """
+
+        def write(conn: sa.Connection) -> Claim:
+            plan = self._plan(conn, now, limit, due, caps)
+            claimed: list[Claimed] = []
+            if plan.shares:
+                pks = sa.union_all(*(self._due(t, n, now) for t, n in plan.shares))
+                params = {"owner": owner, "lease": lease_until, "now": now}
+                rows = conn.execute(self._take.where(I.c.pk.in_(pks.scalar_subquery())), params)
+                claimed = [_claimed(row) for row in rows]
             if claimed:
                 conn.execute(H.insert(), [workflow_event(c.pk, now, "running") for c in claimed])
-            return claimed
+            return Claim(claimed, plan.next_due)
 
         return write
+
+    def _plan(
+        self,
+        conn: sa.Connection,
+        now: float,
+        limit: int,
+        next_due: dict[int, float],
+        caps: dict[int, int],
+    ) -> _Plan:
+        """Which tenants to claim for, and how many each: round-robin over the tenants with due
+        work, starting after the one served last, each given an equal share of ``limit``
+        within the slots its cap leaves."""
+        due = sorted(t for t, at in next_due.items() if at <= now and t in caps)
+        turn = [t for t in due if t > self._turn] + [t for t in due if t <= self._turn]
+        shares: list[tuple[int, int]] = []
+        blocked: set[int] = set()
+        free = limit
+        for first in range(0, min(len(turn), _MAX_TENANTS_PER_CLAIM), _TENANT_CHUNK):
+            chunk = self._lockable(conn, turn[first : first + _TENANT_CHUNK])
+            running = self._running(conn, chunk, now)
+            slots = {t: caps[t] - running.get(t, 0) for t in chunk}
+            blocked.update(t for t, n in slots.items() if n <= 0)
+            free = self._share_out(slots, free, shares)
+            if free <= 0:
+                break
+        open_ = [at for t, at in next_due.items() if t not in blocked]
+        return _Plan(shares, min(open_) if open_ else None)
+
+    def _share_out(self, slots: dict[int, int], free: int, shares: list[tuple[int, int]]) -> int:
+        """Give the tenants with free slots, in turn, equal parts of ``free`` runners; return
+        how many runners are left."""
+        wanting = sum(1 for n in slots.values() if n > 0)
+        each = -(-free // max(1, wanting))
+        for tenant, open_slots in slots.items():
+            # Considered, served or at its cap: the next round starts after it, so tenants
+            # beyond the ones a claim can look at get their turn too.
+            self._turn = tenant
+            share = min(each, open_slots, free)
+            if share > 0:
+                shares.append((tenant, share))
+                free -= share
+            if free <= 0:
+                break
+        return free
+
+    def next_due_by_tenant(self) -> dict[int, float]:
+        """Each tenant's earliest due time: one index probe per tenant, however long its
+        queue."""
+        earliest = sa.select(sa.func.min(I.c.due_at)).where(
+            I.c.tenant_id == T.c.id, I.c.due_at.is_not(None)
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(T.c.id, earliest.scalar_subquery())).all()
+        return {int(tenant): float(due) for tenant, due in rows if due is not None}
+
+    def _lockable(self, conn: sa.Connection, tenants: list[int]) -> list[int]:
+        """The tenants this claim may serve. On PostgreSQL two workers claiming for one tenant
+        at once could both see a free slot: a claim takes a per-tenant advisory lock first,
+        and skips tenants whose lock another claim holds (as SKIP LOCKED skips rows)."""
+        if not self._pg or not tenants:
+            return tenants
+        locked = conn.execute(self._try_lock, {"k": _PG_CLAIM_LOCK, "tenants": tenants})
+        held = {int(t) for (t,) in locked}
+        return [t for t in tenants if t in held]
+
+    def _running(self, conn: sa.Connection, tenants: list[int], now: float) -> dict[int, int]:
+        """Instances holding a worker, per tenant; an expired lease holds none."""
+        if not tenants:
+            return {}
+        rows = conn.execute(
+            sa.select(I.c.tenant_id, sa.func.count())
+            .where(I.c.tenant_id.in_(tenants), _HOLDING_A_WORKER, I.c.due_at > now)
+            .group_by(I.c.tenant_id)
+        )
+        return {int(t): int(n) for t, n in rows}
+
+    def _due(self, tenant_id: int, limit: int, now: float) -> sa.Select[Any]:
+        due = (
+            sa.select(I.c.pk)
+            .where(I.c.tenant_id == tenant_id, I.c.due_at <= now)
+            .order_by(I.c.due_at)
+            .limit(limit)
+        )
+        if self._pg:
+            due = due.with_for_update(skip_locked=True)
+        # A subquery of its own: compound members cannot carry LIMIT (SQLite) or FOR UPDATE.
+        return sa.select(due.subquery().c.pk)
 
     def journals(self, pks: list[int]) -> dict[int, Journal]:
         """Recorded steps and unconsumed events of each instance, in order."""
@@ -256,11 +387,6 @@ class EngineStore:
 
         return write
 
-    def next_due(self) -> float | None:
-        with self.db.connect() as conn:
-            value = conn.execute(sa.select(sa.func.min(I.c.due_at))).scalar()
-        return float(value) if value is not None else None
-
     # -- events, reads and deletion for the API --------------------------------------------------
 
     def send_event(
@@ -283,7 +409,7 @@ class EngineStore:
             conn.execute(
                 sa.update(I).where(I.c.pk == row.pk, I.c.status == "waiting").values(due_at=now)
             )
-            self._notify(conn)
+            self.notify(conn)
 
         return write
 
@@ -359,10 +485,55 @@ class EngineStore:
             rows = conn.execute(sa.select(I.c.status, sa.func.count()).group_by(I.c.status))
             return {status: int(n) for status, n in rows}
 
-    def _notify(self, conn: sa.Connection) -> None:
+    def notify(self, conn: sa.Connection) -> None:
         # Wakes `treadle worker` processes on other machines; SQLite has only this process.
         if self._pg:
             conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": WAKE_CHANNEL})
+
+
+@dataclass(eq=False)
+class CreateWrite(BatchWrite):
+    """New instances of one tenant, admitted under its quota in the same transaction.
+
+    Creates that commit together lock their tenants' quota rows in tenant order, so two
+    batches with creates of the same tenants never wait for each other in a cycle.
+    """
+
+    store: EngineStore
+    tenant_id: int
+    rows: list[dict[str, Any]]
+    quota: Quota | None
+    now: float
+
+    @staticmethod
+    def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
+        order = sorted(range(len(writes)), key=lambda i: writes[i].tenant_id)
+        results: list[Any] = [None] * len(writes)
+        for index in order:
+            results[index] = writes[index].insert(conn)
+        if any(r.ids for r in results):
+            writes[0].store.notify(conn)
+        return results
+
+    def insert(self, conn: sa.Connection) -> Created:
+        quotas = self.store.quotas
+        ticket = None
+        admission = Admission(len(self.rows))
+        if self.quota is not None:
+            ticket = quotas.take(conn, self.tenant_id, len(self.rows), self.quota, self.now)
+            admission = ticket.admission
+        rows = self.rows[: admission.admitted]
+        inserted: dict[int, str] = {}
+        if rows:
+            inserted = {pk: id_ for pk, id_ in conn.execute(self.store.insert_instance, rows)}
+        if inserted:
+            events = [workflow_event(pk, self.now, "queued") for pk in inserted]
+            conn.execute(H.insert(), events)
+        if ticket is not None:
+            quotas.settle(conn, ticket, len(inserted))
+        else:
+            grow_queue_bound(conn, self.tenant_id, len(inserted))
+        return Created(set(inserted.values()), admission)
 
 
 def _claimed(row: Any) -> Claimed:

@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 
 JSONType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_RUNNING = "status IN ('running', 'waitingForPause')"
 
 
 def _json(nullable: bool = True) -> Any:
@@ -92,13 +93,30 @@ class Instance(SQLModel, table=True):
     __tablename__ = "instances"
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "workflow", "id", name="uq_instances_tenant_workflow_id"),
+        sa.Index("ix_instances_listing", "tenant_id", "workflow", "status", "pk"),
+        # Fair claiming takes each tenant's oldest due instances, tenant by tenant.
         sa.Index(
-            "ix_instances_due",
+            "ix_instances_tenant_due",
+            "tenant_id",
             "due_at",
             sqlite_where=sa.text("due_at IS NOT NULL"),
             postgresql_where=sa.text("due_at IS NOT NULL"),
         ),
-        sa.Index("ix_instances_listing", "tenant_id", "workflow", "status", "pk"),
+        # The instances holding a worker, counted against max_running_instances.
+        sa.Index(
+            "ix_instances_running",
+            "tenant_id",
+            "due_at",
+            sqlite_where=sa.text(_RUNNING),
+            postgresql_where=sa.text(_RUNNING),
+        ),
+        # Counted against max_queued_instances, only when a tenant nears it.
+        sa.Index(
+            "ix_instances_queued",
+            "tenant_id",
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        ),
     )
 
     pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
@@ -122,6 +140,25 @@ class Instance(SQLModel, table=True):
     paused_due_at: float | None = None
     parent_pk: int | None = Field(default=None, sa_column=sa.Column(BigId, nullable=True))
     rollback: Any = _json()
+
+
+class TenantQuota(SQLModel, table=True):
+    """A tenant's admission state, shared by every API process: its create token bucket
+    (``tokens`` as of ``refilled_at``) and an upper bound of its queued instances (exact when
+    counted, raised by every create since; NULL: not counted yet) and ``full_at``, when a count
+    last found the queue full (0: not since it had room)."""
+
+    __tablename__ = "tenant_quotas"
+
+    tenant_id: int = Field(
+        sa_column=sa.Column(
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+        )
+    )
+    tokens: float
+    refilled_at: float
+    queued_bound: int | None = None
+    full_at: float
 
 
 class Step(SQLModel, table=True):
@@ -216,6 +253,7 @@ admin_tokens: sa.Table = AdminToken.__table__  # type: ignore[attr-defined]
 workflows: sa.Table = Workflow.__table__  # type: ignore[attr-defined]
 workflow_versions: sa.Table = WorkflowVersion.__table__  # type: ignore[attr-defined]
 instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
+tenant_quotas: sa.Table = TenantQuota.__table__  # type: ignore[attr-defined]
 steps: sa.Table = Step.__table__  # type: ignore[attr-defined]
 events: sa.Table = Event.__table__  # type: ignore[attr-defined]
 history: sa.Table = History.__table__  # type: ignore[attr-defined]

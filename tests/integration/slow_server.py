@@ -1,4 +1,7 @@
-"""A local HTTP server for egress tests: ``/sleep?s=1.5&tag=x`` waits, then answers JSON."""
+"""A local HTTP server for egress tests: ``/sleep?s=1.5&tag=x`` waits, then answers JSON.
+
+``calls`` counts the requests of each tag, ``peak`` the most of them in flight at once.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 class SlowServer:
     def __init__(self) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
+        self.peak: collections.Counter[str] = collections.Counter()
+        in_flight: collections.Counter[str] = collections.Counter()
+        lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -22,8 +28,13 @@ class SlowServer:
                 query = parse_qs(urlsplit(self.path).query)
                 seconds = float(query.get("s", ["0"])[0])
                 tag = query.get("tag", [""])[0]
-                server.calls[tag] += 1
+                with lock:
+                    server.calls[tag] += 1
+                    in_flight[tag] += 1
+                    server.peak[tag] = max(server.peak[tag], in_flight[tag])
                 time.sleep(seconds)
+                with lock:
+                    in_flight[tag] -= 1
                 body = json.dumps({"tag": tag, "slept": seconds}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

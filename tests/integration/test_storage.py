@@ -23,6 +23,19 @@ def _columns(conn: sa.Connection) -> dict[str, dict[str, bool]]:
     }
 
 
+def _indexes(conn: sa.Connection) -> dict[str, set[str]]:
+    inspector = sa.inspect(conn)
+    return {
+        name: {
+            str(i["name"])
+            for i in inspector.get_indexes(name)
+            if not i.get("duplicates_constraint") and not str(i["name"]).startswith("sqlite_")
+        }
+        for name in inspector.get_table_names()
+        if name != "schema_migrations"
+    }
+
+
 def test_migrations_build_the_declared_schema_and_are_idempotent(database_url: str) -> None:
     db = Database(database_url)
     shipped = available_migrations()
@@ -32,8 +45,12 @@ def test_migrations_build_the_declared_schema_and_are_idempotent(database_url: s
     declared = {
         t.name: {c.name: bool(c.nullable) for c in t.columns} for t in tables.metadata.sorted_tables
     }
+    declared_indexes = {
+        t.name: {str(i.name) for i in t.indexes} for t in tables.metadata.sorted_tables
+    }
     with db.connect() as conn:
         assert _columns(conn) == declared
+        assert _indexes(conn) == declared_indexes
     db.dispose()
 
 
