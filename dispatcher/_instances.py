@@ -12,12 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dispatcher._rates import CreateRate
-from engine import Engine, NewInstance
+from dispatcher._schemas import NAME_PATTERN
+from engine import MAX_INSTANCE_ID, Engine, NewInstance
 from loader import Loader
 from tenants import Caller, Policy
 from treadle.errors import AlreadyExists, InvalidInput, QuotaExceeded, TooLarge, TreadleError
@@ -32,7 +34,11 @@ class NewInstanceBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: str | None = None
+    # Checked by the engine (code instance.invalid_id); described here for the document.
+    id: str | None = Field(
+        default=None,
+        json_schema_extra={"minLength": 1, "maxLength": MAX_INSTANCE_ID, "pattern": NAME_PATTERN},
+    )
     params: Any = None
 
 
@@ -107,7 +113,7 @@ class InstanceApi:
         return created, errors
 
     async def list_instances(self, request: Request) -> Response:
-        query = request.query_params
+        query = query_of(request, "status", "limit", "cursor")
         limit = _int_param(query.get("limit"), "limit", default=50)
         instances, cursor = await run_in_threadpool(
             self._list,
@@ -160,6 +166,18 @@ def caller_of(request: Request) -> Caller:
 
 def ids_of(request: Request) -> tuple[str, str]:
     return request.path_params["name"], request.path_params["id"]
+
+
+def query_of(request: Request, *known: str) -> QueryParams:
+    """The query parameters, refusing any the route does not know (a misspelt ``limit`` doing
+    nothing is worse than an error)."""
+    for name in request.query_params:
+        if name not in known:
+            raise InvalidInput(
+                f"unknown query parameter {name!r}; this route takes {', '.join(known)}",
+                code="request.unknown_parameter",
+            )
+    return request.query_params
 
 
 def _int_param(value: str | None, name: str, *, default: int) -> int:

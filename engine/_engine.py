@@ -10,6 +10,7 @@ from typing import Any
 from engine._lifecycle import Lifecycle
 from engine._names import (
     MAX_PAYLOAD_BYTES,
+    MAX_ROW_ID,
     check_event_type,
     check_instance_id,
     check_status,
@@ -281,6 +282,9 @@ def _decode(cursor: str | None) -> int | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return int(base64.urlsafe_b64decode(padded.encode()).decode())
+        pk = int(base64.urlsafe_b64decode(padded.encode()).decode())
     except ValueError:
-        raise InvalidInput("cursor is not valid", code="request.invalid_cursor") from None
+        pk = 0
+    if not 0 < pk <= MAX_ROW_ID:
+        raise InvalidInput("cursor is not valid", code="request.invalid_cursor")
+    return pk

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tenants._policy import Policy
-from tenants._store import TenantStore
+from tenants._store import MAX_NAME, NAME_PATTERN, TenantStore
 
 _PATCH = TypeAdapter(dict[str, Any])
 
@@ -25,7 +25,10 @@ class NewTenant(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str
+    # Checked by the store (code tenant.invalid_name); described here for the OpenAPI document.
+    name: str = Field(
+        json_schema_extra={"minLength": 1, "maxLength": MAX_NAME, "pattern": NAME_PATTERN}
+    )
     policy: Policy | None = None
 
 
