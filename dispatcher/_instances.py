@@ -6,8 +6,9 @@ resolved to its current version here, and the instance is pinned to that version
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -27,6 +28,7 @@ from treadle.errors import AlreadyExists, InvalidInput, QuotaExceeded, TooLarge,
 MAX_BATCH = 100
 _BASE = "/v1/workflows/{name}/instances"
 _PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 class NewInstanceBody(BaseModel):
@@ -42,12 +44,19 @@ class NewInstanceBody(BaseModel):
     params: Any = None
 
 
+class BatchItem(NewInstanceBody):
+    """One item of a batch. A bad id is that item's error (in ``errors`` of a 200), not the
+    request's, so the document puts no rule on it here."""
+
+    id: str | None = None
+
+
 class BatchBody(BaseModel):
     """The body of ``POST .../instances/batch``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    instances: list[NewInstanceBody] = Field(max_length=MAX_BATCH)
+    instances: list[BatchItem] = Field(max_length=MAX_BATCH)
 
 
 class InstanceApi:
@@ -87,7 +96,7 @@ class InstanceApi:
         return JSONResponse({"created": created, "errors": errors}, headers=headers)
 
     def _create(
-        self, caller: Caller, workflow: str, items: list[NewInstanceBody]
+        self, caller: Caller, workflow: str, items: Sequence[NewInstanceBody]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Create what the tenant's rate allows; the rest are per-item ``quota.rate_limited``
         errors (a single create answers 429), and nothing of them is written."""
@@ -119,7 +128,7 @@ class InstanceApi:
             self._list,
             caller_of(request),
             request.path_params["name"],
-            query.get("status") or None,
+            query.get("status"),  # "status=" is an unknown status, not "any status"
             limit,
             query.get("cursor") or None,
         )
@@ -181,12 +190,11 @@ def query_of(request: Request, *known: str) -> QueryParams:
 
 
 def _int_param(value: str | None, name: str, *, default: int) -> int:
-    if value is None or value == "":
+    if value is None:
         return default
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer, not {value!r}") from None
+    if not _INTEGER.fullmatch(value):  # int() would take " 5", "5_0" and other digits
+        raise InvalidInput(f"{name} must be an integer, not {value[:40]!r}")
+    return int(value)
 
 
 def _item_error(error: dict[str, Any]) -> TreadleError:

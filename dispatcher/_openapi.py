@@ -37,8 +37,49 @@ _TENANT = {"name": "tenant", "in": "path", "required": True, "schema": s.NAME}
 _ID = {"name": "id", "in": "path", "required": True, "schema": s.INSTANCE_ID}
 _KEY_ID = {"name": "key_id", "in": "path", "required": True, "schema": s.KEY_ID}
 # Fields that the models take as any JSON, narrowed to what the server stores (no U+0000).
-_JSON_FIELDS = {("NewInstanceBody", "params"): s.ref("JsonValue")}
+_JSON_FIELDS = {
+    ("NewInstanceBody", "params"): s.ref("JsonValue"),
+    ("BatchItem", "params"): s.ref("JsonValue"),
+}
 _JSON_MAPS = {("Policy", "vars")}
+
+_T, _W = "/v1/admin/tenants/{tenant}", "/v1/workflows/{name}"
+_I = _W + "/instances/{id}"
+# OpenAPI links: what a created object's id opens up (clients and stateful fuzzers follow them).
+# (producer path, method) -> (how to fill the next operation's path, {link name: (path, method)})
+_LINKS: dict[tuple[str, str], tuple[dict[str, str], dict[str, tuple[str, str]]]] = {
+    ("/v1/admin/tenants", "post"): (
+        {"tenant": "$response.body#/name"},
+        {
+            "GetTenant": (_T, "get"),
+            "ChangePolicy": (_T + "/policy", "patch"),
+            "CreateKey": (_T + "/keys", "post"),
+        },
+    ),
+    (_T + "/keys", "post"): (
+        {"tenant": "$request.path.tenant", "key_id": "$response.body#/id"},
+        {"DeleteKey": (_T + "/keys/{key_id}", "delete")},
+    ),
+    (_W, "put"): (
+        {"name": "$response.body#/name"},
+        {
+            "GetWorkflow": (_W, "get"),
+            "CreateInstance": (_W + "/instances", "post"),
+            "ListInstances": (_W + "/instances", "get"),
+            "DeleteWorkflow": (_W, "delete"),
+        },
+    ),
+    (_W + "/instances", "post"): (
+        {"name": "$request.path.name", "id": "$response.body#/id"},
+        {
+            "GetInstance": (_I, "get"),
+            "GetLogs": (_I + "/logs", "get"),
+            "ChangeStatus": (_I + "/status", "patch"),
+            "SendEvent": (_I + "/events/{type}", "post"),
+            "DeleteInstance": (_I, "delete"),
+        },
+    ),
+}
 
 
 def _op(
@@ -315,8 +356,23 @@ def _request_schemas() -> dict[str, Any]:
     return schemas
 
 
+def _add_links(paths: dict[str, Any]) -> None:
+    for (path, method), (parameters, targets) in _LINKS.items():
+        operation = paths[path][method]
+        created = next(code for code in operation["responses"] if code.startswith("2"))
+        operation["responses"][created]["links"] = {
+            name: {"operationRef": _operation_ref(*target), "parameters": parameters}
+            for name, target in targets.items()
+        }
+
+
+def _operation_ref(path: str, method: str) -> str:
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
 def openapi_document() -> dict[str, Any]:
     paths = {**_plain_paths(), **_admin_paths(), **_workflow_paths(), **_instance_paths()}
+    _add_links(paths)
     bearer = {"type": "http", "scheme": "bearer"}
     return {
         "openapi": "3.1.0",
