@@ -171,6 +171,7 @@ def _last_event_id(request: Request) -> int:
 def _event_id(value: str | None, what: str) -> int | None:
     if value is None:
         return None
-    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ROW_ID:
+    # (the length first: int() refuses more than 4300 digits)
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_ROW_ID:
         raise InvalidInput(f"{what} must be an event id from 0 to {MAX_ROW_ID}, not {value[:40]!r}")
     return int(value)

@@ -241,7 +241,7 @@ def test_bad_query_parameters_are_a_400(client: Client, acme: dict[str, str]) ->
         ("limt=5", "request.unknown_parameter", "'limt'"),
     ]:
         _error(client.get(f"{BASE}?{query}", headers=acme), 400, code, words)
-    for query in ["after=-1", "after=abc", "after=1.5", "after=", "after=99999999999999999999"]:
+    for query in ["after=-1", "after=abc", "after=1.5", "after=", "after=" + "9" * 5000]:
         reply = client.get(f"{BASE}/i1/stream?{query}", headers=acme)
         _error(reply, 400, "request.invalid", "after")
     unknown = client.get(f"{BASE}/i1/stream?since=3", headers=acme)
@@ -249,7 +249,7 @@ def test_bad_query_parameters_are_a_400(client: Client, acme: dict[str, str]) ->
 
 
 def test_bad_last_event_ids_are_a_400(client: Client, acme: dict[str, str]) -> None:
-    for value in ["abc", "-1", "", "1.5", "+1", "99999999999999999999", "1,2"]:
+    for value in ["abc", "-1", "", "1.5", "+1", "99999999999999999999", "1,2", "9" * 5000]:
         reply = client.get(f"{BASE}/i1/stream", headers={**acme, "Last-Event-ID": value})
         _error(reply, 400, "request.invalid", "Last-Event-ID")
 
