@@ -217,31 +217,6 @@ def test_every_operation_withstands_the_fuzzer(seeded: Seeded) -> None:
     assert not seeded.failures, "\n\n".join(seeded.failures)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_sequences_of_linked_operations_withstand_the_fuzzer(seeded: Seeded) -> None:
-    """Stateful: schemathesis follows the document's links (a created tenant to its policy and
-    keys, a created key to its deletion, a created instance to its status, events, logs...),
-    so requests reach objects made earlier in the same sequence. Live streams are left out:
-    one of an instance still waiting never ends."""
-    machine = seeded.schema().exclude(path_regex="/stream$").as_state_machine()
-
-    class Linked(machine):  # type: ignore[misc, valid-type]
-        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
-            headers = seeded.credentials(case.operation.path)
-            return {"base_url": seeded.base_url, "headers": headers, "timeout": REQUEST_TIMEOUT}
-
-        def validate_response(
-            self, response: Any, case: Case, additional_checks: Any = None, **kwargs: Any
-        ) -> None:
-            case.validate_response(
-                response, checks=CHECKS, transport_kwargs=kwargs or None, recorder=self.recorder
-            )
-
-    settings = hypothesis.settings(bounded(EXAMPLES), stateful_step_count=6)
-    Linked.run(settings=settings)
-
-
 BAD_CREDENTIALS: list[Callable[[Seeded, str], dict[str, str]]] = [
     lambda seeded, path: {},
     lambda seeded, path: {"Authorization": "Bearer"},

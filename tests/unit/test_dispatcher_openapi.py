@@ -83,3 +83,21 @@ def test_path_parameters_say_which_names_exist() -> None:
                 if parameter["in"] == "path":
                     assert "pattern" in parameter["schema"], (path, parameter)
                     assert "maxLength" in parameter["schema"], (path, parameter)
+
+
+def test_links_lead_to_operations_that_take_their_parameters() -> None:
+    document = openapi_document()
+    links = [
+        link
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for response in operation["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert len(links) >= 13
+    for link in links:
+        pointer = link["operationRef"].removeprefix("#/paths/")
+        path, _, method = pointer.rpartition("/")
+        target = document["paths"][path.replace("~1", "/").replace("~0", "~")][method]
+        names = {p["name"] for p in target["parameters"] if p["in"] == "path"}
+        assert set(link["parameters"]) <= names, link
