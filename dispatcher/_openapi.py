@@ -352,6 +352,7 @@ def _request_schemas() -> dict[str, Any]:
     for (model, name), schema in _JSON_FIELDS.items():
         schemas[model]["properties"][name] = {**schemas[model]["properties"][name], **schema}
     for model, name in _JSON_MAPS:
+        schemas[model]["properties"][name]["propertyNames"] = s.TEXT
         schemas[model]["properties"][name]["additionalProperties"] = s.ref("JsonValue")
     return schemas
 

@@ -22,16 +22,16 @@ KEY_ID: dict[str, Any] = {
     "pattern": "^[a-zA-Z0-9]+$",
 }
 # What PostgreSQL can store: JSON whose strings (keys too) have no U+0000.
-_TEXT: dict[str, Any] = {"type": "string", "pattern": "^[^\\x00]*$"}
+TEXT: dict[str, Any] = {"type": "string", "pattern": "^[^\\x00]*$"}
 JSON_VALUE: dict[str, Any] = {
     "description": "Any JSON value; its strings and keys must not contain U+0000.",
     "anyOf": [
         {"type": ["null", "boolean", "number"]},
-        _TEXT,
+        TEXT,
         {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
         {
             "type": "object",
-            "propertyNames": _TEXT,
+            "propertyNames": TEXT,
             "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
         },
     ],
