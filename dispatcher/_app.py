@@ -19,6 +19,7 @@ import playground
 from dispatcher import _metrics
 from dispatcher._auth import Authenticate
 from dispatcher._errors import HANDLERS
+from dispatcher._guard import RequestGuard
 from dispatcher._instances import InstanceApi
 from dispatcher._lifecycle import LifecycleApi
 from dispatcher._limits import BodyLimit
@@ -53,6 +54,7 @@ def create_app(platform: Platform) -> Starlette:
         middleware=[
             Middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes),
             Middleware(Authenticate, tenants=platform.tenants),
+            Middleware(RequestGuard),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

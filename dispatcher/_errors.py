@@ -26,6 +26,7 @@ from treadle.errors import (
     TooLarge,
     TreadleError,
     Unauthorized,
+    UnsupportedMediaType,
 )
 
 STATUS: dict[type[TreadleError], int] = {
@@ -36,6 +37,7 @@ STATUS: dict[type[TreadleError], int] = {
     AlreadyExists: 409,
     Conflict: 409,
     TooLarge: 413,
+    UnsupportedMediaType: 415,
     CodeInvalid: 422,
     QuotaExceeded: 429,
 }

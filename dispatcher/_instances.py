@@ -6,16 +6,19 @@ resolved to its current version here, and the instance is pinned to that version
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from engine import Engine, NewInstance, Quota
+from dispatcher._schemas import NAME_PATTERN
+from engine import MAX_INSTANCE_ID, Engine, NewInstance, Quota
 from loader import Loader
 from tenants import Caller, Policy
 from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
@@ -23,6 +26,7 @@ from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
 MAX_BATCH = 100
 _BASE = "/v1/workflows/{name}/instances"
 _PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 class NewInstanceBody(BaseModel):
@@ -30,8 +34,19 @@ class NewInstanceBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: str | None = None
+    # Checked by the engine (code instance.invalid_id); described here for the document.
+    id: str | None = Field(
+        default=None,
+        json_schema_extra={"minLength": 1, "maxLength": MAX_INSTANCE_ID, "pattern": NAME_PATTERN},
+    )
     params: Any = None
+
+
+class BatchItem(NewInstanceBody):
+    """One item of a batch. A bad id is that item's error (in ``errors`` of a 200), not the
+    request's, so the document puts no rule on it here."""
+
+    id: str | None = None
 
 
 class BatchBody(BaseModel):
@@ -39,7 +54,7 @@ class BatchBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    instances: list[NewInstanceBody] = Field(max_length=MAX_BATCH)
+    instances: list[BatchItem] = Field(max_length=MAX_BATCH)
 
 
 class InstanceApi:
@@ -78,7 +93,7 @@ class InstanceApi:
         return JSONResponse({"created": created, "errors": errors}, headers=headers)
 
     def _create(
-        self, caller: Caller, workflow: str, items: list[NewInstanceBody]
+        self, caller: Caller, workflow: str, items: Sequence[NewInstanceBody]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Create what the tenant's quota allows (``creates_per_second`` across every API
         process, ``max_queued_instances``); the rest are per-item errors (a create refused
@@ -90,13 +105,13 @@ class InstanceApi:
         return self._engine.create_instances(caller.tenant_id, workflow, version, new, quota)
 
     async def list_instances(self, request: Request) -> Response:
-        query = request.query_params
+        query = query_of(request, "status", "limit", "cursor")
         limit = _int_param(query.get("limit"), "limit", default=50)
         instances, cursor = await run_in_threadpool(
             self._list,
             caller_of(request),
             request.path_params["name"],
-            query.get("status") or None,
+            query.get("status"),  # "status=" is an unknown status, not "any status"
             limit,
             query.get("cursor") or None,
         )
@@ -145,13 +160,24 @@ def ids_of(request: Request) -> tuple[str, str]:
     return request.path_params["name"], request.path_params["id"]
 
 
+def query_of(request: Request, *known: str) -> QueryParams:
+    """The query parameters, refusing any the route does not know (a misspelt ``limit`` doing
+    nothing is worse than an error)."""
+    for name in request.query_params:
+        if name not in known:
+            raise InvalidInput(
+                f"unknown query parameter {name!r}; this route takes {', '.join(known)}",
+                code="request.unknown_parameter",
+            )
+    return request.query_params
+
+
 def _int_param(value: str | None, name: str, *, default: int) -> int:
-    if value is None or value == "":
+    if value is None:
         return default
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer, not {value!r}") from None
+    if not _INTEGER.fullmatch(value):  # int() would take " 5", "5_0" and other digits
+        raise InvalidInput(f"{name} must be an integer, not {value[:40]!r}")
+    return int(value)
 
 
 def _item_error(error: dict[str, Any]) -> TreadleError:

@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from dispatcher._instances import caller_of, ids_of
-from engine import FINISHED, Engine
+from dispatcher._instances import caller_of, ids_of, query_of
+from engine import FINISHED, MAX_ROW_ID, Engine
 from loader import Loader
 from storage import iso
-from tenants import Caller
+from tenants import MAX_STEPS, Caller, JsonInt
 from treadle.errors import InvalidInput, NotFound
 
 _BASE = "/v1/workflows/{name}/instances/{id}"
@@ -27,17 +27,39 @@ _KEEPALIVE_SECONDS = 15.0
 _BATCH = 500
 
 
+_NO_TERMINATE_OPTIONS: dict[str, Any] = {"rollback": {"const": False}}
+_NO_RESTART_OPTIONS: dict[str, Any] = {"from": {"type": "null"}, "upgrade": {"const": False}}
+
+
 class StepRef(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=256)
-    count: int = Field(default=1, ge=1)
+    count: JsonInt = Field(default=1, ge=1, le=MAX_STEPS)
 
 
 class StatusBody(BaseModel):
     """The body of ``PATCH .../status``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    # The document says what ``LifecycleApi._change`` checks: which options go with which action.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        populate_by_name=True,
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "properties": {
+                        "status": {"enum": ["pause", "resume"]},
+                        **_NO_TERMINATE_OPTIONS,
+                        **_NO_RESTART_OPTIONS,
+                    }
+                },
+                {"properties": {"status": {"const": "terminate"}, **_NO_RESTART_OPTIONS}},
+                {"properties": {"status": {"const": "restart"}, **_NO_TERMINATE_OPTIONS}},
+            ]
+        },
+    )
 
     status: Literal["pause", "resume", "terminate", "restart"]
     from_: StepRef | None = Field(default=None, alias="from")
@@ -140,11 +162,16 @@ def _sse(row: dict[str, Any]) -> str:
 
 
 def _last_event_id(request: Request) -> int:
-    value = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    try:
-        after = int(value)
-    except ValueError:
-        raise InvalidInput(f"Last-Event-ID must be an event id, not {value!r}") from None
-    if after < 0:
-        raise InvalidInput("Last-Event-ID must not be negative")
-    return after
+    """The Last-Event-ID header, else the ``after`` query parameter; both are checked."""
+    header = _event_id(request.headers.get("last-event-id"), "Last-Event-ID")
+    after = _event_id(query_of(request, "after").get("after"), "after")
+    return header if header is not None else after or 0
+
+
+def _event_id(value: str | None, what: str) -> int | None:
+    if value is None:
+        return None
+    # (the length first: int() refuses more than 4300 digits)
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_ROW_ID:
+        raise InvalidInput(f"{what} must be an event id from 0 to {MAX_ROW_ID}, not {value[:40]!r}")
+    return int(value)

@@ -16,22 +16,70 @@ from pydantic.json_schema import models_json_schema
 from dispatcher import _schemas as s
 from dispatcher._instances import MAX_BATCH, BatchBody, NewInstanceBody
 from dispatcher._lifecycle import StatusBody
+from engine import MAX_ROW_ID
 from loader import Upload
 from tenants import KeyLifetime, NewTenant, Policy, Rotation
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {
-    400: "The request is not valid (bad JSON, wrong types, unknown fields, bad names).",
+    400: "The request is not valid (bad JSON, wrong types, unknown fields, bad names, a control "
+    "character in the path).",
     401: "Missing or invalid credentials.",
     404: "Not found (also for another tenant's objects).",
     409: "Conflicts with what exists.",
     413: "The request body or a value in it is too large.",
+    415: "The request body is not declared as JSON (Content-Type: application/json).",
     422: "The workflow code is not valid; ``problems`` says where.",
     429: "A quota or rate limit of the tenant's policy was reached; see Retry-After.",
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": s.NAME}
 _TENANT = {"name": "tenant", "in": "path", "required": True, "schema": s.NAME}
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ID = {"name": "id", "in": "path", "required": True, "schema": s.INSTANCE_ID}
+_KEY_ID = {"name": "key_id", "in": "path", "required": True, "schema": s.KEY_ID}
+# Fields that the models take as any JSON, narrowed to what the server stores (no U+0000).
+_JSON_FIELDS = {
+    ("NewInstanceBody", "params"): s.ref("JsonValue"),
+    ("BatchItem", "params"): s.ref("JsonValue"),
+}
+_JSON_MAPS = {("Policy", "vars")}
+
+_T, _W = "/v1/admin/tenants/{tenant}", "/v1/workflows/{name}"
+_I = _W + "/instances/{id}"
+# OpenAPI links: what a created object's id opens up (clients and stateful fuzzers follow them).
+# (producer path, method) -> (how to fill the next operation's path, {link name: (path, method)})
+_LINKS: dict[tuple[str, str], tuple[dict[str, str], dict[str, tuple[str, str]]]] = {
+    ("/v1/admin/tenants", "post"): (
+        {"tenant": "$response.body#/name"},
+        {
+            "GetTenant": (_T, "get"),
+            "ChangePolicy": (_T + "/policy", "patch"),
+            "CreateKey": (_T + "/keys", "post"),
+        },
+    ),
+    (_T + "/keys", "post"): (
+        {"tenant": "$request.path.tenant", "key_id": "$response.body#/id"},
+        {"DeleteKey": (_T + "/keys/{key_id}", "delete")},
+    ),
+    (_W, "put"): (
+        {"name": "$response.body#/name"},
+        {
+            "GetWorkflow": (_W, "get"),
+            "CreateInstance": (_W + "/instances", "post"),
+            "ListInstances": (_W + "/instances", "get"),
+            "DeleteWorkflow": (_W, "delete"),
+        },
+    ),
+    (_W + "/instances", "post"): (
+        {"name": "$request.path.name", "id": "$response.body#/id"},
+        {
+            "GetInstance": (_I, "get"),
+            "GetLogs": (_I + "/logs", "get"),
+            "ChangeStatus": (_I + "/status", "patch"),
+            "SendEvent": (_I + "/events/{type}", "post"),
+            "DeleteInstance": (_I, "delete"),
+        },
+    ),
+}
 
 
 def _op(
@@ -48,7 +96,10 @@ def _op(
     responses: dict[str, Any] = {str(ok): {"description": summary}}
     if result is not None:
         responses[str(ok)]["content"] = {"application/json": {"schema": result}}
-    for status in errors + ((401,) if auth else ()) + ((400, 413) if body else ()):
+    # Every API route checks its path (400) and credentials (401); every body is checked for
+    # size (413), media type (415) and well-formed JSON (400) before the route sees it.
+    common = ((400, 401) if auth else ()) + ((400, 413, 415) if body else ())
+    for status in errors + common:
         responses[str(status)] = {
             "description": _ERRORS[status],
             "content": {"application/json": {"schema": s.ref("Error")}},
@@ -106,7 +157,7 @@ def _admin_paths() -> dict[str, Any]:
                 None,
                 (404,),
                 auth=admin,
-                params=(_TENANT, {**_ID, "name": "key_id"}),
+                params=(_TENANT, _KEY_ID),
             ),
         },
     }
@@ -201,8 +252,8 @@ def _workflow_paths() -> dict[str, Any]:
 def _instance_paths() -> dict[str, Any]:
     key, base = "apiKey", "/v1/workflows/{name}/instances"
     one = (_NAME, _ID)
-    event_type = {"name": "type", "in": "path", "required": True, "schema": s.NAME}
-    payload = {"description": "the event payload: any JSON value"}
+    event_type = {"name": "type", "in": "path", "required": True, "schema": s.EVENT_TYPE}
+    payload = {**s.ref("JsonValue"), "description": "the event payload: any JSON value"}
     return {
         base: {
             "post": _op(
@@ -255,21 +306,29 @@ def _instance_paths() -> dict[str, Any]:
 
 
 def _lifecycle_paths(base: str, key: str, one: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    event_id = {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID}
     after = {
         "name": "after",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": event_id,
         "description": "resume after this event id (or send the Last-Event-ID header)",
     }
-    sse = {"text/event-stream": {"schema": {"type": "string"}}}
+    last_event_id = {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "schema": event_id,
+        "description": "resume after this event id; takes precedence over ``after``",
+    }
+    sse = {"text/event-stream": {"schema": s.SSE_EVENT}}
     stream = _op(
         "Stream the instance's history, then live events (Server-Sent Events)",
         200,
         None,
         (400, 404),
         auth=key,
-        params=(*one, after),
+        params=(*one, after, last_event_id),
     )
     stream["responses"]["200"]["content"] = sse
     return {
@@ -343,13 +402,34 @@ def _request_schemas() -> dict[str, Any]:
         Rotation,
     ]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
-    return dict(top.get("$defs", {}))
+    schemas: dict[str, Any] = top.get("$defs", {})
+    for (model, name), schema in _JSON_FIELDS.items():
+        schemas[model]["properties"][name] = {**schemas[model]["properties"][name], **schema}
+    for model, name in _JSON_MAPS:
+        schemas[model]["properties"][name]["propertyNames"] = s.TEXT
+        schemas[model]["properties"][name]["additionalProperties"] = s.ref("JsonValue")
+    return schemas
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    for (path, method), (parameters, targets) in _LINKS.items():
+        operation = paths[path][method]
+        created = next(code for code in operation["responses"] if code.startswith("2"))
+        operation["responses"][created]["links"] = {
+            name: {"operationRef": _operation_ref(*target), "parameters": parameters}
+            for name, target in targets.items()
+        }
+
+
+def _operation_ref(path: str, method: str) -> str:
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
 
 
 def openapi_document() -> dict[str, Any]:
     paths = {**_plain_paths(), **_admin_paths(), **_workflow_paths(), **_instance_paths()}
     for path, operations in _key_and_audit_paths().items():
         paths[path] = {**paths.get(path, {}), **operations}
+    _add_links(paths)
     bearer = {"type": "http", "scheme": "bearer"}
     return {
         "openapi": "3.1.0",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import STATUSES
+from engine import MAX_EVENT_TYPE, MAX_INSTANCE_ID, STATUSES
 from tenants import ACTIONS
 
 STR: dict[str, Any] = {"type": "string"}
@@ -12,7 +12,45 @@ INT: dict[str, Any] = {"type": "integer"}
 ANY: dict[str, Any] = {}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 MAYBE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
-NAME: dict[str, Any] = {"type": "string", "pattern": "^[a-zA-Z0-9_][a-zA-Z0-9_-]*$"}
+NAME_PATTERN = "^[a-zA-Z0-9_][a-zA-Z0-9_-]*$"
+NAME: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": NAME_PATTERN}
+EVENT_TYPE: dict[str, Any] = {**NAME, "maxLength": MAX_EVENT_TYPE}
+INSTANCE_ID: dict[str, Any] = {**NAME, "maxLength": MAX_INSTANCE_ID}
+KEY_ID: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 32,
+    "pattern": "^[a-zA-Z0-9]+$",
+}
+# What PostgreSQL can store: JSON whose strings (keys too) have no U+0000.
+TEXT: dict[str, Any] = {"type": "string", "pattern": "^[^\\x00]*$"}
+JSON_VALUE: dict[str, Any] = {
+    "description": "Any JSON value; its strings and keys must not contain U+0000.",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        TEXT,
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {
+            "type": "object",
+            "propertyNames": TEXT,
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        },
+    ],
+}
+# One Server-Sent Event of ``.../stream`` as a client's SSE parser gives it.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": '{"id", "type", "ts", "step", "data"} as JSON',
+        },
+    },
+}
 STATUS: dict[str, Any] = {
     "type": "string",
     "enum": list(STATUSES),
@@ -48,7 +86,13 @@ LIST_PARAMS = (
         "required": False,
         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
     },
-    {"name": "cursor", "in": "query", "required": False, "schema": STR},
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "schema": STR,
+        "description": "the next_cursor of the previous page (anything else is a 400)",
+    },
 )
 
 _PROBLEM = obj(
@@ -100,6 +144,7 @@ _VERSION = obj(
 
 RESPONSES: dict[str, Any] = {
     "Error": obj({"error": _ERROR}),
+    "JsonValue": JSON_VALUE,
     "Tenant": obj({"name": STR, "policy": ref("Policy"), "created_at": TIME}),
     "TenantList": obj({"tenants": array(ref("Tenant"))}),
     "ApiKey": obj({"id": STR, "key": STR, "created_at": TIME, "expires_at": MAYBE_TIME}),

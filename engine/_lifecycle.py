@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from engine._names import FINISHED
 from engine._quotas import grow_queue_bound
 from engine._store import E, H, I, S, Write, instance_key, not_found
-from treadle.errors import Conflict, InvalidInput
+from treadle.errors import Conflict, InvalidInput, NotFound
 
 LIVE = ("queued", "running", "waiting", "paused", "waitingForPause")
 ALLOWED = {
@@ -213,7 +213,7 @@ def _step_seq(conn: sa.Connection, pk: int, step: dict[str, Any]) -> int:
         sa.select(S.c.seq).where(S.c.instance_pk == pk, S.c.name == name, S.c.count == count)
     ).scalar()
     if seq is None:
-        raise InvalidInput(
+        raise NotFound(
             f"the instance has no step {name!r} (occurrence {count}) to restart from",
             code="instance.step_not_found",
         )

@@ -12,6 +12,8 @@ _PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 MAX_INSTANCE_ID = 100
 MAX_EVENT_TYPE = 100
 MAX_PAYLOAD_BYTES = 1 << 20
+# Event ids and list cursors are row ids: BIGINT on PostgreSQL, which refuses anything larger.
+MAX_ROW_ID = (1 << 63) - 1
 
 STATUSES = (
     "queued",

@@ -11,7 +11,30 @@ class Upload(BaseModel):
     """Python source for the ``restricted`` (or wasm-python) sandbox, or a WebAssembly core
     module, base64-encoded, for the ``wasm`` sandbox."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # The document says what ``_one_kind_of_code`` checks, so that clients (and the fuzz tests)
+    # know exactly which bodies are accepted.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["source"],
+                    "properties": {"source": {"type": "string"}, "wasm_base64": {"type": "null"}},
+                },
+                {
+                    "required": ["wasm_base64", "sandbox"],
+                    "properties": {
+                        "wasm_base64": {"type": "string"},
+                        "sandbox": {"const": "wasm"},
+                        "source": {"type": "null"},
+                        "class_name": {"type": "null"},
+                    },
+                },
+            ]
+        },
+    )
 
     sandbox: Literal["restricted", "wasm"]
     source: str | None = None

@@ -17,7 +17,13 @@ from starlette.routing import Route
 
 from tenants._audit import MAX_LIMIT, Actor
 from tenants._policy import Policy
-from tenants._store import DEFAULT_OVERLAP, TenantStore, check_tenant_name
+from tenants._store import (
+    DEFAULT_OVERLAP,
+    MAX_NAME,
+    NAME_PATTERN,
+    TenantStore,
+    check_tenant_name,
+)
 from treadle import parse_duration, parse_instant
 from treadle.errors import InvalidInput, Unauthorized
 
@@ -30,7 +36,10 @@ class NewTenant(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str
+    # Checked by the store (code tenant.invalid_name); described here for the OpenAPI document.
+    name: str = Field(
+        json_schema_extra={"minLength": 1, "maxLength": MAX_NAME, "pattern": NAME_PATTERN}
+    )
     policy: Policy | None = None
 
 

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 Sandbox = Literal["restricted", "wasm"]
 SANDBOXES: tuple[Sandbox, ...] = ("restricted", "wasm")
 MAX_VARS_BYTES = 64 * 1024
-_HOST = re.compile(
-    r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
-)
+MAX_STEPS = 1_000_000
+_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+_HOST = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
+_EGRESS_ITEM: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 253,
+    "pattern": rf"^(\*|{_HOST.pattern})$",
+}
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one kind of number: 2.0 is the integer 2 (as JSON Schema has it), 2.5 is none.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+"""An integer in a strict model that also takes integral JSON numbers such as ``2.0``."""
 
 
 class Policy(BaseModel):
@@ -23,15 +37,15 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     sandboxes: list[Sandbox] = Field(default_factory=lambda: list(SANDBOXES))
-    max_running_instances: int = Field(default=1000, ge=1, le=1_000_000)
-    max_queued_instances: int = Field(default=2_000_000, ge=1, le=1_000_000_000)
-    creates_per_second: int = Field(default=300, ge=1, le=1_000_000)
-    step_cpu_ms: int = Field(default=30_000, ge=1, le=3_600_000)
-    memory_mb: int = Field(default=256, ge=64, le=65_536)
-    max_step_result_bytes: int = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
-    max_steps_per_instance: int = Field(default=10_000, ge=1, le=1_000_000)
-    egress_allow: list[str] = Field(default_factory=list)
-    retention_days: int = Field(default=7, ge=1, le=36_500)
+    max_running_instances: JsonInt = Field(default=1000, ge=1, le=1_000_000)
+    max_queued_instances: JsonInt = Field(default=2_000_000, ge=1, le=1_000_000_000)
+    creates_per_second: JsonInt = Field(default=300, ge=1, le=1_000_000)
+    step_cpu_ms: JsonInt = Field(default=30_000, ge=1, le=3_600_000)
+    memory_mb: JsonInt = Field(default=256, ge=64, le=65_536)
+    max_step_result_bytes: JsonInt = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
+    max_steps_per_instance: JsonInt = Field(default=10_000, ge=1, le=MAX_STEPS)
+    egress_allow: list[str] = Field(default_factory=list, json_schema_extra={"items": _EGRESS_ITEM})
+    retention_days: JsonInt = Field(default=7, ge=1, le=36_500)
     vars: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("sandboxes")
@@ -44,10 +58,9 @@ class Policy(BaseModel):
     def _host_names(cls, value: list[str]) -> list[str]:
         hosts = []
         for host in value:
-            host = host.strip().lower()
             if host != "*" and (len(host) > 253 or not _HOST.fullmatch(host)):
                 raise ValueError(f"{host!r} is not a host name (or '*' for every host)")
-            hosts.append(host)
+            hosts.append(host.lower())
         return list(dict.fromkeys(hosts))
 
     @field_validator("vars")

@@ -43,8 +43,8 @@ def parse_credential(text: str, prefix: str) -> Credential | None:
     if head != prefix or not sep:
         return None
     key_id, sep, secret = rest.partition("_")
-    if not sep or not key_id or not secret or len(key_id) > 32:
-        return None
+    if not sep or not secret or len(key_id) > 32 or not (key_id.isascii() and key_id.isalnum()):
+        return None  # ids are hex: anything else (a NUL, say) must not reach a database query
     return Credential(key_id, secret, prefix)
 
 

@@ -37,6 +37,7 @@ from treadle.errors import AlreadyExists, Conflict, InvalidInput, NotFound, Unau
 T, K, A = tables.tenants, tables.api_keys, tables.admin_tokens
 _NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 _KEY_ID = re.compile(r"[0-9a-f]{1,32}")  # as tenants._secrets makes them
+NAME_PATTERN = f"^{_NAME.pattern}$"
 MAX_NAME = 64
 DEFAULT_TENANT = "default"
 _TOUCH_EVERY = 60.0  # seconds between writes of a key's last_used_at

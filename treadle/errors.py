@@ -73,6 +73,12 @@ class InvalidDuration(InvalidInput):
     code: str = "duration.invalid"
 
 
+class UnsupportedMediaType(InvalidInput):
+    """The request body is not JSON; send it with ``Content-Type: application/json``."""
+
+    code: str = "request.unsupported_media_type"
+
+
 class Unauthorized(TreadleError):
     """Missing or invalid credentials."""
 

@@ -122,7 +122,8 @@ def test_restart_from_a_step_keeps_what_came_before(client: Client, acme: dict[s
     logs = client.get(f"{BASE}/r1/logs", headers=acme).json()["logs"]
     assert [x["message"] for x in logs] == ["b runs", "b runs"]
     missing = _status(client, acme, "r1", {"status": "restart", "from": {"name": "zz"}})
-    assert missing.status_code == 400
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "instance.step_not_found"
 
 
 def test_restart_from_the_beginning_and_delete(client: Client, acme: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ def test_every_operation_documents_its_errors_and_security() -> None:
                 assert operation["security"] == [{scheme: []}], (path, method)
                 assert "401" in responses, (path, method)
             if "requestBody" in operation:
-                assert {"400", "413"} <= set(responses), (path, method)
+                assert {"400", "413", "415"} <= set(responses), (path, method)
 
 
 def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -41,3 +41,63 @@ def test_request_bodies_come_from_the_models_that_parse_them() -> None:
     policy = document["components"]["schemas"]["Policy"]
     assert policy["properties"]["memory_mb"]["default"] == 256
     assert policy["additionalProperties"] is False
+
+
+def _models(document: dict[str, Any]) -> dict[str, Any]:
+    """The request body schemas that are objects (the event payload is any JSON value)."""
+    found = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            schema = operation.get("requestBody", {}).get("content", {})
+            ref = schema.get("application/json", {}).get("schema", {}).get("$ref")
+            if ref and not ref.endswith("/JsonValue"):
+                found[(path, method)] = _resolve(document, {"$ref": ref})
+    return found
+
+
+def test_every_object_body_refuses_unknown_fields() -> None:
+    document = openapi_document()
+    models = _models(document)
+    assert len(models) >= 6
+    for where, schema in models.items():
+        assert schema["additionalProperties"] is False, where
+
+
+def test_stored_json_is_described_as_json_without_nul() -> None:
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    params = schemas["NewInstanceBody"]["properties"]["params"]
+    assert params["$ref"] == "#/components/schemas/JsonValue"
+    assert schemas["Policy"]["properties"]["vars"]["additionalProperties"] == {
+        "$ref": params["$ref"]
+    }
+    text = schemas["JsonValue"]["anyOf"][1]
+    assert text == {"type": "string", "pattern": "^[^\\x00]*$"}
+
+
+def test_path_parameters_say_which_names_exist() -> None:
+    document = openapi_document()
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    assert "pattern" in parameter["schema"], (path, parameter)
+                    assert "maxLength" in parameter["schema"], (path, parameter)
+
+
+def test_links_lead_to_operations_that_take_their_parameters() -> None:
+    document = openapi_document()
+    links = [
+        link
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for response in operation["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert len(links) >= 13
+    for link in links:
+        pointer = link["operationRef"].removeprefix("#/paths/")
+        path, _, method = pointer.rpartition("/")
+        target = document["paths"][path.replace("~1", "/").replace("~0", "~")][method]
+        names = {p["name"] for p in target["parameters"] if p["in"] == "path"}
+        assert set(link["parameters"]) <= names, link

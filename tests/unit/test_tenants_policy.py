@@ -31,7 +31,8 @@ def test_the_defaults_are_those_of_the_design() -> None:
     [
         {"unknown": 1},
         {"memory_mb": "256"},
-        {"memory_mb": 256.0},
+        {"memory_mb": 256.5},
+        {"memory_mb": float("inf")},
         {"memory_mb": True},
         {"memory_mb": 32},
         {"step_cpu_ms": 0},
@@ -47,6 +48,19 @@ def test_the_defaults_are_those_of_the_design() -> None:
 def test_invalid_fields_are_refused(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Policy.model_validate(fields)
+
+
+def test_an_integral_json_number_is_an_integer() -> None:
+    # JSON Schema, and so the OpenAPI document, counts 256.0 as the integer 256.
+    policy = Policy.model_validate_json('{"memory_mb": 256.0, "retention_days": 3e1}')
+    assert (policy.memory_mb, policy.retention_days) == (256, 30)
+    assert type(policy.memory_mb) is int
+
+
+def test_host_names_are_lowercased_and_blanks_refused() -> None:
+    assert Policy(egress_allow=["API.Example.com"]).egress_allow == ["api.example.com"]
+    with pytest.raises(ValidationError, match="not a host name"):
+        Policy(egress_allow=[" api.example.com"])
 
 
 def test_egress_hosts_are_normalised_and_deduplicated() -> None:

@@ -1,0 +1,268 @@
+"""Fuzz every operation of the served OpenAPI document with schemathesis, on both databases.
+
+Each operation gets requests that fit its schema and requests that break it (schemathesis'
+positive and negative modes), sent to a real server on a real database. Path parameters are
+often those of a seeded tenant, workflow and instance, so the fuzzer gets past the 404s. Every
+response must: not be a 5xx; have a documented status, content type, headers and schema; refuse
+what the schema forbids and accept what it allows; carry ``{"error": {"code", "message"}}``
+when it is an error; and come within ``REQUEST_TIMEOUT`` (no hang). Requests without valid
+credentials get 401 on every operation.
+
+Operations come from the document, so routes added to it are fuzzed with no change here. The
+run is bounded and reproducible: ``derandomize`` fixes the examples, ``TREADLE_FUZZ_EXAMPLES``
+(default 20 per operation and mode) trades depth for time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from httpx import Client
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.integration.app import (
+    ADMIN,
+    APPROVAL,
+    SUM,
+    bearer,
+    deploy,
+    new_tenant,
+    wait_status,
+)
+
+EXAMPLES = int(os.environ.get("TREADLE_FUZZ_EXAMPLES", "20"))
+REQUEST_TIMEOUT = 15.0
+# What the server may answer to requests that fit the document, and to requests that do not.
+# Credentials are injected, not generated: a generated (and, in negative mode, broken) one would
+# be replaced by the valid one and the request judged by what it no longer has. Missing and
+# wrong credentials have a test of their own below.
+CONFIG = """
+[generation]
+with-security-parameters = false
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "401", "404", "409", "413", "422", "429"]
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "404", "405", "409", "413", "415", "422", "429"]
+"""
+# Reads first, destructive operations last, so that the seeded objects live long enough.
+ORDER = {"get": 0, "put": 1, "post": 2, "patch": 3, "delete": 4}
+INSTANCES = "/v1/workflows/sum/instances"
+
+
+def error_shape(ctx: Any, response: schemathesis.Response, case: Case) -> bool | None:
+    """Every error is ``{"error": {"code": "<dotted.code>", "message": "..."}}``."""
+    if response.status_code < 400:
+        return None
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error.get("code"), str) and error["code"], body
+    assert isinstance(error.get("message"), str) and error["message"], body
+    if response.status_code == 429:
+        assert response.headers.get("retry-after"), response.headers
+    return None
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    positive_data_acceptance,
+    negative_data_rejection,
+    error_shape,
+]
+
+
+@dataclass
+class Seeded:
+    """A server with a tenant, workflows and instances to aim at."""
+
+    base_url: str
+    tenant: dict[str, str]
+    known: dict[str, list[str]]
+    cursor: str
+    failures: list[str] = field(default_factory=list)
+
+    def schema(self) -> Any:
+        config = schemathesis.Config.from_str(CONFIG)
+        return schemathesis.openapi.from_url(f"{self.base_url}/openapi.json", config=config)
+
+    def credentials(self, path: str) -> dict[str, str]:
+        return ADMIN if path.startswith("/v1/admin/") else self.tenant
+
+
+@pytest.fixture
+def seeded(client: Client) -> Seeded:
+    acme = new_tenant(client, "acme")
+    deploy(client, acme, "sum", SUM)
+    deploy(client, acme, "approval", APPROVAL)
+    for instance in ["i0", "i1"]:
+        created = client.post(INSTANCES, json={"id": instance, "params": {"x": 1}}, headers=acme)
+        assert created.is_success, created.text
+    wait_status(client, acme, f"{INSTANCES}/i1", "complete")
+    cursor = client.get(INSTANCES, params={"limit": 1}, headers=acme).json()["next_cursor"]
+    approval = "/v1/workflows/approval/instances"
+    assert client.post(approval, json={"id": "w1"}, headers=acme).is_success
+    wait_status(client, acme, f"{approval}/w1", "waiting")
+    # The admin operations work on a tenant of their own, so acme's key and policy survive.
+    new_tenant(client, "fuzzed")
+    spare = client.post("/v1/admin/tenants/fuzzed/keys", headers=ADMIN).json()["id"]
+    known = {
+        "tenant": ["fuzzed"],
+        "key_id": [spare],
+        "name": ["sum", "approval"],
+        "id": ["i1", "w1"],
+        "type": ["approved"],
+    }
+    return Seeded(str(client.base_url).rstrip("/"), acme, known, cursor)
+
+
+def operations(schema: Any) -> list[Any]:
+    found = [result.ok() for result in schema.get_all_operations()]
+    return sorted(found, key=lambda op: ORDER.get(op.method.lower(), 0))
+
+
+def _path_combinations(seeded: Seeded, path: str) -> Iterator[dict[str, str]]:
+    names = re.findall(r"{(\w+)}", path)
+    if not names:
+        return
+    if "id" in names:  # an instance belongs to one workflow: i1 to sum, w1 to approval
+        pairs = [("sum", "i1")] if path.endswith("/stream") else [("sum", "i1"), ("approval", "w1")]
+        for workflow, instance in pairs:
+            values = {"name": workflow, "id": instance, "type": "approved"}
+            yield {n: values[n] for n in names}
+        return
+    for values in itertools.product(*(seeded.known[n] for n in names)):
+        yield dict(zip(names, values, strict=True))
+
+
+def _takes_cursor(operation: Any) -> bool:
+    return any(p.get("name") == "cursor" for p in operation.definition.raw.get("parameters", []))
+
+
+def cases(seeded: Seeded, operation: Any, mode: GenerationMode) -> st.SearchStrategy[Case]:
+    """Generated path parameters, or those of the seeded objects, half the time each.
+
+    A cursor is opaque: a request that fits the document carries one the server gave out.
+    """
+    query = {"cursor": seeded.cursor} if mode.is_positive and _takes_cursor(operation) else None
+    aimed = [
+        operation.as_strategy(generation_mode=mode, path_parameters=values, query=query)
+        for values in _path_combinations(seeded, operation.path)
+    ]
+    generated = operation.as_strategy(generation_mode=mode, query=query)
+    if not aimed:
+        return generated
+    # A live stream only ends once its instance has finished: aim it at the finished one only.
+    if operation.path.endswith("/stream"):
+        return st.one_of(*aimed)
+    return st.one_of(generated, st.one_of(*aimed))
+
+
+def bounded(examples: int) -> hypothesis.settings:
+    """Reproducible (derandomized, no example database) and bounded: no shrinking, whose
+    time has no bound; a failure is reported as first found."""
+    return hypothesis.settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+
+
+def fuzz(seeded: Seeded, operation: Any, mode: GenerationMode) -> None:
+    headers = seeded.credentials(operation.path)
+
+    @hypothesis.given(case=cases(seeded, operation, mode))
+    @bounded(EXAMPLES)
+    def one(case: Case) -> None:
+        case.call_and_validate(
+            base_url=seeded.base_url, headers=headers, timeout=REQUEST_TIMEOUT, checks=CHECKS
+        )
+
+    try:
+        one()
+    except hypothesis.errors.Unsatisfiable:
+        assert mode is GenerationMode.NEGATIVE, operation.label  # nothing in it to break
+    except (Exception, BaseExceptionGroup) as exc:  # report every operation's failures
+        seeded.failures.append(f"{operation.label} ({mode.value}): {type(exc).__name__}: {exc}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_every_operation_withstands_the_fuzzer(seeded: Seeded) -> None:
+    schema = seeded.schema()
+    ops = operations(schema)
+    assert len(ops) >= 20, [op.label for op in ops]
+    for operation in ops:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz(seeded, operation, mode)
+    assert not seeded.failures, "\n\n".join(seeded.failures)
+
+
+BAD_CREDENTIALS: list[Callable[[Seeded, str], dict[str, str]]] = [
+    lambda seeded, path: {},
+    lambda seeded, path: {"Authorization": "Bearer"},
+    lambda seeded, path: {"Authorization": "Basic dXNlcjpwYXNz"},
+    lambda seeded, path: {"Authorization": "Bearer tdl_0123456789abcdef_wrong"},
+    lambda seeded, path: {"Authorization": "Bearer not-a-credential"},
+    # the other kind of credential: a tenant key on the admin API, the admin token elsewhere
+    lambda seeded, path: seeded.tenant if path.startswith("/v1/admin/") else ADMIN,
+]
+
+
+def refuse_bad_credentials(seeded: Seeded, operation: Any) -> None:
+    @hypothesis.given(case=cases(seeded, operation, GenerationMode.POSITIVE))
+    @bounded(3)
+    def refused(case: Case) -> None:
+        for credentials in BAD_CREDENTIALS:
+            reply = case.call(
+                base_url=seeded.base_url,
+                headers=credentials(seeded, operation.path),
+                timeout=REQUEST_TIMEOUT,
+            )
+            assert reply.status_code == 401, (operation.label, reply.request.headers, reply.text)
+            assert reply.json()["error"]["code"] == "auth.unauthorized"
+            assert reply.headers["www-authenticate"] == ["Bearer"]
+
+    refused()
+
+
+@pytest.mark.slow
+def test_every_operation_refuses_missing_or_wrong_credentials(seeded: Seeded) -> None:
+    secured = [op for op in operations(seeded.schema()) if op.path.startswith("/v1/")]
+    assert len(secured) >= 17
+    for operation in secured:
+        refuse_bad_credentials(seeded, operation)
+
+
+def test_a_deleted_key_is_refused_everywhere_at_once(client: Client, seeded: Seeded) -> None:
+    key = client.post("/v1/admin/tenants/acme/keys", headers=ADMIN).json()
+    headers = bearer(key["key"])
+    assert client.get("/v1/workflows", headers=headers).status_code == 200
+    deleted = client.delete(f"/v1/admin/tenants/acme/keys/{key['id']}", headers=ADMIN)
+    assert deleted.status_code == 204
+    for path in ["/v1/workflows", "/v1/workflows/sum", f"{INSTANCES}/i1"]:
+        assert client.get(path, headers=headers).status_code == 401, path
