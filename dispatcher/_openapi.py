@@ -166,7 +166,7 @@ def _admin_paths() -> dict[str, Any]:
 def _key_and_audit_paths() -> dict[str, Any]:
     """The key lifecycle and the audit log (operations added to existing paths are merged)."""
     admin, key_id = "adminToken", {**_ID, "name": "key_id"}
-    tenant_filter = {"name": "tenant", "in": "query", "required": False, "schema": s.STR}
+    tenant_filter = {"name": "tenant", "in": "query", "required": False, "schema": s.NAME}
     return {
         "/v1/admin/tenants/{tenant}/keys": {
             "get": _op(

@@ -24,7 +24,7 @@ from tenants._store import (
     TenantStore,
     check_tenant_name,
 )
-from treadle import parse_duration, parse_instant
+from treadle import MAX_DURATION_SECONDS, parse_duration, parse_instant
 from treadle.errors import InvalidInput, Unauthorized
 
 _PATCH = TypeAdapter(dict[str, Any])
@@ -43,15 +43,38 @@ class NewTenant(BaseModel):
     policy: Policy | None = None
 
 
+# What the document can say of durations and times; the rest (at most 365 days in any unit, a
+# time in the future) depends on the unit or the clock and is a 400 ``duration.invalid``.
+_DURATION: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_SECONDS},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]+\s*$"},
+    ]
+}
+_MAYBE_DURATION: dict[str, Any] = {"anyOf": [*_DURATION["anyOf"], {"type": "null"}]}
+_SET = {"not": {"type": "null"}}
+_BOTH_LIFETIMES: dict[str, Any] = {
+    "required": ["ttl", "expires_at"],
+    "properties": {"ttl": _SET, "expires_at": _SET},
+}
+_INSTANT: dict[str, Any] = {
+    "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}, {"type": "null"}]
+}
+
+
 class KeyLifetime(BaseModel):
     """The optional body of ``POST .../keys``: when the new key stops working, as a time to
     live (a duration: seconds or ``"<n> <unit>"``) or a time (ISO 8601 or epoch seconds).
     Without either, it works until it is deleted or rotated."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"not": _BOTH_LIFETIMES},  # "give ttl or expires_at, not both"
+    )
 
-    ttl: float | str | None = None
-    expires_at: float | str | None = None
+    ttl: float | str | None = Field(default=None, json_schema_extra=_MAYBE_DURATION)
+    expires_at: float | str | None = Field(default=None, json_schema_extra=_INSTANT)
 
     def expiry(self, now: float) -> float | None:
         if self.ttl is not None and self.expires_at is not None:
@@ -67,7 +90,7 @@ class Rotation(KeyLifetime):
     """The optional body of ``POST .../keys/{key_id}/rotate``: how long the old key keeps
     working (a duration; default 24 hours; 0 stops it at once), and the new key's lifetime."""
 
-    overlap: float | str = DEFAULT_OVERLAP
+    overlap: float | str = Field(default=DEFAULT_OVERLAP, json_schema_extra=_DURATION)
 
     def overlap_seconds(self) -> float:
         return parse_duration(self.overlap, what="overlap")
