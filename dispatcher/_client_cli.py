@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dispatcher import _client_config as config
-from dispatcher._client_output import Output, cell, describe, show_instance
+from dispatcher._client_output import Output, cell, describe, plain, show_instance
 from treadle import Client, Instance, Policy, parse_duration
 from treadle.errors import (
     CodeInvalid,
@@ -437,7 +437,10 @@ def _create_tenant(args: argparse.Namespace, client: Client, out: Output) -> int
     tenant = client.admin.create_tenant(args.name, args.policy)
     key = client.admin.create_key(args.name) if args.with_key else None
     if out.as_json:
-        out.json({**tenant.model_dump(mode="json"), **({"key": key.model_dump()} if key else {})})
+        shown = plain(tenant)
+        if key is not None:
+            shown["key"] = plain(key)
+        out.json(shown)
         return 0
     out.line(f"created tenant {tenant.name}")
     if key is not None:
