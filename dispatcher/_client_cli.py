@@ -8,6 +8,7 @@ in time) where a command waits for it; 2 the request failed (the message says wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -249,27 +250,21 @@ _SHORT_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": 
 _SHORT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
 
-def _duration_arg(original: str) -> float:
+def _duration_arg(text: str) -> float:
     """A duration in seconds: ``90``, ``30s``, ``15m``, ``1h``, ``7d``, ``2w`` or ``"24 hours"``."""
-    text = original
-    short = _SHORT.match(original.lower())
-    if short is not None:
-        text = f"{short.group(1)} {_SHORT_UNITS[short.group(2)]}"
+    value: float | str = text
+    if (short := _SHORT.match(text.lower())) is not None:
+        value = f"{short.group(1)} {_SHORT_UNITS[short.group(2)]}"
+    else:
+        with contextlib.suppress(ValueError):
+            value = float(text)
     try:
-        return parse_duration(float(original) if _is_number(original) else text)
+        return parse_duration(value)
     except InvalidDuration as exc:
         message = exc.message.removeprefix("duration: ")
         if "is not a duration" in message:
-            message = f"{original!r} is not a duration like 90 (seconds), 30s, 15m, 1h, 7d, 2w"
+            message = f"{text!r} is not a duration like 90 (seconds), 30s, 15m, 1h, 7d, 2w"
         raise argparse.ArgumentTypeError(message) from None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _json_arg(text: str) -> Any:
@@ -531,8 +526,7 @@ def _rotate_key(args: argparse.Namespace, client: Client, out: Output) -> int:
         return 0
     new = f"API key {key.id} of {args.name}: {key.key}  (shown only this once)"
     out.line(new + _until(key.expires_at))
-    old = key.old_key_expires_at
-    out.line(f"the old key {key.rotated_from} " + (f"works until {cell(old)}" if old else "stays"))
+    out.line(f"the old key {key.rotated_from} works until {cell(key.old_key_expires_at)}")
     return 0
 
 

@@ -244,12 +244,9 @@ def create_batch(workflow: str, instances: Iterable[Mapping[str, Any]]) -> Call[
 
 def _batch_result(response: httpx.Response) -> BatchResult:
     result = model(BatchResult)(response)
-    header = response.headers.get("retry-after")
-    return (
-        result
-        if header is None
-        else result.model_copy(update={"retry_after": _retry_after(header)})
-    )
+    if (header := response.headers.get("retry-after")) is None:
+        return result
+    return result.model_copy(update={"retry_after": _retry_after(header)})
 
 
 def _new_instance(params: Any, instance_id: str | None) -> dict[str, Any]:
