@@ -1,5 +1,5 @@
 """The ``treadle`` commands that talk to a server: deploy, run, instances, events, logs,
-tenants, config. Every one is a thin layer over :class:`treadle.Client`.
+tenants (and their keys), audit, config. Every one is a thin layer over :class:`treadle.Client`.
 
 Exit status: 0 done; 1 the instance ended ``errored`` or ``terminated`` (or did not finish
 in time) where a command waits for it; 2 the request failed (the message says why).
@@ -8,17 +8,27 @@ in time) where a command waits for it; 2 the request failed (the message says wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from dispatcher import _client_config as config
-from dispatcher._client_output import Output, describe, show_instance
-from treadle import Client, Instance, Policy
-from treadle.errors import CodeInvalid, InstanceFailed, InvalidInput, NotFinished, TreadleError
+from dispatcher._client_output import Output, cell, describe, plain, show_instance
+from treadle import Client, Instance, Policy, parse_duration
+from treadle.errors import (
+    CodeInvalid,
+    InstanceFailed,
+    InvalidDuration,
+    InvalidInput,
+    NotFinished,
+    TreadleError,
+)
 
 Auth = Literal["tenant", "admin", "none"]
 Handler = Callable[[argparse.Namespace, Client, Output], int]
@@ -145,10 +155,28 @@ class _Commands:
             help="change a field, e.g. --set creates_per_second=50 (repeatable)",
         )
         keys = self.group("keys", "a tenant's API keys", parent=tenants)
-        self.add(keys, "create", _create_key, "admin", "make a new API key").add_argument("name")
+        listing = self.add(keys, "list", _keys, "admin", "list API keys with their last use")
+        listing.add_argument("name")
+        create = self.add(keys, "create", _create_key, "admin", "make a new API key")
+        create.add_argument("name")
+        _lifetime_arguments(create)
+        rotate = self.add(keys, "rotate", _rotate_key, "admin", "replace an API key by a new one")
+        rotate.add_argument("name")
+        rotate.add_argument("key_id")
+        rotate.add_argument(
+            "--overlap",
+            type=_duration_arg,
+            help="how long the old key keeps working, e.g. 1h, 30m, 0 (default 24h)",
+        )
+        _lifetime_arguments(rotate, "the new key")
         drop = self.add(keys, "delete", _delete_key, "admin", "revoke an API key")
         drop.add_argument("name")
         drop.add_argument("key_id")
+        audit = self.add(self._commands, "audit", _audit, "admin", "the audit log, newest first")
+        audit.add_argument("--tenant", help="only entries of this tenant")
+        audit.add_argument("--action", help="only this action, e.g. key.rotated")
+        audit.add_argument("--limit", type=int, help="at most this many (default 50)")
+        audit.add_argument("--cursor", help="the next page, as the last page said")
 
     def _config_commands(self) -> None:
         settings = self.group("config", "the client's config file")
@@ -208,6 +236,35 @@ def _failed(out: Output, instance: Instance, message: str) -> int:
         out.json(instance)
     print(f"treadle: {message}", file=sys.stderr)
     return _FAILED
+
+
+def _lifetime_arguments(parser: argparse.ArgumentParser, whose: str = "the key") -> None:
+    lifetime = parser.add_mutually_exclusive_group()
+    lifetime.add_argument(
+        "--ttl", type=_duration_arg, help=f"{whose} stops working after this, e.g. 90d, 12h"
+    )
+    lifetime.add_argument("--expires-at", help=f"{whose} stops working then (ISO 8601)")
+
+
+_SHORT_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SHORT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def _duration_arg(text: str) -> float:
+    """A duration in seconds: ``90``, ``30s``, ``15m``, ``1h``, ``7d``, ``2w`` or ``"24 hours"``."""
+    value: float | str = text
+    if (short := _SHORT.match(text.lower())) is not None:
+        value = f"{short.group(1)} {_SHORT_UNITS[short.group(2)]}"
+    else:
+        with contextlib.suppress(ValueError):
+            value = float(text)
+    try:
+        return parse_duration(value)
+    except InvalidDuration as exc:
+        message = exc.message.removeprefix("duration: ")
+        if "is not a duration" in message:
+            message = f"{text!r} is not a duration like 90 (seconds), 30s, 15m, 1h, 7d, 2w"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _json_arg(text: str) -> Any:
@@ -375,7 +432,10 @@ def _create_tenant(args: argparse.Namespace, client: Client, out: Output) -> int
     tenant = client.admin.create_tenant(args.name, args.policy)
     key = client.admin.create_key(args.name) if args.with_key else None
     if out.as_json:
-        out.json({**tenant.model_dump(mode="json"), **({"key": key.model_dump()} if key else {})})
+        shown = plain(tenant)
+        if key is not None:
+            shown["key"] = plain(key)
+        out.json(shown)
         return 0
     out.line(f"created tenant {tenant.name}")
     if key is not None:
@@ -431,14 +491,64 @@ def _assignment(text: str) -> tuple[str, Any]:
         return name.strip(), value  # a bare word is a string: --set region=eu
 
 
+def _keys(args: argparse.Namespace, client: Client, out: Output) -> int:
+    found = client.admin.keys(args.name)
+    if out.as_json:
+        out.json(found)
+        return 0
+    rows = [
+        (
+            k.id,
+            k.created_at,
+            k.last_used_at or "never",
+            k.expires_at,
+            "expired" if k.expired else "active",
+            k.rotated_from,
+        )
+        for k in found
+    ]
+    out.table(["ID", "CREATED", "LAST USED", "EXPIRES", "STATE", "ROTATED FROM"], rows)
+    return 0
+
+
 def _create_key(args: argparse.Namespace, client: Client, out: Output) -> int:
-    key = client.admin.create_key(args.name)
-    return out.result(key, f"API key {key.id} of {args.name}: {key.key}  (shown only this once)")
+    key = client.admin.create_key(args.name, ttl=args.ttl, expires_at=args.expires_at)
+    text = f"API key {key.id} of {args.name}: {key.key}  (shown only this once)"
+    return out.result(key, text + _until(key.expires_at))
+
+
+def _rotate_key(args: argparse.Namespace, client: Client, out: Output) -> int:
+    key = client.admin.rotate_key(
+        args.name, args.key_id, overlap=args.overlap, ttl=args.ttl, expires_at=args.expires_at
+    )
+    if out.as_json:
+        out.json(key)
+        return 0
+    new = f"API key {key.id} of {args.name}: {key.key}  (shown only this once)"
+    out.line(new + _until(key.expires_at))
+    out.line(f"the old key {key.rotated_from} works until {cell(key.old_key_expires_at)}")
+    return 0
+
+
+def _until(when: datetime | None) -> str:
+    return f"; it works until {cell(when)}" if when is not None else ""
 
 
 def _delete_key(args: argparse.Namespace, client: Client, out: Output) -> int:
     client.admin.delete_key(args.name, args.key_id)
     return _done(out, f"deleted key {args.key_id} of {args.name}")
+
+
+def _audit(args: argparse.Namespace, client: Client, out: Output) -> int:
+    page = client.admin.audit(args.tenant, args.action, args.limit, args.cursor)
+    if out.as_json:
+        out.json(page)
+        return 0
+    rows = [(e.time, e.actor, e.action, e.tenant, e.target, e.outcome) for e in page.entries]
+    out.table(["TIME", "ACTOR", "ACTION", "TENANT", "TARGET", "OUTCOME"], rows)
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
+    return 0
 
 
 # -- the config file ----------------------------------------------------------------------------

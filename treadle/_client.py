@@ -18,19 +18,32 @@ import httpx
 from treadle import _requests
 from treadle._models import (
     ApiKey,
+    ApiKeyInfo,
+    AuditEntry,
+    AuditPage,
     BatchResult,
     Created,
     Instance,
     InstanceList,
     LogLine,
     Policy,
+    RotatedKey,
     StoredCode,
     StreamEvent,
     Tenant,
     Workflow,
     WorkflowSummary,
 )
-from treadle._requests import Auth, Call, Sandbox, check, connection_failed, outcome
+from treadle._requests import (
+    Auth,
+    Call,
+    Duration,
+    Instant,
+    Sandbox,
+    check,
+    connection_failed,
+    outcome,
+)
 from treadle._stream import Follow
 from treadle.errors import NotFinished, Unauthorized
 
@@ -125,7 +138,8 @@ class Client:
         self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self.admin = Admin(self)
-        """The admin API: tenants, their policies and API keys (needs the admin token)."""
+        """The admin API: tenants, their policies, API keys and the audit log (needs the admin
+        token)."""
 
     @property
     def url(self) -> str:
@@ -302,7 +316,8 @@ class AsyncClient:
         self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
         self.admin = AsyncAdmin(self)
-        """The admin API: tenants, their policies and API keys (needs the admin token)."""
+        """The admin API: tenants, their policies, API keys and the audit log (needs the admin
+        token)."""
 
     @property
     def url(self) -> str:
@@ -460,12 +475,58 @@ class Admin:
         """Change the fields in ``changes``; returns the whole policy."""
         return self._client.send(_requests.update_policy(name, changes))
 
-    def create_key(self, tenant: str) -> ApiKey:
-        """A new API key; its secret ``key`` is shown only this once."""
-        return self._client.send(_requests.create_key(tenant))
+    def create_key(
+        self, tenant: str, ttl: Duration | None = None, expires_at: Instant | None = None
+    ) -> ApiKey:
+        """A new API key; its secret ``key`` is shown only this once.
+
+        It stops working after ``ttl`` or at ``expires_at`` (give one or neither: without,
+        it works until it is deleted or rotated).
+        """
+        return self._client.send(_requests.create_key(tenant, ttl, expires_at))
+
+    def keys(self, tenant: str) -> list[ApiKeyInfo]:
+        """The tenant's keys, oldest first, with their last use (never their secrets)."""
+        return self._client.send(_requests.keys(tenant))
+
+    def rotate_key(
+        self,
+        tenant: str,
+        key_id: str,
+        overlap: Duration | None = None,
+        ttl: Duration | None = None,
+        expires_at: Instant | None = None,
+    ) -> RotatedKey:
+        """A new key in place of ``key_id``, which keeps working for ``overlap`` (the server's
+        default: 24 hours; 0 stops it at once). ``ttl``/``expires_at`` are the new key's
+        lifetime. Raises :class:`treadle.errors.Conflict` (``key.expired``) for an expired key.
+        """
+        return self._client.send(_requests.rotate_key(tenant, key_id, overlap, ttl, expires_at))
 
     def delete_key(self, tenant: str, key_id: str) -> None:
         self._client.send(_requests.delete_key(tenant, key_id))
+
+    def audit(
+        self,
+        tenant: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        """One page of the audit log, newest first (``limit`` 1-1000, default 50); pass its
+        ``next_cursor`` for the next page. ``tenant`` must exist (else ``NotFound``)."""
+        return self._client.send(_requests.audit(tenant, action, limit, cursor))
+
+    def audit_entries(
+        self, tenant: str | None = None, action: str | None = None, page_size: int | None = None
+    ) -> Iterator[AuditEntry]:
+        """Every entry of the audit log, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.audit(tenant, action, page_size, cursor)
+            yield from page.entries
+            if (cursor := page.next_cursor) is None:
+                return
 
 
 class AsyncAdmin:
@@ -486,8 +547,44 @@ class AsyncAdmin:
     async def update_policy(self, name: str, changes: Mapping[str, Any]) -> Policy:
         return await self._client.send(_requests.update_policy(name, changes))
 
-    async def create_key(self, tenant: str) -> ApiKey:
-        return await self._client.send(_requests.create_key(tenant))
+    async def create_key(
+        self, tenant: str, ttl: Duration | None = None, expires_at: Instant | None = None
+    ) -> ApiKey:
+        return await self._client.send(_requests.create_key(tenant, ttl, expires_at))
+
+    async def keys(self, tenant: str) -> list[ApiKeyInfo]:
+        return await self._client.send(_requests.keys(tenant))
+
+    async def rotate_key(
+        self,
+        tenant: str,
+        key_id: str,
+        overlap: Duration | None = None,
+        ttl: Duration | None = None,
+        expires_at: Instant | None = None,
+    ) -> RotatedKey:
+        call = _requests.rotate_key(tenant, key_id, overlap, ttl, expires_at)
+        return await self._client.send(call)
 
     async def delete_key(self, tenant: str, key_id: str) -> None:
         await self._client.send(_requests.delete_key(tenant, key_id))
+
+    async def audit(
+        self,
+        tenant: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        return await self._client.send(_requests.audit(tenant, action, limit, cursor))
+
+    async def audit_entries(
+        self, tenant: str | None = None, action: str | None = None, page_size: int | None = None
+    ) -> AsyncIterator[AuditEntry]:
+        cursor: str | None = None
+        while True:
+            page = await self.audit(tenant, action, page_size, cursor)
+            for entry in page.entries:
+                yield entry
+            if (cursor := page.next_cursor) is None:
+                return

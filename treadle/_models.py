@@ -45,10 +45,61 @@ class Tenant(Model):
 
 
 class ApiKey(Model):
-    """A new API key of a tenant: ``key`` is the secret, shown only this once."""
+    """A new API key of a tenant: ``key`` is the secret, shown only this once.
+
+    ``expires_at`` is when it stops working (None: when it is deleted or rotated).
+    """
 
     id: str
     key: str
+    created_at: _dt.datetime | None = None
+    expires_at: _dt.datetime | None = None
+
+
+class RotatedKey(ApiKey):
+    """The new key of a rotation: the old key ``rotated_from`` works until
+    ``old_key_expires_at``."""
+
+    rotated_from: str
+    old_key_expires_at: _dt.datetime | None = None
+
+
+class ApiKeyInfo(Model):
+    """A key as the listing shows it (never its secret). ``last_used_at`` lags its latest use
+    by less than a minute; an ``expired`` key answers 401 but stays listed until deleted."""
+
+    id: str
+    created_at: _dt.datetime
+    last_used_at: _dt.datetime | None = None
+    expires_at: _dt.datetime | None = None
+    expired: bool = False
+    rotated_from: str | None = None
+
+
+class AuditEntry(Model):
+    """One admin change (or aggregated failed sign-ins) of the audit log.
+
+    ``action`` is e.g. ``tenant.created``, ``policy.updated``, ``key.created``,
+    ``key.rotated``, ``key.revoked`` or ``admin.auth_failed``; ``target`` the key or token id
+    it is about, if any; ``details`` what changed (never a secret).
+    """
+
+    id: int
+    time: _dt.datetime
+    actor: str
+    client: str | None = None
+    action: str
+    tenant: str | None = None
+    target: str | None = None
+    outcome: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditPage(Model):
+    """One page of the audit log, newest first; ``next_cursor`` asks for the next one."""
+
+    entries: list[AuditEntry]
+    next_cursor: str | None = None
 
 
 # -- workflows ----------------------------------------------------------------------------------
@@ -102,8 +153,13 @@ class ItemError(Model):
 
 
 class BatchResult(Model):
+    """What a batch created, and why the other items were not. ``retry_after`` is the
+    seconds to wait before sending again items refused as ``quota.rate_limited`` (the
+    server's ``Retry-After``; None when none was)."""
+
     created: list[Created]
     errors: list[ItemError]
+    retry_after: float | None = None
 
 
 class InstanceError(Model):

@@ -9,6 +9,7 @@ async client cannot drift apart. Errors are mapped here too: the API's
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,12 +21,15 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from treadle._models import (
     ApiKey,
+    ApiKeyInfo,
+    AuditPage,
     BatchResult,
     Created,
     Instance,
     InstanceList,
     LogLine,
     Policy,
+    RotatedKey,
     StoredCode,
     Tenant,
     Workflow,
@@ -52,6 +56,10 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Sandbox = Literal["restricted", "wasm"]
 Auth = Literal["tenant", "admin", "none"]
+Duration = float | str | _dt.timedelta
+"""Seconds, a ``"<n> <unit>"`` string (e.g. ``"24 hours"``) or a timedelta."""
+Instant = float | str | _dt.datetime
+"""Epoch seconds, an ISO 8601 string or a datetime (a naive one is UTC)."""
 _NO_BODY: Any = object()
 
 # The reverse of the dispatcher's status table: a status means this class, unless the error's
@@ -231,7 +239,14 @@ def create(workflow: str, params: Any, instance_id: str | None) -> Call[Created]
 def create_batch(workflow: str, instances: Iterable[Mapping[str, Any]]) -> Call[BatchResult]:
     items = [_new_instance(item.get("params"), item.get("id")) for item in instances]
     path = f"/v1/workflows/{segment(workflow)}/instances/batch"
-    return Call("POST", path, model(BatchResult), {"instances": items})
+    return Call("POST", path, _batch_result, {"instances": items})
+
+
+def _batch_result(response: httpx.Response) -> BatchResult:
+    result = model(BatchResult)(response)
+    if (header := response.headers.get("retry-after")) is None:
+        return result
+    return result.model_copy(update={"retry_after": _retry_after(header)})
 
 
 def _new_instance(params: Any, instance_id: str | None) -> dict[str, Any]:
@@ -248,10 +263,14 @@ def get(workflow: str, instance_id: str) -> Call[Instance]:
 def instances(
     workflow: str, status: str | None, limit: int | None, cursor: str | None
 ) -> Call[InstanceList]:
-    given = {"status": status, "limit": limit, "cursor": cursor}
-    params = {k: v for k, v in given.items() if v is not None}
+    params = _query(status=status, limit=limit, cursor=cursor)
     path = f"/v1/workflows/{segment(workflow)}/instances"
     return Call("GET", path, model(InstanceList), params=params)
+
+
+def _query(**given: str | int | None) -> dict[str, str | int]:
+    """The query parameters that were given (None leaves one out)."""
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def change_status(workflow: str, instance_id: str, body: dict[str, Any]) -> Call[Instance]:
@@ -309,10 +328,55 @@ def update_policy(name: str, changes: Mapping[str, Any]) -> Call[Policy]:
     return Call("PATCH", path, model(Policy), dict(changes), auth="admin")
 
 
-def create_key(name: str) -> Call[ApiKey]:
-    return Call("POST", f"{_TENANTS}/{segment(name)}/keys", model(ApiKey), auth="admin")
+def create_key(name: str, ttl: Duration | None, expires_at: Instant | None) -> Call[ApiKey]:
+    path = f"{_TENANTS}/{segment(name)}/keys"
+    body = _lifetime(ttl, expires_at)
+    return Call("POST", path, model(ApiKey), body or _NO_BODY, auth="admin")
+
+
+def keys(name: str) -> Call[list[ApiKeyInfo]]:
+    path = f"{_TENANTS}/{segment(name)}/keys"
+    return Call("GET", path, field("keys", list[ApiKeyInfo]), auth="admin")
+
+
+def rotate_key(
+    name: str,
+    key_id: str,
+    overlap: Duration | None,
+    ttl: Duration | None,
+    expires_at: Instant | None,
+) -> Call[RotatedKey]:
+    body = _lifetime(ttl, expires_at)
+    if overlap is not None:
+        body["overlap"] = _seconds(overlap)
+    path = f"{_TENANTS}/{segment(name)}/keys/{segment(key_id)}/rotate"
+    return Call("POST", path, model(RotatedKey), body or _NO_BODY, auth="admin")
+
+
+def _lifetime(ttl: Duration | None, expires_at: Instant | None) -> dict[str, Any]:
+    """The body giving a new key its lifetime (the server refuses both at once)."""
+    body: dict[str, Any] = {}
+    if ttl is not None:
+        body["ttl"] = _seconds(ttl)
+    if expires_at is not None:
+        instant = expires_at.isoformat() if isinstance(expires_at, _dt.datetime) else expires_at
+        body["expires_at"] = instant
+    return body
+
+
+def _seconds(value: Duration) -> float | str:
+    return value.total_seconds() if isinstance(value, _dt.timedelta) else value
 
 
 def delete_key(name: str, key_id: str) -> Call[None]:
     path = f"{_TENANTS}/{segment(name)}/keys/{segment(key_id)}"
     return Call("DELETE", path, nothing, auth="admin")
+
+
+def audit(
+    tenant: str | None, action: str | None, limit: int | None, cursor: str | None
+) -> Call[AuditPage]:
+    """A page of the audit log; of one tenant on its own route (404 for an unknown tenant)."""
+    params = _query(action=action, limit=limit, cursor=cursor)
+    path = "/v1/admin/audit" if tenant is None else f"{_TENANTS}/{segment(tenant)}/audit"
+    return Call("GET", path, model(AuditPage), params=params, auth="admin")

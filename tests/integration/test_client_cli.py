@@ -3,6 +3,7 @@ against a real server, on both databases."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -175,6 +176,106 @@ def test_tenants_admin_and_the_config_file(
     monkeypatch.setenv("TREADLE_URL", "http://127.0.0.1:9")  # nobody listens there
     code, _, err = treadle("workflows", "list")
     assert code == 2 and "could not reach the treadle server at http://127.0.0.1:9" in err
+
+
+def test_keys_list_create_rotate_and_last_use(
+    treadle: Run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TREADLE_ADMIN_TOKEN", ADMIN_TOKEN)
+    assert treadle("tenants", "create", "zeta")[0] == 0
+    code, out, err = treadle("tenants", "keys", "create", "zeta", "--ttl", "90d", "--json")
+    timed = json.loads(out)
+    assert code == 0 and timed["expires_at"] is not None, err
+    code, out, _ = treadle("tenants", "keys", "create", "zeta", "--expires-at", "2099-01-01T00:00Z")
+    assert code == 0 and "(shown only this once); it works until 2099-01-01 00:00:00" in out
+    code, out, _ = treadle("tenants", "keys", "create", "zeta", "--json")
+    plain = json.loads(out)
+    assert code == 0 and plain["expires_at"] is None
+    assert treadle("workflows", "list", "--key", timed["key"])[0] == 0
+
+    code, out, _ = treadle("tenants", "keys", "list", "zeta")
+    header, *rows = out.splitlines()
+    assert code == 0 and header.split() == [
+        "ID", "CREATED", "LAST", "USED", "EXPIRES", "STATE", "ROTATED", "FROM"
+    ]  # fmt: skip
+    assert len(rows) == 3 and rows[0].startswith(timed["id"]) and rows[2].startswith(plain["id"])
+    assert "never" not in rows[0] and "active" in rows[0] and "never" in rows[2]
+    assert "2099-01-01 00:00:00" in rows[1]
+    code, out, _ = treadle("tenants", "keys", "list", "zeta", "--json")
+    listed = json.loads(out)
+    assert listed[0]["last_used_at"] is not None and listed[2]["last_used_at"] is None
+
+    # Rotation with an overlap: both keys work; with 0 the old one stops at once.
+    code, out, err = treadle("tenants", "keys", "rotate", "zeta", plain["id"], "--overlap", "1h")
+    new_line, old_line = out.splitlines()
+    new_key = new_line.split(": ")[1].split()[0]
+    assert code == 0 and new_key.startswith("tdl_"), err
+    assert old_line.startswith(f"the old key {plain['id']} works until ")
+    assert treadle("workflows", "list", "--key", plain["key"])[0] == 0
+    assert treadle("workflows", "list", "--key", new_key)[0] == 0
+    code, out, _ = treadle("tenants", "keys", "list", "zeta", "--json")
+    until = dt.datetime.fromisoformat(json.loads(out)[2]["expires_at"])
+    assert abs((until - dt.datetime.now(dt.UTC)).total_seconds() - 3600) < 60
+    code, out, _ = treadle(
+        "tenants", "keys", "rotate", "zeta", timed["id"], "--overlap", "0", "--json"
+    )
+    rotated = json.loads(out)
+    assert code == 0 and rotated["rotated_from"] == timed["id"]
+    code, _, err = treadle("workflows", "list", "--key", timed["key"])
+    assert code == 2 and "the API key has expired [auth.unauthorized]" in err
+    assert treadle("workflows", "list", "--key", rotated["key"])[0] == 0
+    code, out, _ = treadle("tenants", "keys", "list", "zeta")
+    assert "expired" in out.splitlines()[1] and timed["id"] in out.splitlines()[-1]
+    code, _, err = treadle("tenants", "keys", "rotate", "zeta", timed["id"])
+    assert code == 2 and "[key.expired]" in err
+    with pytest.raises(SystemExit) as refused:
+        treadle("tenants", "keys", "rotate", "zeta", plain["id"], "--overlap", "soon")
+    assert refused.value.code == 2
+    assert "argument --overlap: 'soon' is not a duration like 90" in capsys.readouterr().err
+
+
+def test_the_audit_command_lists_and_filters(treadle: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TREADLE_ADMIN_TOKEN", ADMIN_TOKEN)
+    assert treadle("tenants", "create", "zeta", "--with-key")[0] == 0
+    assert treadle("tenants", "create", "omega")[0] == 0
+    assert treadle("tenants", "policy", "zeta", "--set", "creates_per_second=9")[0] == 0
+    code, out, _ = treadle("tenants", "keys", "list", "zeta", "--json")
+    key_id = json.loads(out)[0]["id"]
+    assert treadle("tenants", "keys", "rotate", "zeta", key_id)[0] == 0
+
+    code, out, _ = treadle("audit")
+    header, *rows = out.splitlines()
+    assert code == 0 and header.split() == [
+        "TIME",
+        "ACTOR",
+        "ACTION",
+        "TENANT",
+        "TARGET",
+        "OUTCOME",
+    ]
+    assert [row.split()[3] for row in rows] == [
+        "key.rotated", "policy.updated", "tenant.created", "key.created", "tenant.created"
+    ]  # fmt: skip
+    assert rows[0].split()[2:] == ["configured", "key.rotated", "zeta", key_id, "ok"]
+    assert rows[1].split()[4:] == ["zeta", "-", "ok"]
+    code, out, _ = treadle("audit", "--tenant", "omega")
+    assert code == 0 and [row.split()[3:5] for row in out.splitlines()[1:]] == [
+        ["tenant.created", "omega"]
+    ]
+    code, out, _ = treadle("audit", "--action", "tenant.created", "--json")
+    page = json.loads(out)
+    assert [e["tenant"] for e in page["entries"]] == ["omega", "zeta"]
+    assert page["next_cursor"] is None
+    code, out, err = treadle("audit", "--tenant", "zeta", "--limit", "1")
+    assert code == 0 and len(out.splitlines()) == 2 and err.startswith("more: --cursor ")
+    code, out, _ = treadle("audit", "--tenant", "zeta", "--cursor", err.split()[-1], "--json")
+    assert [e["action"] for e in json.loads(out)["entries"]] == [
+        "policy.updated", "key.created", "tenant.created"
+    ]  # fmt: skip
+    code, _, err = treadle("audit", "--tenant", "nobody")
+    assert code == 2 and "[tenant.not_found]" in err
+    code, _, err = treadle("audit", "--action", "key.stolen")
+    assert code == 2 and "action must be one of" in err
 
 
 def test_the_installed_command_end_to_end(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import socket
 import textwrap
 import threading
@@ -22,9 +23,11 @@ from treadle.errors import (
     Conflict,
     ConnectionFailed,
     InstanceFailed,
+    InvalidDuration,
     InvalidInput,
     NotFinished,
     NotFound,
+    QuotaExceeded,
     Unauthorized,
 )
 
@@ -285,6 +288,130 @@ def test_admin_tenants_policy_and_keys(admin: Client) -> None:
             zeta.workflows()
 
 
+def _near(when: dt.datetime | None, expected: dt.datetime) -> bool:
+    return when is not None and abs((when - expected).total_seconds()) < 60
+
+
+def test_admin_key_lifetimes_listing_and_last_use(admin: Client) -> None:
+    admin.admin.create_tenant("keys")
+    forever = admin.admin.create_key("keys")
+    assert forever.expires_at is None and forever.created_at is not None
+    hour = admin.admin.create_key("keys", ttl="1 hour")
+    assert _near(hour.expires_at, forever.created_at + dt.timedelta(hours=1))
+    then = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    dated = admin.admin.create_key("keys", expires_at=then)
+    assert _near(dated.expires_at, then)
+    week = admin.admin.create_key("keys", ttl=dt.timedelta(weeks=1))
+    assert _near(week.expires_at, forever.created_at + dt.timedelta(weeks=1))
+    with pytest.raises(InvalidInput, match="not both"):
+        admin.admin.create_key("keys", ttl=60, expires_at=then)
+    with pytest.raises(InvalidDuration):
+        admin.admin.create_key("keys", ttl="soon")
+
+    listed = admin.admin.keys("keys")
+    assert [k.id for k in listed] == [forever.id, hour.id, dated.id, week.id]
+    assert all(k.last_used_at is None and not k.expired for k in listed)
+    assert [k.expires_at for k in listed] == [
+        None,
+        hour.expires_at,
+        dated.expires_at,
+        week.expires_at,
+    ]
+    with Client(admin.url, api_key=hour.key) as sdk:
+        assert sdk.workflows() == []
+    used = {k.id: k.last_used_at for k in admin.admin.keys("keys")}
+    assert _near(used[hour.id], dt.datetime.now(dt.UTC))
+    assert used[forever.id] is None and used[dated.id] is None
+    with pytest.raises(NotFound):
+        admin.admin.keys("nobody")
+
+
+def test_admin_rotation_keeps_the_old_key_for_the_overlap(admin: Client) -> None:
+    admin.admin.create_tenant("rot")
+    old = admin.admin.create_key("rot")
+    new = admin.admin.rotate_key("rot", old.id, overlap="1 hour", ttl="30 days")
+    assert new.rotated_from == old.id and new.key.startswith("tdl_") and new.key != old.key
+    assert new.created_at is not None
+    assert _near(new.old_key_expires_at, new.created_at + dt.timedelta(hours=1))
+    assert _near(new.expires_at, new.created_at + dt.timedelta(days=30))
+    with Client(admin.url, api_key=old.key) as before, Client(admin.url, api_key=new.key) as after:
+        assert before.workflows() == [] and after.workflows() == []
+    listed = {k.id: k for k in admin.admin.keys("rot")}
+    assert listed[new.id].rotated_from == old.id
+    assert listed[old.id].expires_at == new.old_key_expires_at and not listed[old.id].expired
+
+    # overlap 0: the old key stops at once, stays listed as expired, and cannot be rotated.
+    newer = admin.admin.rotate_key("rot", new.id, overlap=0)
+    assert newer.expires_at is None
+    with Client(admin.url, api_key=new.key) as stopped:
+        with pytest.raises(Unauthorized, match="expired"):
+            stopped.workflows()
+    with Client(admin.url, api_key=newer.key) as current:
+        assert current.workflows() == []
+    assert admin.admin.keys("rot")[1].expired
+    with pytest.raises(Conflict) as refused:
+        admin.admin.rotate_key("rot", new.id)
+    assert refused.value.code == "key.expired"
+    with pytest.raises(NotFound):
+        admin.admin.rotate_key("rot", "0000000000000000")
+
+
+def test_admin_audit_lists_the_changes_just_made(admin: Client) -> None:
+    admin.admin.create_tenant("au1")
+    admin.admin.create_tenant("au2")
+    admin.admin.update_policy("au1", {"vars": {"token": "s3cret"}})
+    key = admin.admin.create_key("au1")
+    rotated = admin.admin.rotate_key("au1", key.id, overlap="2 hours")
+    admin.admin.delete_key("au1", rotated.id)
+
+    page = admin.admin.audit(tenant="au1")
+    actions = ["key.revoked", "key.rotated", "key.created", "policy.updated", "tenant.created"]
+    assert [e.action for e in page.entries] == actions and page.next_cursor is None
+    revoked, rot, created, policy, _ = page.entries
+    assert {e.actor for e in page.entries} == {"configured"} and revoked.outcome == "ok"
+    assert (revoked.target, rot.target, created.target) == (rotated.id, key.id, key.id)
+    assert rot.details["new_key"] == rotated.id and rot.details["overlap_seconds"] == 7200
+    assert policy.details["vars"]["added"] == ["token"] and "s3cret" not in str(page)
+    assert key.key not in str(page) and rotated.key not in str(page)
+    assert revoked.time >= rot.time >= created.time
+
+    everything = admin.admin.audit()
+    assert [(e.action, e.tenant) for e in everything.entries[:2]] == [
+        ("key.revoked", "au1"),
+        ("key.rotated", "au1"),
+    ]
+    assert ("tenant.created", "au2") in [(e.action, e.tenant) for e in everything.entries]
+    only = admin.admin.audit(action="tenant.created")
+    assert [e.tenant for e in only.entries] == ["au2", "au1"]
+    assert [e.action for e in admin.admin.audit("au2").entries] == ["tenant.created"]
+
+    first = admin.admin.audit("au1", limit=2)
+    assert [e.action for e in first.entries] == actions[:2] and first.next_cursor
+    second = admin.admin.audit("au1", limit=2, cursor=first.next_cursor)
+    assert [e.action for e in second.entries] == actions[2:4]
+    assert [e.action for e in admin.admin.audit_entries("au1", page_size=2)] == actions
+    assert [e.id for e in admin.admin.audit_entries()] == [e.id for e in everything.entries]
+    with pytest.raises(NotFound):
+        admin.admin.audit("nobody")
+    with pytest.raises(InvalidInput, match="action must be one of"):
+        admin.admin.audit(action="key.stolen")
+
+
+def test_quota_errors_carry_retry_after(admin: Client) -> None:
+    with _tenant(admin, "slow") as slow:
+        slow.deploy("sum", textwrap.dedent(SUM))
+        admin.admin.update_policy("slow", {"creates_per_second": 1})
+        batch = slow.create_batch("sum", [{"params": {"x": n}} for n in range(4)])
+        assert len(batch.created) <= 1 and len(batch.created) + len(batch.errors) == 4
+        assert {e.code for e in batch.errors} == {"quota.rate_limited"}
+        assert batch.retry_after is not None and batch.retry_after >= 1
+        with pytest.raises(QuotaExceeded) as refused:
+            for _ in range(50):  # the bucket refills at 1/s: a few tries empty it for sure
+                slow.create("sum", {"x": 1})
+        assert refused.value.code == "quota.exceeded" and refused.value.retry_after >= 1
+        assert "creates_per_second of 1" in refused.value.message
+
+
 def test_the_async_client_does_the_same(url: str) -> None:
     async def admin_part() -> str:
         async with AsyncClient(url, admin_token=ADMIN_TOKEN) as admin:
@@ -293,8 +420,23 @@ def test_the_async_client_does_the_same(url: str) -> None:
             policy = await admin.admin.update_policy("async", {"step_cpu_ms": 5000})
             assert policy.step_cpu_ms == 5000
             assert (await admin.admin.tenant("async")).policy.step_cpu_ms == 5000
-            spare = await admin.admin.create_key("async")
-            await admin.admin.delete_key("async", spare.id)
+            spare = await admin.admin.create_key("async", ttl="1 hour")
+            assert spare.expires_at is not None
+            rotated = await admin.admin.rotate_key("async", spare.id, overlap=0)
+            assert rotated.rotated_from == spare.id and rotated.expires_at is None
+            listed = await admin.admin.keys("async")
+            assert [(k.id, k.expired) for k in listed] == [(spare.id, True), (rotated.id, False)]
+            await admin.admin.delete_key("async", rotated.id)
+            page = await admin.admin.audit("async", limit=2)
+            assert [e.action for e in page.entries] == ["key.revoked", "key.rotated"]
+            actions = [e.action async for e in admin.admin.audit_entries("async", page_size=2)]
+            assert actions == [
+                "key.revoked",
+                "key.rotated",
+                "key.created",
+                "policy.updated",
+                "tenant.created",
+            ]
             return (await admin.admin.create_key("async")).key
 
     async def tenant_part(api_key: str) -> None:
