@@ -225,7 +225,7 @@ class Engine:
         rollback: bool = False,
     ) -> dict[str, Any]:
         """Pause, resume, terminate or restart an instance (see ``engine._lifecycle``);
-        return the instance as it is afterwards."""
+        return the instance as this change left it (a worker may claim it a moment later)."""
         write = self._lifecycle.change(
             tenant_id,
             workflow,
@@ -236,9 +236,11 @@ class Engine:
             version=version,
             rollback=rollback,
         )
-        self._committer.run(write)
+        status = self._committer.run(write)
+        view = self.get_instance(tenant_id, workflow, instance_id)
+        view["status"] = status
         self._scheduler.wake()
-        return self.get_instance(tenant_id, workflow, instance_id)
+        return view
 
     def delete_instance(self, tenant_id: int, workflow: str, instance_id: str) -> None:
         self._committer.run(self._lifecycle.delete(tenant_id, workflow, instance_id))

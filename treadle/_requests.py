@@ -50,6 +50,7 @@ from treadle.errors import (
     TooLarge,
     TreadleError,
     Unauthorized,
+    UnsupportedMediaType,
 )
 
 T = TypeVar("T")
@@ -71,6 +72,7 @@ _BY_STATUS: dict[int, type[TreadleError]] = {
     409: Conflict,
     413: TooLarge,
     422: CodeInvalid,
+    415: UnsupportedMediaType,
     429: QuotaExceeded,
 }
 _SUBCLASSES: tuple[type[TreadleError], ...] = (InvalidDuration, LimitExceeded, AlreadyExists)
