@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher._cli import _first_start_banner, _parser, main
+from dispatcher._cli import _parser, main
+from dispatcher._server_cli import _first_start_banner
 from tenants import Bootstrap
 
 

@@ -1,0 +1,162 @@
+"""The server commands of ``treadle`` (DESIGN §7): ``serve``, ``worker`` and ``migrate``.
+
+:mod:`dispatcher._cli` imports this module only when one of them runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+import uvicorn
+
+from dispatcher._app import create_app
+from dispatcher._platform import Platform
+from dispatcher._settings import Settings
+from storage import Database, current_version
+from storage import migrate as apply_migrations
+from tenants import Bootstrap
+
+_log = logging.getLogger("treadle")
+_RULE = "=" * 72
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the options given on the command line on top."""
+    given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    settings = Settings(**given)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return settings
+
+
+def _mask(url: str) -> str:
+    """The database URL without its password, for logs."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _log.info("database: %s", _mask(settings.database_url))
+    platform = Platform(settings, progress=_log.info)
+    try:
+        _announce_credentials(platform, settings)
+        app = create_app(platform)
+        base = f"http://{settings.host}:{settings.port}"
+        _log.info("serving the API on %s (playground: %s/playground)", base, base)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        )
+        server = uvicorn.Server(config)
+        _quiet_stop_signals(server)
+        server.run()
+    finally:
+        platform.close()
+    return 0
+
+
+def _quiet_stop_signals(server: uvicorn.Server) -> None:
+    """Handlers for SIGTERM and SIGINT for after uvicorn is done with them.
+
+    uvicorn handles these signals while it runs, then raises the one it got again once it has
+    shut down; with the default handlers that would end the process before the sandbox pool
+    and the database are closed. With these, ``run()`` returns and the process exits cleanly.
+    """
+
+    def handler(_signum: int, _frame: Any) -> None:
+        server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    """Call ``stop`` on SIGTERM and SIGINT."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        _log.info("received %s; stopping", signal.Signals(signum).name)
+        stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def _announce_credentials(platform: Platform, settings: Settings) -> None:
+    if settings.admin_token is not None:
+        _log.info("admin token: the one set in TREADLE_ADMIN_TOKEN")
+        return
+    created = platform.tenants.bootstrap()
+    if created is None:
+        _log.info(
+            "admin token: generated and printed when this database was first served "
+            "(set TREADLE_ADMIN_TOKEN to use one of your choice)"
+        )
+        return
+    print(_first_start_banner(created, _local_url(settings)), flush=True)
+
+
+def _local_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def _first_start_banner(created: Bootstrap, base: str) -> str:
+    return "\n".join(
+        [
+            _RULE,
+            "treadle: first start. Save these now: they are shown only this once.",
+            "",
+            f"  admin token:                    {created.admin_token}",
+            f"  API key of tenant {created.tenant!r}:   {created.api_key}",
+            "",
+            "  playground, signed in as that tenant (the key stays in the browser: the part",
+            "  after '#' is never sent to the server):",
+            f"  {base}/playground#key={created.api_key}",
+            "",
+            "Send them as 'Authorization: Bearer <token>'. Set TREADLE_ADMIN_TOKEN to choose",
+            "the admin token yourself.",
+            _RULE,
+        ]
+    )
+
+
+def worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _log.info("database: %s", _mask(settings.database_url))
+    platform = Platform(settings, progress=_log.info)
+    if platform.db.dialect == "sqlite":
+        _log.warning("a SQLite file belongs to one process: do not also serve it elsewhere")
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
+    try:
+        platform.start()
+        _log.info("worker running; stop it with SIGTERM or Ctrl-C")
+        stop.wait()
+    finally:
+        platform.close()
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"migrating {_mask(settings.database_url)}", flush=True)
+    db = Database(settings.database_url)
+    try:
+        applied = apply_migrations(db, progress=lambda line: print(f"  {line}", flush=True))
+        version = current_version(db)
+    finally:
+        db.dispose()
+    if applied:
+        print(f"applied {len(applied)} migration(s); schema version {version}", flush=True)
+    else:
+        print(f"already up to date (schema version {version})", flush=True)
+    return 0
