@@ -138,7 +138,22 @@ def _admin_paths() -> dict[str, Any]:
                 params=(_TENANT,),
             ),
         },
+    }
+
+
+def _key_paths() -> dict[str, Any]:
+    """A tenant's API keys: create, list (with their last use), rotate, delete."""
+    admin, key_id = "adminToken", {**_ID, "name": "key_id"}
+    return {
         "/v1/admin/tenants/{tenant}/keys": {
+            "get": _op(
+                "List the tenant's API keys (never their secrets), with when each was last used",
+                200,
+                s.ref("KeyList"),
+                (404,),
+                auth=admin,
+                params=(_TENANT,),
+            ),
             "post": _op(
                 "Create an API key (the key is shown only this once), maybe with a lifetime",
                 201,
@@ -160,24 +175,6 @@ def _admin_paths() -> dict[str, Any]:
                 params=(_TENANT, _KEY_ID),
             ),
         },
-    }
-
-
-def _key_and_audit_paths() -> dict[str, Any]:
-    """The key lifecycle and the audit log (operations added to existing paths are merged)."""
-    admin, key_id = "adminToken", {**_ID, "name": "key_id"}
-    tenant_filter = {"name": "tenant", "in": "query", "required": False, "schema": s.NAME}
-    return {
-        "/v1/admin/tenants/{tenant}/keys": {
-            "get": _op(
-                "List the tenant's API keys (never their secrets), with when each was last used",
-                200,
-                s.ref("KeyList"),
-                (404,),
-                auth=admin,
-                params=(_TENANT,),
-            ),
-        },
         "/v1/admin/tenants/{tenant}/keys/{key_id}/rotate": {
             "post": _op(
                 "Replace an API key: a new key now, the old one until the overlap ends",
@@ -190,6 +187,13 @@ def _key_and_audit_paths() -> dict[str, Any]:
                 optional_body=True,
             ),
         },
+    }
+
+
+def _audit_paths() -> dict[str, Any]:
+    admin = "adminToken"
+    tenant_filter = {"name": "tenant", "in": "query", "required": False, "schema": s.NAME}
+    return {
         "/v1/admin/tenants/{tenant}/audit": {
             "get": _op(
                 "The audit log of one tenant, newest first",
@@ -426,9 +430,14 @@ def _operation_ref(path: str, method: str) -> str:
 
 
 def openapi_document() -> dict[str, Any]:
-    paths = {**_plain_paths(), **_admin_paths(), **_workflow_paths(), **_instance_paths()}
-    for path, operations in _key_and_audit_paths().items():
-        paths[path] = {**paths.get(path, {}), **operations}
+    paths = {
+        **_plain_paths(),
+        **_admin_paths(),
+        **_key_paths(),
+        **_audit_paths(),
+        **_workflow_paths(),
+        **_instance_paths(),
+    }
     _add_links(paths)
     bearer = {"type": "http", "scheme": "bearer"}
     return {
