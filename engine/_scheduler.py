@@ -25,6 +25,10 @@ from treadle.errors import NotFound
 
 _log = logging.getLogger("treadle.engine")
 _RETRY_AFTER_FAILURE = 5.0
+# How long the wake-up listener blocks on its connection before it looks at the stop flag
+# again: the most a stop waits for it (a blocked read cannot be interrupted from another
+# thread).
+_LISTEN_SLICE = 0.2
 
 
 class Scheduler:
@@ -134,7 +138,7 @@ class Scheduler:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {WAKE_CHANNEL}")
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for _ in conn.notifies(timeout=_LISTEN_SLICE, stop_after=1):
                             self._wake.set()
             except psycopg.Error:
                 _log.warning("lost the wake-up connection; reconnecting", exc_info=True)

@@ -1,13 +1,16 @@
 """Integration tests run every case on SQLite and on PostgreSQL.
 
 PostgreSQL is a real server: ``TREADLE_TEST_POSTGRES_URL`` (default: the local server at
-127.0.0.1:5432, user postgres). Each test gets a database of its own, dropped afterwards. When
-no server answers, the PostgreSQL cases fail loudly; they are never skipped.
+127.0.0.1:5432, user postgres). Each test gets a database of its own, dropped afterwards: a
+copy of one migrated once per run (``database_url``), or an empty one (``empty_database_url``,
+for the tests of the migrations). When no server answers, the PostgreSQL cases fail loudly;
+they are never skipped.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,29 +31,98 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-def _pg_database() -> Iterator[str]:
-    name = f"treadle_test_{uuid.uuid4().hex[:12]}"
+def _pg_create(name: str, template: str | None = None) -> str:
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is required for integration tests ({PG_ADMIN_URL}): {exc}")
     with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        copy = f' TEMPLATE "{template}"' if template else ""
+        admin.execute(f'CREATE DATABASE "{name}"{copy}')
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def _pg_drop(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_database(template: str | None = None) -> Iterator[str]:
+    name = f"treadle_test_{uuid.uuid4().hex[:12]}"
+    url = _pg_create(name, template)
     try:
-        yield f"{base}/{name}"
+        yield url
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg_drop(name)
+
+
+def _migrate(url: str) -> None:
+    from storage import Database, migrate
+
+    db = Database(url)
+    try:
+        migrate(db)
+    finally:
+        db.dispose()
+
+
+class _Templates:
+    """A database of each backend with every migration applied, made on first use and once
+    per run; each test gets a copy (on PostgreSQL, ``CREATE DATABASE ... TEMPLATE``): what a
+    platform would make of an empty one, without running the migrations again."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._made: dict[str, str] = {}
+
+    def sqlite(self) -> Path:
+        path = self._directory / "treadle.db"
+        if "sqlite" not in self._made:
+            _migrate(f"sqlite:///{path}")
+            assert not path.with_name("treadle.db-wal").exists()  # all of it in the one file
+            self._made["sqlite"] = str(path)
+        return path
+
+    def postgresql(self) -> str:
+        if "postgresql" not in self._made:
+            name = f"treadle_template_{uuid.uuid4().hex[:12]}"
+            url = _pg_create(name)
+            self._made["postgresql"] = name
+            _migrate(url)
+        return self._made["postgresql"]
+
+    def drop(self) -> None:
+        if "postgresql" in self._made:
+            _pg_drop(self._made["postgresql"])
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Templates]:
+    templates = _Templates(tmp_path_factory.mktemp("template"))
+    yield templates
+    templates.drop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database of each backend."""
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each backend: no table, no migration applied."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'treadle.db'}"
     else:
         yield from _pg_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: _Templates
+) -> Iterator[str]:
+    """A fresh database of each backend, its schema at the latest migration and no rows."""
+    if request.param == "sqlite":
+        path = tmp_path / "treadle.db"
+        shutil.copyfile(migrated_templates.sqlite(), path)
+        yield f"sqlite:///{path}"
+    else:
+        yield from _pg_database(migrated_templates.postgresql())
 
 
 # -- the platform behind its HTTP API (tests of tenants, loader and dispatcher) ---------------

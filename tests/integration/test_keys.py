@@ -215,11 +215,11 @@ def test_an_expired_key_with_a_wrong_secret_is_just_invalid(
         store.authenticate(wrong)
 
 
-def test_keys_made_before_the_audit_migration_keep_working(database_url: str) -> None:
+def test_keys_made_before_the_audit_migration_keep_working(empty_database_url: str) -> None:
     from storage._migrate import _VERSIONS
     from storage.migrations import m0001_initial
 
-    db = Database(database_url)
+    db = Database(empty_database_url)
     secret = "a-secret-from-the-old-days"
     with db.begin() as conn:  # a database as the first release left it
         m0001_initial.upgrade(conn)

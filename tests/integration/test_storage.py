@@ -36,8 +36,8 @@ def _indexes(conn: sa.Connection) -> dict[str, set[str]]:
     }
 
 
-def test_migrations_build_the_declared_schema_and_are_idempotent(database_url: str) -> None:
-    db = Database(database_url)
+def test_migrations_build_the_declared_schema_and_are_idempotent(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     shipped = available_migrations()
     assert migrate(db) == [name for _, name in shipped]
     assert migrate(db) == []
