@@ -72,28 +72,32 @@ class _Templates:
     platform would make of an empty one, without running the migrations again."""
 
     def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._made: dict[str, str] = {}
+        self._sqlite = directory / "treadle.db"
+        self._sqlite_made = False
+        self._postgresql: str | None = None
 
     def sqlite(self) -> Path:
-        path = self._directory / "treadle.db"
-        if "sqlite" not in self._made:
-            _migrate(f"sqlite:///{path}")
-            assert not path.with_name("treadle.db-wal").exists()  # all of it in the one file
-            self._made["sqlite"] = str(path)
-        return path
+        if not self._sqlite_made:
+            _migrate(f"sqlite:///{self._sqlite}")
+            assert not self._sqlite.with_name("treadle.db-wal").exists()  # all in the one file
+            self._sqlite_made = True
+        return self._sqlite
 
     def postgresql(self) -> str:
-        if "postgresql" not in self._made:
+        if self._postgresql is None:
             name = f"treadle_template_{uuid.uuid4().hex[:12]}"
             url = _pg_create(name)
-            self._made["postgresql"] = name
-            _migrate(url)
-        return self._made["postgresql"]
+            try:
+                _migrate(url)
+            except BaseException:
+                _pg_drop(name)
+                raise
+            self._postgresql = name
+        return self._postgresql
 
     def drop(self) -> None:
-        if "postgresql" in self._made:
-            _pg_drop(self._made["postgresql"])
+        if self._postgresql is not None:
+            _pg_drop(self._postgresql)
 
 
 @pytest.fixture(scope="session")
