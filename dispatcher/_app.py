@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 import playground
 from dispatcher import _metrics
 from dispatcher._auth import Authenticate
-from dispatcher._errors import HANDLERS
+from dispatcher._errors import HANDLERS, DatabaseOutage
 from dispatcher._guard import RequestGuard
 from dispatcher._instances import InstanceApi
 from dispatcher._lifecycle import LifecycleApi
@@ -26,9 +26,11 @@ from dispatcher._limits import BodyLimit
 from dispatcher._openapi import openapi_document
 from dispatcher._platform import Platform
 from loader import WorkflowApi
+from storage import reason
 from tenants import AdminApi
 
 _log = logging.getLogger("treadle")
+_RETRY = {"Retry-After": "2"}
 
 
 def create_app(platform: Platform) -> Starlette:
@@ -52,6 +54,7 @@ def create_app(platform: Platform) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(DatabaseOutage),
             Middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes),
             Middleware(Authenticate, tenants=platform.tenants),
             Middleware(RequestGuard),
@@ -79,15 +82,17 @@ def _health(platform: Platform) -> Any:
         try:
             with platform.db.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
-            _log.warning("health check: the database does not answer", exc_info=True)
+        except sa.exc.SQLAlchemyError as exc:
+            # One line: a load balancer asks every few seconds for as long as an outage lasts.
+            _log.warning("health check: the database does not answer (%s)", reason(exc))
             return False
         return True
 
     async def health(request: Request) -> Response:
         if platform.running and await run_in_threadpool(database_answers):
             return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "unavailable"}, status_code=503)
+        # As the API's own 503s: the same hint of when to ask again.
+        return JSONResponse({"status": "unavailable"}, status_code=503, headers=_RETRY)
 
     return health
 

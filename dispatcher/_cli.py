@@ -42,6 +42,22 @@ def _server_command(name: str) -> Command:
     return command
 
 
+class _ServerHelp(argparse.HelpFormatter):
+    """Help that states each option's default as :class:`~dispatcher.Settings` has it.
+
+    Read from the settings when help is shown, so the text cannot drift from the value, and a
+    client command never loads pydantic-settings.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        from dispatcher._settings import Settings  # here: only when help is shown
+
+        field = Settings.model_fields.get(action.dest)
+        if field is None or action.help is None or "default" in action.help:
+            return action.help
+        return f"{action.help} (default: TREADLE_{action.dest.upper()}, else {field.default})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="treadle",
@@ -49,21 +65,22 @@ def _parser() -> argparse.ArgumentParser:
         "and a client of its API (the other commands).",
     )
     commands = parser.add_subparsers(required=True, metavar="command")
-    serve = commands.add_parser("serve", help="run the API, the playground and workers")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8787)")
-    serve.add_argument("--workers", type=int, help="instances replayed at once (default 8)")
+    server = _ServerHelp
+    serve = commands.add_parser(
+        "serve", help="run the API, the playground and workers", formatter_class=server
+    )
+    serve.add_argument("--host", help="address to listen on")
+    serve.add_argument("--port", type=int, help="port to listen on")
+    serve.add_argument("--workers", type=int, help="instances replayed at once")
     serve.set_defaults(command=_server_command("serve"))
-    worker = commands.add_parser("worker", help="run workers only, no HTTP")
-    worker.add_argument("--workers", type=int, help="instances replayed at once (default 8)")
+    worker = commands.add_parser("worker", help="run workers only, no HTTP", formatter_class=server)
+    worker.add_argument("--workers", type=int, help="instances replayed at once")
     worker.set_defaults(command=_server_command("worker"))
-    migrate_ = commands.add_parser("migrate", help="apply database schema migrations")
+    migrate_ = commands.add_parser(
+        "migrate", help="apply database schema migrations", formatter_class=server
+    )
     migrate_.set_defaults(command=_server_command("migrate"))
     for sub in (serve, worker, migrate_):
-        sub.add_argument(
-            "--database-url",
-            help="sqlite:///path or postgresql://... (default: TREADLE_DATABASE_URL, "
-            "else sqlite:///./treadle.db)",
-        )
+        sub.add_argument("--database-url", help="sqlite:///path or postgresql://...")
     add_client_commands(commands)
     return parser

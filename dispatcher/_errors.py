@@ -2,6 +2,11 @@
 
 The one table from error class to HTTP status lives here; nothing below the dispatcher knows
 about HTTP. A subclass takes the status of its nearest listed ancestor.
+
+Database failures that are no fault of the request (the server is down, or every pooled
+connection is busy) become :class:`Unavailable` here, at the boundary: 503 with
+``Retry-After``, never 500. :class:`DatabaseOutage` catches them wherever they happen below it
+(authentication included); any other exception is still a 500.
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ import logging
 import math
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from storage import reason, unreachable
 from treadle.errors import (
     AlreadyExists,
     CodeInvalid,
@@ -26,6 +34,7 @@ from treadle.errors import (
     TooLarge,
     TreadleError,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
 )
 
@@ -40,6 +49,7 @@ STATUS: dict[type[TreadleError], int] = {
     UnsupportedMediaType: 415,
     CodeInvalid: 422,
     QuotaExceeded: 429,
+    Unavailable: 503,
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 _log = logging.getLogger("treadle.http")
@@ -58,11 +68,53 @@ def error_response(exc: TreadleError) -> JSONResponse:
     if status < 500:  # details of an internal error are for the log, not the client
         body.update({k: v for k, v in exc.details.items() if k not in body})
     headers = {}
-    if isinstance(exc, QuotaExceeded):
+    if isinstance(exc, QuotaExceeded | Unavailable):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def database_error(exc: BaseException) -> Unavailable | None:
+    """``exc`` as :class:`Unavailable` if it is a database failure the caller can wait out."""
+    if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
+        message = "the server is handling too many requests; try again shortly"
+        return Unavailable(message, code="database.busy", retry_after=1)
+    if unreachable(exc):
+        return Unavailable(retry_after=2)
+    return None
+
+
+class DatabaseOutage:
+    """Answers 503 for a request that failed on a database that is down or busy.
+
+    A response already under way (a live stream) cannot be replaced: its error goes on as it
+    would have. So do errors that are not about the database's availability.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, watched)
+        except Exception as exc:
+            error = database_error(exc)
+            if error is None or started:
+                raise
+            # One line, no traceback: during an outage every request would log one.
+            _log.warning("%s %s: %s (%s)", scope["method"], scope["path"], error.code, reason(exc))
+            await error_response(error)(scope, receive, send)
 
 
 def invalid_input(exc: ValidationError) -> InvalidInput:

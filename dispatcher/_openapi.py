@@ -31,7 +31,10 @@ _ERRORS = {
     415: "The request body is not declared as JSON (Content-Type: application/json).",
     422: "The workflow code is not valid; ``problems`` says where.",
     429: "A quota or rate limit of the tenant's policy was reached; see Retry-After.",
+    503: "The database is unreachable (``database.unavailable``) or every connection to it is "
+    "busy (``database.busy``); try again after Retry-After.",
 }
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": s.NAME}
 _TENANT = {"name": "tenant", "in": "path", "required": True, "schema": s.NAME}
 _ID = {"name": "id", "in": "path", "required": True, "schema": s.INSTANCE_ID}
@@ -96,16 +99,17 @@ def _op(
     responses: dict[str, Any] = {str(ok): {"description": summary}}
     if result is not None:
         responses[str(ok)]["content"] = {"application/json": {"schema": result}}
-    # Every API route checks its path (400) and credentials (401); every body is checked for
-    # size (413), media type (415) and well-formed JSON (400) before the route sees it.
-    common = ((400, 401) if auth else ()) + ((400, 413, 415) if body else ())
+    # Every API route checks its path (400) and credentials (401, in the database: 503 while
+    # that is out of reach); every body is checked for size (413), media type (415) and
+    # well-formed JSON (400) before the route sees it.
+    common = ((400, 401, 503) if auth else ()) + ((400, 413, 415) if body else ())
     for status in errors + common:
         responses[str(status)] = {
             "description": _ERRORS[status],
             "content": {"application/json": {"schema": s.ref("Error")}},
         }
-    if 429 in errors:
-        responses["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        if status in (429, 503):
+            responses[str(status)]["headers"] = _RETRY_AFTER
     op: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
     if auth:
         op["security"] = [{auth: []}]
@@ -364,14 +368,26 @@ def _plain_paths() -> dict[str, Any]:
                 "summary": "Ready to serve",
                 "responses": {
                     "200": {"description": "ready", "content": s.json(health)},
-                    "503": {"description": "not ready", "content": s.json(health)},
+                    "503": {
+                        "description": "not ready: starting, stopping, or the database does not "
+                        "answer",
+                        "content": s.json(health),
+                        "headers": _RETRY_AFTER,
+                    },
                 },
             }
         },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "metrics", "content": text}},
+                "responses": {
+                    "200": {"description": "metrics", "content": text},
+                    "503": {
+                        "description": _ERRORS[503],
+                        "content": s.json(s.ref("Error")),
+                        "headers": _RETRY_AFTER,
+                    },
+                },
             }
         },
         "/openapi.json": {

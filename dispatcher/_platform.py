@@ -116,7 +116,12 @@ class Platform:
     ) -> None:
         self.settings = settings
         self.clock = clock or Clock()
-        self.db = Database(settings.database_url)
+        self.db = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+            pool_timeout=settings.db_pool_timeout,
+        )
         migrate(self.db, progress)
         self.committer = GroupCommitter(self.db)
         self.pool = SandboxPool(

@@ -19,9 +19,11 @@ import uvicorn
 from dispatcher._app import create_app
 from dispatcher._platform import Platform
 from dispatcher._settings import Settings
-from storage import Database, current_version
+from dispatcher._startup import masked, open_platform
+from storage import Database, current_version, normalize_url, reason, unreachable
 from storage import migrate as apply_migrations
 from tenants import Bootstrap
+from treadle.errors import Unavailable
 
 _log = logging.getLogger("treadle")
 _RULE = "=" * 72
@@ -31,6 +33,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the options given on the command line on top."""
     given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     settings = Settings(**given)
+    normalize_url(settings.database_url)  # one that is not a database URL fails here, at once
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -39,15 +42,34 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _mask(url: str) -> str:
-    """The database URL without its password, for logs."""
-    return sa.make_url(url).render_as_string(hide_password=True)
+def _open(settings: Settings, stop: threading.Event) -> Platform | None:
+    """The platform, once its database answers; None if told to stop first.
+
+    Raises :class:`Unavailable` when the database did not answer within the time allowed.
+    """
+    _log.info("database: %s", masked(settings.database_url))
+    platform = open_platform(settings, stop, _log.info)
+    if platform is not None and stop.is_set():  # the signal came while migrating
+        platform.close()
+        return None
+    return platform
+
+
+def _gave_up(exc: Unavailable) -> int:
+    print(f"treadle: error: {exc.message}", file=sys.stderr, flush=True)
+    return 1
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _log.info("database: %s", _mask(settings.database_url))
-    platform = Platform(settings, progress=_log.info)
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
+    try:
+        platform = _open(settings, stop)
+    except Unavailable as exc:
+        return _gave_up(exc)
+    if platform is None:
+        return 0
     try:
         _announce_credentials(platform, settings)
         app = create_app(platform)
@@ -131,12 +153,16 @@ def _first_start_banner(created: Bootstrap, base: str) -> str:
 
 def worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _log.info("database: %s", _mask(settings.database_url))
-    platform = Platform(settings, progress=_log.info)
-    if platform.db.dialect == "sqlite":
-        _log.warning("a SQLite file belongs to one process: do not also serve it elsewhere")
     stop = threading.Event()
     _on_stop_signals(stop.set)
+    try:
+        platform = _open(settings, stop)
+    except Unavailable as exc:
+        return _gave_up(exc)
+    if platform is None:
+        return 0
+    if platform.db.dialect == "sqlite":
+        _log.warning("a SQLite file belongs to one process: do not also serve it elsewhere")
     try:
         platform.start()
         _log.info("worker running; stop it with SIGTERM or Ctrl-C")
@@ -148,11 +174,16 @@ def worker(args: argparse.Namespace) -> int:
 
 def migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"migrating {_mask(settings.database_url)}", flush=True)
+    where = masked(settings.database_url)
+    print(f"migrating {where}", flush=True)
     db = Database(settings.database_url)
     try:
         applied = apply_migrations(db, progress=lambda line: print(f"  {line}", flush=True))
         version = current_version(db)
+    except sa.exc.DBAPIError as exc:
+        if not unreachable(exc):
+            raise
+        return _gave_up(Unavailable(f"the database at {where} does not answer ({reason(exc)})"))
     finally:
         db.dispose()
     if applied:

@@ -14,6 +14,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TREADLE_", extra="ignore")
 
     database_url: str = "sqlite:///./treadle.db"
+    # How long serve and worker wait at start-up for a database that does not answer; unset:
+    # for ever, 0: not at all (they exit at once with an error).
+    database_wait_seconds: float | None = Field(default=None, ge=0)
+    # The connections a process keeps to the database, never more (PostgreSQL: plus the one
+    # the engine holds for wake-ups); a request that finds none free within db_pool_timeout
+    # seconds is answered 503 database.busy.
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
     admin_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)

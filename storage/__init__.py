@@ -1,4 +1,4 @@
-"""Database access: engine factory, tables, migrations, group commit, clock."""
+"""Database access: engine factory, tables, migrations, group commit, clock, outages."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from storage._cursor import decode_cursor, encode_cursor
 from storage._database import Database, normalize_url
 from storage._migrate import available as available_migrations
 from storage._migrate import current_version, migrate
+from storage._outage import reason, unreachable
 
 __all__ = [
     "BatchWrite",
@@ -23,5 +24,7 @@ __all__ = [
     "iso",
     "migrate",
     "normalize_url",
+    "reason",
     "tables",
+    "unreachable",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,13 @@ from treadle.errors import InvalidInput
 
 def normalize_url(url: str) -> sa.URL:
     """Accept ``sqlite:///path`` and ``postgresql://...`` and pick our drivers for them."""
-    parsed = sa.make_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+        # Not echoed: a URL that does not parse may still hold a password.
+        raise InvalidInput(
+            "the database URL does not parse: use sqlite:///path or postgresql://user@host/db"
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+pysqlite")
@@ -32,28 +39,50 @@ class Database:
     SQLite runs in WAL mode with a busy timeout, foreign keys on, ``synchronous=FULL`` and
     ``BEGIN IMMEDIATE`` for writes, so two writers never deadlock upgrading a read lock.
     PostgreSQL uses a connection pool without pre-ping: the hot path spends one round trip per
-    statement, not two.
+    statement, not two. A connection the server dropped fails the one statement that finds
+    out (:func:`storage.unreachable` says so); SQLAlchemy then replaces every pooled connection
+    older than that failure, so the pool recovers by itself once the server is back.
+
+    The pool holds ``pool_size`` connections and opens up to ``max_overflow`` more (default:
+    as many again) when they are all in use; a caller that finds none free waits up to
+    ``pool_timeout`` seconds, then gets ``sqlalchemy.exc.TimeoutError``. With ``max_overflow=0``
+    a handle never has more than ``pool_size`` connections open: its share of the server's
+    ``max_connections``.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int | None = None,
+        pool_timeout: float = 30.0,
+    ) -> None:
         self.url = normalize_url(url)
         self.dialect = self.url.get_backend_name()
         self._commits = itertools.count()
         self._committed = 0
         self._count_lock = threading.Lock()
+        pool: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": pool_size if max_overflow is None else max_overflow,
+            "pool_timeout": pool_timeout,
+        }
         if self.dialect == "sqlite":
             self._prepare_sqlite_file()
             self.engine = sa.create_engine(
-                self.url,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                connect_args={"check_same_thread": False, "timeout": 30},
+                self.url, **pool, connect_args={"check_same_thread": False, "timeout": 30}
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
+            # A server that does not answer at all (not even to refuse) must not hold a caller
+            # for minutes: connecting gives up about when waiting for a pooled connection would.
+            connect: dict[str, Any] = {}
+            if "connect_timeout" not in self.url.query:
+                connect["connect_timeout"] = max(2, math.ceil(pool_timeout))
             self.engine = sa.create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+                self.url, **pool, pool_pre_ping=False, connect_args=connect
             )
 
     def _prepare_sqlite_file(self) -> None:

@@ -50,6 +50,7 @@ from treadle.errors import (
     TooLarge,
     TreadleError,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
 )
 
@@ -74,6 +75,7 @@ _BY_STATUS: dict[int, type[TreadleError]] = {
     422: CodeInvalid,
     415: UnsupportedMediaType,
     429: QuotaExceeded,
+    503: Unavailable,
 }
 _SUBCLASSES: tuple[type[TreadleError], ...] = (InvalidDuration, LimitExceeded, AlreadyExists)
 
@@ -150,7 +152,7 @@ def error_of(response: httpx.Response) -> TreadleError:
         error = {}
     code = str(error.pop("code", "internal" if status >= 500 else "http.error"))
     message = str(error.pop("message", "") or f"the server answered {status}")
-    if status >= 500:
+    if status >= 500 and status not in _BY_STATUS:
         return ServerError(message, code=code)
     cls = _class_of(code, status)
     if cls is None:
@@ -158,9 +160,9 @@ def error_of(response: httpx.Response) -> TreadleError:
     if cls is CodeInvalid:
         problems = error.pop("problems", None) or []
         return _with_code(CodeInvalid(message, problems=list(problems)), code, error)
-    if cls is QuotaExceeded:
+    if cls is QuotaExceeded or cls is Unavailable:
         retry_after = _retry_after(response.headers.get("retry-after"))
-        return _with_code(QuotaExceeded(message, retry_after=retry_after), code, error)
+        return _with_code(cls(message, retry_after=retry_after), code, error)
     return cls(message, code=code, **error)
 
 

@@ -135,6 +135,23 @@ class LimitExceeded(TreadleError):
     code: str = "limit.exceeded"
 
 
+class Unavailable(TreadleError):
+    """The database cannot be reached; try again shortly.
+
+    Nothing about the request is wrong: the same request may succeed once the database answers
+    again (``database.unavailable``) or a connection is free (``database.busy``).
+    ``retry_after`` is how many seconds to wait first.
+    """
+
+    code: str = "database.unavailable"
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, retry_after: float = 1.0
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 # -- errors of the HTTP client --------------------------------------------------------------------
 
 

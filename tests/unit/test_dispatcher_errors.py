@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
 
+import httpx
+import psycopg
 import pytest
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from dispatcher import error_response, status_of
-from dispatcher._errors import invalid_input
+from dispatcher._errors import HANDLERS, DatabaseOutage, invalid_input
+from tests.integration.app import served
 from treadle.errors import (
     AlreadyExists,
     CodeInvalid,
@@ -21,6 +32,7 @@ from treadle.errors import (
     TooLarge,
     TreadleError,
     Unauthorized,
+    Unavailable,
 )
 
 
@@ -37,6 +49,7 @@ from treadle.errors import (
         (TooLarge(), 413),
         (CodeInvalid(problems=[]), 422),
         (QuotaExceeded(), 429),
+        (Unavailable(), 503),
         (TreadleError(), 500),
     ],
 )
@@ -100,3 +113,59 @@ def test_malformed_json_is_named_as_such() -> None:
         _Body.model_validate_json("{")
     error = invalid_input(caught.value)
     assert error.code == "request.json" and "not valid JSON" in error.message
+
+
+def test_unavailable_says_when_to_retry() -> None:
+    response = error_response(Unavailable(code="database.busy", retry_after=1))
+    assert response.headers["retry-after"] == "1"
+    assert _body(Unavailable())["error"]["code"] == "database.unavailable"  # type: ignore[index]
+
+
+# What the driver raises, wrapped as SQLAlchemy does, and what the caller is told.
+_REFUSED = psycopg.OperationalError("connection failed: ... port 5432 failed: Connection refused")
+_FAILURES: dict[str, tuple[Exception, int, str]] = {
+    "refused": (sa.exc.OperationalError(None, None, _REFUSED), 503, "database.unavailable"),
+    "shutdown": (
+        sa.exc.OperationalError("SELECT 1", {}, psycopg.errors.AdminShutdown("terminating")),
+        503,
+        "database.unavailable",
+    ),
+    "pool": (sa.exc.TimeoutError("QueuePool limit reached"), 503, "database.busy"),
+    "bad sql": (
+        sa.exc.ProgrammingError("SELECT x", {}, psycopg.errors.UndefinedTable("no x")),
+        500,
+        "internal",
+    ),
+    "sqlite": (
+        sa.exc.OperationalError("SELECT x", {}, sqlite3.OperationalError("no such table: x")),
+        500,
+        "internal",
+    ),
+    "bug": (KeyError("x"), 500, "internal"),
+}
+
+
+@pytest.fixture(scope="module")
+def failing() -> Iterator[httpx.Client]:
+    """An app whose route ``/{name}`` raises the failure of that name."""
+
+    async def fail(request: Request) -> Response:
+        raise _FAILURES[request.path_params["name"]][0]
+
+    app = Starlette(
+        routes=[Route("/{name}", fail)],
+        middleware=[Middleware(DatabaseOutage)],
+        exception_handlers=HANDLERS,
+    )
+    with served(app) as http:
+        yield http
+
+
+@pytest.mark.parametrize("name", sorted(_FAILURES))
+def test_a_database_that_is_down_or_busy_is_a_503_anything_else_a_500(
+    failing: httpx.Client, name: str
+) -> None:
+    _, status, code = _FAILURES[name]
+    reply = failing.get(f"/{name}", headers={"Connection": "close"})  # a 500 ends keep-alive
+    assert (reply.status_code, reply.json()["error"]["code"]) == (status, code)
+    assert ("retry-after" in reply.headers) == (status == 503)

@@ -1,0 +1,51 @@
+"""Telling a database that is down from a statement that failed.
+
+A server that does not answer, refuses connections or dropped one is no fault of the work that
+found out: the same work may succeed once the server is back. Callers wait (start-up) or answer
+"try again" (the API) for these, and treat every other error as the error it is.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import sqlalchemy as sa
+
+# SQLSTATEs of a server that went away or does not take connections now: admin_shutdown,
+# crash_shutdown, cannot_connect_now (starting up or shutting down), too_many_connections.
+_UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# What libpq puts before the reason of a failed connection attempt.
+_ATTEMPT = " failed: "
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the PostgreSQL server could not be reached or dropped the connection.
+
+    True for any failure to connect (libpq gives those no SQLSTATE: refused, timed out, unknown
+    host, the server starting up, too many connections, bad credentials), a connection lost
+    mid-statement, and a server shutting down. False for everything else.
+    """
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    state = orig.sqlstate
+    return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
+
+
+def reason(exc: BaseException) -> str:
+    """What the driver said about ``exc``, in one short line: e.g. ``connection refused``."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        said = str(exc.orig)
+    elif isinstance(exc, sa.exc.SQLAlchemyError) and exc.args:
+        said = str(exc.args[0])  # without the link to SQLAlchemy's docs that str() adds
+    else:
+        said = str(exc)
+    line = (said.strip().splitlines() or [type(exc).__name__])[0]
+    _, attempt, why = line.rpartition(_ATTEMPT)
+    if not attempt:
+        return line
+    why = why.strip().removeprefix("FATAL:").strip()  # "Connection refused", "FATAL:  ..."
+    return why[:1].lower() + why[1:]
