@@ -40,7 +40,9 @@ class Three(WorkflowEntrypoint):
 
 
 class NoOpHost:
-    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+    def commit(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+    ) -> None:
         pass
 
     def call(self, method: str, args: dict[str, Any]) -> Any:

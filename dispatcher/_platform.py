@@ -66,8 +66,10 @@ class TenantHost:
         self._policy = policy
         self._host = host
 
-    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        self._host.commit(records, logs)
+    def commit(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+    ) -> None:
+        self._host.commit(records, logs, running=running)
 
     def call(self, method: str, args: dict[str, Any]) -> Any:
         try:

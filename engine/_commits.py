@@ -43,6 +43,8 @@ class RecordWrite(BatchWrite):
         logs: list[dict[str, Any]],
         now: float,
         final: Final | None,
+        *,
+        pausable: bool = True,
     ) -> None:
         self.store = store
         self.claimed = claimed
@@ -51,12 +53,23 @@ class RecordWrite(BatchWrite):
         self.logs = logs
         self.now = now
         self.final = final
+        # False while other step bodies of the replay still run: a pause waits for them.
+        self.pausable = pausable
 
     @staticmethod
     def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
         store: EngineStore = writes[0].store
         pairs = [(w.claimed.pk, w.claimed.epoch) for w in writes]
         lease = max(w.lease_until for w in writes)
+        # The fence locks the instance rows, and the parents that finishing children will
+        # wake, before anything else; a wait that suspends is decided after that lock.
+        locked = {pk for pk, _ in pairs} | {
+            w.claimed.parent_pk
+            for w in writes
+            if w.final is not None and w.final.status != "waiting" and w.claimed.parent_pk
+        }
+        if store.db.dialect == "postgresql":
+            conn.execute(store.lock_rows, {"locked": sorted(locked)})
         fenced = conn.execute(store.fence, {"pairs": pairs, "lease": lease})
         held: dict[int, str] = {pk: status for pk, status in fenced}
         live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
@@ -72,7 +85,7 @@ class RecordWrite(BatchWrite):
         if history:
             conn.execute(H.insert(), history)
         _finish(conn, store, [w for w in live if w.final is not None])
-        pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause"]
+        pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause" and w.pausable]
         if pausing:
             _pause(conn, store, pausing)
         return [_result(w, held.get(w.claimed.pk)) for w in writes]
@@ -81,7 +94,7 @@ class RecordWrite(BatchWrite):
 def _result(write: RecordWrite, status: str | None) -> BaseException | None:
     if status is None:
         return LeaseLost()
-    if status == "waitingForPause" and write.final is None:
+    if status == "waitingForPause" and write.final is None and write.pausable:
         return PauseRequested()
     return None
 

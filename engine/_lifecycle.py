@@ -71,8 +71,9 @@ class Lifecycle:
         key = instance_key(tenant_id, workflow, instance_id)
 
         def write(conn: sa.Connection) -> str:
-            query = sa.select(I).where(*key)
-            row = conn.execute(query.with_for_update() if self._pg else query).first()
+            if self._pg:
+                _lock_with_parent(conn, key)
+            row = conn.execute(sa.select(I).where(*key)).first()
             if row is None:
                 raise not_found(instance_id)
             if row.status not in ALLOWED[action]:
@@ -199,6 +200,15 @@ class Lifecycle:
             return conn.execute(sa.delete(I).where(I.c.pk.in_(old.scalar_subquery()))).rowcount
 
         return write
+
+
+def _lock_with_parent(conn: sa.Connection, key: tuple[Any, ...]) -> None:
+    """Lock the instance row and its parent's (a terminated child tells its parent), in
+    ascending pk order as step commits lock theirs, so the two never deadlock."""
+    own = sa.select(I.c.pk).where(*key).scalar_subquery()
+    parent = sa.select(I.c.parent_pk).where(*key).scalar_subquery()
+    rows = sa.select(I.c.pk).where(sa.or_(I.c.pk == own, I.c.pk == parent)).order_by(I.c.pk)
+    conn.execute(rows.with_for_update(key_share=True))
 
 
 def _update(conn: sa.Connection, pk: int, **values: Any) -> None:

@@ -27,7 +27,9 @@ class Recorder(Protocol):
     """What the engine offers a replay: making its records durable. Tenant bindings (egress,
     child workflows) are added on top by whoever builds the runner."""
 
-    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None: ...
+    def commit(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+    ) -> None: ...
 
 
 class Runner(Protocol):
@@ -68,8 +70,10 @@ class ReplayHost:
         self._counters = counters
         self._seq = {(s["name"], s["count"]): i for i, s in enumerate(journal.steps)}
 
-    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        self._committer.run(self._write(records, logs, None))
+    def commit(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+    ) -> None:
+        self._committer.run(self._write(records, logs, None, pausable=not running))
 
     def finish(self, outcome: Outcome) -> None:
         final = _final(outcome, self._claimed.mode)
@@ -81,13 +85,20 @@ class ReplayHost:
         self._committer.run(self._write([], [], Final("errored", error=error)))
 
     def _write(
-        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], final: Final | None
+        self,
+        records: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        final: Final | None,
+        *,
+        pausable: bool = True,
     ) -> RecordWrite:
         now = self._clock.now()
         rows = self._rows(records)
         self._counters.steps += sum(1 for r in rows if r["status"] in ("complete", "errored"))
         lease_until = now + self._lease_seconds
-        return RecordWrite(self._store, self._claimed, lease_until, rows, logs, now, final)
+        return RecordWrite(
+            self._store, self._claimed, lease_until, rows, logs, now, final, pausable=pausable
+        )
 
     def _rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # One row per step key: a batch may hold several records of one step (an attempt that

@@ -5,7 +5,7 @@ shared round-robin between the tenants with due work and within each tenant's ca
 instances, each tenant's oldest due first; runner threads replay them; a heartbeat thread
 extends the leases of everything held. The claimer sleeps until the next due time, a local
 wake-up (a create, an event, a finished replay) or, on PostgreSQL, a NOTIFY from another
-process.
+process, which the process's database session (``engine._presence``) receives.
 """
 
 from __future__ import annotations
@@ -16,19 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-
+from engine._presence import Presence
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, request_for
-from engine._store import WAKE_CHANNEL, Claimed, EngineStore, Journal, LeaseLost, PauseRequested
-from storage import Clock, GroupCommitter
+from engine._store import Claimed, EngineStore, Journal, LeaseLost, PauseRequested
+from storage import Clock, GroupCommitter, unreachable
 from treadle.errors import NotFound
 
 _log = logging.getLogger("treadle.engine")
 _RETRY_AFTER_FAILURE = 5.0
-# How long the wake-up listener blocks on its connection before it looks at the stop flag
-# again: the most a stop waits for it (a blocked read cannot be interrupted from another
-# thread).
-_LISTEN_SLICE = 0.2
 
 
 class Scheduler:
@@ -62,12 +57,17 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._orphans: list[Claimed] = []
+        self._outage = Outage()
 
     def start(self) -> None:
         targets: list[tuple[str, Any]] = [("claimer", self._claim_loop), ("heartbeat", self._beat)]
         targets += [(f"runner-{i}", self._run_loop) for i in range(self._concurrency)]
         if self._store.db.dialect == "postgresql":
-            targets.append(("listener", self._listen))
+            presence = Presence(
+                self._store.db, self._clock, self._owner, wake=self.wake, stop=self._stop
+            )
+            targets.append(("session", presence.run))
         for name, target in targets:
             thread = threading.Thread(target=target, name=f"treadle-{name}", daemon=True)
             thread.start()
@@ -90,10 +90,11 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 progressed = self._claim_batch()
-            except Exception:
-                _log.exception("claiming instances failed; retrying")
+            except Exception as exc:
+                self._outage.failed("claiming instances", exc)
                 self._stop.wait(1.0)
                 continue
+            self._outage.recovered("claiming instances")
             if not progressed:
                 self._idle()
 
@@ -131,29 +132,27 @@ class Scheduler:
         self._wake.wait(min(self._poll, max(delay, 0.01)))
         self._wake.clear()
 
-    def _listen(self) -> None:
-        url = self._store.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=_LISTEN_SLICE, stop_after=1):
-                            self._wake.set()
-            except psycopg.Error:
-                _log.warning("lost the wake-up connection; reconnecting", exc_info=True)
-                self._stop.wait(1.0)
-
     def _beat(self) -> None:
-        while not self._stop.wait(self._lease / 3):
+        # Instances whose release failed are given back within a second of the database
+        # answering again.
+        while not self._stop.wait(min(self._lease / 3, 1.0) if self._orphans else self._lease / 3):
             with self._held_lock:
                 held = list(self._held.values())
-            if held:
-                try:
-                    until = self._clock.now() + self._lease
-                    self._committer.run(self._store.heartbeat(held, until))
-                except Exception:
-                    _log.exception("lease heartbeat failed")
+            try:
+                self._store.heartbeat(held, self._clock.now() + self._lease)
+                self._release_orphans()
+            except Exception as exc:
+                self._outage.failed("lease heartbeat", exc)
+            else:
+                self._outage.recovered("lease heartbeat")
+
+    def _release_orphans(self) -> None:
+        """Give back the instances whose release failed (the database was unreachable), so
+        that they do not wait out their lease."""
+        while self._orphans:
+            claimed = self._orphans[0]
+            self._committer.run(self._store.release(claimed, self._clock.now()))
+            self._orphans.pop(0)
 
     # -- replaying ------------------------------------------------------------------------------
 
@@ -170,8 +169,11 @@ class Scheduler:
             except LeaseLost:
                 # Terminated, restarted or deleted meanwhile, or taken over after a stall.
                 _log.info("instance %s changed hands; its replay was dropped", claimed.id)
-            except Exception:
-                _log.exception("replay of instance %s failed; it will be retried", claimed.id)
+            except Exception as exc:
+                if unreachable(exc):
+                    self._outage.failed(f"replaying instance {claimed.id}", exc)
+                else:
+                    _log.exception("replay of instance %s failed; it will be retried", claimed.id)
                 self._release(claimed)
             finally:
                 with self._held_lock:
@@ -200,5 +202,33 @@ class Scheduler:
         try:
             retry_at = self._clock.now() + _RETRY_AFTER_FAILURE
             self._committer.run(self._store.release(claimed, retry_at))
-        except Exception:
-            _log.exception("could not release instance %s; its lease will expire", claimed.id)
+        except Exception as exc:
+            self._outage.failed("releasing an instance", exc)
+            self._orphans.append(claimed)  # the heartbeat tries again
+
+
+class Outage:
+    """Logs a failing activity once, with a traceback only when the failure is not the
+    database being unreachable, and once more when it works again: an outage of the database
+    is a few lines in the log, not a traceback a second."""
+
+    def __init__(self) -> None:
+        self._failing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def failed(self, activity: str, exc: Exception) -> None:
+        with self._lock:
+            first = activity not in self._failing
+            self._failing.add(activity)
+        if unreachable(exc):
+            if first:
+                _log.warning("%s failed: the database is unreachable; retrying", activity)
+        else:
+            _log.error("%s failed; retrying", activity, exc_info=exc)
+
+    def recovered(self, activity: str) -> None:
+        with self._lock:
+            if activity not in self._failing:
+                return
+            self._failing.discard(activity)
+        _log.info("%s works again", activity)

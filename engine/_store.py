@@ -118,6 +118,30 @@ class EngineStore:
             .values(due_at=b("lease"))
             .returning(I.c.pk, I.c.status)
         )
+        # Every transaction that locks several instance rows locks them in ascending pk order,
+        # in one statement at its start, so that two of them never wait for each other in a
+        # cycle. A statement of its own: PostgreSQL may read a locking subquery only in part.
+        self.lock_rows = (
+            sa.select(I.c.pk)
+            .where(I.c.pk.in_(b("locked", expanding=True)))
+            .order_by(I.c.pk)
+            .with_for_update(key_share=True)
+        )
+        self.lease = (
+            sa.update(I)
+            .where(sa.tuple_(I.c.pk, I.c.epoch).in_(b("pairs", expanding=True)))
+            .where(I.c.status.in_(_RUNNING))
+            .values(due_at=b("lease"))
+        )
+        if self._pg:
+            # A heartbeat never waits: a row locked by a commit in flight gets its lease
+            # extended by that commit.
+            unlocked = (
+                sa.select(I.c.pk)
+                .where(I.c.pk.in_(b("locked", expanding=True)))
+                .with_for_update(key_share=True, skip_locked=True)
+            )
+            self.lease = self.lease.where(I.c.pk.in_(unlocked.scalar_subquery()))
         # A replay of an instance asked to pause stops at its next commit; what it recorded is
         # kept and the instance becomes paused, due again as soon as it is resumed.
         self.pause = (
@@ -357,7 +381,8 @@ class EngineStore:
         def write(conn: sa.Connection) -> None:
             conn.execute(
                 sa.update(I)
-                .where(I.c.pk == claimed.pk, I.c.epoch == claimed.epoch, I.c.status == "running")
+                .where(I.c.pk == claimed.pk, I.c.epoch == claimed.epoch)
+                .where(I.c.status.in_(_RUNNING))
                 .values(due_at=retry_at, lease_owner=None)
             )
 
@@ -367,25 +392,19 @@ class EngineStore:
         """Make every running instance due now (for a process that owns the database)."""
 
         def write(conn: sa.Connection) -> None:
-            conn.execute(sa.update(I).where(I.c.status == "running").values(due_at=now))
+            conn.execute(sa.update(I).where(I.c.status.in_(_RUNNING)).values(due_at=now))
 
         return write
 
-    def heartbeat(self, held: Iterable[Claimed], lease_until: float) -> Write:
-        params = [{"p": c.pk, "e": c.epoch, "d": lease_until} for c in held]
-        statement = (
-            sa.update(I)
-            .where(
-                I.c.pk == sa.bindparam("p"), I.c.epoch == sa.bindparam("e"), I.c.status == "running"
-            )
-            .values(due_at=sa.bindparam("d"))
-        )
-
-        def write(conn: sa.Connection) -> None:
-            if params:
-                conn.execute(statement, params)
-
-        return write
+    def heartbeat(self, held: Iterable[Claimed], lease_until: float) -> None:
+        """Extend the leases of the instances this process holds, in a transaction of its own
+        (on PostgreSQL it skips rows that a commit in flight has locked: that commit extends
+        them itself)."""
+        pairs = [(c.pk, c.epoch) for c in held]
+        if pairs:
+            params = {"pairs": pairs, "lease": lease_until, "locked": sorted(p for p, _ in pairs)}
+            with self.db.begin() as conn:
+                conn.execute(self.lease, params)
 
     # -- events, reads and deletion for the API --------------------------------------------------
 
@@ -393,9 +412,13 @@ class EngineStore:
         self, tenant_id: int, workflow: str, instance_id: str, type_: str, payload: Any, now: float
     ) -> Write:
         def write(conn: sa.Connection) -> None:
-            row = conn.execute(
-                sa.select(I.c.pk, I.c.status).where(*instance_key(tenant_id, workflow, instance_id))
-            ).first()
+            # The instance row is locked before the event is stored, as a suspending replay
+            # locks it before it looks for pending events (``RecordWrite``): whichever comes
+            # second sees the other, so exactly one of them makes the instance due.
+            query = sa.select(I.c.pk, I.c.status).where(
+                *instance_key(tenant_id, workflow, instance_id)
+            )
+            row = conn.execute(lock_row(query, self._pg)).first()
             if row is None:
                 raise not_found(instance_id)
             if row.status in ("complete", "errored", "terminated"):
@@ -504,6 +527,7 @@ class CreateWrite(BatchWrite):
     rows: list[dict[str, Any]]
     quota: Quota | None
     now: float
+    lock_order = 1  # quota rows, after the instance rows step commits lock
 
     @staticmethod
     def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
@@ -534,6 +558,13 @@ class CreateWrite(BatchWrite):
         else:
             grow_queue_bound(conn, self.tenant_id, len(inserted))
         return Created(set(inserted.values()), admission)
+
+
+def lock_row(query: sa.Select[Any], postgresql: bool) -> sa.Select[Any]:
+    """``query`` of one instance row, locking it on PostgreSQL (SQLite's write transactions
+    lock the whole database). ``FOR NO KEY UPDATE``: rows of other tables that refer to the
+    instance (steps, events, history) can still be inserted meanwhile."""
+    return query.with_for_update(key_share=True) if postgresql else query
 
 
 def _claimed(row: Any) -> Claimed:

@@ -2,9 +2,10 @@
 
 The worker sends each record as soon as it exists and ``begin`` before every step body; when
 records arrived since the last ``ack``, the driver commits them through the host and then
-acknowledges, so a step's result is durable before any later body runs. What is still
-uncommitted at the end travels in the outcome, for the engine to commit with the instance's
-final state in one transaction.
+acknowledges, so a step's result is durable before any later body runs. A record that arrives
+while other bodies of a fan-out still run is committed at once, so that a crash re-runs only
+the unfinished branches. What is still uncommitted at the end travels in the outcome, for the
+engine to commit with the instance's final state in one transaction.
 
 Several bodies may run at once (concurrent steps), each with its own deadline; a kill or a
 death while they run fails the attempt of each of them, and only theirs. Host calls run beside
@@ -173,13 +174,8 @@ class ReplayDriver:
         if len(self._bodies) >= MAX_PARALLEL_BODIES:
             raise ProtocolError("too many step bodies at once")
         if self._unacked:
-            records, logs = self._records, self._logs
-            self._records, self._logs = [], []
-            try:
-                self._host.commit(records, logs)
-            except BaseException:
-                self._worker.close()
-                raise
+            if self._records:
+                self._commit()
             self._unacked = False
             self._send({"t": "ack"})
         deadline = time.monotonic() + float(info["timeout"])
@@ -191,8 +187,19 @@ class ReplayDriver:
         key = (record["name"], record["count"])
         self._records.append(record)
         self._latest[key] = record
-        self._unacked = True
+        self._unacked = True  # the worker waits for an ack at its next begin
         self._bodies.pop(key, None)
+        if self._bodies:
+            self._commit(running=True)
+
+    def _commit(self, *, running: bool = False) -> None:
+        records, logs = self._records, self._logs
+        self._records, self._logs = [], []
+        try:
+            self._host.commit(records, logs, running=running)
+        except BaseException:
+            self._worker.close()
+            raise
 
     def _outcome(self, reply: dict[str, Any]) -> Outcome:
         if reply.get("recycle") is True:

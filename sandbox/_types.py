@@ -108,8 +108,13 @@ Outcome = Done | Suspended | Failed
 class Host(Protocol):
     """The engine's side of a replay."""
 
-    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+    def commit(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+    ) -> None:
         """Make ``records`` and ``logs`` durable; return once committed.
+
+        ``running``: other step bodies of the replay still run (a fan-out whose finished
+        branches are made durable at once), so the replay cannot stop here for a pause.
 
         May raise (the instance's lease was lost; the engine stops the replay to pause or
         terminate the instance): the pool then kills the worker running the replay, reports no

@@ -9,6 +9,11 @@ transaction of its own, so one bad write never takes the others with it.
 Writes of one kind can go further and share statements: a :class:`BatchWrite` names a
 ``combine`` function that performs many such writes with a few ``executemany`` statements, so a
 batch of step commits from many instances costs a handful of round trips, not a few per step.
+
+On PostgreSQL, where transactions run side by side and wait for each other's row locks, a batch
+must not lock rows in an order another batch could reverse: there, plain writes (which may
+lock rows in any order) commit alone, and the kinds of a batch run in the order of their
+``lock_order``, each kind locking its rows in a fixed order of its own.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class BatchWrite:
     """
 
     combine: Callable[[sa.Connection, Sequence[Any]], list[Any]]
+    # Kinds run in this order within a transaction: lower first.
+    lock_order: int = 0
 
     def __call__(self, conn: sa.Connection) -> Any:
         (result,) = type(self).combine(conn, [self])
@@ -58,6 +65,7 @@ class GroupCommitter:
 
     def __init__(self, db: Database, *, max_batch: int = 1000, threads: int | None = None) -> None:
         self._db = db
+        self._alone = db.dialect == "postgresql"  # plain writes commit in their own transaction
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         count = threads if threads is not None else (1 if db.dialect == "sqlite" else 3)
@@ -100,9 +108,20 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(more)
-            self._commit(batch)
+            self._commit_all(batch)
             if stop:
                 return
+
+    def _commit_all(self, batch: list[tuple[Write, Future[Any]]]) -> None:
+        if not self._alone:
+            self._commit(batch)
+            return
+        combined = [item for item in batch if isinstance(item[0], BatchWrite)]
+        for item in batch:
+            if not isinstance(item[0], BatchWrite):
+                self._commit([item])
+        if combined:
+            self._commit(combined)
 
     def _commit(self, batch: list[tuple[Write, Future[Any]]]) -> None:
         live = [(w, f) for w, f in batch if f.set_running_or_notify_cancel()]
@@ -139,7 +158,11 @@ def _perform(conn: sa.Connection, writes: list[Write]) -> list[Any]:
             groups.setdefault(type(write).combine, []).append(index)
         else:
             results[index] = write(conn)
-    for combine, indexes in groups.items():
+    for combine, indexes in sorted(groups.items(), key=lambda g: _lock_order(writes[g[1][0]])):
         for index, result in zip(indexes, combine(conn, [writes[i] for i in indexes]), strict=True):
             results[index] = result
     return results
+
+
+def _lock_order(write: Write) -> int:
+    return type(write).lock_order if isinstance(write, BatchWrite) else 0

@@ -246,6 +246,17 @@ class AuditEntry(SQLModel, table=True):
     details: Any = _json()
 
 
+class Process(SQLModel, table=True):
+    """An engine process sharing the database (PostgreSQL): alive while the session-level
+    advisory lock ``lock_key`` is held; its running instances are taken over once it is not."""
+
+    __tablename__ = "processes"
+
+    owner: str = Field(primary_key=True, max_length=64)
+    lock_key: int
+    started_at: float
+
+
 metadata = SQLModel.metadata
 tenants: sa.Table = Tenant.__table__  # type: ignore[attr-defined]
 api_keys: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
@@ -258,3 +269,4 @@ steps: sa.Table = Step.__table__  # type: ignore[attr-defined]
 events: sa.Table = Event.__table__  # type: ignore[attr-defined]
 history: sa.Table = History.__table__  # type: ignore[attr-defined]
 audit_log: sa.Table = AuditEntry.__table__  # type: ignore[attr-defined]
+processes: sa.Table = Process.__table__  # type: ignore[attr-defined]

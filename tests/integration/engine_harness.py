@@ -34,8 +34,10 @@ class _Bindings:
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
 
-    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        self._recorder.commit(records, logs)
+    def commit(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+    ) -> None:
+        self._recorder.commit(records, logs, running=running)
 
     def call(self, method: str, args: dict[str, Any]) -> Any:
         raise InvalidInput(f"{method} is not available in the engine harness")

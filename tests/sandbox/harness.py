@@ -53,17 +53,21 @@ class FakeHost:
         self.commits: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.children: dict[str, dict[str, Any]] = {}
+        self.running: list[bool] = []  # each commit's ``running``
         self.events: list[str] = []  # "commit", "call <method>", in the order they began
         self._fail_with = fail_with
         self._commits_before_failing = commits_before_failing
         self._lock = threading.Lock()
 
-    def commit(self, records: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+    def commit(
+        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+    ) -> None:
         with self._lock:
             self.events.append("commit")
             if self._fail_with is not None and len(self.commits) >= self._commits_before_failing:
                 raise self._fail_with
             self.commits.append((records, logs))
+            self.running.append(running)
 
     def call(self, method: str, args: dict[str, Any]) -> Any:
         with self._lock:

@@ -283,11 +283,24 @@ def test_each_running_body_keeps_its_own_deadline() -> None:
 def test_a_death_during_concurrent_bodies_fails_only_those_still_running() -> None:
     cpu = ("ResourceLimitExceeded", "CPU time limit exceeded (step_cpu_ms=1000)")
     script = [begin("a"), begin("b"), begin("c"), record("c"), EOFError()]
-    outcome, _, _ = drive(script, death=cpu)
+    outcome, _, host = drive(script, death=cpu)
+    # c finished while a and b ran: committed at once, not held back for the outcome.
+    assert [[r["name"] for r in c[0]] for c in host.commits] == [["c"]]
+    assert host.running == [True]
     assert [(r["name"], r["status"]) for r in outcome.records] == [
-        ("c", "complete"), ("a", "waiting"), ("b", "waiting"),
+        ("a", "waiting"), ("b", "waiting"),
     ]  # fmt: skip
-    assert {r["attempts"][-1]["error"]["message"] for r in outcome.records[1:]} == {cpu[1]}
+    assert {r["attempts"][-1]["error"]["message"] for r in outcome.records} == {cpu[1]}
+
+
+def test_a_finished_branch_is_committed_while_the_others_run_and_acked_at_the_next_begin() -> None:
+    done = {"t": "done", "output": 2, "logs": []}
+    script = [begin("a"), begin("b"), record("a"), record("b"), begin("join"), record("join"), done]
+    outcome, fake, host = drive(script)
+    assert [[r["name"] for r in c[0]] for c in host.commits] == [["a"], ["b"]]
+    assert host.running == [True, False]
+    assert [m["t"] for m in fake.sent] == ["replay", "ack"]
+    assert [r["name"] for r in outcome.records] == ["join"]
 
 
 def test_host_calls_run_beside_the_driver_and_are_answered_by_id() -> None:
@@ -390,8 +403,8 @@ def test_a_failing_commit_stops_the_replay_once_running_calls_returned() -> None
         begin("a"),
         begin("b"),
         call(1, "https://x/sleep/0.2"),
-        record("a"),
-        begin("c"),  # a's record must be committed first: the commit raises
+        record("a"),  # committed at once, as b still runs: the commit raises
+        begin("c"),
         record("b"),
         {"t": "done", "logs": []},
     ]
@@ -399,7 +412,7 @@ def test_a_failing_commit_stops_the_replay_once_running_calls_returned() -> None
         drive([], fake=fake, host=host)
     assert fake.closed and fake.replies() == []
     assert host.events == ["call fetch", "commit"] and host.commits == []
-    assert [m["t"] for m in fake.script] == ["record", "done"]  # nothing more was read
+    assert [m["t"] for m in fake.script] == ["begin", "record", "done"]  # nothing more was read
 
 
 def test_rollback_bodies_and_outcomes() -> None:
