@@ -8,6 +8,7 @@ evicted, and callers otherwise wait for a worker to come back.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -85,11 +86,16 @@ class SandboxPool:
         """Replay one instance in one of ``tenant``'s workers; see DESIGN §3."""
         if artifact.sandbox not in SANDBOXES:
             raise ValueError(f"sandbox {artifact.sandbox!r} is not available")
+        asked = time.monotonic()
         limits = prepare(artifact, limits) or limits
         for tries_left in (1, 0):
             with self._worker(tenant, limits) as worker:
+                # ``request.now`` was read when the replay was asked for: the wait for a worker
+                # must not leave the replay's clock behind (a sleep would end early by as much).
+                waited = time.monotonic() - asked
+                started = dataclasses.replace(request, now=request.now + waited)
                 try:
-                    outcome = ReplayDriver(worker, request, host).run(artifact)
+                    outcome = ReplayDriver(worker, started, host).run(artifact)
                 except WorkerGone:
                     if tries_left:
                         continue  # nothing ran: a fresh worker may take it

@@ -13,7 +13,7 @@ import pytest
 
 from sandbox import Artifact, Done, Failed, Limits, SandboxPool, Suspended
 from sandbox._driver import ReplayDriver
-from tests.sandbox.harness import GOOD, SMALL, FakeHost, Instance, artifact, idle_pids
+from tests.sandbox.harness import GOOD, SMALL, T0, FakeHost, Instance, artifact, idle_pids
 from treadle.errors import CodeInvalid
 
 THREE = """
@@ -275,3 +275,38 @@ def test_a_dead_zygote_is_restarted_and_not_blamed_on_tenants(tiny: SandboxPool)
     assert [str(e) for e in errors] == ["the sandbox zygote stopped during the replay"]
     assert spin.journal == {}  # nothing recorded against the instance
     assert isinstance(Instance(GOOD).through(tiny, "victim"), Done)
+
+
+def test_a_replay_that_waited_for_a_worker_keeps_the_engine_s_time() -> None:
+    # The only worker of the tenant is busy for 1.5 s; a replay asked for meanwhile starts
+    # then: its clock must have moved on by that much, or its sleep would end early.
+    busy = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Busy(WorkflowEntrypoint):
+            def run(self, event, step):
+                return step.do("a", lambda: self.env.fetch("https://x/sleep/1.5")["status"])
+        """
+    )
+    napper = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Nap(WorkflowEntrypoint):
+            def run(self, event, step):
+                step.sleep("nap", "1 second")
+        """,
+        instance_id="inst-2",
+    )
+    pool = SandboxPool(max_workers=1, per_tenant=1)
+    try:
+        first = threading.Thread(target=busy.through, args=(pool, "acme"))
+        first.start()
+        time.sleep(0.3)  # the busy replay holds the worker
+        napping = napper.through(pool, "acme")
+        first.join(30)
+    finally:
+        pool.close()
+    assert isinstance(napping, Suspended)
+    assert napping.wake_at is not None and napping.wake_at - T0 >= 2.0
