@@ -71,9 +71,10 @@ def serve(database_url: str, *extra: str) -> Iterator[str]:
 
 
 def tenant_client(base: str, name: str = "bench", **policy: Any) -> httpx.Client:
-    admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    admin.post("/v1/admin/tenants", json={"name": name, "policy": policy}).raise_for_status()
-    key = admin.post(f"/v1/admin/tenants/{name}/keys").json()["key"]
+    """A client of a new tenant ``name`` with ``policy``, made through the admin API."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
+        admin.post("/v1/admin/tenants", json={"name": name, "policy": policy}).raise_for_status()
+        key = admin.post(f"/v1/admin/tenants/{name}/keys").json()["key"]
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
 

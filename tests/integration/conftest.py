@@ -129,6 +129,13 @@ def database_url(
         yield from _pg_database(migrated_templates.postgresql())
 
 
+@pytest.fixture
+def postgresql_url(migrated_templates: _Templates) -> Iterator[str]:
+    """Like ``database_url``, PostgreSQL only: for what only PostgreSQL can do (several
+    processes on one database)."""
+    yield from _pg_database(migrated_templates.postgresql())
+
+
 # -- the platform behind its HTTP API (tests of tenants, loader and dispatcher) ---------------
 
 

@@ -1,6 +1,7 @@
 """A local HTTP server for egress tests: ``/sleep?s=1.5&tag=x`` waits, then answers JSON.
 
-``calls`` counts the requests of each tag, ``peak`` the most of them in flight at once.
+``calls`` counts the requests of each tag, ``started`` holds when each began (monotonic
+time), ``peak`` the most of them in flight at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 class SlowServer:
     def __init__(self) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
+        self.started: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
         self.peak: collections.Counter[str] = collections.Counter()
         in_flight: collections.Counter[str] = collections.Counter()
         lock = threading.Lock()
@@ -30,17 +32,21 @@ class SlowServer:
                 tag = query.get("tag", [""])[0]
                 with lock:
                     server.calls[tag] += 1
+                    server.started[tag].append(time.monotonic())
                     in_flight[tag] += 1
                     server.peak[tag] = max(server.peak[tag], in_flight[tag])
                 time.sleep(seconds)
                 with lock:
                     in_flight[tag] -= 1
                 body = json.dumps({"tag": tag, "slept": seconds}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the caller is gone (a process killed mid-fetch)
 
             def log_message(self, *args: object) -> None:
                 pass
