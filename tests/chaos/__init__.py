@@ -1,0 +1,1 @@
+"""Chaos: ``kill -9`` of treadle processes and PostgreSQL crashes under a mixed workload."""
