@@ -45,10 +45,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _open(settings: Settings, stop: threading.Event) -> Platform | None:
     """The platform, once its database answers; None if told to stop first.
 
-    Raises :class:`Unavailable` when the database did not answer within the time allowed.
+    Exits with status 1 and one line on stderr when the database did not answer within the
+    time allowed.
     """
     _log.info("database: %s", masked(settings.database_url))
-    platform = open_platform(settings, stop, _log.info)
+    try:
+        platform = open_platform(settings, stop, _log.info)
+    except Unavailable as exc:
+        raise SystemExit(_gave_up(exc)) from None
     if platform is not None and stop.is_set():  # the signal came while migrating
         platform.close()
         return None
@@ -64,10 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     stop = threading.Event()
     _on_stop_signals(stop.set)
-    try:
-        platform = _open(settings, stop)
-    except Unavailable as exc:
-        return _gave_up(exc)
+    platform = _open(settings, stop)
     if platform is None:
         return 0
     try:
@@ -155,10 +156,7 @@ def worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     stop = threading.Event()
     _on_stop_signals(stop.set)
-    try:
-        platform = _open(settings, stop)
-    except Unavailable as exc:
-        return _gave_up(exc)
+    platform = _open(settings, stop)
     if platform is None:
         return 0
     if platform.db.dialect == "sqlite":

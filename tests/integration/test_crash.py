@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench._server import ADMIN_TOKEN, free_port
+from bench._processes import TreadleProcess
+from bench._server import tenant_client
 
 SOURCE = """
 from treadle import WorkflowEntrypoint
@@ -36,60 +33,16 @@ class Crunch(WorkflowEntrypoint):
 """
 
 
-class Server:
-    def __init__(self, database_url: str, tmp: Path) -> None:
-        self.database_url = database_url
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = open(tmp / "serve.log", "ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "TREADLE_ADMIN_TOKEN": ADMIN_TOKEN, "TREADLE_LEASE_SECONDS": "3"}
-        command = [sys.executable, "-m", "dispatcher", "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            [*command, "--database-url", self.database_url],
-            env=env,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, "treadle serve exited"
-            time.sleep(0.05)
-        raise AssertionError("treadle serve did not become healthy")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.log.close()
-
-
 @pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
-    srv = Server(database_url, tmp_path)
+def server(database_url: str, tmp_path: Path) -> Iterator[TreadleProcess]:
+    srv = TreadleProcess(database_url, tmp_path, env={"TREADLE_LEASE_SECONDS": "3"})
     srv.start()
     yield srv
     srv.stop()
 
 
 def _client(base: str, **policy: object) -> httpx.Client:
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
-        admin.post("/v1/admin/tenants", json={"name": "crash", "policy": policy}).raise_for_status()
-        key = admin.post("/v1/admin/tenants/crash/keys").json()["key"]
-    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    return tenant_client(base, "crash", **policy)
 
 
 def _statuses(client: httpx.Client, n: int) -> list[str]:
@@ -97,12 +50,12 @@ def _statuses(client: httpx.Client, n: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_workflow_loses_nothing(server: Server) -> None:
+def test_sigkill_mid_workflow_loses_nothing(server: TreadleProcess) -> None:
     with _client(server.base) as client:
         _crash_and_recover(server, client)
 
 
-def _crash_and_recover(server: Server, client: httpx.Client) -> None:
+def _crash_and_recover(server: TreadleProcess, client: httpx.Client) -> None:
     reply = client.put("/v1/workflows/crunch", json={"source": SOURCE, "sandbox": "restricted"})
     assert reply.status_code == 201, reply.text
     n = 12
@@ -184,7 +137,7 @@ class Undo(WorkflowEntrypoint):
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_fan_out_and_during_a_rollback(server: Server) -> None:
+def test_sigkill_during_a_fan_out_and_during_a_rollback(server: TreadleProcess) -> None:
     from tests.integration.slow_server import SlowServer
 
     with SlowServer().running() as slow, _client(server.base, egress_allow=["127.0.0.1"]) as client:

@@ -80,8 +80,7 @@ def _race(url: str, base: str) -> None:
 
 
 def _race_with(client: httpx.Client, url: str, base: str) -> None:
-    reply = client.put("/v1/workflows/race", json={"source": RACE, "sandbox": "restricted"})
-    assert reply.status_code == 201, reply.text
+    _deploy(client, "race", RACE)
     rng = random.Random(20261203)
     sends: list[tuple[float, str]] = []
     for first in range(0, RACE_INSTANCES, 100):
@@ -165,6 +164,19 @@ def _deploy(client: httpx.Client, name: str, source: str) -> None:
     assert reply.status_code == 201, reply.text
 
 
+def _long_steps_in_flight(
+    client: httpx.Client, slow: SlowServer, ids: list[str], *, seconds: float
+) -> None:
+    """Start instances ``ids`` of LONG_STEP and wait until each one's step body runs."""
+    _deploy(client, "long", LONG_STEP)
+    batch = {"instances": [{"id": i, "params": {"base": slow.url, "s": seconds}} for i in ids]}
+    assert not client.post("/v1/workflows/long/instances/batch", json=batch).json()["errors"]
+    deadline = time.monotonic() + 60
+    while not all(slow.calls[i] for i in ids):
+        assert time.monotonic() < deadline, slow.calls
+        time.sleep(0.05)
+
+
 def _wait_status(client: httpx.Client, path: str, status: str, timeout: float) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while (instance := client.get(path).json())["status"] != status:
@@ -173,23 +185,26 @@ def _wait_status(client: httpx.Client, path: str, status: str, timeout: float) -
     return instance
 
 
+# A lease of 2 s and a step of 8 s: the step outlives four leases, as a 48 s step outlives a
+# lease of 30 s (the default). TREADLE_PAUSE_LEASE=30 TREADLE_PAUSE_STEP=48 runs that case.
+PAUSE_LEASE = os.environ.get("TREADLE_PAUSE_LEASE", "2")
+PAUSE_STEP = float(os.environ.get("TREADLE_PAUSE_STEP", "8"))
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120 + 2 * PAUSE_STEP)
 def test_a_pause_waits_for_a_step_longer_than_the_lease_and_never_runs_it_again(
     database_url: str, tmp_path: Path, processes: list[TreadleProcess]
 ) -> None:
-    # A lease of 2 s and a step of 8 s: the step outlives four leases, as a 48 s step
-    # outlives a lease of 30 s (the default).
-    serve = _start(processes, database_url, tmp_path, "serve", "serve", TREADLE_LEASE_SECONDS="2")
+    serve = _start(
+        processes, database_url, tmp_path, "serve", "serve", TREADLE_LEASE_SECONDS=PAUSE_LEASE
+    )
     with (
         SlowServer().running() as slow,
         tenant_client(serve.base, "p", egress_allow=["127.0.0.1"]) as client,
     ):
-        reply = client.put(
-            "/v1/workflows/long", json={"source": LONG_STEP, "sandbox": "restricted"}
-        )
-        assert reply.status_code == 201, reply.text
-        params = {"base": slow.url, "s": 8}
+        _deploy(client, "long", LONG_STEP)
+        params = {"base": slow.url, "s": PAUSE_STEP}
         reply = client.post("/v1/workflows/long/instances", json={"id": "p1", "params": params})
         assert reply.status_code == 201, reply.text
         deadline = time.monotonic() + 30
@@ -199,12 +214,12 @@ def test_a_pause_waits_for_a_step_longer_than_the_lease_and_never_runs_it_again(
         path = "/v1/workflows/long/instances/p1"
         reply = client.patch(path + "/status", json={"status": "pause"})
         assert reply.json()["status"] == "waitingForPause", reply.text
-        paused = _wait_status(client, path, "paused", timeout=30)
-        assert slow.calls["p1"] == 1  # the step ran once, through eight seconds of pause request
+        paused = _wait_status(client, path, "paused", timeout=30 + PAUSE_STEP)
+        assert slow.calls["p1"] == 1  # the step ran once, through the whole pause request
         assert [s["status"] for s in paused["steps"]] == ["complete"]  # type: ignore[union-attr]
         client.patch(path + "/status", json={"status": "resume"}).raise_for_status()
         done = _wait_status(client, path, "complete", timeout=30)
-        assert done["output"] == {"slept": 8.0, "after": "done"}
+        assert done["output"] == {"slept": PAUSE_STEP, "after": "done"}
         assert slow.calls["p1"] == 1
         logs = client.get(path + "/logs").json()["logs"]
         assert [x["message"] for x in logs] == ["long body"]
@@ -248,8 +263,7 @@ def test_a_crash_during_a_fan_out_runs_only_the_unfinished_branch_again(
         SlowServer().running() as slow,
         tenant_client(serve.base, "f", egress_allow=["127.0.0.1"]) as client,
     ):
-        reply = client.put("/v1/workflows/fan", json={"source": FAN, "sandbox": "restricted"})
-        assert reply.status_code == 201, reply.text
+        _deploy(client, "fan", FAN)
         batch = {"instances": [{"id": i, "params": {"base": slow.url}} for i in ids]}
         assert not client.post("/v1/workflows/fan/instances/batch", json=batch).json()["errors"]
         deadline = time.monotonic() + 30
@@ -295,16 +309,7 @@ def test_a_killed_process_s_instances_resume_within_seconds_not_a_lease(
         SlowServer().running() as slow,
         tenant_client(serve.base, "k", egress_allow=["127.0.0.1"]) as client,
     ):
-        reply = client.put(
-            "/v1/workflows/long", json={"source": LONG_STEP, "sandbox": "restricted"}
-        )
-        assert reply.status_code == 201, reply.text
-        batch = {"instances": [{"id": i, "params": {"base": slow.url, "s": 600}} for i in ids]}
-        assert not client.post("/v1/workflows/long/instances/batch", json=batch).json()["errors"]
-        deadline = time.monotonic() + 60
-        while not all(slow.calls[i] for i in ids):
-            assert time.monotonic() < deadline, slow.calls
-            time.sleep(0.05)
+        _long_steps_in_flight(client, slow, ids, seconds=600)
         owners = _owners(database_url)
         victim = max(processes, key=lambda p: owners[p.pid])
         held = owners[victim.pid]
@@ -340,16 +345,7 @@ def test_a_process_that_is_only_slow_keeps_its_instances(
         SlowServer().running() as slow,
         tenant_client(serve.base, "s", egress_allow=["127.0.0.1"]) as client,
     ):
-        reply = client.put(
-            "/v1/workflows/long", json={"source": LONG_STEP, "sandbox": "restricted"}
-        )
-        assert reply.status_code == 201, reply.text
-        batch = {"instances": [{"id": i, "params": {"base": slow.url, "s": 3}} for i in ids]}
-        assert not client.post("/v1/workflows/long/instances/batch", json=batch).json()["errors"]
-        deadline = time.monotonic() + 60
-        while not all(slow.calls[i] for i in ids):
-            assert time.monotonic() < deadline, slow.calls
-            time.sleep(0.05)
+        _long_steps_in_flight(client, slow, ids, seconds=3)
         held = _owners(postgresql_url)[worker.pid]
         os.kill(worker.pid, signal.SIGSTOP)
         try:

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine._commits import RecordWrite
+from engine._engine import _new_row as new_row
 from engine._store import Claimed, EngineStore, Final
 from storage import Database, GroupCommitter, tables
 
@@ -36,23 +37,8 @@ class World:
     def running(self, instance_id: str, parent_pk: int | None = None) -> Claimed:
         """A new instance, claimed: running, as a replay would find it."""
         now = time.time()
-        row = {
-            "tenant_id": self.tenant_id,
-            "workflow": "wf",
-            "id": instance_id,
-            "version": "v1",
-            "status": "queued",
-            "params": None,
-            "output": None,
-            "error": None,
-            "created_at": now,
-            "started_at": None,
-            "ended_at": None,
-            "due_at": now,
-            "lease_owner": None,
-            "epoch": 0,
-            "parent_pk": parent_pk,
-        }
+        row = new_row(self.tenant_id, "wf", "v1", instance_id, None, now)
+        row["parent_pk"] = parent_pk
         self.committer.run(self.store.create(self.tenant_id, [row], None, now))
         due = self.store.next_due_by_tenant()
         claim = self.store.claim("p", now, now + 30, 1, due, {self.tenant_id: 100})
