@@ -11,6 +11,7 @@ import math
 import resource
 import signal
 import socket
+import time
 import traceback
 from collections import OrderedDict
 from typing import Any
@@ -102,7 +103,7 @@ class WorkerLoop:
             self._conn.send({"t": "need_source"})
             return True
         channel = ParentChannel(self._conn, self._cpu)
-        outcome, spent = program.replay(message["request"], self._limits, channel)
+        outcome, spent = program.replay(_on_time(message), self._limits, channel)
         outcome["recycle"] = spent
         self._conn.send(outcome)
         return not spent
@@ -139,3 +140,14 @@ class WorkerLoop:
         self._programs.move_to_end(version)
         while len(self._programs) > _CACHED_VERSIONS:
             self._programs.popitem(last=False)
+
+
+def _on_time(message: dict[str, Any]) -> dict[str, Any]:
+    """The replay's request, its clock moved on by the time since the parent read it (a busy
+    machine may take a while to deliver the message, or to compile the code): a sleep that
+    starts now must not end early by as much."""
+    request = dict(message["request"])
+    clock_at = message.get("clock_at")
+    if isinstance(clock_at, float):
+        request["now"] = float(request["now"]) + max(0.0, time.monotonic() - clock_at)
+    return request

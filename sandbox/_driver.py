@@ -137,6 +137,9 @@ class ReplayDriver:
                 "source": artifact.source if with_source else None,
                 # Shallow: the message is serialized at once, a deep copy would be wasted.
                 "request": vars(self._request),
+                # When ``request.now`` held (monotonic time, the same in every process): the
+                # worker moves its clock on by the time the message took to reach it.
+                "clock_at": self._started,
             }
         )
         if with_source:

@@ -116,7 +116,11 @@ def reruns_after_commit(e: Evidence) -> list[str]:
 
 def late_commits(e: Evidence) -> list[str]:
     """A body that had finished (its call answered) long before its process was killed, with
-    the database up all along, must have had its result committed: it must not run again."""
+    the database up all along, must have had its result committed: it must not run again.
+
+    "All along" starts when the body started: a commit of another branch of its fan-out that
+    failed during an outage ends the replay, and a body still running then cannot be recorded
+    by it (it runs again, as any body in flight at a crash may)."""
     found = []
     for tag, calls in e.calls.items():
         for call, after in itertools.pairwise(calls):
@@ -127,7 +131,7 @@ def late_commits(e: Evidence) -> list[str]:
             if (
                 waited >= COMMIT_GRACE
                 and after.started > killed
-                and not e.database_down_between(call.answered, killed)
+                and not e.database_down_between(call.started, killed)
             ):
                 found.append(
                     f"{tag}: the body of call {call.seq} ended {waited:.1f}s before {call.caller}"

@@ -443,3 +443,13 @@ def test_rollback_violations(bad: dict[str, Any], mode: str) -> None:
     outcome, fake, _ = drive([bad], mode=mode)
     assert isinstance(outcome, Failed) and fake.closed
     assert "misbehaved" in outcome.error["message"]
+
+
+def test_the_worker_moves_the_replay_clock_on_by_the_time_the_message_took() -> None:
+    # The parent reads the engine's clock (``now``) at ``clock_at`` (monotonic time, the same
+    # in every process); a worker that gets the message a second later starts a second later.
+    from sandbox._child import _on_time
+
+    sent = {"request": {"now": 1000.0}, "clock_at": time.monotonic() - 1.0}
+    assert 1001.0 <= _on_time(sent)["now"] < 1002.0
+    assert _on_time({"request": {"now": 1000.0}})["now"] == 1000.0
