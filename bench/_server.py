@@ -79,7 +79,8 @@ def tenant_client(base: str, name: str = "bench", **policy: Any) -> httpx.Client
 
 
 def metric(base: str, name: str) -> float:
-    for line in httpx.get(f"{base}/metrics").text.splitlines():
+    reply = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    for line in reply.raise_for_status().text.splitlines():
         if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(name)

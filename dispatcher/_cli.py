@@ -55,7 +55,8 @@ class _ServerHelp(argparse.HelpFormatter):
         field = Settings.model_fields.get(action.dest)
         if field is None or action.help is None or "default" in action.help:
             return action.help
-        return f"{action.help} (default: TREADLE_{action.dest.upper()}, else {field.default})"
+        shown = "unset" if field.default is None else field.default
+        return f"{action.help} (default: TREADLE_{action.dest.upper()}, else {shown})"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,5 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     migrate_.set_defaults(command=_server_command("migrate"))
     for sub in (serve, worker, migrate_):
         sub.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+    for sub in (serve, worker):
+        sub.add_argument(
+            "--metrics-port",
+            type=int,
+            help="also serve GET /metrics on this port, without credentials",
+        )
+        sub.add_argument("--metrics-host", help="address the metrics port listens on")
     add_client_commands(commands)
     return parser

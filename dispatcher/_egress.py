@@ -3,9 +3,12 @@
 A request is allowed when its host is listed in the policy's ``egress_allow`` (an exact host
 name, or ``*.example.com`` for its subdomains). ``"*"`` allows every public host, but not
 loopback, private, link-local or otherwise reserved addresses: those (the platform itself, its
-database, cloud metadata services) are reachable only when listed by name. Redirects are not
-followed, so a listed host cannot bounce a request elsewhere; bodies are capped and every
-request has a timeout.
+database, cloud metadata services) are reachable only when listed by name. That includes an
+IPv6 address that reaches one of them through the IPv4 address it embeds (mapped, compatible,
+translated, 6to4, NAT64) or a tunnel (Teredo), and deprecated site-local addresses. A host name
+with an ``xn--`` label that is not valid IDNA is refused as invalid. Redirects are not followed,
+so a listed host cannot bounce a request elsewhere; bodies are capped and every request has a
+timeout.
 
 The host name is resolved once per request, and the connection goes to the address that was
 checked (DNS rebinding: a second lookup by the HTTP client could answer 127.0.0.1). The URL
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import idna
 
 from treadle.errors import InvalidInput, LimitExceeded, NonRetryableError, TreadleError
 
@@ -32,6 +36,18 @@ MAX_RESPONSE_BYTES = 5 << 20
 MAX_REQUEST_BYTES = 5 << 20
 # The well-known NAT64 prefix (RFC 6052): 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 blocks that are never a public destination, whatever ``is_global`` says of them on this
+# Python: some embed an IPv4 address a host may still route to, the others are not global.
+_NEVER_PUBLIC = tuple(
+    ipaddress.ip_network(block)
+    for block in (
+        "::/96",  # IPv4-compatible, ::a.b.c.d (RFC 4291, deprecated): ::127.0.0.1
+        "::ffff:0:0:0/96",  # IPv4-translated, ::ffff:0:a.b.c.d (RFC 2765): ::ffff:0:7f00:1
+        "fec0::/10",  # site-local (RFC 3879, deprecated)
+        "2001::/32",  # Teredo: a tunnel to whatever address it embeds
+        "64:ff9b:1::/48",  # NAT64 for local use (RFC 8215)
+    )
+)
 
 Resolver = Callable[[str, int], list[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,15 +82,27 @@ def destination(url: str, allow: list[str]) -> Destination:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
         raise InvalidInput(f"env.fetch needs an http:// or https:// URL, not {url!r}") from exc
+    host = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA-encoded, as policies are
+    _check_labels(host)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidInput(f"env.fetch needs an http:// or https:// URL, not {url!r}")
-    host = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA-encoded, as policies are
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     if host in allow or any(a.startswith("*.") and host.endswith(a[1:]) for a in allow):
         return Destination(parsed, host, port, public_only=False)
     if "*" in allow:
         return Destination(parsed, host, port, public_only=True)
     raise EgressDenied(f"egress to {host} is not allowed by the tenant's egress_allow policy")
+
+
+def _check_labels(host: str) -> None:
+    """Refuse a host with an ``xn--`` label that is not valid IDNA: nothing could resolve it,
+    and httpx and the resolver would each fail on it in a way of their own."""
+    try:
+        for label in host.split("."):
+            if label.startswith("xn--"):
+                idna.decode(label)
+    except (idna.IDNAError, UnicodeError):
+        raise InvalidInput(f"env.fetch: invalid host name {host!r}") from None
 
 
 def pin(target: Destination, resolve: Resolver = system_resolver) -> str:
@@ -99,9 +127,9 @@ def pin(target: Destination, resolve: Resolver = system_resolver) -> str:
 def _public(address: IPAddress) -> bool:
     """Globally reachable, also through the IPv4 address an IPv6 one embeds."""
     if isinstance(address, ipaddress.IPv6Address):
+        if any(address in block for block in _NEVER_PUBLIC):
+            return False
         embedded = address.ipv4_mapped or address.sixtofour
-        if address.teredo is not None:
-            embedded = address.teredo[1]
         if address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None and not _public(embedded):

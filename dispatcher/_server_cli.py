@@ -6,17 +6,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
 
 from dispatcher._app import create_app
+from dispatcher._exporter import MetricsListener
 from dispatcher._platform import Platform
 from dispatcher._settings import Settings
 from dispatcher._startup import masked, open_platform
@@ -81,10 +83,26 @@ def serve(args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
         _quiet_stop_signals(server)
-        server.run()
+        with _metrics_listener(platform, settings):
+            server.run()
     finally:
         platform.close()
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_listener(platform: Platform, settings: Settings) -> Iterator[None]:
+    """While it is open: ``GET /metrics`` without credentials on ``metrics_port``, if set."""
+    if settings.metrics_port is None:
+        yield
+        return
+    listener = MetricsListener(platform.engine.stats, settings.metrics_host, settings.metrics_port)
+    listener.start()
+    _log.info("serving metrics on http://%s:%d/metrics", settings.metrics_host, listener.port)
+    try:
+        yield
+    finally:
+        listener.close()
 
 
 def _quiet_stop_signals(server: uvicorn.Server) -> None:
@@ -163,8 +181,9 @@ def worker(args: argparse.Namespace) -> int:
         _log.warning("a SQLite file belongs to one process: do not also serve it elsewhere")
     try:
         platform.start()
-        _log.info("worker running; stop it with SIGTERM or Ctrl-C")
-        stop.wait()
+        with _metrics_listener(platform, settings):
+            _log.info("worker running; stop it with SIGTERM or Ctrl-C")
+            stop.wait()
     finally:
         platform.close()
     return 0

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
+    # GET /metrics on the API answers the admin token only; with metrics_port set it is also
+    # served without credentials on a listener of its own (how `treadle worker` exposes it).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     # Replays wait mostly on commits, so throughput grows with how many run at once; idle
     # runner threads cost nothing and sandbox processes are started on demand.
     workers: int = Field(default=32, ge=1, le=1024, description="instances replayed at once")

@@ -284,6 +284,27 @@ def module_globals(name: str, sink: Callable[[str], None]) -> dict[str, Any]:
     }
 
 
+def _settings_of(context: decimal.Context) -> dict[str, Any]:
+    """What a context is set to; its traps and flags copied (a context's own are live)."""
+    names = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
+    settings = {name: getattr(context, name) for name in names}
+    return {**settings, "traps": dict(context.traps), "flags": dict(context.flags)}
+
+
+# decimal's template contexts are shared by every replay of the worker, and tenant code may
+# call their methods (``DefaultContext.clear_traps()``); each new context copies DefaultContext.
+_TEMPLATES = tuple(
+    (context, _settings_of(context))
+    for context in (decimal.DefaultContext, decimal.BasicContext, decimal.ExtendedContext)
+)
+
+
 def reset_module_state() -> None:
-    """Undo what one replay may have changed in shared modules before the next one runs."""
+    """Undo what one replay may have changed in shared modules before the next one runs:
+    ``decimal``'s templates and this thread's context, and the state of ``random``'s shared
+    generator (seeded afresh from the operating system, as at start-up)."""
+    for context, settings in _TEMPLATES:
+        for name, value in settings.items():
+            setattr(context, name, value)  # traps and flags: read into the context, not kept
     decimal.setcontext(decimal.Context())
+    random.seed()

@@ -12,6 +12,11 @@
 Both compile in a child process (``python -m sandbox._wasm_tool``): wasmtime compiles on a
 thread pool, which must not live in a process that forks, and the engine process does not
 load wasmtime at all. Builds take a file lock, so processes sharing a cache build once.
+
+A core module is the tenant's code, so its compile child is held as a tenant process is: its
+environment is PATH and LANG only (never the server's admin token or database URL), it limits
+its own memory, CPU time and file size before it reads the module, and it is killed after
+``_MODULE_TIMEOUT`` seconds of wall-clock time. componentize-py gets the same environment.
 """
 
 from __future__ import annotations
@@ -44,9 +49,11 @@ _GUEST_FILES = ("app.py", "treadle/__init__.py", "treadle/_guest.py", "wit/world
 _COMPONENTIZE = (
     "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()"
 )
-_BUILD_TIMEOUT = 900.0
+_BUILD_TIMEOUT = 900.0  # the Python runtime: about 20 s, several times that on a busy machine
+_MODULE_TIMEOUT = 300.0  # one core module (at most 8 MiB); its CPU time is limited too
 _COMPILE_MEMORY = 2 << 30
 _COMPILE_CPU_SECONDS = 120
+_COMPILE_FILE_BYTES = 1 << 30  # the compiled runtime is about 40 MB
 
 _ready: Path | None = None
 _ready_lock = threading.Lock()
@@ -122,7 +129,7 @@ def _build_runtime(target: Path) -> None:
     if not component.exists():
         _componentize(component)
     built = time.monotonic()
-    _run_child(["compile-component", str(component), str(target)], None)
+    _run_child(["compile-component", str(component), str(target)], None, _BUILD_TIMEOUT)
     _log.warning(
         "built the Python-in-Wasm runtime in %.1f s (componentize %.1f s, compile %.1f s)",
         time.monotonic() - started,
@@ -148,7 +155,12 @@ def _componentize(out: Path) -> None:
         ]  # fmt: skip
         try:
             result = subprocess.run(
-                command, capture_output=True, text=True, timeout=_BUILD_TIMEOUT, cwd=stage
+                command,
+                capture_output=True,
+                text=True,
+                timeout=_BUILD_TIMEOUT,
+                cwd=stage,
+                env=child_environment(),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BuildError(f"componentize-py could not run: {exc}") from exc
@@ -159,13 +171,23 @@ def _componentize(out: Path) -> None:
         os.replace(partial, out)
 
 
+def child_environment() -> dict[str, str]:
+    """The whole environment of a build child: nothing of the server's configuration."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+
+
 def limit_child() -> None:
+    """In a compile child, before it reads what it compiles: bounded memory, CPU and files."""
     resource.setrlimit(resource.RLIMIT_AS, (_COMPILE_MEMORY, _COMPILE_MEMORY))
     resource.setrlimit(resource.RLIMIT_CPU, (_COMPILE_CPU_SECONDS, _COMPILE_CPU_SECONDS))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (_COMPILE_FILE_BYTES, _COMPILE_FILE_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _run_child(arguments: list[str], stdin: bytes | None) -> None:
+def _run_child(arguments: list[str], stdin: bytes | None, timeout: float) -> None:
     command = [sys.executable, "-m", "sandbox._wasm_tool", *arguments]
     code_root = str(Path(__file__).resolve().parent.parent)
     try:
@@ -173,8 +195,9 @@ def _run_child(arguments: list[str], stdin: bytes | None) -> None:
             command,
             input=stdin,
             capture_output=True,
-            timeout=_BUILD_TIMEOUT,
+            timeout=timeout,
             cwd=code_root,
+            env=child_environment(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BuildError(f"compiling for wasmtime failed: {exc}") from exc
@@ -243,7 +266,7 @@ def ensure_module_compiled(source: str) -> None:
     if not target.exists():
         _modules_dir(target.parent)
         try:
-            _run_child(["compile-module", str(target)], wasm)
+            _run_child(["compile-module", str(target)], wasm, _MODULE_TIMEOUT)
         except BuildError as exc:
             _log.info("core module %s not cached: %s", key[:12], exc)
             return

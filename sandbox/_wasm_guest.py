@@ -122,18 +122,27 @@ class GuestRun:
         except (Suspend, Abort):  # the replay holds why
             raise Stop() from None
         except BaseException as exc:
-            if self.call is not None:
-                call, self.call = self.call, None
+            if self.call is None:
+                self._error = exc
+                raise Stop() from None
+            call, self.call = self.call, None
+            try:
                 self.replay.attempt_raised(call, exc)
                 self.suspend_after(call)
-            self._error = exc
-            raise Stop() from None
+            except (Suspend, Abort):  # as above: neither may unwind through wasmtime
+                raise Stop() from None
 
     def body(self, name: str, what: str) -> StepCall:
         """The step whose body is running, which ``what`` must name."""
-        if self.call is None or self.call.key[0] != name:
+        if self.call is None:
             raise self.abi_error(f"{what}({name!r}) does not match a step_begin that ran a body")
+        if self.call.key[0] != name:
+            raise self.abi_error(self.misuse(what, name))
         return self.call
+
+    def misuse(self, what: str, name: str) -> str:
+        running = self.call.key[0] if self.call is not None else None
+        return f"ABI misuse: {what}({name!r}) called inside step {running!r}"
 
     def settle(self, call: StepCall) -> None:
         """After an attempt ended: go on if complete, suspend for a retry, or fail the run.

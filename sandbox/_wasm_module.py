@@ -244,6 +244,8 @@ class ModuleRun(GuestRun):
         self, caller: wasmtime.Caller, name_ptr: int, name_len: int, out: int, cap: int
     ) -> int:
         name = self._text(caller, name_ptr, name_len, _MAX_NAME_BYTES)
+        if self.call is not None:  # steps do not nest: fail the running one, not the worker
+            raise self.abi_error(self.misuse("step_begin", name))
         data = self._take_pending("do", name)
         if data is None:
             call = self.replay.open_step(name)

@@ -224,5 +224,6 @@ async def _optional(request: Request, model: type[_Body]) -> _Body:
 
 
 def _query(request: Request) -> dict[str, str]:
-    """The query parameters given a value (``?action=`` is no filter)."""
-    return {name: value for name, value in request.query_params.items() if value}
+    """The query parameters, as given: an empty one (``?limit=``) is checked like any other
+    value, as the OpenAPI document describes it, not taken for an absent one."""
+    return dict(request.query_params.items())

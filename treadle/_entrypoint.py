@@ -17,5 +17,9 @@ class WorkflowEntrypoint:
     def __init__(self, env: Any = None) -> None:
         self.env = env
 
+    def __repr__(self) -> str:
+        # Not object's: that one shows the host's module name and a heap address.
+        return f"<workflow {type(self).__name__}>"
+
     def run(self, event: Any, step: Any) -> Any:
         raise NotImplementedError("a workflow must implement run(self, event, step)")

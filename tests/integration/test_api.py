@@ -9,7 +9,7 @@ from httpx import Client
 from starlette.routing import Route
 
 from dispatcher import Platform, create_app
-from tests.integration.app import APPROVAL, SUM, deploy, new_tenant, wait_status
+from tests.integration.app import ADMIN, APPROVAL, SUM, deploy, new_tenant, wait_status
 
 BASE = "/v1/workflows/sum/instances"
 
@@ -171,7 +171,10 @@ def test_service_routes(client: Client, acme: dict[str, str]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     client.post(BASE, json={"id": "i1", "params": {"x": 1}}, headers=acme)
     wait_status(client, acme, f"{BASE}/i1", "complete")
-    metrics = client.get("/metrics")
+    refused = client.get("/metrics", headers=acme)  # the whole platform's counts
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "auth.unauthorized"
+    assert client.get("/metrics").status_code == 401
+    metrics = client.get("/metrics", headers=ADMIN)
     assert metrics.headers["content-type"].startswith("text/plain")
     lines = dict(line.rsplit(" ", 1) for line in metrics.text.splitlines() if line[0] != "#")
     assert float(lines['treadle_instances{status="complete"}']) == 1

@@ -118,6 +118,8 @@ def test_serve_with_a_configured_admin_token_prints_no_credentials(tmp_path: Pat
         _wait_healthy(base, proc)
         reply = httpx.get(f"{base}/v1/admin/tenants", headers=bearer("chosen-token"))
         assert reply.status_code == 200 and reply.json() == {"tenants": []}
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        assert httpx.get(f"{base}/metrics", headers=bearer("chosen-token")).status_code == 200
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
@@ -147,6 +149,26 @@ def test_a_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     _, rest = proc.communicate(timeout=30)
     assert proc.returncode == 0, rest
     assert "received SIGTERM; stopping" in rest and "engine stopped" in rest
+
+
+def test_a_worker_serves_its_metrics_on_the_metrics_port(tmp_path: Path) -> None:
+    url, port = f"sqlite:///{tmp_path / 'treadle.db'}", _free_port()
+    proc = _treadle(
+        "worker", "--database-url", url, "--metrics-port", str(port), stderr=subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        if "worker running" in line or time.monotonic() > deadline:
+            break
+    try:
+        reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert reply.status_code == 200
+        assert 'treadle_instances{status="queued"} 0' in reply.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
 
 
 def test_a_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:

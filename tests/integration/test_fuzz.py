@@ -124,7 +124,16 @@ class Seeded:
         return schemathesis.openapi.from_url(f"{self.base_url}/openapi.json", config=config)
 
     def credentials(self, path: str) -> dict[str, str]:
-        return ADMIN if path.startswith("/v1/admin/") else self.tenant
+        return ADMIN if admin_only(path) else self.tenant
+
+
+def admin_only(path: str) -> bool:
+    """The admin API, and the metrics (their counts are the whole platform's)."""
+    return path.startswith("/v1/admin/") or path == "/metrics"
+
+
+def secured(path: str) -> bool:
+    return path.startswith("/v1/") or admin_only(path)
 
 
 @pytest.fixture
@@ -245,7 +254,7 @@ BAD_CREDENTIALS: list[Callable[[Seeded, str], dict[str, str]]] = [
     lambda seeded, path: {"Authorization": "Bearer tdl_0123456789abcdef_wrong"},
     lambda seeded, path: {"Authorization": "Bearer not-a-credential"},
     # the other kind of credential: a tenant key on the admin API, the admin token elsewhere
-    lambda seeded, path: seeded.tenant if path.startswith("/v1/admin/") else ADMIN,
+    lambda seeded, path: seeded.tenant if admin_only(path) else ADMIN,
 ]
 
 
@@ -268,9 +277,10 @@ def refuse_bad_credentials(seeded: Seeded, operation: Any) -> None:
 
 @pytest.mark.slow
 def test_every_operation_refuses_missing_or_wrong_credentials(seeded: Seeded) -> None:
-    secured = [op for op in operations(seeded.schema()) if op.path.startswith("/v1/")]
-    assert len(secured) >= 17
-    for operation in secured:
+    guarded = [op for op in operations(seeded.schema()) if secured(op.path)]
+    assert len(guarded) >= 18
+    assert "/metrics" in {op.path for op in guarded}
+    for operation in guarded:
         refuse_bad_credentials(seeded, operation)
 
 

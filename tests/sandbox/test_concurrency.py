@@ -37,8 +37,11 @@ def test_two_concurrent_bodies_blocked_for_1_5_s_finish_together(pool: SandboxPo
     outcome = wf.through(pool, "fan", host)
     assert time.monotonic() - started < 2.5
     assert isinstance(outcome, Done) and outcome.output == [200, "https://x/sleep/1.5"]
-    # Both bodies' records were committed before "both" began; "both" came with the outcome.
-    assert sorted(r["name"] for r in host.commits[0][0]) == ["left", "right"]
+    # The first body to finish was committed at once, the other before "both" began; "both"
+    # came with the outcome.
+    assert sorted(r["name"] for records, _ in host.commits for r in records) == ["left", "right"]
+    assert [len(records) for records, _ in host.commits] == [1, 1]
+    assert host.running == [True, False]
     assert [r["name"] for r in outcome.records] == ["both"]
     assert len(host.calls) == 2
     again = wf.through(pool, "fan", host)

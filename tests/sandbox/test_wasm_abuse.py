@@ -327,3 +327,33 @@ class Good(WorkflowEntrypoint):
     def run(self, event, step):
         return step.do("a", lambda: 1)
 """
+
+
+# A second step name at offset 48, and a body that misuses the ABI while step 'abuse' runs.
+OTHER = '(data (i32.const 48) "other")'
+NESTED_BEGIN = (
+    "(drop (call $step_begin (i32.const 48) (i32.const 5) (i32.const 512) (i32.const 64)))"
+)
+END_OTHER = "(call $step_end (i32.const 48) (i32.const 5) (i32.const 16) (i32.const 1))"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (NESTED_BEGIN, "ABI misuse: step_begin('other') called inside step 'abuse'"),
+        (END_OTHER, "ABI misuse: step_end('other') called inside step 'abuse'"),
+    ],
+    ids=["nested step_begin", "step_end of another step"],
+)
+def test_abi_misuse_inside_a_step_fails_that_step(
+    pool: SandboxPool, body: str, message: str
+) -> None:
+    wf = instance(module(IN_A_STEP.format(body=body), OTHER))
+    outcome = wf.through(pool, "module-misuser")
+    error = {"name": "WasmAbiError", "message": message}
+    assert attempt_error(wf) == error  # non-retryable: the step failed for good at once
+    assert isinstance(outcome, Suspended)
+    (worker,) = idle_pids(pool, "module-misuser")  # the worker survived the misuse
+    final = wf.through(pool, "module-misuser")
+    assert isinstance(final, Failed) and final.error == error  # run() did not catch it
+    assert idle_pids(pool, "module-misuser") == [worker]

@@ -208,6 +208,47 @@ def test_loopback_and_metadata_addresses_are_denied_however_spelled(host: str) -
         check_allowed(f"http://{host}:8787/", ["*"])
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::127.0.0.1",  # IPv4-compatible (deprecated) loopback
+        "::a9fe:a9fe",  # IPv4-compatible metadata address
+        "::ffff:0:7f00:1",  # IPv4-translated (RFC 2765) loopback
+        "::ffff:0:a00:1",  # IPv4-translated 10.0.0.1
+        "fec0::1",  # site-local (deprecated)
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 of the metadata address
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        "2001:0:5db8:d822::1",  # Teredo with a public server address
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
+        "64:ff9b:1::5db8:d822",  # NAT64 for local use (RFC 8215)
+    ],
+)
+def test_ipv6_forms_of_internal_addresses_are_not_public(address: str) -> None:
+    with pytest.raises(EgressDenied):
+        check_allowed(f"http://[{address}]:8787/", ["*"])
+    with pytest.raises(EgressDenied):  # and as a name's answer
+        check_allowed("http://name.example/", ["*"], Answers([address]))
+
+
+@pytest.mark.parametrize(
+    "address", ["2606:4700::1111", "2002:5db8:d822::1", "64:ff9b::5db8:d822", PUBLIC]
+)
+def test_public_addresses_still_pass_under_star(address: str) -> None:
+    assert check_allowed("http://name.example/", ["*"], Answers([address])) == "name.example"
+
+
+@pytest.mark.parametrize(
+    "host", ["xn--a", "xn--zz-.com", "xn--ls8h.la", "xn--", "xn--55555555.com", "a.xn--abc-.x"]
+)
+def test_an_invalid_international_name_is_a_clear_refusal(host: str) -> None:
+    for allow in (["*"], [host]):
+        with pytest.raises(InvalidInput) as caught:
+            check_allowed(f"https://{host}/", allow, Answers([PUBLIC]))
+        assert caught.value.message == f"env.fetch: invalid host name {host!r}"
+
+
 def test_international_names_are_matched_and_resolved_in_their_ascii_form() -> None:
     resolve = Answers([PUBLIC])
     assert check_allowed("https://bücher.example/", ["xn--bcher-kva.example"]) == (
