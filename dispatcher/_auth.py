@@ -1,4 +1,5 @@
-"""Who is calling: the admin (``/v1/admin/...``) or a tenant (the rest of ``/v1/...``).
+"""Who is calling: the admin (``/v1/admin/...`` and ``/metrics``, whose counts are the whole
+platform's) or a tenant (the rest of ``/v1/...``).
 
 Checked before routing, so an unauthenticated caller learns nothing about which paths exist.
 A tenant caller is left in ``request.state.caller`` for the routes, an admin one (an
@@ -13,24 +14,27 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dispatcher._errors import error_response
+from dispatcher._fairness import ReadShares, counted
 from tenants import Actor, TenantStore
 from treadle.errors import TreadleError, Unauthorized
 
 _ADMIN = "/v1/admin"
 _API = "/v1/"
+_ADMIN_ONLY = (_ADMIN, "/metrics")  # these paths exactly, and those under /v1/admin/
 
 
 class Authenticate:
     def __init__(self, app: ASGIApp, tenants: TenantStore) -> None:
         self._app = app
         self._tenants = tenants
+        self._reads = ReadShares()  # see dispatcher._fairness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(_API):
+        admin = path in _ADMIN_ONLY or path.startswith(_ADMIN + "/")
+        if scope["type"] != "http" or not (admin or path.startswith(_API)):
             await self._app(scope, receive, send)
             return
-        admin = path == _ADMIN or path.startswith(_ADMIN + "/")
         client = scope["client"][0] if scope.get("client") else None
         try:
             token = bearer_token(Headers(scope=scope))
@@ -45,7 +49,11 @@ class Authenticate:
                 await run_in_threadpool(self._tenants.admin_refused, client)
             await error_response(exc)(scope, receive, send)
             return
-        await self._app(scope, receive, send)
+        if admin or not counted(scope["method"], path):
+            await self._app(scope, receive, send)
+            return
+        async with self._reads.turn(caller.tenant_id):
+            await self._app(scope, receive, send)
 
 
 def bearer_token(headers: Headers) -> str:

@@ -43,6 +43,8 @@ _KEY_ID = {"name": "key_id", "in": "path", "required": True, "schema": s.KEY_ID}
 _JSON_FIELDS = {
     ("NewInstanceBody", "params"): s.ref("JsonValue"),
     ("BatchItem", "params"): s.ref("JsonValue"),
+    # Any string (a bad id is the item's error), but no U+0000: the body itself is refused.
+    ("BatchItem", "id"): {"anyOf": [s.TEXT, {"type": "null"}]},
 }
 _JSON_MAPS = {("Policy", "vars")}
 
@@ -379,9 +381,13 @@ def _plain_paths() -> dict[str, Any]:
         },
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics",
+                "summary": "Prometheus metrics of the whole platform",
+                "description": "For the admin token only. `--metrics-port` (serve and worker) "
+                "serves them without credentials on a port of their own.",
+                "security": [{"adminToken": []}],
                 "responses": {
                     "200": {"description": "metrics", "content": text},
+                    "401": {"description": _ERRORS[401], "content": s.json(s.ref("Error"))},
                     "503": {
                         "description": _ERRORS[503],
                         "content": s.json(s.ref("Error")),

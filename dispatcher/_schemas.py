@@ -6,6 +6,7 @@ from typing import Any
 
 from engine import MAX_EVENT_TYPE, MAX_INSTANCE_ID, STATUSES
 from tenants import ACTIONS
+from treadle._values import MAX_SAFE_INTEGER
 
 STR: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
@@ -22,12 +23,16 @@ KEY_ID: dict[str, Any] = {
     "maxLength": 32,
     "pattern": "^[a-zA-Z0-9]+$",
 }
-# What PostgreSQL can store: JSON whose strings (keys too) have no U+0000.
+# What treadle stores (treadle._values): JSON whose strings (keys too) have no U+0000 (nor lone
+# surrogates, which no schema can say) and whose integers are within ±2^53.
 TEXT: dict[str, Any] = {"type": "string", "pattern": "^[^\\x00]*$"}
 JSON_VALUE: dict[str, Any] = {
-    "description": "Any JSON value; its strings and keys must not contain U+0000.",
+    "description": (
+        "Any JSON value that can be stored: strings and keys without U+0000 or lone "
+        "surrogates, integers within ±2^53 (other numbers finite), nested at most 256 deep."
+    ),
     "anyOf": [
-        {"type": ["null", "boolean", "number"]},
+        {"type": ["null", "boolean"]},
         TEXT,
         {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
         {
@@ -35,6 +40,8 @@ JSON_VALUE: dict[str, Any] = {
             "propertyNames": TEXT,
             "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
         },
+        {"type": "integer", "minimum": -MAX_SAFE_INTEGER, "maximum": MAX_SAFE_INTEGER},
+        {"type": "number", "not": {"type": "integer"}},
     ],
 }
 # One Server-Sent Event of ``.../stream`` as a client's SSE parser gives it.

@@ -1,4 +1,4 @@
-"""Checks on the names and ids users choose, with the limits of DESIGN §2."""
+"""Checks on the names, ids and values users send, with the limits the API reference gives."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+from treadle._values import check_storable
 from treadle.errors import InvalidInput, TooLarge
 
 _PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
@@ -46,13 +47,15 @@ def check_status(value: str) -> str:
 
 
 def encode_payload(value: Any, what: str, limit: int = MAX_PAYLOAD_BYTES) -> str:
-    """``value`` as JSON text, refusing values that are not JSON or exceed ``limit`` bytes."""
+    """``value`` as JSON text, refusing values that are not JSON, exceed ``limit`` bytes or
+    cannot be stored (:class:`~treadle.errors.ValueNotStorable`, naming where in ``value``)."""
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"{what} is not JSON-serializable: {exc}") from None
     if len(text.encode()) > limit:
         raise TooLarge(f"{what} is {len(text.encode())} bytes; the limit is {limit}")
+    check_storable(value, what)
     return text
 
 

@@ -215,7 +215,10 @@ class ReplayDriver:
         if kind == "done" and self._request.mode == "rollback":
             raise ProtocolError("'done' in rollback mode")
         if kind == "done":
-            return Done(reply.get("output"), self._records, self._logs)
+            output, unstorable = _untrusted.output(reply.get("output"))
+            if unstorable is not None:
+                return Failed(unstorable, self._records, self._logs)
+            return Done(output, self._records, self._logs)
         if kind == "failed":
             failure = _untrusted.error(reply.get("error")) or {}
             rollback = _untrusted.rollback(reply.get("rollback"))

@@ -1,7 +1,10 @@
 """Checks on what a worker sends. The worker runs tenant code, so it may be compromised.
 
 Each function returns a clean copy holding only the expected fields, or raises
-:class:`ProtocolError`; the engine only ever sees values that passed through here.
+:class:`ProtocolError`; the engine only ever sees values that passed through here. What the
+platform could not store never gets through (see ``treadle._values``): text has U+0000 and
+surrogates replaced, and a step result or output that cannot be stored becomes the error
+``ValueNotStorable``, as the worker itself should have made it.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from treadle._records import (
     MAX_NAME_CHARS,
     STEP_STATUSES,
     STEP_TYPES,
+    storable_error,
 )
 from treadle._retries import BACKOFFS, MAX_RETRIES
+from treadle._values import clean_text
 
 _MAX_COUNT = 10**7
 _MAX_LOG_LINES = 1100
@@ -57,7 +62,7 @@ def _text(value: Any, limit: int, what: str, *, optional: bool = False) -> str |
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise _fail(what)
-    return value
+    return clean_text(value)
 
 
 def error(value: Any, *, optional: bool = False) -> dict[str, str] | None:
@@ -93,7 +98,7 @@ def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
         raise _fail("event_pk")
     if len(value["attempts"]) > MAX_RETRIES + 1:
         raise _fail("attempts")
-    return {
+    checked = {
         "name": _step_name(value.get("name"), value["type"]),
         "count": _int(value.get("count"), 1, _MAX_COUNT, "step count"),
         "type": value["type"],
@@ -104,6 +109,24 @@ def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
         "wake_at": _number(value.get("wake_at"), "wake_at", optional=True),
         "event_pk": event_pk,
     }
+    failure = storable_error(checked["output"], f"the result of step {checked['name']!r}")
+    if failure is not None:
+        _fail_step(checked, failure)
+    return checked
+
+
+def output(value: Any) -> tuple[Any, dict[str, str] | None]:
+    """The output of ``run()``, or the error to fail the instance with instead."""
+    failure = storable_error(value, "the value run() returned")
+    return (None, failure) if failure is not None else (value, None)
+
+
+def _fail_step(record: dict[str, Any], failure: dict[str, str]) -> None:
+    """Make ``record`` the step failed for good with ``failure`` (its last attempt with it)."""
+    attempts = record["attempts"]
+    if attempts and attempts[-1]["success"]:
+        attempts[-1] = {**attempts[-1], "success": False, "error": failure}
+    record.update(status="errored", output=None, error=failure, wake_at=None, event_pk=None)
 
 
 def begin(value: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from storage._json import dumps, loads, loads_postgresql
 from treadle.errors import InvalidInput
+
+# The execution option that marks a connection of Database.begin (SQLite: BEGIN IMMEDIATE).
+_WRITE = "treadle_writes"
 
 
 def normalize_url(url: str) -> sa.URL:
@@ -36,8 +40,12 @@ def normalize_url(url: str) -> sa.URL:
 class Database:
     """Connections, transactions and a count of committed write transactions.
 
-    SQLite runs in WAL mode with a busy timeout, foreign keys on, ``synchronous=FULL`` and
-    ``BEGIN IMMEDIATE`` for writes, so two writers never deadlock upgrading a read lock.
+    SQLite runs in WAL mode with a busy timeout, foreign keys on and ``synchronous=FULL``.
+    Writes (:meth:`begin`) start with ``BEGIN IMMEDIATE``, so two writers never deadlock
+    upgrading a read lock; reads (:meth:`connect`) start a deferred transaction, which under
+    WAL reads a snapshot without taking any lock a writer waits for: no number of readers
+    slows a commit down or makes another reader wait. A block of :meth:`connect` must
+    therefore never write (it could not take the write lock it would need).
     PostgreSQL uses a connection pool without pre-ping: the hot path spends one round trip per
     statement, not two. A connection the server dropped fails the one statement that finds
     out (:func:`storage.unreachable` says so); SQLAlchemy then replaces every pooled connection
@@ -71,7 +79,11 @@ class Database:
         if self.dialect == "sqlite":
             self._prepare_sqlite_file()
             self.engine = sa.create_engine(
-                self.url, **pool, connect_args={"check_same_thread": False, "timeout": 30}
+                self.url,
+                **pool,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                json_serializer=dumps,
+                json_deserializer=loads,
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
@@ -82,7 +94,12 @@ class Database:
             if "connect_timeout" not in self.url.query:
                 connect["connect_timeout"] = max(2, math.ceil(pool_timeout))
             self.engine = sa.create_engine(
-                self.url, **pool, pool_pre_ping=False, connect_args=connect
+                self.url,
+                **pool,
+                pool_pre_ping=False,
+                connect_args=connect,
+                json_serializer=dumps,
+                json_deserializer=loads_postgresql,
             )
 
     def _prepare_sqlite_file(self) -> None:
@@ -107,7 +124,8 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[sa.Connection]:
-        """A connection for reads; its implicit transaction is rolled back at the end."""
+        """A connection for reads (a snapshot); its implicit transaction is rolled back at the
+        end. Nothing in the block may write: use :meth:`begin` for that."""
         with self.engine.connect() as conn:
             yield conn
 
@@ -115,9 +133,36 @@ class Database:
     def begin(self) -> Iterator[sa.Connection]:
         """A write transaction, committed when the block ends without an exception."""
         with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
             self.count_commit()
+
+    @contextmanager
+    def schema_change(self) -> Iterator[sa.Connection]:
+        """A write transaction for migrations. On SQLite, foreign keys are not enforced in it
+        and are checked before it commits: SQLite changes a column's type only by rebuilding
+        its table, and dropping the old table would otherwise delete the rows that refer to
+        it (``ON DELETE CASCADE``)."""
+        if self.dialect != "sqlite":
+            with self.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            # Only outside a transaction: within one, the pragma does nothing.
+            driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    yield conn
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise RuntimeError(f"a migration broke a foreign key: {tuple(broken)}")
+                self.count_commit()
+            finally:
+                driver.execute("PRAGMA foreign_keys=ON")
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -138,4 +183,6 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A deferred BEGIN takes no lock until the first read, and then only a WAL snapshot.
+    writes = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")

@@ -39,7 +39,9 @@ def migrate(db: Database, progress: Callable[[str], None] | None = None) -> list
     lock, SQLite with its write lock.
     """
     applied: list[str] = []
-    with db.begin() as conn:
+    if not _pending(db):
+        return applied
+    with db.schema_change() as conn:
         if db.dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
         _VERSIONS.create(conn, checkfirst=True)
@@ -56,6 +58,16 @@ def migrate(db: Database, progress: Callable[[str], None] | None = None) -> list
             )
             applied.append(name)
     return applied
+
+
+def _pending(db: Database) -> bool:
+    """Whether a migration may be missing: a read, so that a start with nothing to migrate
+    takes no lock (the lock is taken, and what is applied decided, in ``migrate``)."""
+    with db.connect() as conn:
+        if not sa.inspect(conn).has_table("schema_migrations"):
+            return True
+        done = {row[0] for row in conn.execute(sa.select(_VERSIONS.c.version))}
+    return any(version not in done for version, _ in available())
 
 
 def current_version(db: Database) -> int:

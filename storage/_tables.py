@@ -1,7 +1,8 @@
 """The schema, declared once as SQLModel tables.
 
 Timestamps are epoch seconds (double precision): they are compared on the hot path (due times,
-leases) and rendered as ISO 8601 only at the API edge. JSON columns use JSONB on PostgreSQL.
+leases) and rendered as ISO 8601 only at the API edge. JSON columns use JSONB on PostgreSQL
+and TEXT affinity on SQLite (``storage._json``), holding the one JSON encoding of that module.
 The schema of a live database changes only through migrations (``storage.migrations``);
 ``tests`` check that the migrated schema matches these declarations.
 """
@@ -14,7 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-JSONType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+from storage._json import TextJSON
+
+JSONType = TextJSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _RUNNING = "status IN ('running', 'waitingForPause')"
 

@@ -6,7 +6,16 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from treadle._values import unstorable
 
 Sandbox = Literal["restricted", "wasm"]
 SANDBOXES: tuple[Sandbox, ...] = ("restricted", "wasm")
@@ -65,13 +74,18 @@ class Policy(BaseModel):
 
     @field_validator("vars")
     @classmethod
-    def _small_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _small_json(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         try:
             size = len(json.dumps(value, allow_nan=False).encode())
         except (TypeError, ValueError) as exc:
             raise ValueError(f"vars must be JSON: {exc}") from None
         if size > MAX_VARS_BYTES:
             raise ValueError(f"vars are {size} bytes of JSON; the limit is {MAX_VARS_BYTES}")
+        # New vars must be storable; vars stored before that rule still load.
+        found = None if (info.context or {}).get("stored") else unstorable(value)
+        if found is not None:
+            at, problem = found
+            raise ValueError(f"{at}: {problem}" if at else problem)
         return value
 
 
@@ -83,4 +97,4 @@ def merge_policy(current: Policy, patch: dict[str, Any]) -> Policy:
 
 def stored_policy(data: Any) -> Policy:
     """A policy as stored; fields added to Policy after it was written take their defaults."""
-    return Policy.model_validate(data or {}, strict=False)
+    return Policy.model_validate(data or {}, strict=False, context={"stored": True})

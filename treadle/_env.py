@@ -27,8 +27,12 @@ from treadle._calls import (
 from treadle._context import Attempt
 from treadle._journal import Replay
 from treadle._records import encode_json
-from treadle.errors import LimitExceeded, NonRetryableError, StepError
+from treadle.errors import LimitExceeded, NonRetryableError, StepError, ValueNotStorable
 
+_PARAMS_ERRORS: dict[str, type[Exception]] = {
+    "LimitExceeded": LimitExceeded,
+    "ValueNotStorable": ValueNotStorable,
+}
 FETCH_OUTSIDE_A_BODY = (
     "env.fetch is only allowed inside a step body, so that its result is recorded"
 )
@@ -80,7 +84,7 @@ class Workflows:
         limit = replay.limits.max_step_result_bytes
         values, problem = encode_json(params, "the params of workflows.create", limit)
         if problem is not None:
-            error_class = LimitExceeded if problem["name"] == "LimitExceeded" else TypeError
+            error_class = _PARAMS_ERRORS.get(problem["name"], TypeError)
             raise error_class(problem["message"])
         call = replay.open_step(f"workflows.create:{name}")
         new_id = id if id is not None else child_id(replay.instance_id, name, call.key[1])

@@ -34,6 +34,7 @@ from treadle._records import (
     new_record,
 )
 from treadle._retries import next_retry, resolve_retries, resolve_timeout
+from treadle._values import text_problem
 from treadle.errors import NonRetryableError, StepError, TreadleError, WaitTimeout
 
 ROLLBACK_PREFIX = "rollback:"
@@ -465,6 +466,9 @@ class Replay:
             raise ValueError(
                 f"a step name must be a non-empty string of at most {MAX_NAME_CHARS} characters"
             )
+        problem = text_problem(name, "a step name")
+        if problem is not None:
+            raise ValueError(problem)
         if name.startswith(ROLLBACK_PREFIX):
             raise ValueError(
                 f"step names starting with {ROLLBACK_PREFIX!r} are reserved for the records of "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from treadle._values import clean_text
+
 MAX_LINES = 1000
 MAX_LINE_CHARS = 4096
 MAX_TOTAL_CHARS = 256 * 1024
@@ -19,7 +21,9 @@ class Logbook:
         self._dropped = 0
 
     def write(self, ts: float, step: str | None, message: str) -> None:
-        message = message[:MAX_LINE_CHARS]
+        # Kept as text to read, not as data: what cannot be stored (U+0000, surrogates) is
+        # replaced rather than refused, so a print never fails a replay.
+        message = clean_text(message[:MAX_LINE_CHARS])
         if self._lines >= MAX_LINES or self._chars + len(message) > MAX_TOTAL_CHARS:
             self._dropped += 1
             return

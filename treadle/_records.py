@@ -9,6 +9,8 @@ import datetime as _dt
 import json
 from typing import Any
 
+from treadle._values import clean_text, unstorable
+
 STEP_TYPES = ("do", "sleep", "wait_for_event", "rollback")
 STEP_STATUSES = ("running", "complete", "errored", "waiting")
 MAX_NAME_CHARS = 256
@@ -32,9 +34,10 @@ def new_record(name: str, count: int, type_: str) -> dict[str, Any]:
 
 
 def error(name: str, message: str) -> dict[str, str]:
+    """An error value; characters that cannot be stored (U+0000, surrogates) become U+FFFD."""
     return {
-        "name": name[:MAX_ERROR_NAME_CHARS],
-        "message": _truncate(message, MAX_ERROR_MESSAGE_CHARS),
+        "name": clean_text(name[:MAX_ERROR_NAME_CHARS]),
+        "message": clean_text(_truncate(message, MAX_ERROR_MESSAGE_CHARS)),
     }
 
 
@@ -55,6 +58,8 @@ def encode_json(value: Any, what: str, max_bytes: int) -> tuple[Any, dict[str, s
     """Return ``(value as JSON would give it back, None)`` or ``(None, error)``.
 
     The round trip makes a first run return exactly what a replay will (tuples become lists).
+    A value the platform cannot store (see ``treadle._values``) is an error
+    ``ValueNotStorable`` that says where in the value the problem is.
     """
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
@@ -65,9 +70,22 @@ def encode_json(value: Any, what: str, max_bytes: int) -> tuple[Any, dict[str, s
         message = f"{what} is {size} bytes, over the limit of {max_bytes} (max_step_result_bytes)"
         return None, error("LimitExceeded", message)
     try:
-        return json.loads(text), None
-    except ValueError as exc:  # lone surrogates survive dumps but not a round trip
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         return None, error("TypeError", f"{what} is not valid JSON text: {message_of(exc)}")
+    failure = storable_error(value, what)
+    return (None, failure) if failure is not None else (value, None)
+
+
+def storable_error(value: Any, what: str) -> dict[str, str] | None:
+    """The error ``ValueNotStorable`` saying where in ``value`` and why the platform cannot
+    store it (see ``treadle._values``); None if it can."""
+    found = unstorable(value)
+    if found is None:
+        return None
+    at, problem = found
+    where = f"at {at}, " if at else ""
+    return error("ValueNotStorable", f"{what} cannot be stored: {where}{problem}")
 
 
 def iso(ts: float) -> str:

@@ -73,6 +73,17 @@ class InvalidDuration(InvalidInput):
     code: str = "duration.invalid"
 
 
+class ValueNotStorable(InvalidInput):
+    """The value cannot be stored.
+
+    Stored values are JSON with integers within ±2^53, strings and keys without U+0000 or
+    surrogate code points, nested at most 256 levels deep (see ``treadle._values``). The
+    message says where in the value the problem is, and what it is.
+    """
+
+    code: str = "value.not_storable"
+
+
 class UnsupportedMediaType(InvalidInput):
     """The request body is not JSON; send it with ``Content-Type: application/json``."""
 

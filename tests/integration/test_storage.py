@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import threading
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from storage import (
     migrate,
     tables,
 )
+from storage._migrate import _VERSIONS
 
 
 def _columns(conn: sa.Connection) -> dict[str, dict[str, bool]]:
@@ -84,4 +86,59 @@ def test_group_commit_batches_writers_and_isolates_failures(database_url: str) -
         count = conn.execute(sa.select(sa.func.count()).select_from(tables.admin_tokens)).scalar()
     assert count == 51
     committer.close()
+    db.dispose()
+
+
+def _migrate_until(db: Database, last: int) -> None:
+    """Apply the shipped migrations up to ``last``, as a database made back then has them."""
+    with db.schema_change() as conn:
+        _VERSIONS.create(conn)
+        for version, name in available_migrations():
+            if version <= last:
+                importlib.import_module(f"storage.migrations.{name}").upgrade(conn)
+                conn.execute(_VERSIONS.insert().values(version=version, name=name, applied_at=0))
+
+
+def test_json_columns_come_back_as_stored_and_the_migration_keeps_rows(
+    empty_database_url: str,
+) -> None:
+    db = Database(empty_database_url)
+    _migrate_until(db, 4)
+    with db.begin() as conn:
+        for statement in [
+            "INSERT INTO tenants (id, name, policy, created_at) VALUES (1, 't', '{}', 0)",
+            "INSERT INTO instances (pk, tenant_id, workflow, id, version, status, params,"
+            " output, created_at, epoch) VALUES (7, 1, 'w', 'i', 'v', 'complete',"
+            " '18446744073709551617', '1e400', 0, 0)",
+            "INSERT INTO steps (instance_pk, name, count, seq, type, status, output, attempts)"
+            " VALUES (7, 'a', 1, 0, 'do', 'complete', '2.5', '[]')",
+            "INSERT INTO events (instance_pk, type, payload, created_at) VALUES (7, 'go', '7', 0)",
+            "INSERT INTO history (instance_pk, ts, type, data) VALUES (7, 0, 'log', '{}')",
+        ]:
+            conn.execute(sa.text(statement))
+    assert migrate(db) == [name for version, name in available_migrations() if version > 4]
+    inst, S, E, H = tables.instances, tables.steps, tables.events, tables.history
+    with db.connect() as conn:
+        params, output = conn.execute(sa.select(inst.c.params, inst.c.output)).one()
+        assert conn.execute(sa.select(S.c.output)).scalar() == 2.5
+        assert conn.execute(sa.select(E.c.payload)).scalar() == 7
+        assert conn.execute(sa.select(sa.func.count()).select_from(H)).scalar() == 1
+    if db.dialect == "sqlite":  # stored as doubles before: what they had become, as JSON text
+        assert (params, output) == (1.8446744073709552e19, None)
+    else:  # JSONB kept them exactly
+        assert (params, output) == (2**64 + 1, 10**400)
+    exact = [2**53, -(2**53), 1.0, 1e16, "123", 0.1]
+    with db.begin() as conn:
+        for pk, value in enumerate(exact, start=10):
+            row = {"pk": pk, "tenant_id": 1, "workflow": "w", "id": f"n{pk}", "version": "v"}
+            conn.execute(
+                inst.insert().values(**row, status="q", params=value, created_at=0, epoch=0)
+            )
+        conn.execute(sa.delete(inst).where(inst.c.pk == 7))  # foreign keys still cascade
+    with db.connect() as conn:
+        query = sa.select(inst.c.params).where(inst.c.pk >= 10).order_by(inst.c.pk)
+        got = conn.execute(query).scalars()
+        assert [(v, type(v)) for v in got] == [(v, type(v)) for v in exact]
+        for table in (S, E, H):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
     db.dispose()

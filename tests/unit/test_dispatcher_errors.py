@@ -33,6 +33,7 @@ from treadle.errors import (
     TreadleError,
     Unauthorized,
     Unavailable,
+    ValueNotStorable,
 )
 
 
@@ -41,6 +42,7 @@ from treadle.errors import (
     [
         (InvalidInput(), 400),
         (InvalidDuration(), 400),
+        (ValueNotStorable(), 400),
         (LimitExceeded(), 400),
         (Unauthorized(), 401),
         (NotFound(), 404),

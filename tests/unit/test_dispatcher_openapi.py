@@ -13,13 +13,20 @@ def test_the_document_is_valid_openapi_3_1() -> None:
     validator.validate(openapi_document())
 
 
+def _scheme(path: str) -> str | None:
+    """Who may call ``path``: the admin (its API, and the platform-wide metrics) or a tenant."""
+    if path == "/metrics" or path.startswith("/v1/admin/"):
+        return "adminToken"
+    return "apiKey" if path.startswith("/v1/") else None
+
+
 def test_every_operation_documents_its_errors_and_security() -> None:
     document = openapi_document()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            if path.startswith("/v1/"):
-                scheme = "adminToken" if path.startswith("/v1/admin/") else "apiKey"
+            scheme = _scheme(path)
+            if scheme is not None:
                 assert operation["security"] == [{scheme: []}], (path, method)
                 assert "401" in responses, (path, method)
             if "requestBody" in operation:
@@ -73,6 +80,8 @@ def test_stored_json_is_described_as_json_without_nul() -> None:
     }
     text = schemas["JsonValue"]["anyOf"][1]
     assert text == {"type": "string", "pattern": "^[^\\x00]*$"}
+    integers = {"type": "integer", "minimum": -(2**53), "maximum": 2**53}
+    assert integers in schemas["JsonValue"]["anyOf"]
 
 
 def test_path_parameters_say_which_names_exist() -> None:

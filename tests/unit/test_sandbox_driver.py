@@ -453,3 +453,30 @@ def test_the_worker_moves_the_replay_clock_on_by_the_time_the_message_took() -> 
     sent = {"request": {"now": 1000.0}, "clock_at": time.monotonic() - 1.0}
     assert 1001.0 <= _on_time(sent)["now"] < 1002.0
     assert _on_time({"request": {"now": 1000.0}})["now"] == 1000.0
+
+
+def test_what_a_worker_sends_that_cannot_be_stored_never_reaches_the_engine() -> None:
+    bad_text = begin("a", logs=[{"ts": T0, "step": None, "message": "x\x00\ud800"}])
+    failed = record("a", output={"n": 2**64 + 1})
+    failed["record"]["error"] = None
+    done = {"t": "done", "output": "fine\x00", "logs": []}
+    outcome, _, _ = drive([bad_text, failed, done])
+    (rec,) = outcome.records
+    assert rec["status"] == "errored" and rec["output"] is None
+    assert rec["error"]["name"] == "ValueNotStorable"
+    assert rec["error"]["message"].startswith("the result of step 'a' cannot be stored: at n, ")
+    assert [a["success"] for a in rec["attempts"]] == [False]
+    assert rec["attempts"][0]["error"] == rec["error"]
+    assert outcome.logs == [{"ts": T0, "step": None, "message": "x\ufffd\ufffd"}]
+    assert isinstance(outcome, Failed)
+    assert outcome.error["name"] == "ValueNotStorable"
+    assert outcome.error["message"] == (
+        "the value run() returned cannot be stored: a string holds U+0000 (NUL), which cannot "
+        "be stored"
+    )
+
+
+def test_error_texts_from_a_worker_are_cleaned() -> None:
+    failure = {"name": "Bad\x00Name", "message": "oh\ud83dno"}
+    outcome, _, _ = drive([{"t": "failed", "error": failure, "logs": []}])
+    assert outcome.error == {"name": "Bad\ufffdName", "message": "oh\ufffdno"}

@@ -252,6 +252,67 @@ def test_results_must_be_json_and_within_the_size_limit() -> None:
     assert all(len(r["attempts"]) == 1 for r in result.records)  # not retried
 
 
+def test_results_the_platform_cannot_store_fail_the_step_once() -> None:
+    wf = Instance(
+        """
+        from treadle import WorkflowEntrypoint, StepError
+
+        class Results(WorkflowEntrypoint):
+            def run(self, event, step):
+                def deep():
+                    value = []
+                    for _ in range(300):
+                        value = [value]
+                    return value
+
+                caught = []
+                for name, fn in [("big", lambda: [2**53, 2**64 + 1]),
+                                 ("nul", lambda: {"a": "x" + chr(0)}),
+                                 ("lone", lambda: chr(0xD800)),
+                                 ("deep", deep),
+                                 ("min", lambda: -(2**53))]:
+                    try:
+                        caught.append(step.do(name, fn))
+                    except StepError as e:
+                        caught.append([e.name, str(e)])
+                return caught
+        """
+    )
+    result = wf.inline()
+    caught = result.outcome["output"]
+    assert [c[0] for c in caught[:4]] == ["ValueNotStorable"] * 4
+    assert caught[0][1] == (
+        "the result of step 'big' cannot be stored: at [1], the integer 18446744073709551617 "
+        "is beyond ±2^53 (9007199254740992), where JSON numbers lose precision; send it as a "
+        "string"
+    )
+    assert "at a, a string holds U+0000 (NUL)" in caught[1][1]
+    assert "a string holds a lone surrogate (U+D800)" in caught[2][1]
+    assert "nested more than 256 levels deep" in caught[3][1]
+    assert caught[4] == -(2**53)
+    assert all(len(r["attempts"]) == 1 for r in result.records)  # not retried
+
+
+def test_step_names_and_printed_text_that_cannot_be_stored() -> None:
+    wf = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Names(WorkflowEntrypoint):
+            def run(self, event, step):
+                print("a" + chr(0) + "b", chr(0xDFFF))
+                try:
+                    step.do("x" + chr(0), lambda: 1)
+                except ValueError as e:
+                    return str(e)
+        """
+    )
+    result = wf.inline()
+    assert result.outcome["output"] == "a step name holds U+0000 (NUL), which cannot be stored"
+    assert [line["message"] for line in result.logs] == ["a\ufffdb \ufffd"]
+    assert result.records == []
+
+
 def test_steps_cannot_be_nested() -> None:
     wf = Instance(
         """

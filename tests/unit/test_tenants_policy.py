@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from tenants import Policy, merge_policy
+from tenants._policy import stored_policy
 
 DESIGN_DEFAULTS = {
     "sandboxes": ["restricted", "wasm"],
@@ -85,3 +86,12 @@ def test_a_patch_replaces_only_the_fields_it_names() -> None:
 def test_a_bad_patch_is_refused_whole() -> None:
     with pytest.raises(ValidationError, match="memory_mb"):
         merge_policy(Policy(), {"memory_mb": 1, "vars": {"a": 1}})
+
+
+def test_vars_must_be_storable_but_stored_ones_still_load() -> None:
+    with pytest.raises(ValidationError, match=r"limit: the integer 18446744073709551617 is beyond"):
+        merge_policy(Policy(), {"vars": {"limit": 2**64 + 1}})
+    with pytest.raises(ValidationError, match=r"a string holds U\+0000"):
+        Policy(vars={"token": "a\x00b"})
+    # Stored before the rule: the tenant keeps working.
+    assert stored_policy({"vars": {"limit": 2**64 + 1}}).vars == {"limit": 2**64 + 1}
