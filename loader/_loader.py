@@ -65,6 +65,7 @@ class Loader:
         self._cache: OrderedDict[tuple[int, str, str], Artifact] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._deletions = 0  # workflows deleted so far: a read that spans one is not cached
 
     def upload(self, tenant_id: int, tenant: str, name: str, upload: Upload) -> dict[str, Any]:
         """Validate and store code for workflow ``name`` and make it current.
@@ -126,6 +127,7 @@ class Loader:
         self._on_delete(tenant_id, name)
         self._store.delete_versions(tenant_id, name)
         with self._lock:
+            self._deletions += 1
             for key in [k for k in self._cache if k[:2] == (tenant_id, name)]:
                 del self._cache[key]
 
@@ -137,6 +139,7 @@ class Loader:
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
+            deletions = self._deletions
         code = self._store.version(tenant_id, workflow, version)
         if code is None:
             raise NotFound(
@@ -148,6 +151,10 @@ class Loader:
         else:
             artifact = Artifact(code.version, code.sandbox, code.source or "", code.class_name)
         with self._lock:
+            if self._deletions != deletions:
+                # A workflow was deleted while this was read: what was read may be its code,
+                # which must not outlive it in the cache.
+                return artifact
             self._cache[key] = artifact
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
