@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sandbox import Artifact, Done, Limits, ReplayRequest, SandboxPool
+from sandbox import Artifact, Deadline, Done, Limits, ReplayRequest, SandboxPool
 from sandbox._restricted import RestrictedBackend
 
 WORKFLOWS = {
@@ -45,7 +45,10 @@ class NoOpHost:
     ) -> None:
         pass
 
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def on_stop(self, stop: Callable[[BaseException], None]) -> None:
+        pass
+
+    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
         raise NotImplementedError(method)
 
 

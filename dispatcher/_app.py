@@ -25,6 +25,7 @@ from dispatcher._lifecycle import LifecycleApi
 from dispatcher._limits import BodyLimit
 from dispatcher._openapi import openapi_document
 from dispatcher._platform import Platform
+from dispatcher._streams import StreamApi
 from loader import WorkflowApi
 from storage import reason
 from tenants import AdminApi
@@ -74,6 +75,7 @@ def api_routes(platform: Platform) -> list[BaseRoute]:
         *WorkflowApi(platform.loader).routes(),
         *InstanceApi(platform.engine, platform.loader, platform.tenants.policy).routes(),
         *LifecycleApi(platform.engine, platform.loader).routes(),
+        *StreamApi(platform.engine, platform.tenants, platform.settings).routes(),
     ]
 
 
@@ -90,7 +92,10 @@ def _health(platform: Platform) -> Any:
 
     async def health(request: Request) -> Response:
         if platform.running and await run_in_threadpool(database_answers):
-            return JSONResponse({"status": "ok"})
+            # Which layers of the sandbox's second wall are up (docs/sandbox.md), as found at
+            # start-up or at the zygote's latest restart: asking starts nothing.
+            wall = platform.pool.wall_layers(start=False)
+            return JSONResponse({"status": "ok", "sandbox_wall": wall})
         # As the API's own 503s: the same hint of when to ask again.
         return JSONResponse({"status": "unavailable"}, status_code=503, headers=_RETRY)
 

@@ -7,8 +7,13 @@ database, cloud metadata services) are reachable only when listed by name. That 
 IPv6 address that reaches one of them through the IPv4 address it embeds (mapped, compatible,
 translated, 6to4, NAT64) or a tunnel (Teredo), and deprecated site-local addresses. A host name
 with an ``xn--`` label that is not valid IDNA is refused as invalid. Redirects are not followed,
-so a listed host cannot bounce a request elsewhere; bodies are capped and every request has a
-timeout.
+so a listed host cannot bounce a request elsewhere; bodies are capped.
+
+A request must be over by its :class:`~sandbox.Deadline` (the platform's, for the whole call:
+name lookup, connect and every read): httpx's timeouts are per operation, so a server that
+trickles a byte every few seconds would otherwise hold the request for ever. The request's
+socket is registered with the deadline, which shuts it down when the time is up or the step
+ends, and the read in progress fails at once.
 
 The host name is resolved once per request, and the connection goes to the address that was
 checked (DNS rebinding: a second lookup by the HTTP client could answer 127.0.0.1). The URL
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +34,7 @@ from typing import Any
 import httpx
 import idna
 
+from sandbox import Deadline
 from treadle.errors import InvalidInput, LimitExceeded, NonRetryableError, TreadleError
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -57,6 +64,12 @@ class EgressDenied(NonRetryableError):
     """The tenant's egress policy does not allow this request (retrying cannot help)."""
 
     code = "egress.denied"
+
+
+class FetchTimeout(TreadleError):
+    """The request did not finish within the platform's time for one host call."""
+
+    code = "egress.timeout"
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -150,8 +163,11 @@ def fetch(
     allow: list[str],
     client: httpx.Client,
     resolve: Resolver = system_resolver,
+    *,
+    deadline: Deadline,
 ) -> dict[str, Any]:
-    """Perform one ``env.fetch`` call; the result is what the step body sees."""
+    """Perform one ``env.fetch`` call, over by ``deadline``; the result is what the step
+    body sees."""
     url, method = args.get("url"), str(args.get("method") or "GET").upper()
     if not isinstance(url, str):
         raise InvalidInput("env.fetch: url must be a string")
@@ -159,13 +175,22 @@ def fetch(
         raise InvalidInput(f"env.fetch: method must be one of {', '.join(METHODS)}")
     target = destination(url, allow)
     headers, content = _headers(args.get("headers")), _content(args.get("body"))
-    address = pin(target, resolve)
+    address = _before(deadline, lambda: pin(target, resolve), f"env.fetch {method} {url}")
     headers["Host"] = target.url.netloc.decode("ascii")
-    extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
+    connection = _Connection()
+    deadline.on_expiry(connection.close)
+    extensions: dict[str, Any] = {"trace": connection.trace}
+    if target.url.scheme == "https":
+        extensions["sni_hostname"] = target.host
     pinned = target.url.copy_with(host=address)
     try:
         with client.stream(
-            method, pinned, headers=headers, content=content, extensions=extensions
+            method,
+            pinned,
+            headers=headers,
+            content=content,
+            extensions=extensions,
+            timeout=_timeout(client, deadline),
         ) as reply:
             data = _read_capped(reply)
             return {
@@ -174,9 +199,74 @@ def fetch(
                 "text": data.decode(reply.encoding or "utf-8", errors="replace"),
             }
     except httpx.HTTPError as exc:
+        if deadline.expired or deadline.remaining() <= 0.01:
+            raise _too_slow(deadline, f"env.fetch {method} {url}") from None
         raise TreadleError(
             f"env.fetch {method} {url} failed: {exc}", code="egress.failed"
         ) from None
+
+
+def _timeout(client: httpx.Client, deadline: Deadline) -> httpx.Timeout:
+    """The client's timeout for connecting; for the rest, what is left of the deadline (a
+    backstop: the deadline itself shuts the socket down when it passes)."""
+    left = max(deadline.remaining(), 0.001)
+    return httpx.Timeout(left, connect=min(client.timeout.connect or left, left))
+
+
+class _Connection:
+    """The socket of a request in flight, as httpcore's trace hands it over; :meth:`close`
+    shuts it down from another thread, which ends the read in progress."""
+
+    def __init__(self) -> None:
+        self._stream: Any = None
+        self._closed = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self._stream = info["return_value"]
+            if self._closed:
+                self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        stream = self._stream
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass  # closed already
+
+
+def _before(deadline: Deadline, work: Callable[[], str], what: str) -> str:
+    """``work()`` (a name lookup, which cannot be interrupted) on a thread of its own, waited
+    for until the deadline: a stalled resolver then costs a thread, not the step."""
+    done = threading.Event()
+    value: list[str] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            value.append(work())
+        except BaseException as exc:
+            error.append(exc)
+        finally:
+            done.set()
+
+    deadline.on_expiry(done.set)
+    threading.Thread(target=run, name="treadle-egress-resolve", daemon=True).start()
+    done.wait(deadline.remaining())
+    if error:
+        raise error[0]
+    if not value:
+        raise _too_slow(deadline, what)
+    return value[0]
+
+
+def _too_slow(deadline: Deadline, what: str) -> TreadleError:
+    if deadline.expired == "stopped":
+        return TreadleError(f"{what} was cut short: its step ended", code="egress.failed")
+    return FetchTimeout(f"{what} did not finish within {deadline.seconds:.0f} s")
 
 
 def _headers(headers: Any) -> dict[str, str]:

@@ -10,7 +10,8 @@ turns among themselves only.
 
 Writes are not counted: they wait for the group committer, which batches them (holding them
 back would shrink the batches), and are limited by ``creates_per_second``. Live streams are
-not either: they last as long as their instance runs and read in short polls.
+not either: they last as long as their instance runs, are capped per tenant, and are fed by
+one reader per process (``dispatcher._notifier``).
 """
 
 from __future__ import annotations

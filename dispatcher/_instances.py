@@ -71,6 +71,7 @@ class InstanceApi:
             Route(_BASE + "/{id}", self.get_instance, methods=["GET"]),
             Route(_BASE + "/{id}/events/{type}", self.send_event, methods=["POST"]),
             Route(_BASE + "/{id}/logs", self.logs, methods=["GET"]),
+            Route(_BASE + "/{id}/steps", self.steps, methods=["GET"]),
         ]
 
     async def create(self, request: Request) -> Response:
@@ -100,7 +101,7 @@ class InstanceApi:
         whole answers 429), and nothing of them is written."""
         version = self._loader.current(caller.tenant_id, workflow)
         policy = self._policy_of(caller.tenant_id)
-        quota = Quota(policy.creates_per_second, policy.max_queued_instances)
+        quota = Quota(policy.creates_per_second, policy.max_queued_instances, storage_bytes(policy))
         new = [NewInstance(item.id, item.params) for item in items]
         return self._engine.create_instances(caller.tenant_id, workflow, version, new, quota)
 
@@ -141,13 +142,43 @@ class InstanceApi:
     def _send(
         self, tenant_id: int, name: str, instance_id: str, event_type: str, payload: Any
     ) -> None:
-        limit = self._policy_of(tenant_id).max_step_result_bytes
-        self._engine.send_event(tenant_id, name, instance_id, event_type, payload, max_bytes=limit)
+        policy = self._policy_of(tenant_id)
+        self._engine.send_event(
+            tenant_id,
+            name,
+            instance_id,
+            event_type,
+            payload,
+            max_bytes=policy.max_step_result_bytes,
+            max_storage_bytes=storage_bytes(policy),
+        )
 
     async def logs(self, request: Request) -> Response:
+        lines, cursor = await self._page(request, self._engine.log_page)
+        return JSONResponse({"logs": lines, "next_cursor": cursor})
+
+    async def steps(self, request: Request) -> Response:
+        steps, cursor = await self._page(request, self._engine.steps)
+        return JSONResponse({"steps": steps, "next_cursor": cursor})
+
+    async def _page(self, request: Request, read: Callable[..., Any]) -> Any:
+        """A page of an instance's logs or steps: ``?limit=&cursor=``, both optional."""
+        query = query_of(request, "limit", "cursor")
+        limit = query.get("limit")
         tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
-        lines = await run_in_threadpool(self._engine.logs, tenant_id, name, instance_id)
-        return JSONResponse({"logs": lines})
+        return await run_in_threadpool(
+            lambda: read(
+                tenant_id,
+                name,
+                instance_id,
+                limit=None if limit is None else _int_param(limit, "limit", default=0),
+                cursor=query.get("cursor") or None,
+            )
+        )
+
+
+def storage_bytes(policy: Policy) -> int:
+    return policy.max_storage_mb * 1024 * 1024
 
 
 def caller_of(request: Request) -> Caller:

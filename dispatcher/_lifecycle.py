@@ -1,30 +1,22 @@
-"""Instance lifecycle over HTTP: change status, delete, and the live event stream (SSE)."""
+"""Instance lifecycle over HTTP: change status and delete (the live stream: ``_streams``)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dispatcher._instances import caller_of, ids_of, query_of
-from engine import FINISHED, MAX_ROW_ID, Engine
+from dispatcher._instances import caller_of, ids_of
+from engine import Engine
 from loader import Loader
-from storage import iso
 from tenants import MAX_STEPS, Caller, JsonInt
-from treadle.errors import InvalidInput, NotFound
+from treadle.errors import InvalidInput
 
 _BASE = "/v1/workflows/{name}/instances/{id}"
-_POLL_SECONDS = 0.25
-_KEEPALIVE_SECONDS = 15.0
-_BATCH = 500
 
 
 _NO_TERMINATE_OPTIONS: dict[str, Any] = {"rollback": {"const": False}}
@@ -76,7 +68,6 @@ class LifecycleApi:
         return [
             Route(_BASE + "/status", self.change_status, methods=["PATCH"]),
             Route(_BASE, self.delete, methods=["DELETE"]),
-            Route(_BASE + "/stream", self.stream, methods=["GET"]),
         ]
 
     async def change_status(self, request: Request) -> Response:
@@ -106,72 +97,3 @@ class LifecycleApi:
         caller, (name, instance_id) = caller_of(request), ids_of(request)
         await run_in_threadpool(self._engine.delete_instance, caller.tenant_id, name, instance_id)
         return Response(status_code=204)
-
-    async def stream(self, request: Request) -> Response:
-        """History first, then live events, until the instance has finished."""
-        caller, (name, instance_id) = caller_of(request), ids_of(request)
-        after = _last_event_id(request)
-        first = await run_in_threadpool(
-            self._engine.history, caller.tenant_id, name, instance_id, after, _BATCH
-        )  # a 404 here, before the stream starts, for an unknown instance
-        events = self._events(request, caller.tenant_id, name, instance_id, after, first)
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-
-    async def _events(
-        self,
-        request: Request,
-        tenant_id: int,
-        name: str,
-        instance_id: str,
-        after: int,
-        first: tuple[list[dict[str, Any]], str],
-    ) -> AsyncIterator[str]:
-        rows, status = first
-        quiet_since = time.monotonic()
-        while True:
-            for row in rows:
-                after = row["pk"]
-                yield _sse(row)
-            if rows:
-                quiet_since = time.monotonic()
-            elif status in FINISHED or await request.is_disconnected():
-                return
-            elif time.monotonic() - quiet_since > _KEEPALIVE_SECONDS:
-                quiet_since = time.monotonic()
-                yield ": keep-alive\n\n"
-            if len(rows) < _BATCH:
-                await asyncio.sleep(_POLL_SECONDS)
-            try:
-                rows, status = await run_in_threadpool(
-                    self._engine.history, tenant_id, name, instance_id, after, _BATCH
-                )
-            except NotFound:
-                return  # deleted while streaming
-
-
-def _sse(row: dict[str, Any]) -> str:
-    event = {
-        "id": row["pk"],
-        "type": row["type"],
-        "ts": iso(row["ts"]),
-        "step": row["step"],
-        "data": row["data"],
-    }
-    return f"id: {row['pk']}\nevent: {row['type']}\ndata: {json.dumps(event)}\n\n"
-
-
-def _last_event_id(request: Request) -> int:
-    """The Last-Event-ID header, else the ``after`` query parameter; both are checked."""
-    header = _event_id(request.headers.get("last-event-id"), "Last-Event-ID")
-    after = _event_id(query_of(request, "after").get("after"), "after")
-    return header if header is not None else after or 0
-
-
-def _event_id(value: str | None, what: str) -> int | None:
-    if value is None:
-        return None
-    # (the length first: int() refuses more than 4300 digits)
-    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_ROW_ID:
-        raise InvalidInput(f"{what} must be an event id from 0 to {MAX_ROW_ID}, not {value[:40]!r}")
-    return int(value)

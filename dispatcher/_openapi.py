@@ -79,6 +79,7 @@ _LINKS: dict[tuple[str, str], tuple[dict[str, str], dict[str, tuple[str, str]]]]
         {
             "GetInstance": (_I, "get"),
             "GetLogs": (_I + "/logs", "get"),
+            "GetSteps": (_I + "/steps", "get"),
             "ChangeStatus": (_I + "/status", "patch"),
             "SendEvent": (_I + "/events/{type}", "post"),
             "DeleteInstance": (_I, "delete"),
@@ -234,7 +235,7 @@ def _workflow_paths() -> dict[str, Any]:
                 "Upload workflow code and make it the current version",
                 201,
                 s.ref("StoredCode"),
-                (422,),
+                (422, 429),
                 auth=key,
                 body="Upload",
                 params=(_NAME,),
@@ -301,7 +302,7 @@ def _instance_paths() -> dict[str, Any]:
                 "Send an event to an instance",
                 202,
                 {"type": "object"},
-                (404, 409),
+                (404, 409, 429),
                 auth=key,
                 body=payload,
                 params=(*one, event_type),
@@ -309,7 +310,24 @@ def _instance_paths() -> dict[str, Any]:
             ),
         },
         base + "/{id}/logs": {
-            "get": _op("Get an instance's log", 200, s.ref("Logs"), (404,), auth=key, params=one),
+            "get": _op(
+                "Get a page of an instance's log, oldest first",
+                200,
+                s.ref("Logs"),
+                (404,),
+                auth=key,
+                params=(*one, *s.PAGE_PARAMS),
+            ),
+        },
+        base + "/{id}/steps": {
+            "get": _op(
+                "Get a page of an instance's steps, in order",
+                200,
+                s.ref("StepPage"),
+                (404,),
+                auth=key,
+                params=(*one, *s.PAGE_PARAMS),
+            ),
         },
         **_lifecycle_paths(base, key, one),
     }
@@ -336,7 +354,7 @@ def _lifecycle_paths(base: str, key: str, one: tuple[dict[str, Any], ...]) -> di
         "Stream the instance's history, then live events (Server-Sent Events)",
         200,
         None,
-        (400, 404),
+        (400, 404, 429),
         auth=key,
         params=(*one, after, last_event_id),
     )
@@ -363,7 +381,13 @@ def _lifecycle_paths(base: str, key: str, one: tuple[dict[str, Any], ...]) -> di
 
 def _plain_paths() -> dict[str, Any]:
     text = {"text/plain": {"schema": {"type": "string"}}}
-    health = {"type": "object", "required": ["status"], "properties": {"status": s.STR}}
+    layers = {"type": "object", "additionalProperties": {"type": "boolean"}}
+    wall = {"anyOf": [layers, {"type": "null"}]}
+    health = {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": s.STR, "sandbox_wall": wall},
+    }
     return {
         "/healthz": {
             "get": {

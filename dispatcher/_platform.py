@@ -18,9 +18,9 @@ from typing import Any
 
 from dispatcher import _egress as egress
 from dispatcher._settings import Settings
-from engine import Engine, InstanceRef, Recorder
-from loader import Loader
-from sandbox import Artifact, Limits, Outcome, ReplayRequest, SandboxPool
+from engine import Engine, InstanceRef, Recorder, StorageLimits
+from loader import Loader, UploadLimits
+from sandbox import Artifact, Deadline, Limits, Outcome, ReplayRequest, SandboxPool, Wall
 from storage import Clock, Database, GroupCommitter, migrate
 from tenants import Policy, TenantStore
 from treadle.errors import (
@@ -29,6 +29,7 @@ from treadle.errors import (
     LimitExceeded,
     NonRetryableError,
     NotFound,
+    Unavailable,
 )
 
 _log = logging.getLogger("treadle")
@@ -71,10 +72,14 @@ class TenantHost:
     ) -> None:
         self._host.commit(records, logs, running=running)
 
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def on_stop(self, stop: Callable[[BaseException], None]) -> None:
+        self._host.on_stop(stop)
+
+    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
         try:
             if method == "fetch":
-                return egress.fetch(args, list(self._policy.egress_allow), self._platform.http)
+                allow = list(self._policy.egress_allow)
+                return egress.fetch(args, allow, self._platform.http, deadline=deadline)
             if method == "workflows.create":
                 return {"id": self._create_child(args)}
             raise InvalidInput(f"unknown host call {method!r}")
@@ -102,6 +107,10 @@ def limits_of(policy: Policy) -> Limits:
     )
 
 
+def storage_limits(policy: Policy) -> StorageLimits:
+    return StorageLimits(policy.max_storage_mb * 1024 * 1024, policy.max_log_bytes_per_instance)
+
+
 class Platform:
     """Database, committer, sandbox pool, tenants, loader and engine of one process.
 
@@ -127,8 +136,17 @@ class Platform:
         migrate(self.db, progress)
         self.committer = GroupCommitter(self.db)
         self.pool = SandboxPool(
-            max_workers=settings.sandbox_processes, per_tenant=settings.sandbox_per_tenant
+            max_workers=settings.sandbox_processes,
+            per_tenant=settings.sandbox_per_tenant,
+            call_seconds=settings.host_call_seconds,
+            wall=Wall(
+                uid_base=settings.sandbox_uid_base,
+                uid_count=settings.sandbox_uid_count,
+                required=settings.sandbox_wall_required,
+            ),
         )
+        # At start-up, not at the first replay: a layer that is off is said now (or refused).
+        self._start_sandbox()
         self.tenants = TenantStore(
             self.db,
             self.clock,
@@ -141,6 +159,7 @@ class Platform:
             self.clock,
             sandboxes_of=lambda tenant_id: self.tenants.policy(tenant_id).sandboxes,
             on_delete=lambda tenant_id, name: self.engine.delete_workflow(tenant_id, name),
+            uploads=_upload_limits(settings),
         )
         self.engine = Engine(
             self.db,
@@ -149,13 +168,28 @@ class Platform:
             clock=self.clock,
             owner=_owner(),
             running_cap=lambda tenant_id: self.tenants.policy(tenant_id).max_running_instances,
+            storage=lambda tenant_id: storage_limits(self.tenants.policy(tenant_id)),
             concurrency=settings.workers,
+            per_tenant=settings.sandbox_per_tenant,
             lease_seconds=settings.lease_seconds,
+            shutdown_grace_seconds=settings.shutdown_grace_seconds,
         )
         self.http = egress.new_client()
         self.running = False
         self._stopping = threading.Event()
         self._retention = threading.Thread()
+
+    def _start_sandbox(self) -> None:
+        """Start the sandbox's zygote, which reports the layers of its second wall (a warning
+        names those that are off). Raises :class:`Unavailable` when the settings require the
+        whole wall and it is not up; any other failure is retried at the next replay."""
+        try:
+            self.pool.wall_layers(start=True)
+        except RuntimeError as exc:
+            if self.settings.sandbox_wall_required:
+                self.pool.close()
+                raise Unavailable(str(exc)) from None
+            _log.error("the sandbox did not start: %s", exc)
 
     def load_runner(self, ref: InstanceRef) -> TenantRunner:
         policy = self.tenants.policy(ref.tenant_id)
@@ -199,10 +233,21 @@ class Platform:
 
     def close(self) -> None:
         self.stop()
+        self.loader.close()
         self.pool.close()
         self.http.close()
         self.committer.close()
         self.db.dispose()
+
+
+def _upload_limits(settings: Settings) -> UploadLimits:
+    return UploadLimits(
+        checks=min(settings.upload_checks, settings.sandbox_processes),
+        per_tenant=settings.upload_checks_per_tenant,
+        queued_per_tenant=settings.upload_queue_per_tenant,
+        wait_seconds=settings.upload_queue_seconds,
+        check_seconds=settings.upload_check_seconds,
+    )
 
 
 def _owner() -> str:

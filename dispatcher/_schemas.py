@@ -101,6 +101,16 @@ LIST_PARAMS = (
         "description": "the next_cursor of the previous page (anything else is a 400)",
     },
 )
+# A page of an instance's logs or steps: at most ``limit`` items and about 4 MiB of them.
+PAGE_PARAMS = (
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+    },
+    LIST_PARAMS[2],
+)
 
 _PROBLEM = obj(
     {"line": {"type": ["integer", "null"]}, "column": {"type": ["integer", "null"]}, "message": STR}
@@ -164,12 +174,25 @@ RESPONSES: dict[str, Any] = {
         {"created": array(ref("Created")), "errors": array(_ITEM_ERROR)},
     ),
     "InstanceSummary": obj(_INSTANCE_FIELDS),
-    "Instance": obj({**_INSTANCE_FIELDS, "steps": array(_STEP)}),
+    "Instance": obj(
+        {**_INSTANCE_FIELDS, "steps": array(_STEP)},
+        {
+            "steps_next_cursor": {
+                "type": "string",
+                "description": "only when the embedded steps are not all of them: the cursor "
+                "of GET .../steps that reads on",
+            }
+        },
+    ),
+    "StepPage": obj({"steps": array(_STEP), "next_cursor": {"type": ["string", "null"]}}),
     "InstanceList": obj(
         {"instances": array(ref("InstanceSummary")), "next_cursor": {"type": ["string", "null"]}}
     ),
     "Logs": obj(
-        {"logs": array(obj({"ts": TIME, "step": {"type": ["string", "null"]}, "message": STR}))}
+        {
+            "logs": array(obj({"ts": TIME, "step": {"type": ["string", "null"]}, "message": STR})),
+            "next_cursor": {"type": ["string", "null"]},
+        }
     ),
 }
 

@@ -19,6 +19,7 @@ import uvicorn
 
 from dispatcher._app import create_app
 from dispatcher._exporter import MetricsListener
+from dispatcher._listener import Limits, Listener, connection_budget, raise_open_files_limit
 from dispatcher._platform import Platform
 from dispatcher._settings import Settings
 from dispatcher._startup import masked, open_platform
@@ -78,16 +79,37 @@ def serve(args: argparse.Namespace) -> int:
         app = create_app(platform)
         base = f"http://{settings.host}:{settings.port}"
         _log.info("serving the API on %s (playground: %s/playground)", base, base)
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
-        )
-        server = uvicorn.Server(config)
+        server = Listener(app, settings, _limits(settings))
         _quiet_stop_signals(server)
         with _metrics_listener(platform, settings):
             server.run()
     finally:
         platform.close()
     return 0
+
+
+def _limits(settings: Settings) -> Limits:
+    """The HTTP listener's limits, announced; the limit on open files raised first."""
+    open_files = raise_open_files_limit()
+    limits = Limits.of(settings, open_files)
+    budget = connection_budget(settings, open_files)
+    if limits.max_connections > budget:
+        _log.warning(
+            "TREADLE_HTTP_MAX_CONNECTIONS=%d is more than the %d connections the limit of %d "
+            "open files leaves room for: past that, requests fail for want of descriptors",
+            limits.max_connections,
+            budget,
+            open_files,
+        )
+    _log.info(
+        "HTTP: at most %d connections, %d per client address; a request's head must arrive "
+        "within %g s, its body within %g s",
+        limits.max_connections,
+        limits.max_per_client,
+        limits.header_timeout,
+        limits.body_timeout,
+    )
+    return limits
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from engine._names import FINISHED, MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID,
 from engine._quotas import Quota
 from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
 from engine._store import LeaseLost
+from engine._usage import StorageLimits
 
 __all__ = [
     "FINISHED",
@@ -22,4 +23,5 @@ __all__ = [
     "Quota",
     "Recorder",
     "Runner",
+    "StorageLimits",
 ]

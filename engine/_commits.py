@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine._budget import StorageExhausted, bound, settle
 from engine._store import (
     Claimed,
     EngineStore,
@@ -55,10 +56,20 @@ class RecordWrite(BatchWrite):
         self.final = final
         # False while other step bodies of the replay still run: a pause waits for them.
         self.pausable = pausable
+        # Resolved here, on the replay's thread: a policy lookup inside the commit could wait
+        # for the commit itself.
+        self.limits = store.usage.limits(claimed.tenant_id)
+        self.stored = 0  # bytes this write stores, once bounded
+        self.log_bytes: int | None = None  # the instance's log bytes after it (None: no logs)
+        self.refused = False  # it would have taken the tenant past max_storage_mb
+        self.stops_replay = False  # refused while the replay was still running
 
     @staticmethod
     def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
         store: EngineStore = writes[0].store
+        # Reads only, before any lock: writes of one instance never race each other, and a
+        # refused write's final state decides which parents the fence locks.
+        bound(conn, store, writes)
         pairs = [(w.claimed.pk, w.claimed.epoch) for w in writes]
         lease = max(w.lease_until for w in writes)
         # The fence locks the instance rows, and the parents that finishing children will
@@ -88,12 +99,15 @@ class RecordWrite(BatchWrite):
         pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause" and w.pausable]
         if pausing:
             _pause(conn, store, pausing)
+        settle(conn, store, live)
         return [_result(w, held.get(w.claimed.pk)) for w in writes]
 
 
 def _result(write: RecordWrite, status: str | None) -> BaseException | None:
     if status is None:
         return LeaseLost()
+    if write.refused:
+        return StorageExhausted() if write.stops_replay else None
     if status == "waitingForPause" and write.final is None and write.pausable:
         return PauseRequested()
     return None

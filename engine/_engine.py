@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,16 @@ from engine._quotas import Admission, Quota
 from engine._replay import LoadRunner
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
-from engine._views import instance_view, log_view
+from engine._usage import StorageLimits
+from engine._views import instance_view, log_view, step_view
 from storage import Clock, Database, GroupCommitter, decode_cursor, encode_cursor
-from treadle.errors import AlreadyExists, InvalidInput, QuotaExceeded, TreadleError
+from treadle.errors import (
+    AlreadyExists,
+    InvalidInput,
+    QuotaExceeded,
+    StorageQuotaExceeded,
+    TreadleError,
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,10 @@ class Engine:
     """Durable execution of workflow instances on one database.
 
     ``running_cap(tenant_id)`` is how many of a tenant's instances may hold a worker at once,
-    across every process of the database (the tenant's ``max_running_instances``).
+    across every process of the database (the tenant's ``max_running_instances``), and
+    ``per_tenant`` how many in this process (as many as it may have sandbox workers). On
+    :meth:`stop`, replays in progress get ``shutdown_grace_seconds`` to end before they are cut
+    short and their instances given back.
 
     ``load_runner`` is handed in by the composition root: the engine never loads tenant code
     itself, it asks for a runner of the exact version an instance is pinned to.
@@ -49,14 +59,20 @@ class Engine:
         clock: Clock,
         owner: str,
         running_cap: Callable[[int], int] = lambda tenant_id: 1_000_000,
+        storage: Callable[[int], StorageLimits] | None = None,
         concurrency: int = 8,
+        per_tenant: int | None = None,
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
+        shutdown_grace_seconds: float = 10.0,
     ) -> None:
         self.db = db
         self._committer = committer
         self._clock = clock
         self._store = EngineStore(db)
+        if storage is not None:
+            self._store.usage.limits = storage
+        self._store.usage.attach(committer)
         self._lifecycle = Lifecycle(db.dialect == "postgresql")
         self._scheduler = Scheduler(
             self._store,
@@ -66,8 +82,10 @@ class Engine:
             owner=owner,
             running_cap=running_cap,
             concurrency=concurrency,
+            per_tenant=per_tenant,
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
+            shutdown_grace_seconds=shutdown_grace_seconds,
         )
 
     def start(self) -> None:
@@ -119,7 +137,8 @@ class Engine:
         result = self._committer.run(self._store.create(tenant_id, rows, quota, now))
         admission, inserted = result.admission, result.ids
         if admission.admitted == 0 and quota is not None:
-            raise QuotaExceeded(_refusal(admission, quota), retry_after=admission.retry_after)
+            refused = StorageQuotaExceeded if admission.refused == "storage" else QuotaExceeded
+            raise refused(_refusal(admission, quota), retry_after=admission.retry_after)
         for row in rows[admission.admitted :]:
             errors.append(
                 {
@@ -173,8 +192,51 @@ class Engine:
         return instance_id
 
     def get_instance(self, tenant_id: int, workflow: str, instance_id: str) -> dict[str, Any]:
-        found = self._store.instance(tenant_id, workflow, instance_id)
-        return instance_view(found["row"], found["steps"])
+        """The instance with its steps: all of them, unless there are more than a page holds
+        (``DEFAULT_PAGE``, ``PAGE_BYTES``); then ``steps_next_cursor`` reads on from where
+        the embedded list stops (``steps()``)."""
+        row, page = self._store.instance(tenant_id, workflow, instance_id, *_page_of(None))
+        view = instance_view(row, page.rows)
+        if page.more:
+            view["steps_next_cursor"] = encode_cursor(page.rows[-1]["seq"])
+        return view
+
+    def steps(
+        self,
+        tenant_id: int,
+        workflow: str,
+        instance_id: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the instance's steps, in order, and the cursor of the next (None: none)."""
+        after = decode_cursor(cursor)
+        page = self._store.steps(
+            tenant_id, workflow, instance_id, -1 if after is None else after, *_page_of(limit)
+        )
+        next_cursor = encode_cursor(page.rows[-1]["seq"]) if page.more else None
+        return [step_view(s) for s in page.rows], next_cursor
+
+    def log_page(
+        self,
+        tenant_id: int,
+        workflow: str,
+        instance_id: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the instance's log lines, oldest first, and the cursor of the next."""
+        after = decode_cursor(cursor) or 0
+        page = self._store.logs(tenant_id, workflow, instance_id, after, *_page_of(limit))
+        next_cursor = encode_cursor(page.rows[-1]["pk"]) if page.more else None
+        return [log_view(x) for x in page.rows], next_cursor
+
+    def storage_used(self, tenant_id: int) -> int:
+        """The bytes the tenant stores, as counted against ``max_storage_mb``."""
+        with self.db.connect() as conn:
+            return self._store.usage.used(conn, [tenant_id])[tenant_id]
 
     def list_instances(
         self,
@@ -189,11 +251,10 @@ class Engine:
             check_status(status)
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
-        rows = self._store.instances(tenant_id, workflow, status, limit + 1, decode_cursor(cursor))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["pk"]) if more else None
-        return [instance_view(r, None) for r in rows], next_cursor
+        before = decode_cursor(cursor)
+        page = self._store.instances(tenant_id, workflow, status, before, limit, PAGE_BYTES)
+        next_cursor = encode_cursor(page.rows[-1]["pk"]) if page.more else None
+        return [instance_view(r, None) for r in page.rows], next_cursor
 
     def send_event(
         self,
@@ -204,12 +265,15 @@ class Engine:
         payload: Any,
         *,
         max_bytes: int = MAX_PAYLOAD_BYTES,
+        max_storage_bytes: int | None = None,
     ) -> None:
         check_event_type(event_type)
         encode_payload(payload, "event payload", max_bytes)
         now = self._clock.now()
         self._committer.run(
-            self._store.send_event(tenant_id, workflow, instance_id, event_type, payload, now)
+            self._store.send_event(
+                tenant_id, workflow, instance_id, event_type, payload, now, max_storage_bytes
+            )
         )
         self._scheduler.wake()
 
@@ -237,6 +301,7 @@ class Engine:
             rollback=rollback,
         )
         status = self._committer.run(write)
+        self._scheduler.look()  # a replay of it here stops at once
         view = self.get_instance(tenant_id, workflow, instance_id)
         view["status"] = status
         self._scheduler.wake()
@@ -244,6 +309,7 @@ class Engine:
 
     def delete_instance(self, tenant_id: int, workflow: str, instance_id: str) -> None:
         self._committer.run(self._lifecycle.delete(tenant_id, workflow, instance_id))
+        self._scheduler.look()
 
     def purge_finished(self, tenant_id: int, retention_days: float) -> int:
         """Delete the tenant's instances that finished more than ``retention_days`` ago."""
@@ -262,8 +328,29 @@ class Engine:
         ``pk``, ``ts``, ``type``, ``step``, ``data``), and its current status."""
         return self._store.history(tenant_id, workflow, instance_id, after, limit)
 
+    def instance_history(
+        self, tenant_id: int, workflow: str, instance_id: str, after: int = 0, limit: int = 500
+    ) -> tuple[int, list[dict[str, Any]], str]:
+        """:meth:`history`, with the instance's pk first: its key in :meth:`watched_history`."""
+        return self._store.instance_history(tenant_id, workflow, instance_id, after, limit)
+
+    def watched_history(
+        self, cursors: Mapping[int, int], limit: int = 500
+    ) -> tuple[dict[int, str], list[dict[str, Any]]]:
+        """The statuses of the instances ``cursors`` names (by pk; a deleted one is missing)
+        and their history events after each one's cursor (an event id), oldest first, at most
+        ``limit``: one read for every live stream of a process."""
+        return self._store.watched_history(cursors, limit)
+
     def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[dict[str, Any]]:
-        return [log_view(x) for x in self._store.logs(tenant_id, workflow, instance_id)]
+        """Every log line of the instance (for in-process callers; the API pages them)."""
+        lines, cursor = self.log_page(tenant_id, workflow, instance_id, limit=MAX_PAGE)
+        while cursor is not None:
+            more, cursor = self.log_page(
+                tenant_id, workflow, instance_id, limit=MAX_PAGE, cursor=cursor
+            )
+            lines += more
+        return lines
 
     def delete_workflow(self, tenant_id: int, workflow: str) -> None:
         self._committer.run(self._store.delete_workflow(tenant_id, workflow))
@@ -302,12 +389,35 @@ def _new_row(
     }
 
 
-_REFUSED_CODES = {"rate": "quota.rate_limited", "queue": "quota.queue_full"}
+_REFUSED_CODES = {
+    "rate": "quota.rate_limited",
+    "queue": "quota.queue_full",
+    "storage": StorageQuotaExceeded.code,
+}
+# A page of a read holds at most this many items (without ``limit``: DEFAULT_PAGE), and about
+# PAGE_BYTES of their values — at least one item, which max_step_result_bytes bounds: so no
+# response is much larger than PAGE_BYTES, and no read holds much more in memory.
+DEFAULT_PAGE, MAX_PAGE = 1000, 10_000
+PAGE_BYTES = 4 * 1024 * 1024
+
+
+def _page_of(limit: int | None) -> tuple[int, int]:
+    if limit is None:
+        return DEFAULT_PAGE, PAGE_BYTES
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    return limit, PAGE_BYTES
 
 
 def _refusal(admission: Admission, quota: Quota | None) -> str:
     if quota is None:
         return "refused"
+    if admission.refused == "storage":
+        assert quota.max_storage_bytes is not None
+        return (
+            f"the tenant's storage is used up (max_storage_mb="
+            f"{quota.max_storage_bytes // (1024 * 1024)}); delete instances to make room"
+        )
     if admission.refused == "queue":
         return f"max_queued_instances of {quota.max_queued_instances} reached; retry later"
     return (

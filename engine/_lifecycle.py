@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from engine._names import FINISHED
 from engine._quotas import grow_queue_bound
 from engine._store import E, H, I, S, Write, instance_key, not_found
+from engine._usage import charge
 from treadle.errors import Conflict, InvalidInput, NotFound
 
 LIVE = ("queued", "running", "waiting", "paused", "waitingForPause")
@@ -182,9 +183,10 @@ class Lifecycle:
         key = instance_key(tenant_id, workflow, instance_id)
 
         def write(conn: sa.Connection) -> None:
-            deleted = conn.execute(sa.delete(I).where(*key).returning(I.c.pk)).first()
+            deleted = conn.execute(sa.delete(I).where(*key).returning(I.c.stored_bytes)).first()
             if deleted is None:
                 raise not_found(instance_id)
+            charge(conn, {tenant_id: -int(deleted.stored_bytes)})
 
         return write
 
@@ -197,7 +199,11 @@ class Lifecycle:
         )
 
         def write(conn: sa.Connection) -> int:
-            return conn.execute(sa.delete(I).where(I.c.pk.in_(old.scalar_subquery()))).rowcount
+            purged = conn.execute(
+                sa.delete(I).where(I.c.pk.in_(old.scalar_subquery())).returning(I.c.stored_bytes)
+            ).all()
+            charge(conn, {tenant_id: -sum(int(n) for (n,) in purged)})
+            return len(purged)
 
         return write
 

@@ -36,12 +36,14 @@ class Quota:
 
     creates_per_second: int
     max_queued_instances: int
+    # max_storage_mb in bytes (None: not checked); see ``engine._usage``.
+    max_storage_bytes: int | None = None
 
 
 @dataclass(frozen=True)
 class Admission:
-    """How many of the wanted creates may go ahead; why the others may not (``"rate"`` or
-    ``"queue"``) and in how many seconds it is worth asking again."""
+    """How many of the wanted creates may go ahead; why the others may not (``"rate"``,
+    ``"queue"`` or ``"storage"``) and in how many seconds it is worth asking again."""
 
     admitted: int
     refused: str | None = None

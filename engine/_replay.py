@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -10,6 +11,11 @@ from engine._commits import RecordWrite
 from engine._store import Claimed, EngineStore, Final, Journal
 from sandbox import Done, Failed, Outcome, ReplayRequest, Suspended
 from storage import Clock, GroupCommitter
+
+
+class Stopping(Exception):
+    """The process is stopping: the replay was cut short, and its instance is given back to
+    be run again (by another process, or this one once it is back)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,8 @@ class Recorder(Protocol):
     def commit(
         self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
     ) -> None: ...
+
+    def on_stop(self, stop: Callable[[BaseException], None]) -> None: ...
 
 
 class Runner(Protocol):
@@ -69,6 +77,26 @@ class ReplayHost:
         self._lease_seconds = lease_seconds
         self._counters = counters
         self._seq = {(s["name"], s["count"]): i for i, s in enumerate(journal.steps)}
+        self._stop_lock = threading.Lock()
+        self._stoppers: list[Callable[[BaseException], None]] = []
+        self._stopped_by: BaseException | None = None
+
+    def on_stop(self, stop: Callable[[BaseException], None]) -> None:
+        with self._stop_lock:
+            if self._stopped_by is None:
+                self._stoppers.append(stop)
+                return
+        stop(self._stopped_by)
+
+    def stop(self, reason: BaseException) -> None:
+        """End the replay at once with ``reason`` (from another thread; at most once)."""
+        with self._stop_lock:
+            if self._stopped_by is not None:
+                return
+            self._stopped_by = reason
+            stoppers, self._stoppers = self._stoppers, []
+        for stop in stoppers:
+            stop(reason)
 
     def commit(
         self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False

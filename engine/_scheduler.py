@@ -3,27 +3,35 @@
 One claimer thread takes as many due instances as there are idle runners, in one transaction,
 shared round-robin between the tenants with due work and within each tenant's cap of running
 instances, each tenant's oldest due first; runner threads replay them; a heartbeat thread
-extends the leases of everything held. The claimer sleeps until the next due time, a local
-wake-up (a create, an event, a finished replay) or, on PostgreSQL, a NOTIFY from another
-process, which the process's database session (``engine._presence``) receives.
+extends the leases of everything held, and stops at once a replay whose instance was
+terminated, restarted or deleted meanwhile (by this process or another: it looks twice a
+second, and at once when this process changed an instance). The claimer sleeps until the next
+due time, a local wake-up (a create, an event, a finished replay) or, on PostgreSQL, a NOTIFY
+from another process, which the process's database session (``engine._presence``) receives.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from engine._budget import StorageExhausted
 from engine._presence import Presence
-from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, request_for
+from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, Stopping, request_for
 from engine._store import Claimed, EngineStore, Journal, LeaseLost, PauseRequested
 from storage import Clock, GroupCommitter, unreachable
 from treadle.errors import NotFound
 
 _log = logging.getLogger("treadle.engine")
 _RETRY_AFTER_FAILURE = 5.0
+# How often the heartbeat looks for replays to stop, and how long a replay runs before it is
+# looked at (most end sooner, and their commits find out anyway).
+_WATCH_SECONDS = 0.5
 
 
 class Scheduler:
@@ -39,6 +47,8 @@ class Scheduler:
         concurrency: int,
         lease_seconds: float,
         poll_seconds: float,
+        per_tenant: int | None = None,
+        shutdown_grace_seconds: float = 10.0,
     ) -> None:
         self._store = store
         self._committer = committer
@@ -50,10 +60,14 @@ class Scheduler:
         self._concurrency = concurrency
         self._lease = lease_seconds
         self._poll = poll_seconds
+        self._grace = shutdown_grace_seconds
+        self._per_tenant = per_tenant or concurrency
         self.counters = Counters()
         self._work: queue.SimpleQueue[tuple[Claimed, Journal] | None] = queue.SimpleQueue()
         self._held: dict[int, Claimed] = {}
         self._held_lock = threading.Lock()
+        self._replays: dict[int, tuple[Claimed, ReplayHost, float]] = {}  # under _held_lock
+        self._look = threading.Event()  # look for replays to stop now
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -74,12 +88,25 @@ class Scheduler:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; give the replays in progress ``shutdown_grace_seconds`` to end, then
+        stop them (their instances are given back) and wait for the threads."""
         self._stop.set()
         self._wake.set()
         for _ in range(self._concurrency):
             self._work.put(None)
+        until = time.monotonic() + self._grace
+        while self._replays and time.monotonic() < until:
+            time.sleep(0.05)
+        with self._held_lock:
+            running = [host for _, host, _ in self._replays.values()]
+        for host in running:
+            host.stop(Stopping())
         for thread in self._threads:
             thread.join(timeout)
+
+    def look(self) -> None:
+        """An instance changed here: stop its replay now if it was running, not in a while."""
+        self._look.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -108,12 +135,18 @@ class Scheduler:
             self._wake.clear()
             return True
         now = self._clock.now()
-        due = self._store.next_due_by_tenant()
+        with self._held_lock:
+            busy = collections.Counter(c.tenant_id for c in self._held.values())
+        # A tenant holds at most per_tenant of this process's runners (as many as it may have
+        # sandbox workers): its instances stuck in slow steps cannot take the others' runners.
+        due = {t: at for t, at in self._store.next_due_by_tenant().items()
+               if busy[t] < self._per_tenant}  # fmt: skip
         caps = {t: self._running_cap(t) for t, at in due.items() if at <= now}
         if not caps:
             self._next_due = min(due.values(), default=None)
             return False
-        claim = self._store.claim(self._owner, now, now + self._lease, free, due, caps)
+        room = {t: self._per_tenant - busy[t] for t in caps}
+        claim = self._store.claim(self._owner, now, now + self._lease, free, due, caps, room)
         result = self._committer.run(claim)
         claimed, self._next_due = result.claimed, result.next_due
         if claimed:
@@ -133,18 +166,38 @@ class Scheduler:
         self._wake.clear()
 
     def _beat(self) -> None:
-        # Instances whose release failed are given back within a second of the database
-        # answering again.
-        while not self._stop.wait(min(self._lease / 3, 1.0) if self._orphans else self._lease / 3):
-            with self._held_lock:
-                held = list(self._held.values())
+        renew_at = 0.0
+        while not self._stop.is_set():
+            self._look.wait(_WATCH_SECONDS)
+            looked_now = self._look.is_set()
+            self._look.clear()
             try:
-                self._store.heartbeat(held, self._clock.now() + self._lease)
-                self._release_orphans()
+                self._stop_lost_replays(everyone=looked_now)
+                # Instances whose release failed are given back within a second of the
+                # database answering again.
+                if time.monotonic() >= renew_at or self._orphans:
+                    renew_at = time.monotonic() + self._lease / 3
+                    with self._held_lock:
+                        held = list(self._held.values())
+                    self._store.heartbeat(held, self._clock.now() + self._lease)
+                    self._release_orphans()
             except Exception as exc:
                 self._outage.failed("lease heartbeat", exc)
             else:
                 self._outage.recovered("lease heartbeat")
+
+    def _stop_lost_replays(self, *, everyone: bool) -> None:
+        """Stop the replays whose instance is no longer theirs: its step body is killed and its
+        host calls are cut short, rather than running on until its next commit."""
+        started_before = time.monotonic() - (0.0 if everyone else _WATCH_SECONDS)
+        with self._held_lock:
+            running = [(c, h) for c, h, at in self._replays.values() if at <= started_before]
+        if not running:
+            return
+        still = self._store.still_held(c for c, _ in running)
+        for claimed, host in running:
+            if claimed.pk not in still:
+                host.stop(LeaseLost())
 
     def _release_orphans(self) -> None:
         """Give back the instances whose release failed (the database was unreachable), so
@@ -163,12 +216,19 @@ class Scheduler:
                 return
             claimed, journal = item
             try:
+                if self._stop.is_set():
+                    raise Stopping()  # claimed just before the stop: not started
                 self._replay(claimed, journal)
             except PauseRequested:
                 _log.info("instance %s paused after its running step", claimed.id)
+            except StorageExhausted:
+                _log.info("instance %s errored: its tenant's storage is used up", claimed.id)
             except LeaseLost:
                 # Terminated, restarted or deleted meanwhile, or taken over after a stall.
                 _log.info("instance %s changed hands; its replay was dropped", claimed.id)
+            except Stopping:
+                _log.info("instance %s given back: the process is stopping", claimed.id)
+                self._release(claimed, at_once=True)
             except Exception as exc:
                 if unreachable(exc):
                     self._outage.failed(f"replaying instance {claimed.id}", exc)
@@ -194,13 +254,19 @@ class Scheduler:
             host.fail("WorkflowNotFound", exc.message)
             return
         request = request_for(claimed, journal, self._clock.now(), runner.vars)
-        outcome = runner.replay(request, host)
+        with self._held_lock:
+            self._replays[claimed.pk] = (claimed, host, time.monotonic())
+        try:
+            outcome = runner.replay(request, host)
+        finally:
+            with self._held_lock:
+                self._replays.pop(claimed.pk, None)
         host.finish(outcome)
         self.counters.replays += 1
 
-    def _release(self, claimed: Claimed) -> None:
+    def _release(self, claimed: Claimed, *, at_once: bool = False) -> None:
         try:
-            retry_at = self._clock.now() + _RETRY_AFTER_FAILURE
+            retry_at = self._clock.now() + (0.0 if at_once else _RETRY_AFTER_FAILURE)
             self._committer.run(self._store.release(claimed, retry_at))
         except Exception as exc:
             self._outage.failed("releasing an instance", exc)

@@ -7,7 +7,7 @@ fenced by the instance's lease epoch: a worker whose lease was taken over commit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine._quotas import Admission, Quota, QuotaStore, grow_queue_bound
+from engine._usage import ROW_OVERHEAD, STORAGE_RETRY_AFTER, UsageLedger, charge, json_size
 from storage import BatchWrite, Database, tables
-from treadle.errors import Conflict, NotFound
+from treadle.errors import Conflict, NotFound, StorageQuotaExceeded
 
 I, S, E, H = tables.instances, tables.steps, tables.events, tables.history  # noqa: E741
 T = tables.tenants
@@ -223,6 +224,7 @@ class EngineStore:
         )
         self._turn = 0  # the tenant served last: the next claim's round starts after it
         self.quotas = QuotaStore(db.dialect)
+        self.usage = UsageLedger()
         self.insert_instance = (
             insert(I).on_conflict_do_nothing(index_elements=[I.c.tenant_id, I.c.workflow, I.c.id])
         ).returning(I.c.pk, I.c.id)
@@ -244,17 +246,19 @@ class EngineStore:
         limit: int,
         due: dict[int, float],
         caps: dict[int, int],
+        room: dict[int, int] | None = None,
     ) -> Write:
         """Take up to ``limit`` due instances (queued, waiting and due, or with an expired
         lease), shared fairly between the tenants with due work, none beyond its cap of
         instances holding a worker; the write returns a :class:`Claim`.
 
         ``due`` is :meth:`next_due_by_tenant` and ``caps`` the cap of each tenant due, both
-        read before the write (a policy lookup inside it could wait for the write itself).
+        read before the write (a policy lookup inside it could wait for the write itself);
+        ``room``, the most of each tenant's instances this process may take on now.
         """
 
         def write(conn: sa.Connection) -> Claim:
-            plan = self._plan(conn, now, limit, due, caps)
+            plan = self._plan(conn, now, limit, due, caps, room or {})
             claimed: list[Claimed] = []
             if plan.shares:
                 pks = sa.union_all(*(self._due(t, n, now) for t, n in plan.shares))
@@ -274,6 +278,7 @@ class EngineStore:
         limit: int,
         next_due: dict[int, float],
         caps: dict[int, int],
+        room: dict[int, int],
     ) -> _Plan:
         """Which tenants to claim for, and how many each: round-robin over the tenants with due
         work, starting after the one served last, each given an equal share of ``limit``
@@ -286,7 +291,7 @@ class EngineStore:
         for first in range(0, min(len(turn), _MAX_TENANTS_PER_CLAIM), _TENANT_CHUNK):
             chunk = self._lockable(conn, turn[first : first + _TENANT_CHUNK])
             running = self._running(conn, chunk, now)
-            slots = {t: caps[t] - running.get(t, 0) for t in chunk}
+            slots = {t: min(caps[t] - running.get(t, 0), room.get(t, limit)) for t in chunk}
             blocked.update(t for t, n in slots.items() if n <= 0)
             free = self._share_out(slots, free, shares)
             if free <= 0:
@@ -406,11 +411,34 @@ class EngineStore:
             with self.db.begin() as conn:
                 conn.execute(self.lease, params)
 
+    def still_held(self, held: Iterable[Claimed]) -> set[int]:
+        """Which of ``held`` are still this replay's to run: same epoch, still running (or
+        waiting for a pause). The others were terminated, restarted or deleted meanwhile."""
+        pairs = [(c.pk, c.epoch) for c in held]
+        if not pairs:
+            return set()
+        query = (
+            sa.select(I.c.pk)
+            .where(sa.tuple_(I.c.pk, I.c.epoch).in_(pairs))
+            .where(I.c.status.in_(_RUNNING))
+        )
+        with self.db.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     # -- events, reads and deletion for the API --------------------------------------------------
 
     def send_event(
-        self, tenant_id: int, workflow: str, instance_id: str, type_: str, payload: Any, now: float
+        self,
+        tenant_id: int,
+        workflow: str,
+        instance_id: str,
+        type_: str,
+        payload: Any,
+        now: float,
+        max_storage_bytes: int | None = None,
     ) -> Write:
+        size = ROW_OVERHEAD + json_size(payload)
+
         def write(conn: sa.Connection) -> None:
             # The instance row is locked before the event is stored, as a suspending replay
             # locks it before it looks for pending events (``RecordWrite``): whichever comes
@@ -426,9 +454,17 @@ class EngineStore:
                     f"instance {instance_id!r} is {row.status}; it takes no more events",
                     code="instance.finished",
                 )
+            if max_storage_bytes is not None:
+                used = self.usage.used(conn, [tenant_id])[tenant_id]
+                if used + size > max_storage_bytes:
+                    raise storage_full(max_storage_bytes)
             conn.execute(
                 E.insert().values(instance_pk=row.pk, type=type_, payload=payload, created_at=now)
             )
+            conn.execute(
+                sa.update(I).where(I.c.pk == row.pk).values(stored_bytes=I.c.stored_bytes + size)
+            )
+            charge(conn, {tenant_id: size})
             conn.execute(
                 sa.update(I).where(I.c.pk == row.pk, I.c.status == "waiting").values(due_at=now)
             )
@@ -436,41 +472,76 @@ class EngineStore:
 
         return write
 
-    def instance(self, tenant_id: int, workflow: str, instance_id: str) -> dict[str, Any]:
+    def instance(
+        self, tenant_id: int, workflow: str, instance_id: str, limit: int, budget: int
+    ) -> tuple[dict[str, Any], Page]:
+        """The instance's row, and its first page of steps (see :meth:`steps`)."""
         with self.db.connect() as conn:
             row = conn.execute(
                 sa.select(I).where(*instance_key(tenant_id, workflow, instance_id))
             ).first()
             if row is None:
                 raise not_found(instance_id)
-            steps = conn.execute(sa.select(S).where(S.c.instance_pk == row.pk).order_by(S.c.seq))
-            return {"row": row._asdict(), "steps": [step_record(s) for s in steps.mappings()]}
+            return row._asdict(), self._steps(conn, row.pk, -1, limit, budget)
+
+    def steps(
+        self, tenant_id: int, workflow: str, instance_id: str, after: int, limit: int, budget: int
+    ) -> Page:
+        """Steps after position ``after``, in order: at most ``limit`` of them and about
+        ``budget`` bytes of their values (at least one); each with its position ``seq``."""
+        with self.db.connect() as conn:
+            pk = self._pk(conn, tenant_id, workflow, instance_id)
+            return self._steps(conn, pk, after, limit, budget)
+
+    def _steps(self, conn: sa.Connection, pk: int, after: int, limit: int, budget: int) -> Page:
+        query = sa.select(S).where(S.c.instance_pk == pk, S.c.seq > after).order_by(S.c.seq)
+        page = _page(conn, query, limit, budget, _step_size)
+        return Page([{**step_record(r), "seq": r["seq"]} for r in page.rows], page.more)
+
+    def _pk(self, conn: sa.Connection, tenant_id: int, workflow: str, instance_id: str) -> int:
+        pk = conn.execute(
+            sa.select(I.c.pk).where(*instance_key(tenant_id, workflow, instance_id))
+        ).scalar()
+        if pk is None:
+            raise not_found(instance_id)
+        return int(pk)
 
     def instances(
-        self, tenant_id: int, workflow: str, status: str | None, limit: int, before: int | None
-    ) -> list[dict[str, Any]]:
+        self,
+        tenant_id: int,
+        workflow: str,
+        status: str | None,
+        before: int | None,
+        limit: int,
+        budget: int,
+    ) -> Page:
+        """The newest instances before ``before``, paged as :meth:`steps`."""
         query = sa.select(I).where(I.c.tenant_id == tenant_id, I.c.workflow == workflow)
         if status is not None:
             query = query.where(I.c.status == status)
         if before is not None:
             query = query.where(I.c.pk < before)
         with self.db.connect() as conn:
-            rows = conn.execute(query.order_by(I.c.pk.desc()).limit(limit))
-            return [r._asdict() for r in rows]
+            return _page(conn, query.order_by(I.c.pk.desc()), limit, budget, _instance_size)
 
-    def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[dict[str, Any]]:
+    def logs(
+        self, tenant_id: int, workflow: str, instance_id: str, after: int, limit: int, budget: int
+    ) -> Page:
+        """Log lines after history event ``after``, oldest first, paged as :meth:`steps`;
+        each with its event id ``pk``."""
         with self.db.connect() as conn:
-            pk = conn.execute(
-                sa.select(I.c.pk).where(*instance_key(tenant_id, workflow, instance_id))
-            ).scalar()
-            if pk is None:
-                raise not_found(instance_id)
-            rows = conn.execute(
-                sa.select(H.c.ts, H.c.step, H.c.data)
-                .where(H.c.instance_pk == pk, H.c.type == "log")
+            pk = self._pk(conn, tenant_id, workflow, instance_id)
+            query = (
+                sa.select(H.c.pk, H.c.ts, H.c.step, H.c.data)
+                .where(H.c.instance_pk == pk, H.c.type == "log", H.c.pk > after)
                 .order_by(H.c.pk)
             )
-            return [{"ts": ts, "step": step, "message": data["message"]} for ts, step, data in rows]
+            page = _page(conn, query, limit, budget, lambda r: json_size(r["data"]))
+        lines = [
+            {"pk": r["pk"], "ts": r["ts"], "step": r["step"], "message": r["data"]["message"]}
+            for r in page.rows
+        ]
+        return Page(lines, page.more)
 
     def parent_of(self, tenant_id: int, workflow: str, instance_id: str) -> int | None:
         with self.db.connect() as conn:
@@ -483,6 +554,13 @@ class EngineStore:
         self, tenant_id: int, workflow: str, instance_id: str, after: int, limit: int
     ) -> tuple[list[dict[str, Any]], str]:
         """History events after event id ``after``, and the instance's current status."""
+        _, rows, status = self.instance_history(tenant_id, workflow, instance_id, after, limit)
+        return rows, status
+
+    def instance_history(
+        self, tenant_id: int, workflow: str, instance_id: str, after: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]], str]:
+        """The instance's pk, its history events after event id ``after`` and its status."""
         with self.db.connect() as conn:
             found = conn.execute(
                 sa.select(I.c.pk, I.c.status).where(*instance_key(tenant_id, workflow, instance_id))
@@ -495,11 +573,38 @@ class EngineStore:
                 .order_by(H.c.pk)
                 .limit(limit)
             )
-            return [r._asdict() for r in rows], str(found.status)
+            return int(found.pk), [r._asdict() for r in rows], str(found.status)
+
+    def watched_history(
+        self, cursors: Mapping[int, int], limit: int
+    ) -> tuple[dict[int, str], list[dict[str, Any]]]:
+        """For the instances ``cursors`` names (pk: the last event id seen of each), their
+        statuses (a deleted instance is missing) and their history events after that id,
+        oldest first, at most ``limit`` in all (each with its ``instance_pk``).
+
+        The statuses are read first: an instance found finished has every one of its events
+        among these, unless ``limit`` cut them short.
+        """
+        if not cursors:
+            return {}, []
+        # Each instance after its own cursor, one index range each: one cursor for all (the
+        # smallest) would read again, on every call, what the others have seen already.
+        after = sa.or_(*(sa.and_(H.c.instance_pk == pk, H.c.pk > c) for pk, c in cursors.items()))
+        columns = (H.c.instance_pk, H.c.pk, H.c.ts, H.c.type, H.c.step, H.c.data)
+        with self.db.connect() as conn:
+            found = conn.execute(sa.select(I.c.pk, I.c.status).where(I.c.pk.in_(list(cursors))))
+            statuses = {int(pk): str(status) for pk, status in found}
+            rows = conn.execute(sa.select(*columns).where(after).order_by(H.c.pk).limit(limit))
+            return statuses, [r._asdict() for r in rows]
 
     def delete_workflow(self, tenant_id: int, workflow: str) -> Write:
         def write(conn: sa.Connection) -> None:
-            conn.execute(sa.delete(I).where(I.c.tenant_id == tenant_id, I.c.workflow == workflow))
+            deleted = conn.execute(
+                sa.delete(I)
+                .where(I.c.tenant_id == tenant_id, I.c.workflow == workflow)
+                .returning(I.c.stored_bytes)
+            )
+            charge(conn, {tenant_id: -sum(int(n) for n in deleted.scalars())})
 
         return write
 
@@ -543,21 +648,76 @@ class CreateWrite(BatchWrite):
         quotas = self.store.quotas
         ticket = None
         admission = Admission(len(self.rows))
+        sizes = [2 * ROW_OVERHEAD + json_size(row["params"]) for row in self.rows]
+        if self._storage_full(conn, sum(sizes)):
+            return Created(set(), Admission(0, "storage", STORAGE_RETRY_AFTER))
         if self.quota is not None:
             ticket = quotas.take(conn, self.tenant_id, len(self.rows), self.quota, self.now)
             admission = ticket.admission
-        rows = self.rows[: admission.admitted]
+        rows = [
+            {**row, "stored_bytes": size}
+            for row, size in zip(self.rows[: admission.admitted], sizes, strict=False)
+        ]
         inserted: dict[int, str] = {}
         if rows:
             inserted = {pk: id_ for pk, id_ in conn.execute(self.store.insert_instance, rows)}
         if inserted:
             events = [workflow_event(pk, self.now, "queued") for pk in inserted]
             conn.execute(H.insert(), events)
+            stored = {row["id"]: row["stored_bytes"] for row in rows}
+            charge(conn, {self.tenant_id: sum(stored[id_] for id_ in inserted.values())})
         if ticket is not None:
             quotas.settle(conn, ticket, len(inserted))
         else:
             grow_queue_bound(conn, self.tenant_id, len(inserted))
         return Created(set(inserted.values()), admission)
+
+    def _storage_full(self, conn: sa.Connection, adding: int) -> bool:
+        """Whether the creates would take the tenant past ``max_storage_mb`` (children, which
+        come under no quota, are never refused: their parent's commits are held to it)."""
+        limit = self.quota.max_storage_bytes if self.quota is not None else None
+        if limit is None:
+            return False
+        return self.store.usage.used(conn, [self.tenant_id])[self.tenant_id] + adding > limit
+
+
+@dataclass(frozen=True)
+class Page:
+    """Rows of a paged read, and whether more follow."""
+
+    rows: list[dict[str, Any]]
+    more: bool
+
+
+def _page(
+    conn: sa.Connection,
+    query: sa.Select[Any],
+    limit: int,
+    budget: int,
+    size_of: Callable[[Any], int],
+) -> Page:
+    """Up to ``limit`` rows of ``query`` and about ``budget`` bytes (at least one row), read a
+    few at a time: a page of large rows is never all in memory before it is cut."""
+    rows: list[dict[str, Any]] = []
+    spent = 0
+    result = conn.execute(query.limit(limit + 1).execution_options(yield_per=8)).mappings()
+    try:
+        for row in result:
+            spent += size_of(row)
+            if len(rows) == limit or (rows and spent > budget):
+                return Page(rows, True)
+            rows.append(dict(row))
+    finally:
+        result.close()
+    return Page(rows, False)
+
+
+def _instance_size(row: Any) -> int:
+    return json_size(row["params"]) + json_size(row["output"]) + json_size(row["error"])
+
+
+def _step_size(row: Any) -> int:
+    return json_size(row["output"]) + json_size(row["error"]) + json_size(row["attempts"])
 
 
 def lock_row(query: sa.Select[Any], postgresql: bool) -> sa.Select[Any]:
@@ -577,6 +737,14 @@ def _claimed(row: Any) -> Claimed:
 
 def instance_key(tenant_id: int, workflow: str, instance_id: str) -> tuple[Any, ...]:
     return (I.c.tenant_id == tenant_id, I.c.workflow == workflow, I.c.id == instance_id)
+
+
+def storage_full(max_bytes: int) -> StorageQuotaExceeded:
+    return StorageQuotaExceeded(
+        f"the tenant's storage is used up (max_storage_mb={max_bytes // (1024 * 1024)}); "
+        "delete instances to make room",
+        retry_after=STORAGE_RETRY_AFTER,
+    )
 
 
 def not_found(instance_id: str) -> NotFound:

@@ -36,13 +36,10 @@ class WorkflowApi:
     async def upload(self, request: Request) -> Response:
         upload = Upload.model_validate_json(await request.body())
         caller = _caller(request)
-        stored = await run_in_threadpool(
-            self._loader.upload,
-            caller.tenant_id,
-            caller.tenant_name,
-            request.path_params["name"],
-            upload,
-        )
+        # Not on the thread pool: the loader checks the code on threads of its own, and an
+        # upload waiting for its turn holds none.
+        name = request.path_params["name"]
+        stored = await self._loader.upload(caller.tenant_id, caller.tenant_name, name, upload)
         return JSONResponse(stored, status_code=201)
 
     async def get_workflow(self, request: Request) -> Response:

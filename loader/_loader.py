@@ -15,8 +15,12 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
+from loader._admission import UploadLimits
+from loader._checks import Checks, Validator
 from loader._store import CodeStore, Version
 from loader._upload import Upload
 from sandbox import Artifact
@@ -30,18 +34,13 @@ WASM_MODULE = "wasm-module"  # the sandbox backend of core modules; tenants see 
 _NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 
 
-class Validator(Protocol):
-    """What checks code before it is stored: ``sandbox.SandboxPool`` in production."""
-
-    def validate(self, tenant: str, artifact: Artifact) -> str: ...
-
-
 class Loader:
     """Workflow code of every tenant.
 
     ``sandboxes_of(tenant_id)`` says which sandboxes a tenant's policy allows, and
     ``on_delete(tenant_id, workflow)`` deletes a workflow's instances: both are handed in by
-    the composition root, so the loader knows neither tenants nor the engine.
+    the composition root, so the loader knows neither tenants nor the engine. ``uploads``
+    bounds the checks of uploaded code (see :class:`UploadLimits`).
     """
 
     def __init__(
@@ -54,9 +53,10 @@ class Loader:
         on_delete: Callable[[int, str], None],
         available: Collection[str] = ("restricted", "wasm"),
         cache_size: int = 1024,
+        uploads: UploadLimits | None = None,
     ) -> None:
         self._store = CodeStore(db)
-        self._validator = validator
+        self._checks = Checks(validator, uploads or UploadLimits())
         self._clock = clock
         self._sandboxes_of = sandboxes_of
         self._on_delete = on_delete
@@ -67,28 +67,38 @@ class Loader:
         self._lock = threading.Lock()
         self._deletions = 0  # workflows deleted so far: a read that spans one is not cached
 
-    def upload(self, tenant_id: int, tenant: str, name: str, upload: Upload) -> dict[str, Any]:
+    async def upload(
+        self, tenant_id: int, tenant: str, name: str, upload: Upload
+    ) -> dict[str, Any]:
         """Validate and store code for workflow ``name`` and make it current.
 
         Returns ``{"name", "version", "sandbox"}``; raises :class:`CodeInvalid` with the
-        problems found, with their lines and columns.
+        problems found, with their lines and columns, and ``UploadBusy`` when the tenant has
+        too many uploads being checked already.
         """
-        check_workflow_name(name)
-        self._check_allowed(tenant_id, upload.sandbox)
-        if upload.sandbox not in self._available:
-            raise CodeInvalid(
-                f"the {upload.sandbox} sandbox is not available on this server", problems=[]
-            )
-        artifact, wasm = _artifact(upload)
-        entry: str | None = self._validator.validate(tenant, artifact)
+        artifact, wasm = await run_in_threadpool(self._artifact, tenant_id, name, upload)
+        entry: str | None = await self._checks.check(tenant_id, tenant, artifact)
         source: str | None = artifact.source
         if wasm is not None:
             entry, source = None, None  # a module has no class, and its bytes are stored
         code = Version(
             name, artifact.version, upload.sandbox, entry, source, self._clock.now(), wasm
         )
-        self._store.save(tenant_id, code)
+        await run_in_threadpool(self._store.save, tenant_id, code)
         return {"name": name, "version": artifact.version, "sandbox": upload.sandbox}
+
+    def close(self) -> None:
+        """Take no more uploads; checks under way finish within their deadline."""
+        self._checks.close()
+
+    def _artifact(self, tenant_id: int, name: str, upload: Upload) -> tuple[Artifact, bytes | None]:
+        check_workflow_name(name)
+        self._check_allowed(tenant_id, upload.sandbox)
+        if upload.sandbox not in self._available:
+            raise CodeInvalid(
+                f"the {upload.sandbox} sandbox is not available on this server", problems=[]
+            )
+        return _artifact(upload)
 
     def _check_allowed(self, tenant_id: int, sandbox: str) -> None:
         allowed = self._sandboxes_of(tenant_id)

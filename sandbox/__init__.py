@@ -7,6 +7,7 @@ speaks a small JSON protocol with them. See ``docs/sandbox.md``.
 
 from __future__ import annotations
 
+from sandbox._deadline import Deadline
 from sandbox._pool import SandboxPool
 from sandbox._types import (
     Artifact,
@@ -18,12 +19,15 @@ from sandbox._types import (
     ReplayRequest,
     Suspended,
 )
+from sandbox._wall import LAYERS, Wall
 from treadle._retries import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
 
 __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
+    "LAYERS",
     "Artifact",
+    "Deadline",
     "Done",
     "Failed",
     "Host",
@@ -32,5 +36,6 @@ __all__ = [
     "ReplayRequest",
     "SandboxPool",
     "Suspended",
+    "Wall",
     "next_retry",
 ]

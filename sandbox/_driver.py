@@ -11,7 +11,10 @@ Several bodies may run at once (concurrent steps), each with its own deadline; a
 death while they run fails the attempt of each of them, and only theirs. Host calls run beside
 the driver (``_hostcalls``). When ``Host.commit`` raises — the engine stopping the replay to
 pause or terminate the instance, or a lost lease — the worker is killed, nothing more is
-reported, and the exception propagates once the host calls in flight have returned.
+reported, and the exception propagates once the host calls in flight have returned. The
+engine may also stop a replay between commits (``Host.on_stop``: the instance was terminated,
+or the process is stopping): the worker is killed at once, whatever its step body is doing,
+the host calls in flight are cut short, and the engine's exception propagates.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from typing import Any
 
 from sandbox import _untrusted
-from sandbox._hostcalls import HostCalls
+from sandbox._hostcalls import CALL_SECONDS, HostCalls
 from sandbox._threads import MAX_PARALLEL_BODIES
 from sandbox._types import Artifact, Done, Failed, Host, Outcome, ReplayRequest, Suspended
 from sandbox._wire import ProtocolError
@@ -36,7 +39,13 @@ Key = tuple[str, int]
 
 
 class ReplayDriver:
-    def __init__(self, worker: Worker, request: ReplayRequest, host: Host) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        request: ReplayRequest,
+        host: Host,
+        call_seconds: float = CALL_SECONDS,
+    ) -> None:
         self._worker = worker
         self._host = host
         self._request = request
@@ -53,7 +62,9 @@ class ReplayDriver:
         self._quiet_until = self._started + worker.outside_budget
         self._send_lock = threading.Lock()  # the driver and host call threads both send
         self._ended = False
-        self._calls = HostCalls(host, self._reply)
+        self._stopped_by: BaseException | None = None  # the engine's reason to stop the replay
+        self._calls = HostCalls(host, self._reply, call_seconds)
+        host.on_stop(self._stop)
 
     def now(self) -> float:
         """The engine's clock, advanced by monotonic time, as the worker computes it too."""
@@ -72,6 +83,8 @@ class ReplayDriver:
             self._send_replay(artifact, with_source=artifact.version not in self._worker.versions)
         except EOFError:
             self._worker.close()
+            if self._stopped_by is not None:
+                raise self._stopped_by from None
             raise WorkerGone("the sandbox worker was gone before the replay started") from None
         while True:
             try:
@@ -113,8 +126,18 @@ class ReplayDriver:
                 except EOFError:
                     pass  # the worker is gone; the driver's next read says so
 
+    def _stop(self, reason: BaseException) -> None:
+        """From the engine's thread: end the replay now, with ``reason``."""
+        with self._send_lock:
+            if self._ended:
+                return  # the worker may already serve another replay
+            self._stopped_by = reason
+            self._worker.kill()  # the driver's read ends, and ``_lost`` raises the reason
+
     def _lost(self) -> Outcome:
         self._worker.close()
+        if self._stopped_by is not None:
+            raise self._stopped_by
         death = self._worker.death()
         if not self._worker.zygote_alive:
             # Not the tenant's doing (the pool is closing, or the zygote died): the engine

@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from sandbox._backends import SANDBOXES
 from sandbox._compile import problem
 from sandbox._driver import ReplayDriver
+from sandbox._hostcalls import CALL_SECONDS
 from sandbox._spawner import Spawner
 from sandbox._types import Artifact, Host, Limits, Outcome, ReplayRequest
+from sandbox._wall import Wall
 from sandbox._wasm_build import prepare, prepare_in_background
 from sandbox._worker import Worker, WorkerGone
 from treadle.errors import CodeInvalid
@@ -38,11 +40,16 @@ class SandboxPool:
         per_tenant: int = 4,
         idle_seconds: float = 300.0,
         acquire_timeout: float = 60.0,
+        call_seconds: float = CALL_SECONDS,
+        wall: Wall | None = None,
     ) -> None:
         if max_workers < 1 or per_tenant < 1:
             raise ValueError("max_workers and per_tenant must be at least 1")
+        self._wall = wall or Wall()
+        self._layers: dict[str, bool] | None = None  # as the latest zygote reported them
         self._max_workers = max_workers
         self._per_tenant = per_tenant
+        self._call_seconds = call_seconds  # the platform's deadline of one host call
         self._idle_seconds = idle_seconds
         self._acquire_timeout = acquire_timeout
         self._lock = threading.Condition()
@@ -58,22 +65,46 @@ class SandboxPool:
         # The first start on a machine builds the Python-in-Wasm runtime (once, cached).
         prepare_in_background()
 
-    def validate(self, tenant: str, artifact: Artifact, limits: Limits | None = None) -> str:
+    def validate(
+        self,
+        tenant: str,
+        artifact: Artifact,
+        limits: Limits | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> str:
         """Check ``artifact`` in a sandbox process; return the entry class name.
 
-        Raises :class:`~treadle.errors.CodeInvalid` listing every problem found. Without
-        ``limits`` any idle worker of the tenant does, or a new one with default limits.
+        Raises :class:`~treadle.errors.CodeInvalid` listing every problem found, or saying that
+        the module did not finish loading within ``timeout`` seconds (its worker is killed).
+        Without ``limits`` any idle worker of the tenant does, or a new one with default limits.
+
+        A validation never waits for a worker: when the tenant (or the pool) has none to spare,
+        it runs in a worker of its own, outside ``per_tenant`` and ``max_workers``, stopped
+        afterwards. Callers bound how many validations run at once.
         """
         if artifact.sandbox not in SANDBOXES:
             available = ", ".join(SANDBOXES)
             message = f"sandbox {artifact.sandbox!r} is not available (available: {available})"
             raise CodeInvalid(message, problems=[problem(1, 1, message)])
         try:
-            limits = prepare(artifact, limits)
+            limits = prepare(artifact, limits, timeout)
         except RuntimeError as exc:
             raise CodeInvalid(str(exc), problems=[problem(1, 1, str(exc)[:1000])]) from None
-        with self._worker(tenant, limits) as worker:
-            return worker.validate(artifact)
+        try:
+            worker = self._acquire(tenant, limits, wait=0.0)
+        except TimeoutError:
+            # Every worker the tenant may have is replaying: checking an upload must not wait
+            # for its instances (a step body may hold one for minutes).
+            spare = Worker(self._running_spawner(), tenant, limits or Limits())
+            try:
+                return spare.validate(artifact, timeout)
+            finally:
+                spare.close()
+        try:
+            return worker.validate(artifact, timeout)
+        finally:
+            self._release(worker)
 
     def replay(
         self,
@@ -95,7 +126,7 @@ class SandboxPool:
                 waited = time.monotonic() - asked
                 started = dataclasses.replace(request, now=request.now + waited)
                 try:
-                    outcome = ReplayDriver(worker, started, host).run(artifact)
+                    outcome = ReplayDriver(worker, started, host, self._call_seconds).run(artifact)
                 except WorkerGone:
                     if tries_left:
                         continue  # nothing ran: a fresh worker may take it
@@ -103,6 +134,15 @@ class SandboxPool:
                 worker.replays += 1
                 return outcome
         raise AssertionError("unreachable")
+
+    def wall_layers(self, *, start: bool = True) -> dict[str, bool] | None:
+        """Which layers of the second wall confine the workers (``sandbox._wall``), as the
+        latest zygote reported them; None if none started yet. With ``start``, starts the
+        zygote if none runs, and raises ``RuntimeError`` if it cannot start, or if the wall is
+        required and a layer is off."""
+        if start:
+            self._running_spawner()
+        return None if self._layers is None else dict(self._layers)
 
     def close(self) -> None:
         """Stop every worker and the zygote. Replays still running fail."""
@@ -128,9 +168,10 @@ class SandboxPool:
         finally:
             self._release(worker)
 
-    def _acquire(self, tenant: str, limits: Limits | None) -> Worker:
-        """An idle worker of ``tenant`` (with ``limits``, if given), or a new one."""
-        deadline = time.monotonic() + self._acquire_timeout
+    def _acquire(self, tenant: str, limits: Limits | None, wait: float | None = None) -> Worker:
+        """An idle worker of ``tenant`` (with ``limits``, if given), or a new one; raises
+        TimeoutError when none comes free within ``wait`` (by default ``acquire_timeout``)."""
+        deadline = time.monotonic() + (self._acquire_timeout if wait is None else wait)
         retired: list[Worker] = []
         with self._lock:
             while True:
@@ -202,7 +243,8 @@ class SandboxPool:
             if self._spawner is None or not self._spawner.alive:
                 if self._spawner is not None:
                     self._spawner.close()
-                self._spawner = Spawner()
+                self._spawner = Spawner(self._wall)
+                self._layers = self._spawner.wall
             return self._spawner
 
     def _release(self, worker: Worker) -> None:

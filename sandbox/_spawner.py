@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox._types import Limits
+from sandbox._wall import Wall, verdict
 from sandbox._wasm_engine import cache_dir
 
 _log = logging.getLogger("treadle.sandbox")
@@ -40,12 +41,18 @@ def _code_root() -> str:
 
 
 class Spawner:
-    """A running zygote. Thread-safe; one reader thread demultiplexes its reports."""
+    """A running zygote. Thread-safe; one reader thread demultiplexes its reports.
 
-    def __init__(self) -> None:
+    ``wall`` configures the workers' confinement (``sandbox._wall``); ``probes`` names a module
+    whose functions workers run on request, for the tests of that confinement only.
+    """
+
+    def __init__(self, wall: Wall | None = None, probes: str | None = None) -> None:
+        wall = wall or Wall()
+        options = {"wall": wall.__dict__, "probes": probes}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox._zygote", str(theirs.fileno())],
+            [sys.executable, "-m", "sandbox._zygote", str(theirs.fileno()), json.dumps(options)],
             pass_fds=[theirs.fileno()],
             env=_clean_environment(),
             cwd=_code_root(),
@@ -62,6 +69,8 @@ class Spawner:
         self._exits: dict[int, dict[str, Any]] = {}
         self._alive = True
         self.hello = self._hello()
+        self.wall: dict[str, bool] = dict(self.hello.get("wall") or {})
+        self._check_wall(wall)
         reader = threading.Thread(
             target=self._read_loop, name="treadle-sandbox-zygote", daemon=True
         )
@@ -127,6 +136,12 @@ class Spawner:
             self.close()
             raise RuntimeError("the sandbox zygote did not start")
         return hello
+
+    def _check_wall(self, wall: Wall) -> None:
+        refused = verdict(self.wall, required=wall.required)
+        if refused is not None:
+            self.close()
+            raise RuntimeError(refused)
 
     def _wait(self, take: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout

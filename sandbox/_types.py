@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from sandbox._deadline import Deadline
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,13 @@ class Host(Protocol):
         """
         ...
 
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
         """Do something for tenant code and return its JSON result; may run on several threads
         at once, and concurrently with ``commit``.
+
+        ``deadline`` is the platform's: the call must be over by ``deadline.at``, and should
+        register what it holds open (a connection) with ``deadline.on_expiry``, to be closed
+        when the deadline passes or the replay ends.
 
         - ``"fetch"``, args ``{"url", "method", "headers", "body"}`` → ``{"status", "headers",
           "text"}``: an HTTP request under the tenant's egress policy.
@@ -136,4 +143,10 @@ class Host(Protocol):
         name and message, and a ``NonRetryableError`` (subclass) makes the step fail for good.
         Any other exception is logged, and tenant code sees only that the call failed.
         """
+        ...
+
+    def on_stop(self, stop: Callable[[BaseException], None]) -> None:
+        """Register how to stop the replay at once (the instance was terminated, restarted or
+        deleted, or the process is shutting down): the engine calls ``stop`` with the exception
+        the replay must end with, at most once, from another thread."""
         ...

@@ -225,13 +225,15 @@ def _prepare_quietly() -> None:
         _log.error("the Python-in-Wasm runtime is not available: %s", exc)
 
 
-def prepare(artifact: Artifact, limits: Limits | None) -> Limits | None:
+def prepare(
+    artifact: Artifact, limits: Limits | None, timeout: float | None = None
+) -> Limits | None:
     """What the pool does before a worker gets ``artifact``; the limits to ask a worker for.
 
     A worker serves one sandbox (it loads that sandbox's runtime when it starts), so the limits
     name the artifact's. The Python runtime is built first if it is missing (RuntimeError if
     that fails: not the tenant's fault, the engine retries later), and a core module is
-    compiled into the cache.
+    compiled into the cache, within ``timeout`` seconds if given (else the worker compiles it).
     """
     if artifact.sandbox == "wasm":
         try:
@@ -239,7 +241,7 @@ def prepare(artifact: Artifact, limits: Limits | None) -> Limits | None:
         except BuildError as exc:
             raise RuntimeError(f"the Python-in-Wasm runtime is not available: {exc}") from exc
     elif artifact.sandbox == "wasm-module" and artifact.version not in _compiled_versions:
-        ensure_module_compiled(artifact.source)
+        ensure_module_compiled(artifact.source, timeout)
         _compiled_versions.add(artifact.version)
     if limits is None:
         return None if artifact.sandbox == "restricted" else Limits(sandbox=artifact.sandbox)
@@ -248,7 +250,7 @@ def prepare(artifact: Artifact, limits: Limits | None) -> Limits | None:
     return dataclasses.replace(limits, sandbox=artifact.sandbox)
 
 
-def ensure_module_compiled(source: str) -> None:
+def ensure_module_compiled(source: str, timeout: float | None = None) -> None:
     """Compile a core module (base64 ``source``) into the cache unless it is there.
 
     Failures are not reported here: the worker compiles the module itself and explains them.
@@ -266,7 +268,7 @@ def ensure_module_compiled(source: str) -> None:
     if not target.exists():
         _modules_dir(target.parent)
         try:
-            _run_child(["compile-module", str(target)], wasm, _MODULE_TIMEOUT)
+            _run_child(["compile-module", str(target)], wasm, timeout or _MODULE_TIMEOUT)
         except BuildError as exc:
             _log.info("core module %s not cached: %s", key[:12], exc)
             return

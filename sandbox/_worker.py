@@ -76,6 +76,13 @@ class Worker:
     def recv(self, deadline: float) -> dict[str, Any]:
         return self._conn.recv(deadline)
 
+    def kill(self) -> None:
+        """Kill the process but keep the connection open: a thread reading it sees the end of
+        the stream (closing it under that thread could hand its descriptor to another file)."""
+        self.usable = False
+        if not self._closed:
+            self._spawner.kill(self.pid)
+
     def close(self) -> None:
         """Kill the process: a worker is never trusted to exit when asked."""
         self.usable = False
@@ -89,7 +96,9 @@ class Worker:
         status = self._spawner.exit_status(self.pid, _EXIT_STATUS_TIMEOUT)
         return describe_exit(status, self.limits)
 
-    def validate(self, artifact: Artifact) -> str:
+    def validate(self, artifact: Artifact, timeout: float | None = None) -> str:
+        """The entry class of ``artifact``; past ``timeout`` seconds (by default, the budget
+        outside a step) the process is killed and the code refused."""
         self.send(
             {
                 "t": "validate",
@@ -99,7 +108,7 @@ class Worker:
                 "class_name": artifact.class_name,
             }
         )
-        reply = self._validation_reply()
+        reply = self._validation_reply(self.outside_budget if timeout is None else timeout)
         if reply["t"] == "invalid":
             problems = _untrusted.problems(reply.get("problems"))
             noun = "problem" if len(problems) == 1 else "problems"
@@ -110,13 +119,12 @@ class Worker:
         self.versions.add(artifact.version)
         return _untrusted.class_name(reply.get("class_name"))
 
-    def _validation_reply(self) -> dict[str, Any]:
-        budget = self.outside_budget
+    def _validation_reply(self, budget: float) -> dict[str, Any]:
         try:
             return self.recv(time.monotonic() + budget)
         except TimeoutError:
             self.close()
-            reason = f"checking it took more than {seconds_text(budget)}"
+            reason = f"it did not finish loading within {seconds_text(budget)}"
         except (EOFError, OSError):
             self.close()
             reason = self.death()[1]

@@ -143,6 +143,14 @@ class Instance(SQLModel, table=True):
     paused_due_at: float | None = None
     parent_pk: int | None = Field(default=None, sa_column=sa.Column(BigId, nullable=True))
     rollback: Any = _json()
+    # The bytes written for the instance (what the tenant's storage gives back when it goes),
+    # and those of the log lines kept (a value past the cap: truncated).
+    stored_bytes: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    log_bytes: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
 
 
 class TenantQuota(SQLModel, table=True):
@@ -162,6 +170,21 @@ class TenantQuota(SQLModel, table=True):
     refilled_at: float
     queued_bound: int | None = None
     full_at: float
+
+
+class StorageUsage(SQLModel, table=True):
+    """A ledger of each tenant's storage: every write that stores data for a tenant appends
+    its bytes, every deletion a negative row; the sum is what the tenant stores. Appending
+    locks nothing, so a commit charges a tenant without waiting for another's."""
+
+    __tablename__ = "storage_usage"
+    __table_args__ = (sa.Index("ix_storage_usage_tenant", "tenant_id"),)
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    tenant_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    )
+    bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
 class Step(SQLModel, table=True):
@@ -268,6 +291,7 @@ workflows: sa.Table = Workflow.__table__  # type: ignore[attr-defined]
 workflow_versions: sa.Table = WorkflowVersion.__table__  # type: ignore[attr-defined]
 instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
 tenant_quotas: sa.Table = TenantQuota.__table__  # type: ignore[attr-defined]
+storage_usage: sa.Table = StorageUsage.__table__  # type: ignore[attr-defined]
 steps: sa.Table = Step.__table__  # type: ignore[attr-defined]
 events: sa.Table = Event.__table__  # type: ignore[attr-defined]
 history: sa.Table = History.__table__  # type: ignore[attr-defined]

@@ -55,6 +55,8 @@ class Policy(BaseModel):
     max_steps_per_instance: JsonInt = Field(default=10_000, ge=1, le=MAX_STEPS)
     egress_allow: list[str] = Field(default_factory=list, json_schema_extra={"items": _EGRESS_ITEM})
     retention_days: JsonInt = Field(default=7, ge=1, le=36_500)
+    max_storage_mb: JsonInt = Field(default=1024, ge=1, le=16 * 1024 * 1024)
+    max_log_bytes_per_instance: JsonInt = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     vars: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("sandboxes")

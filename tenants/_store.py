@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +66,11 @@ class Tenant:
 
 @dataclass(frozen=True)
 class Caller:
-    """The tenant an API key belongs to."""
+    """The tenant an API key belongs to, and which key it is (its id, not its secret)."""
 
     tenant_id: int
     tenant_name: str
+    key_id: str
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,23 @@ class TenantStore:
         if row.expires_at is not None and row.expires_at <= self._clock.now():
             raise _unauthorized("the API key has expired")
         self._touch(credential.id, row.last_used_at)
-        return Caller(row.id, row.name)
+        return Caller(row.id, row.name, credential.id)
+
+    def live_keys(self, key_ids: Collection[str]) -> set[str]:
+        """Which of the keys ``key_ids`` (ids that authenticated once) still authenticate:
+        not deleted, not expired, their tenant still there. One query for them all, so that
+        what was opened with a key (a live stream) can end once the key stops working."""
+        if not key_ids:
+            return set()
+        now = self._clock.now()
+        working = sa.or_(K.c.expires_at.is_(None), K.c.expires_at > now)
+        query = (
+            sa.select(K.c.id)
+            .join(T, T.c.id == K.c.tenant_id)
+            .where(K.c.id.in_(list(key_ids)), working)
+        )
+        with self._db.connect() as conn:
+            return {str(key_id) for key_id in conn.execute(query).scalars()}
 
     def _touch(self, key_id: str, last_used_at: float | None) -> None:
         """Record that a key was used: at its first use after a quiet minute, and then at most

@@ -200,7 +200,14 @@ class Client:
         return self.send(_requests.create_batch(workflow, instances))
 
     def get(self, workflow: str, id: str) -> Instance:
-        return self.send(_requests.get(workflow, id))
+        """The instance with all its steps (a long list is read page by page)."""
+        instance = self.send(_requests.get(workflow, id))
+        cursor, more = instance.steps_next_cursor, []
+        while cursor is not None:
+            page = self.send(_requests.steps(workflow, id, cursor))
+            more += page.steps
+            cursor = page.next_cursor
+        return _requests.with_steps(instance, more) if more else instance
 
     def status(self, workflow: str, id: str) -> str:
         """The instance's status, e.g. ``"running"`` or ``"complete"``."""
@@ -244,7 +251,13 @@ class Client:
         self.send(_requests.send_event(workflow, id, type, payload))
 
     def logs(self, workflow: str, id: str) -> list[LogLine]:
-        return self.send(_requests.logs(workflow, id))
+        """Every log line of the instance, read page by page."""
+        page = self.send(_requests.logs(workflow, id, None))
+        lines = list(page.logs)
+        while page.next_cursor is not None:
+            page = self.send(_requests.logs(workflow, id, page.next_cursor))
+            lines += page.logs
+        return lines
 
     def delete(self, workflow: str, id: str) -> None:
         self.send(_requests.delete(workflow, id))
@@ -372,7 +385,13 @@ class AsyncClient:
         return await self.send(_requests.create_batch(workflow, instances))
 
     async def get(self, workflow: str, id: str) -> Instance:
-        return await self.send(_requests.get(workflow, id))
+        instance = await self.send(_requests.get(workflow, id))
+        cursor, more = instance.steps_next_cursor, []
+        while cursor is not None:
+            page = await self.send(_requests.steps(workflow, id, cursor))
+            more += page.steps
+            cursor = page.next_cursor
+        return _requests.with_steps(instance, more) if more else instance
 
     async def status(self, workflow: str, id: str) -> str:
         return (await self.get(workflow, id)).status
@@ -413,7 +432,12 @@ class AsyncClient:
         await self.send(_requests.send_event(workflow, id, type, payload))
 
     async def logs(self, workflow: str, id: str) -> list[LogLine]:
-        return await self.send(_requests.logs(workflow, id))
+        page = await self.send(_requests.logs(workflow, id, None))
+        lines = list(page.logs)
+        while page.next_cursor is not None:
+            page = await self.send(_requests.logs(workflow, id, page.next_cursor))
+            lines += page.logs
+        return lines
 
     async def delete(self, workflow: str, id: str) -> None:
         await self.send(_requests.delete(workflow, id))

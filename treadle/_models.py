@@ -35,6 +35,8 @@ class Policy(Model):
     max_steps_per_instance: int = 10_000
     egress_allow: list[str] = Field(default_factory=list)
     retention_days: int = 7
+    max_storage_mb: int = 1024
+    max_log_bytes_per_instance: int = 1024 * 1024
     vars: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -208,7 +210,17 @@ class InstanceSummary(Model):
 
 
 class Instance(InstanceSummary):
+    """An instance with its steps. The clients read every page of a long list of steps, so
+    ``steps_next_cursor`` (where the server's embedded list stopped) is None in what they
+    return."""
+
     steps: list[Step] = Field(default_factory=list)
+    steps_next_cursor: str | None = None
+
+
+class StepPage(Model):
+    steps: list[Step]
+    next_cursor: str | None = None
 
 
 class InstanceList(Model):
@@ -220,6 +232,11 @@ class LogLine(Model):
     ts: _dt.datetime
     step: str | None = None
     message: str
+
+
+class LogPage(Model):
+    logs: list[LogLine]
+    next_cursor: str | None = None
 
 
 class StreamEvent(Model):

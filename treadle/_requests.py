@@ -27,9 +27,11 @@ from treadle._models import (
     Created,
     Instance,
     InstanceList,
-    LogLine,
+    LogPage,
     Policy,
     RotatedKey,
+    Step,
+    StepPage,
     StoredCode,
     Tenant,
     Workflow,
@@ -46,6 +48,7 @@ from treadle.errors import (
     LimitExceeded,
     NotFound,
     QuotaExceeded,
+    RequestTimeout,
     ServerError,
     TooLarge,
     TreadleError,
@@ -70,6 +73,7 @@ _BY_STATUS: dict[int, type[TreadleError]] = {
     400: InvalidInput,
     401: Unauthorized,
     404: NotFound,
+    408: RequestTimeout,
     409: Conflict,
     413: TooLarge,
     422: CodeInvalid,
@@ -298,9 +302,23 @@ def send_event(workflow: str, instance_id: str, type_: str, payload: Any) -> Cal
     return Call("POST", path, nothing, payload)
 
 
-def logs(workflow: str, instance_id: str) -> Call[list[LogLine]]:
+def logs(workflow: str, instance_id: str, cursor: str | None) -> Call[LogPage]:
+    """A page of the instance's log lines (the server's default size)."""
     path = instance_path(workflow, instance_id) + "/logs"
-    return Call("GET", path, field("logs", list[LogLine]))
+    return Call("GET", path, model(LogPage), params=_query(cursor=cursor))
+
+
+def steps(workflow: str, instance_id: str, cursor: str) -> Call[StepPage]:
+    """The page of the instance's steps that ``cursor`` (``steps_next_cursor``) starts."""
+    path = instance_path(workflow, instance_id) + "/steps"
+    return Call("GET", path, model(StepPage), params={"cursor": cursor})
+
+
+def with_steps(instance: Instance, more: list[Step]) -> Instance:
+    """``instance`` with the steps of the pages after its embedded list."""
+    return instance.model_copy(
+        update={"steps": [*instance.steps, *more], "steps_next_cursor": None}
+    )
 
 
 def delete(workflow: str, instance_id: str) -> Call[None]:

@@ -140,6 +140,36 @@ class QuotaExceeded(TreadleError):
         self.retry_after = retry_after
 
 
+class TooManyConnections(QuotaExceeded):
+    """Too many connections are open from this address; close some and try again."""
+
+    code: str = "connections.too_many"
+
+
+class UploadBusy(QuotaExceeded):
+    """Too many uploads of this tenant are being checked; try again shortly."""
+
+    code: str = "upload.busy"
+
+
+class StorageQuotaExceeded(QuotaExceeded):
+    """The tenant's storage (max_storage_mb) is used up; delete instances to make room."""
+
+    code: str = "quota.storage"
+
+
+class TooManyStreams(QuotaExceeded):
+    """Too many live streams are open; close one or try again shortly."""
+
+    code: str = "streams.too_many"
+
+
+class RequestTimeout(TreadleError):
+    """The request did not arrive in time."""
+
+    code: str = "request.timeout"
+
+
 class LimitExceeded(TreadleError):
     """A limit of the tenant's policy was exceeded."""
 

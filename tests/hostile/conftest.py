@@ -3,6 +3,12 @@ integration tests (a migrated database of each backend, the platform behind its 
 
 from __future__ import annotations
 
-from tests.integration.conftest import client, database_url, migrated_templates, platform
+from tests.integration.conftest import (
+    client,
+    database_url,
+    migrated_templates,
+    platform,
+    postgresql_url,
+)
 
-__all__ = ["client", "database_url", "migrated_templates", "platform"]
+__all__ = ["client", "database_url", "migrated_templates", "platform", "postgresql_url"]

@@ -12,12 +12,15 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import sqlalchemy as sa
 from httpx import Client
 
-from storage import tables
+from storage import Database, tables
+from tests.hostile.server import Victim, assert_quiet_log, assert_unharmed, report, serve
 from tests.integration.app import APPROVAL, SUM, deploy, new_tenant, wait_status
 
 if TYPE_CHECKING:
@@ -122,8 +125,12 @@ def test_a_storm_of_heavy_reads_holds_up_neither_another_tenant_nor_the_engine(
 
 def _record_steps(platform: Platform, instance_id: str, count: int) -> None:
     """Give an instance ``count`` completed steps, as if it had run them."""
+    _insert_steps(platform.db, instance_id, count)
+
+
+def _insert_steps(database: Database, instance_id: str, count: int) -> None:
     instances, steps = tables.instances, tables.steps
-    with platform.db.begin() as conn:
+    with database.begin() as conn:
         pk = conn.execute(sa.select(instances.c.pk).where(instances.c.id == instance_id)).scalar()
         attempt = {"started_at": 1.0, "ended_at": 2.0, "success": True, "error": None}
         rows = [
@@ -143,3 +150,42 @@ def _record_steps(platform: Platform, instance_id: str, count: int) -> None:
             for n in range(1, count + 1)
         ]
         conn.execute(steps.insert(), rows)
+
+
+def test_a_read_storm_against_a_real_server(database_url: str, tmp_path: Path) -> None:
+    """40 readers of one large instance of the attacker, for as long as the victim probes."""
+    with serve(database_url, tmp_path) as server:
+        victim = Victim(server)
+        before = victim.baseline()
+        attacker = server.tenant("attacker")
+        server.deploy(attacker, "approval", APPROVAL)
+        reply = server.http.post("/v1/workflows/approval/instances", json={"id": "big"},
+                                 headers=attacker)  # fmt: skip
+        assert reply.status_code == 201, reply.text
+        server.wait_status(attacker, BIG, ("waiting",))
+        database = Database(database_url)
+        try:
+            _insert_steps(database, "big", 300)
+        finally:
+            database.dispose()
+        stop = threading.Event()
+
+        def storm() -> int:
+            reads = 0
+            with httpx.Client(base_url=server.base, timeout=60) as reader:
+                while not stop.is_set():
+                    got = reader.get(BIG, headers=attacker)
+                    assert got.status_code in (200, 429), got.text
+                    reads += 1
+            return reads
+
+        with ThreadPoolExecutor(40) as readers, victim.watching() as during:
+            storms = [readers.submit(storm) for _ in range(40)]
+            while len(during.runs) < 5 and not during.failures:
+                time.sleep(0.1)
+            stop.set()
+            reads = sum(s.result() for s in storms)
+        assert reads >= 40
+        assert_unharmed(during, probes=5)
+        report("40 readers of a 300-step instance", database_url, before, during)
+        assert_quiet_log(server)

@@ -5,11 +5,13 @@ answer 500, loop, or run a step body again."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 from httpx import Client
 
+from tests.hostile.server import Victim, assert_quiet_log, assert_unharmed, report, serve
 from tests.integration.app import ADMIN, FINISHED, deploy, new_tenant, wait_for
 
 BASE = "/v1/workflows/poison/instances"
@@ -203,3 +205,32 @@ def _no_replay_failed(caplog: pytest.LogCaptureFixture) -> None:
     traceback (and the instance would not have finished)."""
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert failures == [], [r.getMessage() for r in failures]
+
+
+def test_a_storm_of_poison_values_against_a_real_server(database_url: str, tmp_path: Path) -> None:
+    """Hundreds of instances whose results cannot be stored: each errors once, the server
+    logs no traceback, and another tenant does not notice."""
+    with serve(database_url, tmp_path) as server:
+        victim = Victim(server)
+        before = victim.baseline()
+        attacker = server.tenant("attacker")
+        server.deploy(attacker, "poison", POISON)
+        cases = ["bigint", "huge", "nul", "surrogate", "nul_key", "step_name", "output"]
+        items = [
+            {"id": f"{case}-{n}", "params": {"case": case}} for n in range(30) for case in cases
+        ]
+        with victim.watching() as during:
+            for first in range(0, len(items), 100):
+                batch = {"instances": items[first : first + 100]}
+                reply = server.http.post(f"{BASE}/batch", json=batch, headers=attacker)
+                assert reply.json()["errors"] == [], reply.text
+            for item in items:
+                instance = server.wait_status(
+                    attacker, f"{BASE}/{item['id']}", FINISHED, timeout=60
+                )
+                assert instance["status"] == "errored", instance
+        assert_unharmed(during)
+        report(f"poison values ({len(items)} instances)", database_url, before, during)
+        bodies = server.http.get(f"{BASE}/bigint-0/logs", headers=attacker).json()["logs"]
+        assert [line["message"] for line in bodies] == ["body ran"]  # once: it never looped
+        assert_quiet_log(server)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import textwrap
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
 from engine import Engine, InstanceRef, NewInstance, Recorder
-from sandbox import Artifact, Limits, Outcome, ReplayRequest, SandboxPool
+from sandbox import Artifact, Deadline, Limits, Outcome, ReplayRequest, SandboxPool
 from storage import Clock, Database, GroupCommitter, migrate, tables
 from treadle.errors import InvalidInput
 
@@ -39,7 +40,10 @@ class _Bindings:
     ) -> None:
         self._recorder.commit(records, logs, running=running)
 
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def on_stop(self, stop: Callable[[BaseException], None]) -> None:
+        self._recorder.on_stop(stop)
+
+    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
         raise InvalidInput(f"{method} is not available in the engine harness")
 
 

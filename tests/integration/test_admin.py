@@ -23,6 +23,8 @@ DEFAULTS = {
     "max_steps_per_instance": 10000,
     "egress_allow": [],
     "retention_days": 7,
+    "max_storage_mb": 1024,
+    "max_log_bytes_per_instance": 1048576,
     "vars": {},
 }
 

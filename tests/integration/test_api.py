@@ -9,6 +9,7 @@ from httpx import Client
 from starlette.routing import Route
 
 from dispatcher import Platform, create_app
+from sandbox import LAYERS
 from tests.integration.app import ADMIN, APPROVAL, SUM, deploy, new_tenant, wait_status
 
 BASE = "/v1/workflows/sum/instances"
@@ -168,7 +169,9 @@ def test_another_tenants_instances_are_not_found(client: Client, acme: dict[str,
 
 
 def test_service_routes(client: Client, acme: dict[str, str]) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert set(health["sandbox_wall"]) == set(LAYERS)  # which layers are up: this machine's
     client.post(BASE, json={"id": "i1", "params": {"x": 1}}, headers=acme)
     wait_status(client, acme, f"{BASE}/i1", "complete")
     refused = client.get("/metrics", headers=acme)  # the whole platform's counts

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sandbox import Artifact, Done, Limits, Outcome, ReplayRequest, SandboxPool, Suspended
+from sandbox import Artifact, Deadline, Done, Limits, Outcome, ReplayRequest, SandboxPool, Suspended
 from sandbox._hostcalls import HostCalls
 from sandbox._restricted import RestrictedBackend
 from sandbox._untrusted import call as checked_call
@@ -40,11 +40,13 @@ def artifact(text: str, class_name: str | None = None) -> Artifact:
 class FakeHost:
     """The engine's side: counts commits and keeps what it committed; answers host calls.
 
-    ``fetch`` of ``https://x/sleep/<seconds>`` sleeps that long; ``https://x/fail/<Name>``
+    ``fetch`` of ``https://x/sleep/<seconds>`` sleeps that long, unless its deadline expires
+    first (then it raises ``Cut``, and ``cut`` counts it); ``https://x/fail/<Name>``
     raises a TreadleError subclass of that name, ``https://x/refuse/<Name>`` a
     NonRetryableError subclass; any other URL echoes the request as JSON.
     ``workflows.create`` is idempotent by id, as the engine's is. ``fail_with`` fails every
-    commit, ``commits_before_failing`` only those after the first few.
+    commit, ``commits_before_failing`` only those after the first few. ``stop`` stops the
+    replay as the engine does (``Host.on_stop``).
     """
 
     def __init__(
@@ -58,6 +60,19 @@ class FakeHost:
         self._fail_with = fail_with
         self._commits_before_failing = commits_before_failing
         self._lock = threading.Lock()
+        self._stoppers: list[Callable[[BaseException], None]] = []
+        self._stopped_by: BaseException | None = None
+        self.cut = 0
+
+    def on_stop(self, stop: Callable[[BaseException], None]) -> None:
+        self._stoppers.append(stop)
+        if self._stopped_by is not None:  # as the engine's host does
+            stop(self._stopped_by)
+
+    def stop(self, reason: BaseException) -> None:
+        self._stopped_by = reason
+        for stop in self._stoppers:
+            stop(reason)
 
     def commit(
         self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
@@ -69,7 +84,7 @@ class FakeHost:
             self.commits.append((records, logs))
             self.running.append(running)
 
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
         with self._lock:
             self.events.append(f"call {method}")
             self.calls.append((method, args))
@@ -79,7 +94,12 @@ class FakeHost:
             return {"id": args["id"]}
         kind, _, detail = args["url"].removeprefix("https://x/").partition("/")
         if kind == "sleep":
-            time.sleep(float(detail))
+            woken = threading.Event()
+            deadline.on_expiry(woken.set)
+            if woken.wait(float(detail)):
+                with self._lock:
+                    self.cut += 1
+                raise TreadleError(f"cut short: {deadline.expired}")
         elif kind in ("fail", "refuse"):
             base = TreadleError if kind == "fail" else NonRetryableError
             raise type(detail, (base,), {})(f"{detail} happened")

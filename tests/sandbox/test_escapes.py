@@ -65,6 +65,7 @@ def test_workers_run_without_secrets_privileges_or_network(pool: SandboxPool) ->
     assert "Max file size             0" in limits
     if os.getuid() == 0:
         uids = next(line for line in _proc(pid, "status").splitlines() if line.startswith("Uid:"))
-        assert uids.split()[1:] == ["65534"] * 4  # nobody, for real, effective, saved, fs
+        uid = uids.split()[1]  # a uid of its own from the range, for real, effective, saved, fs
+        assert uids.split()[1:] == [uid] * 4 and 100000 <= int(uid) < 100000 + 65536
     if pool._spawner.hello["netns"]:  # type: ignore[union-attr]
         assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")

@@ -221,10 +221,18 @@ def _wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+
+
 def _busy_child(pid: int) -> bool:
-    """Whether a child of ``pid`` has used a tenth of a second of CPU."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for child in children:
+    """Whether a worker of the zygote ``pid`` (a child of a keeper) has used a tenth of a
+    second of CPU."""
+    workers = [w for keeper in _children(pid) for w in _children(int(keeper))]
+    for child in workers:
         try:
             fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from dispatcher._egress import EgressDenied, check_allowed, fetch, new_client
+from sandbox import Deadline
+from sandbox._deadline import Watchdog
 from treadle.errors import InvalidInput, TreadleError
 
 
@@ -99,7 +104,8 @@ class Answers:
 
 def _fetch(url: str, allow: list[str], resolve: Answers, client: httpx.Client,
            headers: dict[str, str] | None = None) -> dict[str, object]:  # fmt: skip
-    return fetch({"url": url, "headers": headers}, allow, client, resolve)
+    deadline = Deadline(time.monotonic() + 30)
+    return fetch({"url": url, "headers": headers}, allow, client, resolve, deadline=deadline)
 
 
 def test_a_rebinding_name_does_not_reach_a_loopback_server() -> None:
@@ -256,3 +262,126 @@ def test_international_names_are_matched_and_resolved_in_their_ascii_form() -> N
     )
     assert check_allowed("https://Bücher.example./", ["*"], resolve) == "xn--bcher-kva.example"
     assert resolve.asked == [("xn--bcher-kva.example", 443)]
+
+
+# -- the platform's deadline, whatever the server does ------------------------------------------
+
+
+class Trickle:
+    """A server that answers every connection one byte at a time, ``every`` seconds apart:
+    the head (``head_too``) or only the body; each read of the client returns in time."""
+
+    def __init__(
+        self, *, head_too: bool = False, every: float = 0.2, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        if tls is not None:
+            self._listener = tls.wrap_socket(self._listener, server_side=True)
+        self._listener.settimeout(0.1)
+        self.port = self._listener.getsockname()[1]
+        self._head_too, self._every = head_too, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+                conn.settimeout(5)
+            except OSError:  # no one yet, a TLS handshake that failed, or closed
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+        with conn:
+            try:
+                conn.recv(65536)
+                if not self._head_too:
+                    conn.sendall(head)
+                for byte in (head if self._head_too else b"") + b"x" * 100000:
+                    if self._stop.wait(self._every):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    def __enter__(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()  # after the thread: it must not accept on a closed socket
+
+
+@contextlib.contextmanager
+def _watched(seconds: float) -> Iterator[Deadline]:
+    """A deadline ``seconds`` from now, enforced as the sandbox's host calls are."""
+    watchdog, deadline = Watchdog(), Deadline(time.monotonic() + seconds)
+    watchdog.watch(deadline)
+    try:
+        yield deadline
+    finally:
+        watchdog.close()
+
+
+def _timed_fetch(url: str, seconds: float) -> tuple[float, TreadleError]:
+    started = time.monotonic()
+    with _watched(seconds) as deadline, new_client() as client:
+        with pytest.raises(TreadleError) as caught:
+            fetch({"url": url}, ["slow.test"], client, Answers(["127.0.0.1"]), deadline=deadline)
+    return time.monotonic() - started, caught.value
+
+
+@pytest.mark.parametrize("head_too", [False, True], ids=["body", "head"])
+def test_a_trickling_server_cannot_outlast_the_deadline(head_too: bool) -> None:
+    with Trickle(head_too=head_too) as server:
+        took, error = _timed_fetch(f"http://slow.test:{server.port}/", 1.0)
+    assert error.code == "egress.timeout" and type(error).__name__ == "FetchTimeout"
+    assert "did not finish within 1 s" in error.message
+    assert 0.9 < took < 2.0
+
+
+def test_a_request_is_cut_short_at_once_when_its_step_ends() -> None:
+    with Trickle() as server, _watched(30) as deadline, new_client() as client:
+        threading.Timer(0.5, deadline.expire, args=("stopped",)).start()
+        started = time.monotonic()
+        with pytest.raises(TreadleError) as caught:
+            fetch({"url": f"http://slow.test:{server.port}/"}, ["slow.test"], client,
+                  Answers(["127.0.0.1"]), deadline=deadline)  # fmt: skip
+        took, error = time.monotonic() - started, caught.value
+    assert error.code == "egress.failed" and "cut short" in error.message
+    assert took < 1.5
+
+
+def test_tls_reads_are_cut_too() -> None:
+    import trustme
+
+    authority = trustme.CA()
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    authority.issue_cert("slow.test").configure_cert(context)
+    with Trickle(tls=context) as server:
+        started = time.monotonic()
+        with _watched(1.0) as deadline, new_client(verify=trusted) as client:
+            with pytest.raises(TreadleError) as caught:
+                fetch({"url": f"https://slow.test:{server.port}/"}, ["slow.test"], client,
+                      Answers(["127.0.0.1"]), deadline=deadline)  # fmt: skip
+        took = time.monotonic() - started
+    assert caught.value.code == "egress.timeout"
+    assert took < 2.0
+
+
+def test_a_stalled_name_lookup_costs_no_more_than_the_deadline() -> None:
+    def stalls(host: str, port: int) -> list[str]:
+        time.sleep(3)
+        return ["127.0.0.1"]
+
+    started = time.monotonic()
+    with _watched(0.5) as deadline, new_client() as client, pytest.raises(TreadleError) as caught:
+        fetch({"url": "http://slow.test/"}, ["slow.test"], client, stalls, deadline=deadline)
+    assert caught.value.code == "egress.timeout"
+    assert time.monotonic() - started < 1.5

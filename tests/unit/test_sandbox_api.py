@@ -13,7 +13,9 @@ def test_the_public_api_is_exactly_this() -> None:
     assert sandbox.__all__ == [
         "DEFAULT_RETRIES",
         "DEFAULT_TIMEOUT",
+        "LAYERS",
         "Artifact",
+        "Deadline",
         "Done",
         "Failed",
         "Host",
@@ -22,6 +24,7 @@ def test_the_public_api_is_exactly_this() -> None:
         "ReplayRequest",
         "SandboxPool",
         "Suspended",
+        "Wall",
         "next_retry",
     ]
     assert sandbox.__all__ == sorted(sandbox.__all__, key=lambda n: (not n.isupper(), n))

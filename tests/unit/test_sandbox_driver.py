@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from sandbox import Artifact, Failed, Limits, ReplayRequest, Suspended
+from sandbox import Artifact, Deadline, Failed, Limits, ReplayRequest, Suspended
 from sandbox._driver import ReplayDriver
+from sandbox._hostcalls import HostCalls
 from sandbox._worker import Worker, WorkerGone, describe_exit
 from tests.sandbox.harness import T0, FakeHost
 from treadle._records import new_record
@@ -20,6 +21,7 @@ RETRIES = {"limit": 2, "delay": 60.0, "backoff": "constant"}
 
 
 SILENCE = object()  # in a script: nothing arrives before the driver's deadline
+UNTIL_KILLED = object()  # in a script: nothing arrives until the worker is killed (then EOF)
 
 
 class ScriptedWorker:
@@ -38,6 +40,7 @@ class ScriptedWorker:
         self.zygote_alive = True
         self.send_fails = False
         self.deadlines: list[float] = []
+        self.killed = threading.Event()
         self._death = death
         self._lock = threading.Lock()
 
@@ -56,6 +59,9 @@ class ScriptedWorker:
         if item is SILENCE:
             time.sleep(max(0.0, deadline - time.monotonic()))
             raise TimeoutError()
+        if item is UNTIL_KILLED:
+            assert self.killed.wait(10), "the worker was never killed"
+            raise EOFError("killed")
         if callable(item):
             item = item()
         if isinstance(item, BaseException):
@@ -65,6 +71,10 @@ class ScriptedWorker:
     def replies(self) -> list[dict[str, Any]]:
         with self._lock:
             return [m for m in self.sent if m["t"] == "reply"]
+
+    def kill(self) -> None:
+        self.usable = False
+        self.killed.set()
 
     def close(self) -> None:
         self.closed = True
@@ -344,7 +354,7 @@ def test_host_errors_are_replied_with_their_name_and_retryability() -> None:
 
 
 class BrokenHost(FakeHost):
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
         if args.get("url") == "https://x/junk":
             return {"status": "ok"}
         raise OSError("database is down")
@@ -480,3 +490,42 @@ def test_error_texts_from_a_worker_are_cleaned() -> None:
     failure = {"name": "Bad\x00Name", "message": "oh\ud83dno"}
     outcome, _, _ = drive([{"t": "failed", "error": failure, "logs": []}])
     assert outcome.error == {"name": "Bad\ufffdName", "message": "oh\ufffdno"}
+
+
+class Terminated(Exception):
+    pass
+
+
+def test_the_engine_stops_a_replay_at_once_its_body_killed_and_calls_cut() -> None:
+    fake, host = ScriptedWorker([]), FakeHost()
+    fake.script = [begin("a"), call(1, "https://x/sleep/30"), UNTIL_KILLED]
+    threading.Timer(0.3, host.stop, args=(Terminated("terminated"),)).start()
+    started = time.monotonic()
+    with pytest.raises(Terminated):
+        drive([], fake=fake, host=host)
+    assert time.monotonic() - started < 2.0
+    assert fake.killed.is_set() and fake.closed
+    assert host.cut == 1  # the call in flight was cut short, not waited for
+    assert fake.replies() == []  # and its reply never reached the worker
+
+
+def test_a_stop_before_the_replay_began_raises_without_a_retry() -> None:
+    fake, host = ScriptedWorker([]), FakeHost()
+    host.stop(Terminated("terminated"))  # the engine asked while the replay waited for a worker
+    fake.send_fails = True  # the kill landed before the replay message
+    with pytest.raises(Terminated):
+        drive([], fake=fake, host=host)
+
+
+def test_a_host_call_that_outlasts_its_deadline_is_cut_short() -> None:
+    fake, host = ScriptedWorker([]), FakeHost()
+    driver_calls = HostCalls(host, lambda message: fake.send(message), call_seconds=0.3)
+    started = time.monotonic()
+    driver_calls.start({"id": 1, "method": "fetch", "args": {"url": "https://x/sleep/30"}})
+    while not fake.replies():
+        assert time.monotonic() - started < 3.0, "the call was never cut"
+        time.sleep(0.01)
+    driver_calls.close()
+    (reply,) = fake.replies()
+    assert reply["error"]["message"] == "cut short: timeout" and host.cut == 1
+    assert time.monotonic() - started < 2.0

@@ -1,0 +1,124 @@
+"""A tenant's storage: the bytes the platform stores for it, held to ``max_storage_mb``.
+
+What is counted: the JSON of everything a tenant's code or clients make the platform store —
+instance params, step records (output, error, attempts) and their copies in the history, event
+payloads, log lines, the outcome — plus :data:`ROW_OVERHEAD` for each row, so that a flood of
+tiny rows is counted too. Each instance keeps the bytes written for it (``stored_bytes``), and
+a tenant's total is the sum of a ledger (``storage_usage``): every write that stores data
+appends a row with its bytes, every deletion of instances (``DELETE``, retention, a deleted
+workflow) a row with minus what they held. A step record written again (a retry) is counted
+again: the total is an upper bound of what is stored, exact again once the instance goes.
+
+Rejected: a counter in the tenant's ``tenant_quotas`` row. Step commits of many tenants run in
+one transaction, after the instance rows they lock and before the quota rows the creates of
+the same batch lock; a counter there would have them lock quota rows in an order another
+batch could reverse (deadlocks on PostgreSQL). Appending to the ledger locks nothing. Its rows
+are folded into one per tenant, in a transaction of their own, once a tenant has
+:data:`FOLD_AFTER` of them, so reading a total stays one short index scan.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from storage import GroupCommitter, tables
+
+U = tables.storage_usage
+ROW_OVERHEAD = 64  # bytes counted per row besides its values: keys, timestamps, index entries
+FOLD_AFTER = 256  # ledger rows of one tenant before they are folded into one
+STORAGE_RETRY_AFTER = 60.0  # waiting frees nothing; only deleting instances (or retention) does
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StorageLimits:
+    """A tenant's ``max_storage_mb`` in bytes, and its cap of log bytes per instance."""
+
+    max_bytes: int
+    max_log_bytes: int
+
+
+UNLIMITED = StorageLimits(2**62, 2**62)
+
+
+def json_size(value: Any) -> int:
+    """The bytes of ``value`` as JSON (0 for none)."""
+    if value is None:
+        return 0
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def text_size(text: str | None) -> int:
+    return len(text.encode("utf-8", "surrogatepass")) if text else 0
+
+
+def charge(conn: sa.Connection, charges: dict[int, int]) -> None:
+    """Append each tenant's bytes (negative: released) to the ledger."""
+    rows = [{"tenant_id": t, "bytes": n} for t, n in sorted(charges.items()) if n]
+    if rows:
+        conn.execute(U.insert(), rows)
+
+
+class UsageLedger:
+    """Reads of the ledger, and the folding of its rows. ``limits(tenant_id)`` is the tenant's
+    :class:`StorageLimits` (read from its policy by whoever builds the engine)."""
+
+    def __init__(self) -> None:
+        self.limits: Callable[[int], StorageLimits] = lambda tenant_id: UNLIMITED
+        self._committer: GroupCommitter | None = None
+        self._folding: set[int] = set()
+        self._lock = threading.Lock()
+
+    def attach(self, committer: GroupCommitter) -> None:
+        """Fold through ``committer``: a fold is a transaction of its own."""
+        self._committer = committer
+
+    def used(self, conn: sa.Connection, tenants: Iterable[int]) -> dict[int, int]:
+        """What each of ``tenants`` stores, in bytes."""
+        wanted = sorted(set(tenants))
+        if not wanted:
+            return {}
+        rows = conn.execute(
+            sa.select(U.c.tenant_id, sa.func.sum(U.c.bytes), sa.func.count())
+            .where(U.c.tenant_id.in_(wanted))
+            .group_by(U.c.tenant_id)
+        )
+        found = dict.fromkeys(wanted, 0)
+        for tenant_id, total, count in rows:
+            found[int(tenant_id)] = int(total or 0)
+            if count > FOLD_AFTER:
+                self._fold_later(int(tenant_id))
+        return found
+
+    def _fold_later(self, tenant_id: int) -> None:
+        committer = self._committer
+        with self._lock:
+            if committer is None or tenant_id in self._folding:
+                return
+            self._folding.add(tenant_id)
+        future = committer.submit(_fold(tenant_id))
+        future.add_done_callback(lambda _: self._folded(tenant_id))
+
+    def _folded(self, tenant_id: int) -> None:
+        with self._lock:
+            self._folding.discard(tenant_id)
+
+
+def _fold(tenant_id: int) -> Callable[[sa.Connection], None]:
+    """Replace a tenant's ledger rows by one with their sum. On PostgreSQL a fold running at
+    the same time waits for the rows this one deletes, then folds only what it has not."""
+
+    def write(conn: sa.Connection) -> None:
+        deleted = conn.execute(sa.delete(U).where(U.c.tenant_id == tenant_id).returning(U.c.bytes))
+        total = sum(int(n) for n in deleted.scalars())
+        if total:
+            conn.execute(U.insert().values(tenant_id=tenant_id, bytes=total))
+
+    return write
