@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox import Artifact, Deadline, Done, Limits, ReplayRequest, SandboxPool
-from sandbox._restricted import RestrictedBackend
+from sandbox.restricted._backend import RestrictedBackend
 
 WORKFLOWS = {
     "1 step": """

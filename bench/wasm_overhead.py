@@ -25,7 +25,7 @@ from typing import Any
 from bench.sandbox_overhead import NoOpChannel, NoOpHost, _measure
 from sandbox import Artifact, Done, Limits, ReplayRequest, SandboxPool
 from sandbox._backends import load_backend, preload
-from sandbox._wasm_build import ensure_python_runtime
+from sandbox.wasm._build import ensure_python_runtime
 
 BACKENDS = ("restricted", "wasm", "wasm-module")
 LIMITS = Limits()

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from dispatcher import main
+from treadle.client import main
 
 sys.exit(main())

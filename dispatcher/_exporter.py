@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from dispatcher import _metrics
-from dispatcher._errors import database_error
+from dispatcher.http._errors import database_error
 
 _log = logging.getLogger("treadle")
 

@@ -1,6 +1,6 @@
 """The server commands of ``treadle`` (DESIGN §7): ``serve``, ``worker`` and ``migrate``.
 
-:mod:`dispatcher._cli` imports this module only when one of them runs.
+:mod:`treadle.client._main` imports this module only when one of them runs.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 import uvicorn
 
-from dispatcher._app import create_app
 from dispatcher._exporter import MetricsListener
-from dispatcher._listener import Limits, Listener, connection_budget, raise_open_files_limit
 from dispatcher._platform import Platform
 from dispatcher._settings import Settings
 from dispatcher._startup import masked, open_platform
+from dispatcher.http._app import create_app
+from dispatcher.http._listener import Limits, Listener, connection_budget, raise_open_files_limit
 from storage import Database, current_version, normalize_url, reason, unreachable
 from storage import migrate as apply_migrations
 from tenants import Bootstrap

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     http_backlog: int = Field(default=2048, ge=1)
     # Live event streams open at once in a process, in all and per tenant; past either, opening
     # another answers 429 streams.too_many. Each costs a connection and a little memory only:
-    # one reader feeds them all (dispatcher._notifier).
+    # one reader feeds them all (dispatcher.http._notifier).
     max_streams: int = Field(default=1000, ge=1, le=100_000)
     max_streams_per_tenant: int = Field(default=100, ge=1, le=100_000)
     policy_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)

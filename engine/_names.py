@@ -6,8 +6,8 @@ import json
 import re
 from typing import Any
 
-from treadle._values import check_storable
 from treadle.errors import InvalidInput, TooLarge
+from treadle.runtime import check_storable
 
 _PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 MAX_INSTANCE_ID = 100

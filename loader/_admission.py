@@ -22,8 +22,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from treadle._records import seconds_text
 from treadle.errors import UploadBusy
+from treadle.runtime import seconds_text
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sandbox._types import (
     Suspended,
 )
 from sandbox._wall import LAYERS, Wall
-from treadle._retries import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
+from treadle.runtime import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
 
 __all__ = [
     "DEFAULT_RETRIES",

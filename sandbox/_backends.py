@@ -1,8 +1,8 @@
 """Isolation backends as the worker process sees them: compile source, replay a program.
 
 The pool and the wire protocol do not depend on the backend. A new backend (``wasm``) adds a
-module with a class like :class:`~sandbox._restricted.RestrictedBackend`, an entry in
-:data:`SANDBOXES`, and uses :class:`~treadle._journal.Replay` for step semantics, so records,
+module with a class like :class:`~sandbox.restricted._backend.RestrictedBackend`, an entry in
+:data:`SANDBOXES`, and uses :class:`~treadle.runtime.Replay` for step semantics, so records,
 retries and suspends behave the same in every backend.
 """
 
@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sandbox._types import Limits
-from treadle._journal import Channel
+from treadle.runtime import Channel
 
 # name -> "module:Class"; imported lazily so the engine process never loads a backend.
 SANDBOXES: dict[str, str] = {
-    "restricted": "sandbox._restricted:RestrictedBackend",
-    "wasm": "sandbox._wasm_python:WasmPythonBackend",
-    "wasm-module": "sandbox._wasm_module:WasmModuleBackend",
+    "restricted": "sandbox.restricted._backend:RestrictedBackend",
+    "wasm": "sandbox.wasm._python:WasmPythonBackend",
+    "wasm-module": "sandbox.wasm._module:WasmModuleBackend",
 }
 
 

@@ -21,7 +21,7 @@ from sandbox._backends import Program, load_backend
 from sandbox._channel import ParentChannel
 from sandbox._types import Limits
 from sandbox._wire import Connection, ProtocolError
-from treadle.errors import CodeInvalid
+from treadle.runtime import CodeInvalid
 
 _CACHED_VERSIONS = 64
 _MAX_FROM_PARENT = 1 << 31  # the parent is trusted; the cap only guards the header's sanity

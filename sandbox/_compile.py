@@ -15,8 +15,8 @@ from typing import Any
 
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
-from sandbox._policy import ALLOWED_MODULES, MODULES
-from treadle.errors import CodeInvalid
+from sandbox.restricted._policy import ALLOWED_MODULES, MODULES
+from treadle.runtime import CodeInvalid
 
 FILENAME = "<workflow>"
 MAX_SOURCE_CHARS = 1024 * 1024

@@ -30,8 +30,7 @@ from sandbox._threads import MAX_PARALLEL_BODIES
 from sandbox._types import Artifact, Done, Failed, Host, Outcome, ReplayRequest, Suspended
 from sandbox._wire import ProtocolError
 from sandbox._worker import Worker, WorkerGone
-from treadle._records import error, new_record, seconds_text
-from treadle._retries import next_retry
+from treadle.runtime import error, new_record, next_retry, seconds_text
 
 _log = logging.getLogger("treadle.sandbox")
 _MAX_PENDING_RECORDS = 20000

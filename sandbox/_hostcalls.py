@@ -21,9 +21,7 @@ from typing import Any
 from sandbox._deadline import Deadline, Watchdog
 from sandbox._types import Host
 from sandbox._wire import ProtocolError
-from treadle._calls import check_result
-from treadle._records import error
-from treadle.errors import NonRetryableError, TreadleError
+from treadle.runtime import NonRetryableError, TreadleError, check_result, error
 
 _log = logging.getLogger("treadle.sandbox")
 # A worker runs at most 8 bodies at once, each waiting on at most one call.

@@ -22,9 +22,9 @@ from sandbox._hostcalls import CALL_SECONDS
 from sandbox._spawner import Spawner
 from sandbox._types import Artifact, Host, Limits, Outcome, ReplayRequest
 from sandbox._wall import Wall
-from sandbox._wasm_build import prepare, prepare_in_background
 from sandbox._worker import Worker, WorkerGone
-from treadle.errors import CodeInvalid
+from sandbox.wasm._build import prepare, prepare_in_background
+from treadle.runtime import CodeInvalid
 
 # A worker's memory fragments and its caches grow; a fresh fork is cheap.
 _MAX_REPLAYS_PER_WORKER = 5000
@@ -75,7 +75,7 @@ class SandboxPool:
     ) -> str:
         """Check ``artifact`` in a sandbox process; return the entry class name.
 
-        Raises :class:`~treadle.errors.CodeInvalid` listing every problem found, or saying that
+        Raises :class:`~treadle.runtime.CodeInvalid` listing every problem found, or saying that
         the module did not finish loading within ``timeout`` seconds (its worker is killed).
         Without ``limits`` any idle worker of the tenant does, or a new one with default limits.
 

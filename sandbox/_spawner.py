@@ -16,7 +16,7 @@ from typing import Any
 
 from sandbox._types import Limits
 from sandbox._wall import Wall, verdict
-from sandbox._wasm_engine import cache_dir
+from sandbox.wasm._engine import cache_dir
 
 _log = logging.getLogger("treadle.sandbox")
 _START_TIMEOUT = 60.0
@@ -35,8 +35,22 @@ def _clean_environment() -> dict[str, str]:
     }
 
 
+# The zygote's first lines. ``treadle/__init__.py`` brings in the HTTP client (httpx, pydantic),
+# which a sandbox process has no use for: it would slow the zygote's start and enlarge what
+# every worker maps under its memory limit. So the ``treadle`` package is registered without
+# running its ``__init__``; ``treadle.runtime``, all a sandbox imports, loads as usual below it.
+_BOOT = (
+    "import importlib.util, runpy, sys, types\n"
+    "spec = importlib.util.find_spec('treadle')\n"
+    "sdk = types.ModuleType('treadle')\n"
+    "sdk.__spec__, sdk.__path__ = spec, list(spec.submodule_search_locations)\n"
+    "sys.modules['treadle'] = sdk\n"
+    "runpy.run_module('sandbox._zygote', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def _code_root() -> str:
-    # ``-m sandbox._zygote`` resolves against the working directory: the one holding sandbox/.
+    # ``sandbox._zygote`` resolves against the working directory: the one holding sandbox/.
     return str(Path(__file__).resolve().parent.parent)
 
 
@@ -52,7 +66,7 @@ class Spawner:
         options = {"wall": wall.__dict__, "probes": probes}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox._zygote", str(theirs.fileno()), json.dumps(options)],
+            [sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(options)],
             pass_fds=[theirs.fileno()],
             env=_clean_environment(),
             cwd=_code_root(),

@@ -139,7 +139,7 @@ class Host(Protocol):
           instance of the tenant's workflow as a child of this one. It must be idempotent by
           id: after a crash the step runs again with the same id.
 
-        Raise a ``treadle.errors.TreadleError`` to fail the call: tenant code gets its class
+        Raise a ``treadle.runtime.errors.TreadleError`` to fail the call: tenant code gets its class
         name and message, and a ``NonRetryableError`` (subclass) makes the step fail for good.
         Any other exception is logged, and tenant code sees only that the call failed.
         """

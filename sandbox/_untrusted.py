@@ -2,7 +2,7 @@
 
 Each function returns a clean copy holding only the expected fields, or raises
 :class:`ProtocolError`; the engine only ever sees values that passed through here. What the
-platform could not store never gets through (see ``treadle._values``): text has U+0000 and
+platform could not store never gets through (see ``treadle.runtime._values``): text has U+0000 and
 surrogates replaced, and a step result or output that cannot be stored becomes the error
 ``ValueNotStorable``, as the worker itself should have made it.
 """
@@ -15,18 +15,21 @@ from typing import Any
 
 from sandbox._types import Limits
 from sandbox._wire import ProtocolError
-from treadle import MAX_DURATION_SECONDS
-from treadle._calls import CHILD_EVENT_PREFIX, MAX_ID_CHARS, check_args
-from treadle._records import (
+from treadle.runtime import (
+    BACKOFFS,
+    CHILD_EVENT_PREFIX,
+    MAX_DURATION_SECONDS,
     MAX_ERROR_MESSAGE_CHARS,
     MAX_ERROR_NAME_CHARS,
+    MAX_ID_CHARS,
     MAX_NAME_CHARS,
+    MAX_RETRIES,
     STEP_STATUSES,
     STEP_TYPES,
+    check_args,
+    clean_text,
     storable_error,
 )
-from treadle._retries import BACKOFFS, MAX_RETRIES
-from treadle._values import clean_text
 
 _MAX_COUNT = 10**7
 _MAX_LOG_LINES = 1100

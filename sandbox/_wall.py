@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import treadle
+import treadle.runtime
 from sandbox import _syscalls
 
 LAYERS = (
@@ -160,7 +160,10 @@ def _bind(source: str, target: str) -> None:
 
 def readable_paths(cache: Path) -> list[str]:
     """What a worker reads after it is forked: the system, Python, its packages, the cache."""
-    packages = (Path(__file__).resolve().parent, Path(treadle.__file__).resolve().parent)
+    packages = (
+        Path(__file__).resolve().parent,
+        Path(treadle.runtime.__file__).resolve().parents[1],
+    )
     found = {"/usr", sys.base_prefix, sys.prefix, sys.exec_prefix, str(cache)}
     found.update(str(p) for p in packages)
     found.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))

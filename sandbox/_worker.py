@@ -12,8 +12,7 @@ from sandbox._compile import problem
 from sandbox._spawner import Spawner
 from sandbox._types import Artifact, Limits
 from sandbox._wire import Connection, ProtocolError
-from treadle._records import seconds_text
-from treadle.errors import CodeInvalid
+from treadle.runtime import CodeInvalid, seconds_text
 
 _HELLO_TIMEOUT = 30.0
 _EXIT_STATUS_TIMEOUT = 2.0

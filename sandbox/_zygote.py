@@ -34,7 +34,7 @@ from sandbox import _syscalls, _wall
 from sandbox._backends import preload
 from sandbox._child import WorkerLoop
 from sandbox._types import Limits
-from sandbox._wasm_engine import cache_dir
+from sandbox.wasm._engine import cache_dir
 
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000

@@ -1,7 +1,7 @@
 """The one JSON encoding of stored values, and a column type that keeps it on SQLite.
 
 Values reach the database already checked where they entered the platform (the API, the
-sandbox): integers within ±2^53, no U+0000, no surrogates (see ``treadle._values``). The
+sandbox): integers within ±2^53, no U+0000, no surrogates (see ``treadle.runtime._values``). The
 encoder checks again, cheaply — only text that may hold such a value is walked — so that
 nothing the databases would refuse or round ever gets as far as a commit.
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
-from treadle._values import MAX_SAFE_INTEGER, check_storable
+from treadle.runtime import MAX_SAFE_INTEGER, check_storable
 
 # In the ASCII text json.dumps writes, only these can be what the rule refuses: a NUL or a
 # surrogate escape, or a run of 16 digits (2^53 has 16).

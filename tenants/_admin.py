@@ -24,8 +24,8 @@ from tenants._store import (
     TenantStore,
     check_tenant_name,
 )
-from treadle import MAX_DURATION_SECONDS, parse_duration, parse_instant
 from treadle.errors import InvalidInput, Unauthorized
+from treadle.runtime import MAX_DURATION_SECONDS, parse_duration, parse_instant
 
 _PATCH = TypeAdapter(dict[str, Any])
 _Body = TypeVar("_Body", bound=BaseModel)

@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from treadle._values import unstorable
+from treadle.runtime import unstorable
 
 Sandbox = Literal["restricted", "wasm"]
 SANDBOXES: tuple[Sandbox, ...] = ("restricted", "wasm")

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from sandbox import Artifact
-from sandbox._wasm_build import ensure_python_runtime
-from sandbox._wasm_engine import cache_dir, write_atomically
+from sandbox.wasm._build import ensure_python_runtime
+from sandbox.wasm._engine import cache_dir, write_atomically
 
-GUEST = Path(__file__).resolve().parent.parent / "sandbox" / "guest"
+GUEST = Path(__file__).resolve().parent.parent / "sandbox" / "wasm" / "guest"
 ZIG_TIMEOUT = 600
 
 
@@ -53,7 +53,7 @@ def _zig(arguments: list[str], inputs: list[Path], out_name: str) -> bytes:
 
 @functools.cache
 def conformance_module() -> bytes:
-    """``sandbox/guest/examples/conformance.c``: the conformance workflows as one module."""
+    """``sandbox/wasm/guest/examples/conformance.c``: the conformance workflows as one module."""
     source = GUEST / "examples" / "conformance.c"
     arguments = [
         "cc", "--target=wasm32-freestanding", "-nostdlib", "-O2", "-Wl,--no-entry",
@@ -64,7 +64,7 @@ def conformance_module() -> bytes:
 
 @functools.cache
 def greet_module() -> bytes:
-    """``sandbox/guest/examples/greet.zig``: the Zig example workflow."""
+    """``sandbox/wasm/guest/examples/greet.zig``: the Zig example workflow."""
     arguments = [
         "build-exe", "-target", "wasm32-freestanding", "-O", "ReleaseSmall", "-fno-entry",
         "-rdynamic", "--dep", "treadle", "-Mroot=examples/greet.zig", "-Mtreadle=treadle.zig",

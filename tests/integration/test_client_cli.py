@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dispatcher import main
 from tests.integration.app import ADMIN_TOKEN, APPROVAL, SUM
 from tests.integration.test_sdk import FAILING
 from tests.wasm_guests import conformance_module, python_runtime
+from treadle.client import main
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -9,9 +9,9 @@ from httpx import Client
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from dispatcher._auth import Authenticate
-from dispatcher._errors import HANDLERS
-from dispatcher._streams import StreamApi
+from dispatcher.http._auth import Authenticate
+from dispatcher.http._errors import HANDLERS
+from dispatcher.http._streams import StreamApi
 from tests.integration.app import APPROVAL, deploy, new_tenant, served, settings, wait_status
 
 if TYPE_CHECKING:

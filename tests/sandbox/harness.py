@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from sandbox import Artifact, Deadline, Done, Limits, Outcome, ReplayRequest, SandboxPool, Suspended
 from sandbox._hostcalls import HostCalls
-from sandbox._restricted import RestrictedBackend
 from sandbox._untrusted import call as checked_call
+from sandbox.restricted._backend import RestrictedBackend
 from treadle.errors import NonRetryableError, TreadleError
 
 T0 = 1_700_000_000.0

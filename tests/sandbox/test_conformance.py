@@ -1,7 +1,7 @@
 """One set of workflows, run on every backend: the same statuses, outputs, steps and logs.
 
 Each workflow exists as Python source (run by ``restricted`` and by ``wasm``, CPython in
-Wasm) and as a core module (``wasm-module``: ``sandbox/guest/examples/conformance.c``, built
+Wasm) and as a core module (``wasm-module``: ``sandbox/wasm/guest/examples/conformance.c``, built
 with Zig, the instance's params choosing the workflow). Every backend replays through a real
 pool until the instance settles, with a clock that jumps to each wake-up time.
 """

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import Artifact, Done, Failed, Outcome, SandboxPool, Suspended
-from sandbox._policy import BUILTINS, MODULES, guarded_getattr
-from sandbox._wasm_engine import cache_dir
+from sandbox.restricted._policy import BUILTINS, MODULES, guarded_getattr
+from sandbox.wasm._engine import cache_dir
 from tests.sandbox.escapes import (
     Case,
     Contained,

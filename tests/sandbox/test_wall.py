@@ -24,8 +24,8 @@ import pytest
 from sandbox import LAYERS, Limits, Wall
 from sandbox._spawner import Spawner
 from sandbox._wall import NPROC, Uids, WallError, missing, readable_paths, verdict
-from sandbox._wasm_engine import cache_dir
 from sandbox._wire import Connection
+from sandbox.wasm._engine import cache_dir
 
 BASE, COUNT = 120000, 1000
 POSTGRES_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
@@ -181,10 +181,12 @@ def test_a_fork_bomb_stops_at_the_cap_and_dies_with_its_worker(spawner: Spawner)
         bombed = bomber("fork_bomb")
         assert bombed["error"] == "EAGAIN" and 0 < bombed["forked"] < NPROC, bombed
         assert len(_processes_of(uid)) == bombed["forked"] + 1
+        spawner.kill(bomber.pid)
+        # Read before the socket closes: a worker that sees it close exits on its own.
+        status = spawner.exit_status(bomber.pid, 5.0)
     finally:
         bomber.close()
     _wait_until(lambda: not _processes_of(uid))  # the whole namespace went with the worker
-    status = spawner.exit_status(bomber.pid, 5.0)
     assert status is not None and status["signal"] == signal.SIGKILL
 
 
@@ -271,3 +273,13 @@ def test_layers_that_are_off_are_said_or_refused(caplog: pytest.LogCaptureFixtur
     assert "these layers are off, workers run without them: nproc, seccomp" in caplog.text
     refused = verdict(layers, required=True)
     assert refused == "the sandbox wall is required but these layers of it are off: nproc, seccomp"
+
+
+def test_a_worker_loads_the_runtime_and_not_the_http_client(worker: Probed) -> None:
+    """Sandbox processes import ``treadle.runtime`` only: not ``treadle/__init__.py``, which
+    brings in the client, httpx and pydantic (a slower zygote and more mapped memory in every
+    worker, under its memory limit)."""
+    wanted = ["treadle.runtime", "treadle.runtime._journal", "sandbox.restricted._policy"]
+    unwanted = ["httpx", "pydantic", "treadle.client", "treadle.testing", "sqlalchemy"]
+    assert worker("loaded", wanted) == sorted(wanted)
+    assert worker("loaded", unwanted) == []

@@ -304,8 +304,8 @@ def test_a_memory_limit_too_small_for_the_runtime_says_so(pool: SandboxPool) -> 
 
 
 def test_workers_map_compiled_code_from_the_cache(pool: SandboxPool) -> None:
-    from sandbox._wasm_build import runtime_path
-    from sandbox._wasm_engine import module_key, wasm_cache_dir
+    from sandbox.wasm._build import runtime_path
+    from sandbox.wasm._engine import module_key, wasm_cache_dir
     from tests.wasm_guests import conformance_module
 
     wasm = conformance_module()

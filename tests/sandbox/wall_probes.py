@@ -113,3 +113,10 @@ def write(path: str) -> str:
             file.write("x")
 
     return _outcome(attempt)
+
+
+def loaded(names: list[str]) -> list[str]:
+    """Which of the modules ``names`` this worker has imported."""
+    import sys
+
+    return sorted(name for name in names if name in sys.modules)

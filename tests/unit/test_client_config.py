@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher._client_config import (
+from treadle.client._config import (
     DEFAULT_URL,
     Target,
     config_path,

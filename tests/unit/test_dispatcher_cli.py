@@ -8,19 +8,19 @@ import pytest
 
 from bench._server import free_port
 from dispatcher import Settings
-from dispatcher._cli import _parser, main
 from dispatcher._server_cli import _first_start_banner
 from dispatcher._startup import FIRST_DELAY, next_delay, open_platform
 from tenants import Bootstrap
+from treadle.client._main import main, parser
 from treadle.errors import Unavailable
 
 
 def test_the_commands_and_their_options() -> None:
-    parser = _parser()
-    serve = parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "9", "--workers", "2"])
+    commands = parser()
+    serve = commands.parse_args(["serve", "--host", "0.0.0.0", "--port", "9", "--workers", "2"])
     assert (serve.host, serve.port, serve.workers) == ("0.0.0.0", 9, 2)
-    assert parser.parse_args(["worker", "--database-url", "sqlite:///x"]).database_url
-    assert parser.parse_args(["migrate"]).database_url is None
+    assert commands.parse_args(["worker", "--database-url", "sqlite:///x"]).database_url
+    assert commands.parse_args(["migrate"]).database_url is None
 
 
 def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dispatcher import error_response, status_of
-from dispatcher._errors import HANDLERS, DatabaseOutage, invalid_input
+from dispatcher.http._errors import HANDLERS, DatabaseOutage, invalid_input
 from tests.integration.app import served
 from treadle.errors import (
     AlreadyExists,

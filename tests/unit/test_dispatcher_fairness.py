@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dispatcher._fairness import ReadShares, counted
+from dispatcher.http._fairness import ReadShares, counted
 
 
 def test_a_tenants_reads_beyond_its_share_wait_in_order_and_others_do_not() -> None:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dispatcher._guard import RequestGuard, check_json, check_media_type, check_path
+from dispatcher.http._guard import RequestGuard, check_json, check_media_type, check_path
 from treadle.errors import InvalidInput, UnsupportedMediaType
 
 

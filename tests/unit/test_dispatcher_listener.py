@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dispatcher import Settings
-from dispatcher._listener import Gate, Limits, Listener, connection_budget, raw_response
-from dispatcher._notices import Notices
+from dispatcher.http._listener import Gate, Limits, Listener, connection_budget, raw_response
+from dispatcher.http._notices import Notices
 from treadle.errors import RequestTimeout
 
 
@@ -131,7 +131,7 @@ def test_the_budget_leaves_descriptors_for_the_database_and_the_sandboxes() -> N
 def test_the_soft_limit_on_open_files_is_raised_to_the_hard_one() -> None:
     code = (
         "import resource as r\n"
-        "from dispatcher._listener import raise_open_files_limit\n"
+        "from dispatcher.http._listener import raise_open_files_limit\n"
         "soft, hard = r.getrlimit(r.RLIMIT_NOFILE)\n"
         "r.setrlimit(r.RLIMIT_NOFILE, (min(256, soft), hard))\n"
         "now = raise_open_files_limit()\n"

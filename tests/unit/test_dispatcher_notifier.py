@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher._notifier import (
+from dispatcher.http._notifier import (
     BUFFER,
     DELETED_END,
     FINISHED_END,

@@ -14,7 +14,7 @@ import pytest
 from starlette.applications import Starlette
 
 import playground
-from dispatcher._errors import HANDLERS
+from dispatcher.http._errors import HANDLERS
 from tests.integration.app import served
 
 ROOT = Path(__file__).parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import _wasm_build
+from sandbox.wasm import _build as _wasm_build
 
 # A core module's header and bytes of this test's own (nothing compiles it: see below).
 MODULE = b"\0asm\x01\0\0\0" + b"test_the_compile_child_gets_none_of_the_servers_environment"
@@ -28,7 +28,7 @@ def test_the_compile_child_gets_none_of_the_servers_environment(
     monkeypatch.setenv("TREADLE_DATABASE_URL", "postgresql://app:s3cret@db/treadle")
     _wasm_build.ensure_module_compiled(base64.b64encode(MODULE).decode())
     lines = seen.read_text().splitlines()
-    assert "-m sandbox._wasm_tool compile-module" in lines[-1]  # it did run
+    assert "-m sandbox.wasm._tool compile-module" in lines[-1]  # it did run
     names = {line.partition("=")[0] for line in lines[:-1]}
     assert "the-admin-token" not in seen.read_text() and "s3cret" not in seen.read_text()
     assert names - {"PWD", "SHLVL", "_"} == {"PATH", "LANG"}  # what sh adds, and ours
@@ -37,7 +37,7 @@ def test_the_compile_child_gets_none_of_the_servers_environment(
 def test_a_compile_child_limits_itself_before_it_reads_the_module() -> None:
     probe = (
         "import resource\n"
-        "from sandbox._wasm_build import limit_child\n"
+        "from sandbox.wasm._build import limit_child\n"
         "limit_child()\n"
         "for name in ('RLIMIT_AS', 'RLIMIT_CPU', 'RLIMIT_FSIZE', 'RLIMIT_CORE'):\n"
         "    print(resource.getrlimit(getattr(resource, name))[0])\n"

@@ -15,7 +15,7 @@ from sandbox._driver import ReplayDriver
 from sandbox._hostcalls import HostCalls
 from sandbox._worker import Worker, WorkerGone, describe_exit
 from tests.sandbox.harness import T0, FakeHost
-from treadle._records import new_record
+from treadle.runtime._records import new_record
 
 RETRIES = {"limit": 2, "delay": 60.0, "backoff": "constant"}
 

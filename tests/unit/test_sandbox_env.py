@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sandbox.harness import FakeHost, Instance
-from treadle._calls import check_args, check_result, child_id
+from treadle.runtime._calls import check_args, check_result, child_id
 
 FETCH = """
 from treadle import WorkflowEntrypoint

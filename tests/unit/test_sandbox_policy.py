@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from sandbox._policy import restricted_import
-from sandbox._restricted import RestrictedBackend
+from sandbox.restricted._backend import RestrictedBackend
+from sandbox.restricted._policy import restricted_import
 from tests.sandbox.harness import Instance
 from treadle.errors import CodeInvalid
 

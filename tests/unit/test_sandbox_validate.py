@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox._restricted import RestrictedBackend
+from sandbox.restricted._backend import RestrictedBackend
 from tests.sandbox.harness import source
 from treadle.errors import CodeInvalid
 

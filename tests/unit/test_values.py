@@ -8,8 +8,8 @@ from sqlalchemy.schema import CreateTable
 
 from storage import tables
 from storage._json import dumps, loads, loads_postgresql
-from treadle._values import MAX_DEPTH, check_storable, clean_text, describe, unstorable
 from treadle.errors import InvalidInput, ValueNotStorable
+from treadle.runtime._values import MAX_DEPTH, check_storable, clean_text, describe, unstorable
 
 BIG = 2**64 + 1
 

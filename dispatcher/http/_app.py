@@ -1,0 +1,110 @@
+"""The Starlette application: every route of DESIGN §6 on one platform."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import playground
+from dispatcher import _metrics
+from dispatcher._platform import Platform
+from dispatcher.http._auth import Authenticate
+from dispatcher.http._errors import HANDLERS, DatabaseOutage
+from dispatcher.http._guard import RequestGuard
+from dispatcher.http._instances import InstanceApi
+from dispatcher.http._lifecycle import LifecycleApi
+from dispatcher.http._limits import BodyLimit
+from dispatcher.http._openapi import openapi_document
+from dispatcher.http._streams import StreamApi
+from loader import WorkflowApi
+from storage import reason
+from tenants import AdminApi
+
+_log = logging.getLogger("treadle")
+_RETRY = {"Retry-After": "2"}
+
+
+def create_app(platform: Platform) -> Starlette:
+    """The HTTP API of ``platform``; its lifespan starts and stops the platform's engine."""
+    routes = api_routes(platform)
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(platform.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(platform.stop)
+
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(DatabaseOutage),
+            Middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes),
+            Middleware(Authenticate, tenants=platform.tenants),
+            Middleware(RequestGuard),
+        ],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+
+
+def api_routes(platform: Platform) -> list[BaseRoute]:
+    """Every route but ``/openapi.json`` (which describes these)."""
+    return [
+        Route("/healthz", _health(platform), methods=["GET"]),
+        Route("/metrics", _metrics_route(platform), methods=["GET"]),
+        *playground.routes(),
+        *AdminApi(platform.tenants).routes(),
+        *WorkflowApi(platform.loader).routes(),
+        *InstanceApi(platform.engine, platform.loader, platform.tenants.policy).routes(),
+        *LifecycleApi(platform.engine, platform.loader).routes(),
+        *StreamApi(platform.engine, platform.tenants, platform.settings).routes(),
+    ]
+
+
+def _health(platform: Platform) -> Any:
+    def database_answers() -> bool:
+        try:
+            with platform.db.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            # One line: a load balancer asks every few seconds for as long as an outage lasts.
+            _log.warning("health check: the database does not answer (%s)", reason(exc))
+            return False
+        return True
+
+    async def health(request: Request) -> Response:
+        if platform.running and await run_in_threadpool(database_answers):
+            # Which layers of the sandbox's second wall are up (docs/sandbox.md), as found at
+            # start-up or at the zygote's latest restart: asking starts nothing.
+            wall = platform.pool.wall_layers(start=False)
+            return JSONResponse({"status": "ok", "sandbox_wall": wall})
+        # As the API's own 503s: the same hint of when to ask again.
+        return JSONResponse({"status": "unavailable"}, status_code=503, headers=_RETRY)
+
+    return health
+
+
+def _metrics_route(platform: Platform) -> Any:
+    async def metrics(request: Request) -> Response:
+        stats = await run_in_threadpool(platform.engine.stats)
+        return Response(_metrics.render(stats), media_type=_metrics.CONTENT_TYPE)
+
+    return metrics

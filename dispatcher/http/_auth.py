@@ -1,0 +1,63 @@
+"""Who is calling: the admin (``/v1/admin/...`` and ``/metrics``, whose counts are the whole
+platform's) or a tenant (the rest of ``/v1/...``).
+
+Checked before routing, so an unauthenticated caller learns nothing about which paths exist.
+A tenant caller is left in ``request.state.caller`` for the routes, an admin one (an
+:class:`~tenants.Actor`: which admin token, from which address) in ``request.state.admin``
+for the audit log. Failed admin sign-ins are counted in the audit log too (aggregated).
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dispatcher.http._errors import error_response
+from dispatcher.http._fairness import ReadShares, counted
+from tenants import Actor, TenantStore
+from treadle.errors import TreadleError, Unauthorized
+
+_ADMIN = "/v1/admin"
+_API = "/v1/"
+_ADMIN_ONLY = (_ADMIN, "/metrics")  # these paths exactly, and those under /v1/admin/
+
+
+class Authenticate:
+    def __init__(self, app: ASGIApp, tenants: TenantStore) -> None:
+        self._app = app
+        self._tenants = tenants
+        self._reads = ReadShares()  # see dispatcher.http._fairness
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        admin = path in _ADMIN_ONLY or path.startswith(_ADMIN + "/")
+        if scope["type"] != "http" or not (admin or path.startswith(_API)):
+            await self._app(scope, receive, send)
+            return
+        client = scope["client"][0] if scope.get("client") else None
+        try:
+            token = bearer_token(Headers(scope=scope))
+            if admin:
+                actor = await run_in_threadpool(self._tenants.verify_admin, token)
+                scope.setdefault("state", {})["admin"] = Actor(actor, client)
+            else:
+                caller = await run_in_threadpool(self._tenants.authenticate, token)
+                scope.setdefault("state", {})["caller"] = caller
+        except TreadleError as exc:
+            if admin and isinstance(exc, Unauthorized):
+                await run_in_threadpool(self._tenants.admin_refused, client)
+            await error_response(exc)(scope, receive, send)
+            return
+        if admin or not counted(scope["method"], path):
+            await self._app(scope, receive, send)
+            return
+        async with self._reads.turn(caller.tenant_id):
+            await self._app(scope, receive, send)
+
+
+def bearer_token(headers: Headers) -> str:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send the credential as 'Authorization: Bearer <token>'")
+    return token.strip()

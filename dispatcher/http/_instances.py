@@ -1,0 +1,221 @@
+"""The instance API (DESIGN §6): create instances of a tenant's workflow and follow them.
+
+``create()`` is where the dispatcher routes a request to tenant code: the workflow name is
+resolved to its current version here, and the instance is pinned to that version for life.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dispatcher.http._schemas import NAME_PATTERN
+from engine import MAX_INSTANCE_ID, Engine, NewInstance, Quota
+from loader import Loader
+from tenants import Caller, Policy
+from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
+
+MAX_BATCH = 100
+_BASE = "/v1/workflows/{name}/instances"
+_PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
+class NewInstanceBody(BaseModel):
+    """The body of ``POST .../instances``, and one item of a batch."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # Checked by the engine (code instance.invalid_id); described here for the document.
+    id: str | None = Field(
+        default=None,
+        json_schema_extra={"minLength": 1, "maxLength": MAX_INSTANCE_ID, "pattern": NAME_PATTERN},
+    )
+    params: Any = None
+
+
+class BatchItem(NewInstanceBody):
+    """One item of a batch. A bad id is that item's error (in ``errors`` of a 200), not the
+    request's, so the document puts no rule on it here."""
+
+    id: str | None = None
+
+
+class BatchBody(BaseModel):
+    """The body of ``POST .../instances/batch``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    instances: list[BatchItem] = Field(max_length=MAX_BATCH)
+
+
+class InstanceApi:
+    def __init__(self, engine: Engine, loader: Loader, policy_of: Callable[[int], Policy]) -> None:
+        self._engine = engine
+        self._loader = loader
+        self._policy_of = policy_of
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(_BASE, self.create, methods=["POST"]),
+            Route(_BASE, self.list_instances, methods=["GET"]),
+            Route(_BASE + "/batch", self.create_batch, methods=["POST"]),
+            Route(_BASE + "/{id}", self.get_instance, methods=["GET"]),
+            Route(_BASE + "/{id}/events/{type}", self.send_event, methods=["POST"]),
+            Route(_BASE + "/{id}/logs", self.logs, methods=["GET"]),
+            Route(_BASE + "/{id}/steps", self.steps, methods=["GET"]),
+        ]
+
+    async def create(self, request: Request) -> Response:
+        raw = await request.body()
+        body = NewInstanceBody.model_validate_json(raw) if raw.strip() else NewInstanceBody()
+        created, errors = await run_in_threadpool(
+            self._create, caller_of(request), request.path_params["name"], [body]
+        )
+        if errors:
+            raise _item_error(errors[0])
+        return JSONResponse(created[0], status_code=201)
+
+    async def create_batch(self, request: Request) -> Response:
+        body = BatchBody.model_validate_json(await request.body())
+        created, errors = await run_in_threadpool(
+            self._create, caller_of(request), request.path_params["name"], body.instances
+        )
+        limited = any(e["code"].startswith("quota.") for e in errors)
+        headers = {"Retry-After": "1"} if limited else None
+        return JSONResponse({"created": created, "errors": errors}, headers=headers)
+
+    def _create(
+        self, caller: Caller, workflow: str, items: Sequence[NewInstanceBody]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Create what the tenant's quota allows (``creates_per_second`` across every API
+        process, ``max_queued_instances``); the rest are per-item errors (a create refused
+        whole answers 429), and nothing of them is written."""
+        version = self._loader.current(caller.tenant_id, workflow)
+        policy = self._policy_of(caller.tenant_id)
+        quota = Quota(policy.creates_per_second, policy.max_queued_instances, storage_bytes(policy))
+        new = [NewInstance(item.id, item.params) for item in items]
+        return self._engine.create_instances(caller.tenant_id, workflow, version, new, quota)
+
+    async def list_instances(self, request: Request) -> Response:
+        query = query_of(request, "status", "limit", "cursor")
+        limit = _int_param(query.get("limit"), "limit", default=50)
+        instances, cursor = await run_in_threadpool(
+            self._list,
+            caller_of(request),
+            request.path_params["name"],
+            query.get("status"),  # "status=" is an unknown status, not "any status"
+            limit,
+            query.get("cursor") or None,
+        )
+        return JSONResponse({"instances": instances, "next_cursor": cursor})
+
+    def _list(
+        self, caller: Caller, workflow: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        self._loader.current(caller.tenant_id, workflow)  # 404 for a workflow that is not there
+        return self._engine.list_instances(
+            caller.tenant_id, workflow, status=status, limit=limit, cursor=cursor
+        )
+
+    async def get_instance(self, request: Request) -> Response:
+        tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
+        instance = await run_in_threadpool(self._engine.get_instance, tenant_id, name, instance_id)
+        return JSONResponse(instance)
+
+    async def send_event(self, request: Request) -> Response:
+        raw = await request.body()
+        payload = _PAYLOAD.validate_json(raw) if raw.strip() else None
+        tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
+        event_type = request.path_params["type"]
+        await run_in_threadpool(self._send, tenant_id, name, instance_id, event_type, payload)
+        return JSONResponse({}, status_code=202)
+
+    def _send(
+        self, tenant_id: int, name: str, instance_id: str, event_type: str, payload: Any
+    ) -> None:
+        policy = self._policy_of(tenant_id)
+        self._engine.send_event(
+            tenant_id,
+            name,
+            instance_id,
+            event_type,
+            payload,
+            max_bytes=policy.max_step_result_bytes,
+            max_storage_bytes=storage_bytes(policy),
+        )
+
+    async def logs(self, request: Request) -> Response:
+        lines, cursor = await self._page(request, self._engine.log_page)
+        return JSONResponse({"logs": lines, "next_cursor": cursor})
+
+    async def steps(self, request: Request) -> Response:
+        steps, cursor = await self._page(request, self._engine.steps)
+        return JSONResponse({"steps": steps, "next_cursor": cursor})
+
+    async def _page(self, request: Request, read: Callable[..., Any]) -> Any:
+        """A page of an instance's logs or steps: ``?limit=&cursor=``, both optional."""
+        query = query_of(request, "limit", "cursor")
+        limit = query.get("limit")
+        tenant_id, (name, instance_id) = caller_of(request).tenant_id, ids_of(request)
+        return await run_in_threadpool(
+            lambda: read(
+                tenant_id,
+                name,
+                instance_id,
+                limit=None if limit is None else _int_param(limit, "limit", default=0),
+                cursor=query.get("cursor") or None,
+            )
+        )
+
+
+def storage_bytes(policy: Policy) -> int:
+    return policy.max_storage_mb * 1024 * 1024
+
+
+def caller_of(request: Request) -> Caller:
+    caller = request.state.caller
+    assert isinstance(caller, Caller)
+    return caller
+
+
+def ids_of(request: Request) -> tuple[str, str]:
+    return request.path_params["name"], request.path_params["id"]
+
+
+def query_of(request: Request, *known: str) -> QueryParams:
+    """The query parameters, refusing any the route does not know (a misspelt ``limit`` doing
+    nothing is worse than an error)."""
+    for name in request.query_params:
+        if name not in known:
+            raise InvalidInput(
+                f"unknown query parameter {name!r}; this route takes {', '.join(known)}",
+                code="request.unknown_parameter",
+            )
+    return request.query_params
+
+
+def _int_param(value: str | None, name: str, *, default: int) -> int:
+    if value is None:
+        return default
+    if not _INTEGER.fullmatch(value):  # int() would take " 5", "5_0" and other digits
+        raise InvalidInput(f"{name} must be an integer, not {value[:40]!r}")
+    return int(value)
+
+
+def _item_error(error: dict[str, Any]) -> TreadleError:
+    """A per-item error of ``create_instances`` as the exception a single create raises."""
+    code, message = str(error["code"]), str(error["message"])
+    if code.endswith("already_exists"):
+        return AlreadyExists(message, code=code)
+    if code == TooLarge.code:
+        return TooLarge(message)
+    return InvalidInput(message, code=code)

@@ -1,0 +1,66 @@
+"""The HTTP client of a treadle server: ``Client``, ``AsyncClient``, the admin clients, the
+models of the API's answers, and the ``treadle`` command line built on them."""
+
+from __future__ import annotations
+
+from treadle.client._client import Admin, AsyncAdmin, AsyncClient, Client
+from treadle.client._errors import ConnectionFailed, InstanceFailed, NotFinished, ServerError
+from treadle.client._main import main
+from treadle.client._models import (
+    ApiKey,
+    ApiKeyInfo,
+    Attempt,
+    AuditEntry,
+    AuditPage,
+    BatchResult,
+    Created,
+    Instance,
+    InstanceError,
+    InstanceList,
+    InstanceSummary,
+    ItemError,
+    LogLine,
+    Policy,
+    RotatedKey,
+    Step,
+    StoredCode,
+    StreamEvent,
+    Tenant,
+    Workflow,
+    WorkflowSummary,
+    WorkflowVersion,
+)
+
+__all__ = [
+    "Admin",
+    "ApiKey",
+    "ApiKeyInfo",
+    "AsyncAdmin",
+    "AsyncClient",
+    "Attempt",
+    "AuditEntry",
+    "AuditPage",
+    "BatchResult",
+    "Client",
+    "ConnectionFailed",
+    "Created",
+    "Instance",
+    "InstanceError",
+    "InstanceFailed",
+    "InstanceList",
+    "InstanceSummary",
+    "ItemError",
+    "LogLine",
+    "NotFinished",
+    "Policy",
+    "RotatedKey",
+    "ServerError",
+    "Step",
+    "StoredCode",
+    "StreamEvent",
+    "Tenant",
+    "Workflow",
+    "WorkflowSummary",
+    "WorkflowVersion",
+    "main",
+]

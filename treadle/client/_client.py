@@ -1,0 +1,615 @@
+"""``Client`` and ``AsyncClient``: the whole HTTP API of treadle (DESIGN §6) from Python.
+
+Both describe each request with the same :mod:`treadle.client._requests` functions and follow
+streams with the same :mod:`treadle.client._stream` state; only sending differs (blocking or
+awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from treadle.client import _requests
+from treadle.client._models import (
+    ApiKey,
+    ApiKeyInfo,
+    AuditEntry,
+    AuditPage,
+    BatchResult,
+    Created,
+    Instance,
+    InstanceList,
+    LogLine,
+    Policy,
+    RotatedKey,
+    StoredCode,
+    StreamEvent,
+    Tenant,
+    Workflow,
+    WorkflowSummary,
+)
+from treadle.client._requests import (
+    Auth,
+    Call,
+    Duration,
+    Instant,
+    Sandbox,
+    check,
+    connection_failed,
+    outcome,
+)
+from treadle.client._stream import Follow
+from treadle.errors import NotFinished, Unauthorized
+
+T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:8787"
+_ENV = {"url": "TREADLE_URL", "tenant": "TREADLE_API_KEY", "admin": "TREADLE_ADMIN_TOKEN"}
+
+
+class _Connection:
+    """What both clients send with: the server, the credentials (from the arguments or the
+    environment), the timeout, and the options of every request and stream."""
+
+    def __init__(
+        self,
+        url: str | None,
+        api_key: str | None,
+        admin_token: str | None,
+        timeout: float | None,
+        reconnects: int,
+    ) -> None:
+        self.url = (url or os.environ.get(_ENV["url"]) or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self._reconnects = reconnects
+        self._tokens = {
+            "tenant": api_key or os.environ.get(_ENV["tenant"]),
+            "admin": admin_token or os.environ.get(_ENV["admin"]),
+        }
+
+    def request(self, call: Call[Any]) -> dict[str, Any]:
+        """The arguments of ``httpx`` ``request()`` for ``call``."""
+        content = call.content()
+        return {
+            "method": call.method,
+            "url": call.path,
+            "content": content,
+            "params": call.params,
+            "headers": self._headers(call.auth, json_body=content is not None),
+        }
+
+    def stream(self, follow: Follow) -> dict[str, Any]:
+        """The arguments of ``httpx`` ``stream()`` for the next connection of ``follow``."""
+        return {
+            "method": "GET",
+            "url": follow.path,
+            "headers": {**self._headers("tenant", json_body=False), **follow.headers()},
+            "timeout": httpx.Timeout(self.timeout, read=follow.read_timeout()),
+        }
+
+    def follow(
+        self, workflow: str, id: str, after: int | None = None, timeout: float | None = None
+    ) -> Follow:
+        return Follow(
+            self.url, workflow, id, after=after, timeout=timeout, reconnects=self._reconnects
+        )
+
+    def _headers(self, auth: Auth, *, json_body: bool) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if json_body:
+            headers["Content-Type"] = "application/json"
+        if auth == "none":
+            return headers
+        token = self._tokens[auth]
+        if not token:
+            what = "an API key" if auth == "tenant" else "the admin token"
+            argument = "api_key" if auth == "tenant" else "admin_token"
+            raise Unauthorized(f"this needs {what}: pass {argument}= or set {_ENV[auth]}")
+        headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+
+class Client:
+    """A blocking client of a treadle server.
+
+    ``url`` defaults to ``$TREADLE_URL`` (else ``http://127.0.0.1:8787``), ``api_key`` to
+    ``$TREADLE_API_KEY`` and ``admin_token`` (for :attr:`admin`) to ``$TREADLE_ADMIN_TOKEN``.
+    Every method raises a :class:`treadle.TreadleError` subclass when the request fails: the
+    server's error (``NotFound``, ``Conflict``, ``CodeInvalid``, ...), or ``ConnectionFailed``.
+    ``timeout`` bounds each request; ``reconnects`` is how many times in a row a dropped
+    stream is opened again before ``subscribe`` gives up.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        admin_token: str | None = None,
+        timeout: float | None = 30.0,
+        reconnects: int = 5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self.admin = Admin(self)
+        """The admin API: tenants, their policies, API keys and the audit log (needs the admin
+        token)."""
+
+    @property
+    def url(self) -> str:
+        return self._conn.url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def send(self, call: Call[T]) -> T:
+        """Send one request of :mod:`treadle.client._requests` and read its answer."""
+        try:
+            response = self._http.request(**self._conn.request(call))
+        except httpx.TransportError as exc:
+            raise connection_failed(self.url, exc) from exc
+        check(response)
+        return call.read(response)
+
+    # -- workflows --------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        source: str | None = None,
+        *,
+        sandbox: Sandbox = "restricted",
+        class_name: str | None = None,
+        wasm: bytes | None = None,
+    ) -> StoredCode:
+        """Upload workflow code: Python ``source``, or a Wasm core module ``wasm``."""
+        return self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
+
+    def workflows(self) -> list[WorkflowSummary]:
+        return self.send(_requests.workflows())
+
+    def workflow(self, name: str) -> Workflow:
+        return self.send(_requests.workflow(name))
+
+    def delete_workflow(self, name: str) -> None:
+        """Delete a workflow with its versions and instances."""
+        self.send(_requests.delete_workflow(name))
+
+    # -- instances --------------------------------------------------------------------------
+
+    def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
+        """Start an instance; ``id`` defaults to one the server makes up."""
+        return self.send(_requests.create(workflow, params, id))
+
+    def create_batch(self, workflow: str, instances: Iterable[Mapping[str, Any]]) -> BatchResult:
+        """Start up to 100 instances, each ``{"params"?, "id"?}``; failures are per item."""
+        return self.send(_requests.create_batch(workflow, instances))
+
+    def get(self, workflow: str, id: str) -> Instance:
+        """The instance with all its steps (a long list is read page by page)."""
+        instance = self.send(_requests.get(workflow, id))
+        cursor, more = instance.steps_next_cursor, []
+        while cursor is not None:
+            page = self.send(_requests.steps(workflow, id, cursor))
+            more += page.steps
+            cursor = page.next_cursor
+        return _requests.with_steps(instance, more) if more else instance
+
+    def status(self, workflow: str, id: str) -> str:
+        """The instance's status, e.g. ``"running"`` or ``"complete"``."""
+        return self.get(workflow, id).status
+
+    def instances(
+        self,
+        workflow: str,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> InstanceList:
+        """One page of instances, newest first; pass ``next_cursor`` for the next page."""
+        return self.send(_requests.instances(workflow, status, limit, cursor))
+
+    def pause(self, workflow: str, id: str) -> Instance:
+        return self.send(_requests.change_status(workflow, id, {"status": "pause"}))
+
+    def resume(self, workflow: str, id: str) -> Instance:
+        return self.send(_requests.change_status(workflow, id, {"status": "resume"}))
+
+    def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
+        body = {"status": "terminate", **({"rollback": True} if rollback else {})}
+        return self.send(_requests.change_status(workflow, id, body))
+
+    def restart(
+        self,
+        workflow: str,
+        id: str,
+        *,
+        from_step: str | None = None,
+        count: int | None = None,
+        upgrade: bool = False,
+    ) -> Instance:
+        """Run again from the start, or from step ``from_step`` (its ``count``-th run)."""
+        body = _requests.restart_body(from_step, count, upgrade)
+        return self.send(_requests.change_status(workflow, id, body))
+
+    def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
+        self.send(_requests.send_event(workflow, id, type, payload))
+
+    def logs(self, workflow: str, id: str) -> list[LogLine]:
+        """Every log line of the instance, read page by page."""
+        page = self.send(_requests.logs(workflow, id, None))
+        lines = list(page.logs)
+        while page.next_cursor is not None:
+            page = self.send(_requests.logs(workflow, id, page.next_cursor))
+            lines += page.logs
+        return lines
+
+    def delete(self, workflow: str, id: str) -> None:
+        self.send(_requests.delete(workflow, id))
+
+    # -- following an instance --------------------------------------------------------------
+
+    def subscribe(self, workflow: str, id: str, after: int | None = None) -> Iterator[StreamEvent]:
+        """The instance's events, history first, then live, until it has finished.
+
+        ``after`` is an event id: only later events are sent. A dropped connection is opened
+        again with ``Last-Event-ID``; no event is lost or repeated.
+        """
+        return self._follow(self._conn.follow(workflow, id, after=after))
+
+    def wait(self, workflow: str, id: str, timeout: float | None = None) -> Instance:
+        """The instance once it has completed (its ``output`` is the result).
+
+        Raises :class:`treadle.errors.InstanceFailed` if it ended ``errored`` or
+        ``terminated``, :class:`treadle.errors.NotFinished` after ``timeout`` seconds.
+        """
+        follow = self._conn.follow(workflow, id, timeout=timeout)
+        instance = self.get(workflow, id)
+        try:
+            while not instance.finished:
+                for _event in self._follow(follow):
+                    pass
+                instance = self.get(workflow, id)
+        except NotFinished:
+            status = self.status(workflow, id)
+            raise NotFinished(follow.timed_out_message(status), status=status) from None
+        return outcome(instance)
+
+    def _follow(self, follow: Follow) -> Iterator[StreamEvent]:
+        while True:
+            try:
+                with self._http.stream(**self._conn.stream(follow)) as r:
+                    if r.is_error:
+                        r.read()
+                    check(r)
+                    follow.opened()
+                    for line in r.iter_lines():
+                        event = follow.feed(line)
+                        if event is not None:
+                            yield event
+                        if follow.should_reconnect():  # raises once past the deadline
+                            break
+                    else:
+                        return
+            except httpx.TransportError as exc:
+                time.sleep(follow.dropped(exc))
+
+
+class AsyncClient:
+    """The asynchronous twin of :class:`Client`: the same methods, awaited.
+
+    ``subscribe`` is an async iterator: ``async for event in client.subscribe(...)``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        admin_token: str | None = None,
+        timeout: float | None = 30.0,
+        reconnects: int = 5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
+        self.admin = AsyncAdmin(self)
+        """The admin API: tenants, their policies, API keys and the audit log (needs the admin
+        token)."""
+
+    @property
+    def url(self) -> str:
+        return self._conn.url
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        """Send one request of :mod:`treadle.client._requests` and read its answer."""
+        try:
+            response = await self._http.request(**self._conn.request(call))
+        except httpx.TransportError as exc:
+            raise connection_failed(self.url, exc) from exc
+        check(response)
+        return call.read(response)
+
+    async def deploy(
+        self,
+        name: str,
+        source: str | None = None,
+        *,
+        sandbox: Sandbox = "restricted",
+        class_name: str | None = None,
+        wasm: bytes | None = None,
+    ) -> StoredCode:
+        return await self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
+
+    async def workflows(self) -> list[WorkflowSummary]:
+        return await self.send(_requests.workflows())
+
+    async def workflow(self, name: str) -> Workflow:
+        return await self.send(_requests.workflow(name))
+
+    async def delete_workflow(self, name: str) -> None:
+        await self.send(_requests.delete_workflow(name))
+
+    async def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
+        return await self.send(_requests.create(workflow, params, id))
+
+    async def create_batch(
+        self, workflow: str, instances: Iterable[Mapping[str, Any]]
+    ) -> BatchResult:
+        return await self.send(_requests.create_batch(workflow, instances))
+
+    async def get(self, workflow: str, id: str) -> Instance:
+        instance = await self.send(_requests.get(workflow, id))
+        cursor, more = instance.steps_next_cursor, []
+        while cursor is not None:
+            page = await self.send(_requests.steps(workflow, id, cursor))
+            more += page.steps
+            cursor = page.next_cursor
+        return _requests.with_steps(instance, more) if more else instance
+
+    async def status(self, workflow: str, id: str) -> str:
+        return (await self.get(workflow, id)).status
+
+    async def instances(
+        self,
+        workflow: str,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> InstanceList:
+        return await self.send(_requests.instances(workflow, status, limit, cursor))
+
+    async def pause(self, workflow: str, id: str) -> Instance:
+        return await self.send(_requests.change_status(workflow, id, {"status": "pause"}))
+
+    async def resume(self, workflow: str, id: str) -> Instance:
+        return await self.send(_requests.change_status(workflow, id, {"status": "resume"}))
+
+    async def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
+        body = {"status": "terminate", **({"rollback": True} if rollback else {})}
+        return await self.send(_requests.change_status(workflow, id, body))
+
+    async def restart(
+        self,
+        workflow: str,
+        id: str,
+        *,
+        from_step: str | None = None,
+        count: int | None = None,
+        upgrade: bool = False,
+    ) -> Instance:
+        body = _requests.restart_body(from_step, count, upgrade)
+        return await self.send(_requests.change_status(workflow, id, body))
+
+    async def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
+        await self.send(_requests.send_event(workflow, id, type, payload))
+
+    async def logs(self, workflow: str, id: str) -> list[LogLine]:
+        page = await self.send(_requests.logs(workflow, id, None))
+        lines = list(page.logs)
+        while page.next_cursor is not None:
+            page = await self.send(_requests.logs(workflow, id, page.next_cursor))
+            lines += page.logs
+        return lines
+
+    async def delete(self, workflow: str, id: str) -> None:
+        await self.send(_requests.delete(workflow, id))
+
+    def subscribe(
+        self, workflow: str, id: str, after: int | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        return self._follow(self._conn.follow(workflow, id, after=after))
+
+    async def wait(self, workflow: str, id: str, timeout: float | None = None) -> Instance:
+        follow = self._conn.follow(workflow, id, timeout=timeout)
+        instance = await self.get(workflow, id)
+        try:
+            while not instance.finished:
+                async for _event in self._follow(follow):
+                    pass
+                instance = await self.get(workflow, id)
+        except NotFinished:
+            status = await self.status(workflow, id)
+            raise NotFinished(follow.timed_out_message(status), status=status) from None
+        return outcome(instance)
+
+    async def _follow(self, follow: Follow) -> AsyncIterator[StreamEvent]:
+        while True:
+            try:
+                async with self._http.stream(**self._conn.stream(follow)) as r:
+                    if r.is_error:
+                        await r.aread()
+                    check(r)
+                    follow.opened()
+                    async for line in r.aiter_lines():
+                        event = follow.feed(line)
+                        if event is not None:
+                            yield event
+                        if follow.should_reconnect():  # raises once past the deadline
+                            break
+                    else:
+                        return
+            except httpx.TransportError as exc:
+                await asyncio.sleep(follow.dropped(exc))
+
+
+class Admin:
+    """The admin API of a :class:`Client` (``client.admin``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create_tenant(self, name: str, policy: Mapping[str, Any] | None = None) -> Tenant:
+        return self._client.send(_requests.create_tenant(name, policy))
+
+    def tenants(self) -> list[Tenant]:
+        return self._client.send(_requests.tenants())
+
+    def tenant(self, name: str) -> Tenant:
+        return self._client.send(_requests.tenant(name))
+
+    def update_policy(self, name: str, changes: Mapping[str, Any]) -> Policy:
+        """Change the fields in ``changes``; returns the whole policy."""
+        return self._client.send(_requests.update_policy(name, changes))
+
+    def create_key(
+        self, tenant: str, ttl: Duration | None = None, expires_at: Instant | None = None
+    ) -> ApiKey:
+        """A new API key; its secret ``key`` is shown only this once.
+
+        It stops working after ``ttl`` or at ``expires_at`` (give one or neither: without,
+        it works until it is deleted or rotated).
+        """
+        return self._client.send(_requests.create_key(tenant, ttl, expires_at))
+
+    def keys(self, tenant: str) -> list[ApiKeyInfo]:
+        """The tenant's keys, oldest first, with their last use (never their secrets)."""
+        return self._client.send(_requests.keys(tenant))
+
+    def rotate_key(
+        self,
+        tenant: str,
+        key_id: str,
+        overlap: Duration | None = None,
+        ttl: Duration | None = None,
+        expires_at: Instant | None = None,
+    ) -> RotatedKey:
+        """A new key in place of ``key_id``, which keeps working for ``overlap`` (the server's
+        default: 24 hours; 0 stops it at once). ``ttl``/``expires_at`` are the new key's
+        lifetime. Raises :class:`treadle.errors.Conflict` (``key.expired``) for an expired key.
+        """
+        return self._client.send(_requests.rotate_key(tenant, key_id, overlap, ttl, expires_at))
+
+    def delete_key(self, tenant: str, key_id: str) -> None:
+        self._client.send(_requests.delete_key(tenant, key_id))
+
+    def audit(
+        self,
+        tenant: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        """One page of the audit log, newest first (``limit`` 1-1000, default 50); pass its
+        ``next_cursor`` for the next page. ``tenant`` must exist (else ``NotFound``)."""
+        return self._client.send(_requests.audit(tenant, action, limit, cursor))
+
+    def audit_entries(
+        self, tenant: str | None = None, action: str | None = None, page_size: int | None = None
+    ) -> Iterator[AuditEntry]:
+        """Every entry of the audit log, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.audit(tenant, action, page_size, cursor)
+            yield from page.entries
+            if (cursor := page.next_cursor) is None:
+                return
+
+
+class AsyncAdmin:
+    """The admin API of an :class:`AsyncClient` (``client.admin``)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create_tenant(self, name: str, policy: Mapping[str, Any] | None = None) -> Tenant:
+        return await self._client.send(_requests.create_tenant(name, policy))
+
+    async def tenants(self) -> list[Tenant]:
+        return await self._client.send(_requests.tenants())
+
+    async def tenant(self, name: str) -> Tenant:
+        return await self._client.send(_requests.tenant(name))
+
+    async def update_policy(self, name: str, changes: Mapping[str, Any]) -> Policy:
+        return await self._client.send(_requests.update_policy(name, changes))
+
+    async def create_key(
+        self, tenant: str, ttl: Duration | None = None, expires_at: Instant | None = None
+    ) -> ApiKey:
+        return await self._client.send(_requests.create_key(tenant, ttl, expires_at))
+
+    async def keys(self, tenant: str) -> list[ApiKeyInfo]:
+        return await self._client.send(_requests.keys(tenant))
+
+    async def rotate_key(
+        self,
+        tenant: str,
+        key_id: str,
+        overlap: Duration | None = None,
+        ttl: Duration | None = None,
+        expires_at: Instant | None = None,
+    ) -> RotatedKey:
+        call = _requests.rotate_key(tenant, key_id, overlap, ttl, expires_at)
+        return await self._client.send(call)
+
+    async def delete_key(self, tenant: str, key_id: str) -> None:
+        await self._client.send(_requests.delete_key(tenant, key_id))
+
+    async def audit(
+        self,
+        tenant: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        return await self._client.send(_requests.audit(tenant, action, limit, cursor))
+
+    async def audit_entries(
+        self, tenant: str | None = None, action: str | None = None, page_size: int | None = None
+    ) -> AsyncIterator[AuditEntry]:
+        cursor: str | None = None
+        while True:
+            page = await self.audit(tenant, action, page_size, cursor)
+            for entry in page.entries:
+                yield entry
+            if (cursor := page.next_cursor) is None:
+                return
