@@ -27,9 +27,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import idna
@@ -58,6 +58,14 @@ _NEVER_PUBLIC = tuple(
 
 Resolver = Callable[[str, int], list[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FetchResult(TypedDict):
+    """What an ``env.fetch`` call returns to the step body."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
 
 
 class EgressDenied(NonRetryableError):
@@ -159,13 +167,13 @@ def check_allowed(url: str, allow: list[str], resolve: Resolver = system_resolve
 
 
 def fetch(
-    args: dict[str, Any],
+    args: Mapping[str, object],
     allow: list[str],
     client: httpx.Client,
     resolve: Resolver = system_resolver,
     *,
     deadline: Deadline,
-) -> dict[str, Any]:
+) -> FetchResult:
     """Perform one ``env.fetch`` call, over by ``deadline``; the result is what the step
     body sees."""
     url, method = args.get("url"), str(args.get("method") or "GET").upper()
@@ -179,7 +187,7 @@ def fetch(
     headers["Host"] = target.url.netloc.decode("ascii")
     connection = _Connection()
     deadline.on_expiry(connection.close)
-    extensions: dict[str, Any] = {"trace": connection.trace}
+    extensions: dict[str, object] = {"trace": connection.trace}
     if target.url.scheme == "https":
         extensions["sni_hostname"] = target.host
     pinned = target.url.copy_with(host=address)
@@ -221,7 +229,7 @@ class _Connection:
         self._stream: Any = None
         self._closed = False
 
-    def trace(self, event: str, info: dict[str, Any]) -> None:
+    def trace(self, event: str, info: Mapping[str, object]) -> None:
         if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
             self._stream = info["return_value"]
             if self._closed:

@@ -14,7 +14,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from dispatcher import _egress as egress
 from dispatcher._settings import Settings
@@ -31,6 +30,7 @@ from treadle.errors import (
     NotFound,
     Unavailable,
 )
+from treadle.runtime import JSONObject, LogLine, StepRecord
 
 _log = logging.getLogger("treadle")
 
@@ -47,7 +47,7 @@ class TenantRunner:
         self._artifact = artifact
         self._policy = policy
         self._limits = limits_of(policy)
-        self.vars: dict[str, Any] = dict(policy.vars)
+        self.vars: JSONObject = dict(policy.vars)
 
     def replay(self, request: ReplayRequest, host: Recorder) -> Outcome:
         tenant_host = TenantHost(self._platform, self._ref, self._policy, host)
@@ -68,14 +68,14 @@ class TenantHost:
         self._host = host
 
     def commit(
-        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
     ) -> None:
         self._host.commit(records, logs, running=running)
 
     def on_stop(self, stop: Callable[[BaseException], None]) -> None:
         self._host.on_stop(stop)
 
-    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
+    def call(self, method: str, args: JSONObject, deadline: Deadline) -> object:
         try:
             if method == "fetch":
                 allow = list(self._policy.egress_allow)
@@ -87,7 +87,7 @@ class TenantHost:
             # Bad arguments, a missing workflow, an id taken: the same on every retry.
             raise NonRetryableError(exc.message) from exc
 
-    def _create_child(self, args: dict[str, Any]) -> str:
+    def _create_child(self, args: JSONObject) -> str:
         workflow, instance_id = args.get("workflow"), args.get("id")
         if not isinstance(workflow, str) or not isinstance(instance_id, str):
             raise InvalidInput("env.workflows.create needs a workflow name and an instance id")

@@ -1,4 +1,4 @@
-"""The server commands of ``treadle`` (DESIGN §7): ``serve``, ``worker`` and ``migrate``.
+"""The server commands of ``treadle`` (``docs/deploy.md``): ``serve``, ``worker`` and ``migrate``.
 
 :mod:`treadle.client._main` imports this module only when one of them runs.
 """

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from engine._engine import Engine, NewInstance
+from engine._engine import CreatedItem, Engine, ItemError, NewInstance
+from engine._fencing import LeaseLost
 from engine._names import FINISHED, MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
 from engine._quotas import Quota
 from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
-from engine._store import LeaseLost
+from engine._rows import HistoryEvent, WatchedEvent
 from engine._usage import StorageLimits
+from engine._views import InstanceView, LogView, StepView
 
 __all__ = [
     "FINISHED",
@@ -15,13 +17,20 @@ __all__ = [
     "MAX_INSTANCE_ID",
     "MAX_ROW_ID",
     "STATUSES",
+    "CreatedItem",
     "Engine",
+    "HistoryEvent",
     "InstanceRef",
+    "InstanceView",
+    "ItemError",
     "LeaseLost",
     "LoadRunner",
+    "LogView",
     "NewInstance",
     "Quota",
     "Recorder",
     "Runner",
+    "StepView",
     "StorageLimits",
+    "WatchedEvent",
 ]

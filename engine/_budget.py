@@ -14,12 +14,13 @@ instances and to the tenant's ledger.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from engine._store import Final, I, LeaseLost
 from engine._usage import MIB, ROW_OVERHEAD, charge, json_size, text_size
+from treadle.runtime import ErrorValue, LogLine, result_refused
 
 if TYPE_CHECKING:
     from engine._commits import RecordWrite
@@ -82,7 +83,7 @@ def settle(conn: sa.Connection, store: EngineStore, live: Sequence[RecordWrite])
 
 def _cap_logs(write: RecordWrite, current: int) -> None:
     cap = write.limits.max_log_bytes
-    kept: list[dict[str, Any]] = []
+    kept: list[LogLine] = []
     for line in write.logs if current <= cap else []:
         size = text_size(line["message"])
         if current + size > cap:
@@ -115,7 +116,7 @@ def _size(write: RecordWrite) -> int:
 
 def _refuse(write: RecordWrite) -> None:
     mb = write.limits.max_bytes // MIB
-    error = {
+    error: ErrorValue = {
         "name": "StorageQuotaExceeded",
         "message": (
             f"the tenant's storage is used up (max_storage_mb={mb}): this instance's results "
@@ -124,18 +125,10 @@ def _refuse(write: RecordWrite) -> None:
     }
     write.refused = True
     write.stops_replay = write.final is None
-    write.steps = [_failed(r, error) if r["output"] is not None else r for r in write.steps]
+    write.steps = [result_refused(r, error) if r["output"] is not None else r for r in write.steps]
     write.logs = []
     write.log_bytes = None
     if write.claimed.mode == "rollback":
         write.final = Final("terminated", rollback={"outcome": "errored", "error": error})
     else:
         write.final = Final("errored", error=error)
-
-
-def _failed(row: dict[str, Any], error: dict[str, str]) -> dict[str, Any]:
-    attempts = list(row["attempts"] or [])
-    if attempts:
-        attempts[-1] = {**attempts[-1], "success": False, "error": error}
-    failed = {"status": "errored", "output": None, "error": error, "wake_at": None}
-    return {**row, **failed, "attempts": attempts}

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine._budget import StorageExhausted, bound, settle
+from engine._rows import HistoryRow
 from engine._store import (
     Claimed,
     EngineStore,
@@ -26,6 +27,31 @@ from engine._store import (
     workflow_event,
 )
 from storage import BatchWrite
+from treadle.runtime import LogLine, StepRecord, as_json
+
+
+class StepRow(StepRecord):
+    """A step record as a commit writes it: the latest of its step in the batch, with its
+    instance and its position among the instance's steps."""
+
+    instance_pk: int
+    seq: int
+
+
+def step_row(instance_pk: int, seq: int, record: StepRecord) -> StepRow:
+    return {
+        "instance_pk": instance_pk,
+        "seq": seq,
+        "name": record["name"],
+        "count": record["count"],
+        "type": record["type"],
+        "status": record["status"],
+        "output": record.get("output"),
+        "error": record.get("error"),
+        "attempts": record.get("attempts") or [],
+        "wake_at": record.get("wake_at"),
+        "event_pk": record.get("event_pk"),
+    }
 
 
 class RecordWrite(BatchWrite):
@@ -40,8 +66,8 @@ class RecordWrite(BatchWrite):
         store: EngineStore,
         claimed: Claimed,
         lease_until: float,
-        steps: list[dict[str, Any]],
-        logs: list[dict[str, Any]],
+        steps: list[StepRow],
+        logs: list[LogLine],
         now: float,
         final: Final | None,
         *,
@@ -190,9 +216,9 @@ _STEP_EVENTS = {
 }
 
 
-def _step_event(row: dict[str, Any], now: float) -> dict[str, Any]:
+def _step_event(row: StepRow, now: float) -> HistoryRow:
     kind = _STEP_EVENTS.get((row["type"], row["status"]), f"step.{row['status']}")
-    data = {**step_record(row), "attempts": len(row["attempts"] or [])}
+    data = {**as_json(step_record(row)), "attempts": len(row["attempts"] or [])}
     return {
         "instance_pk": row["instance_pk"],
         "ts": now,
@@ -202,7 +228,7 @@ def _step_event(row: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
-def _final_event(w: RecordWrite) -> dict[str, Any]:
+def _final_event(w: RecordWrite) -> HistoryRow:
     final = w.final
     assert final is not None
     # A wait for an event names its type, so that a client can offer to send it.
@@ -218,7 +244,7 @@ def _final_event(w: RecordWrite) -> dict[str, Any]:
     )
 
 
-def _log_row(instance_pk: int, line: dict[str, Any]) -> dict[str, Any]:
+def _log_row(instance_pk: int, line: LogLine) -> HistoryRow:
     return {
         "instance_pk": instance_pk,
         "ts": line["ts"],

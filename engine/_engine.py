@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from engine._lifecycle import Lifecycle
 from engine._names import (
@@ -17,10 +17,11 @@ from engine._names import (
 )
 from engine._quotas import Admission, Quota
 from engine._replay import LoadRunner
+from engine._rows import HistoryEvent, NewInstanceRow, WatchedEvent
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
 from engine._usage import StorageLimits
-from engine._views import instance_view, log_view, step_view
+from engine._views import InstanceView, LogView, StepView, instance_view, log_view, step_view
 from storage import Clock, Database, GroupCommitter, decode_cursor, encode_cursor
 from treadle.errors import (
     AlreadyExists,
@@ -29,12 +30,28 @@ from treadle.errors import (
     StorageQuotaExceeded,
     TreadleError,
 )
+from treadle.runtime import JSONObject, JSONValue
 
 
 @dataclass(frozen=True)
 class NewInstance:
     id: str | None = None
-    params: Any = None
+    params: JSONValue = None
+
+
+class CreatedItem(TypedDict):
+    id: str
+    status: str
+    version: str
+
+
+class ItemError(TypedDict):
+    """Why one item of a batch create was not created (its ``index`` in the batch)."""
+
+    index: int
+    id: str
+    code: str
+    message: str
 
 
 class Engine:
@@ -105,16 +122,17 @@ class Engine:
         version: str,
         items: list[NewInstance],
         quota: Quota | None = None,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Create instances; return (created, errors) with per-item errors as in §6.
+    ) -> tuple[list[CreatedItem], list[ItemError]]:
+        """Create instances; return (created, errors) with per-item errors as ``docs/api.md``
+        describes them.
 
         Under a ``quota``, what it refuses are per-item ``quota.rate_limited`` or
         ``quota.queue_full`` errors, and nothing of them is written; raises
         :class:`QuotaExceeded` when it refuses every valid item.
         """
         now = self._clock.now()
-        rows: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
+        rows: list[NewInstanceRow] = []
+        errors: list[ItemError] = []
         seen: dict[str, int] = {}
         for index, item in enumerate(items):
             instance_id = item.id if item.id is not None else uuid.uuid4().hex
@@ -148,7 +166,7 @@ class Engine:
                     "message": _refusal(admission, quota),
                 }
             )
-        created = []
+        created: list[CreatedItem] = []
         for row in rows[: admission.admitted]:
             if row["id"] in inserted:
                 created.append({"id": row["id"], "status": "queued", "version": version})
@@ -172,7 +190,7 @@ class Engine:
         workflow: str,
         version: str,
         instance_id: str,
-        params: Any,
+        params: JSONValue,
         parent_pk: int,
     ) -> str:
         """Start a child instance of a parent, exactly once: a parent replayed after a crash
@@ -191,7 +209,7 @@ class Engine:
         self._scheduler.wake()
         return instance_id
 
-    def get_instance(self, tenant_id: int, workflow: str, instance_id: str) -> dict[str, Any]:
+    def get_instance(self, tenant_id: int, workflow: str, instance_id: str) -> InstanceView:
         """The instance with its steps: all of them, unless there are more than a page holds
         (``DEFAULT_PAGE``, ``PAGE_BYTES``); then ``steps_next_cursor`` reads on from where
         the embedded list stops (``steps()``)."""
@@ -209,7 +227,7 @@ class Engine:
         *,
         limit: int | None = None,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[StepView], str | None]:
         """A page of the instance's steps, in order, and the cursor of the next (None: none)."""
         after = decode_cursor(cursor)
         page = self._store.steps(
@@ -226,7 +244,7 @@ class Engine:
         *,
         limit: int | None = None,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[LogView], str | None]:
         """A page of the instance's log lines, oldest first, and the cursor of the next."""
         after = decode_cursor(cursor) or 0
         page = self._store.logs(tenant_id, workflow, instance_id, after, *_page_of(limit))
@@ -246,7 +264,7 @@ class Engine:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[InstanceView], str | None]:
         if status is not None:
             check_status(status)
         if not 1 <= limit <= 1000:
@@ -262,7 +280,7 @@ class Engine:
         workflow: str,
         instance_id: str,
         event_type: str,
-        payload: Any,
+        payload: JSONValue,
         *,
         max_bytes: int = MAX_PAYLOAD_BYTES,
         max_storage_bytes: int | None = None,
@@ -284,10 +302,10 @@ class Engine:
         instance_id: str,
         action: str,
         *,
-        from_step: dict[str, Any] | None = None,
+        from_step: JSONObject | None = None,
         version: str | None = None,
         rollback: bool = False,
-    ) -> dict[str, Any]:
+    ) -> InstanceView:
         """Pause, resume, terminate or restart an instance (see ``engine._lifecycle``);
         return the instance as this change left it (a worker may claim it a moment later)."""
         write = self._lifecycle.change(
@@ -323,26 +341,26 @@ class Engine:
 
     def history(
         self, tenant_id: int, workflow: str, instance_id: str, after: int = 0, limit: int = 500
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[list[HistoryEvent], str]:
         """The instance's history events after event id ``after``, oldest first (each with
         ``pk``, ``ts``, ``type``, ``step``, ``data``), and its current status."""
         return self._store.history(tenant_id, workflow, instance_id, after, limit)
 
     def instance_history(
         self, tenant_id: int, workflow: str, instance_id: str, after: int = 0, limit: int = 500
-    ) -> tuple[int, list[dict[str, Any]], str]:
+    ) -> tuple[int, list[HistoryEvent], str]:
         """:meth:`history`, with the instance's pk first: its key in :meth:`watched_history`."""
         return self._store.instance_history(tenant_id, workflow, instance_id, after, limit)
 
     def watched_history(
         self, cursors: Mapping[int, int], limit: int = 500
-    ) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    ) -> tuple[dict[int, str], list[WatchedEvent]]:
         """The statuses of the instances ``cursors`` names (by pk; a deleted one is missing)
         and their history events after each one's cursor (an event id), oldest first, at most
         ``limit``: one read for every live stream of a process."""
         return self._store.watched_history(cursors, limit)
 
-    def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[dict[str, Any]]:
+    def logs(self, tenant_id: int, workflow: str, instance_id: str) -> list[LogView]:
         """Every log line of the instance (for in-process callers; the API pages them)."""
         lines, cursor = self.log_page(tenant_id, workflow, instance_id, limit=MAX_PAGE)
         while cursor is not None:
@@ -368,8 +386,8 @@ class Engine:
 
 
 def _new_row(
-    tenant_id: int, workflow: str, version: str, instance_id: str, params: Any, now: float
-) -> dict[str, Any]:
+    tenant_id: int, workflow: str, version: str, instance_id: str, params: JSONValue, now: float
+) -> NewInstanceRow:
     return {
         "tenant_id": tenant_id,
         "workflow": workflow,
@@ -426,5 +444,5 @@ def _refusal(admission: Admission, quota: Quota | None) -> str:
     )
 
 
-def _item_error(index: int, instance_id: str, exc: TreadleError) -> dict[str, Any]:
+def _item_error(index: int, instance_id: str, exc: TreadleError) -> ItemError:
     return {"index": index, "id": instance_id, "code": exc.code, "message": exc.message}

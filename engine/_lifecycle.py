@@ -1,6 +1,6 @@
 """Lifecycle of an instance: pause, resume, terminate, restart, delete; retention.
 
-The state machine (DESIGN §6 statuses)::
+The state machine (the statuses of ``docs/api.md``)::
 
     queued ──claim──> running ──suspend──> waiting ──due──> running ──> complete | errored
       │                 │                    │
@@ -33,9 +33,10 @@ import sqlalchemy as sa
 
 from engine._names import FINISHED
 from engine._quotas import grow_queue_bound
-from engine._store import E, H, I, S, Write, instance_key, not_found
+from engine._rows import E, H, I, S, Write, instance_key, not_found
 from engine._usage import charge
 from treadle.errors import Conflict, InvalidInput, NotFound
+from treadle.runtime import JSONObject
 
 LIVE = ("queued", "running", "waiting", "paused", "waitingForPause")
 ALLOWED = {
@@ -58,7 +59,7 @@ class Lifecycle:
         action: str,
         now: float,
         *,
-        from_step: dict[str, Any] | None = None,
+        from_step: JSONObject | None = None,
         version: str | None = None,
         rollback: bool = False,
     ) -> Write:
@@ -162,7 +163,7 @@ class Lifecycle:
         consumed = sa.select(S.c.event_pk).where(*doomed, S.c.event_pk.is_not(None))
         conn.execute(sa.update(E).where(E.c.pk.in_(consumed)).values(consumed_at=None))
         conn.execute(sa.delete(S).where(*doomed))
-        values: dict[str, Any] = {
+        values: dict[str, object] = {
             "status": "queued",
             "due_at": now,
             "lease_owner": None,
@@ -221,7 +222,7 @@ def _update(conn: sa.Connection, pk: int, **values: Any) -> None:
     conn.execute(sa.update(I).where(I.c.pk == pk).values(**values))
 
 
-def _step_seq(conn: sa.Connection, pk: int, step: dict[str, Any]) -> int:
+def _step_seq(conn: sa.Connection, pk: int, step: JSONObject) -> int:
     name, count = step.get("name"), step.get("count", 1)
     if not isinstance(name, str) or not isinstance(count, int) or isinstance(count, bool):
         raise InvalidInput('"from" must be {"name": <step name>, "count"?: <occurrence>}')

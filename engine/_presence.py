@@ -14,7 +14,7 @@ A process counts as dead only when its lock has been missing for ``grace`` secon
 restart of PostgreSQL every process needs a moment to take its lock again.
 
 On SQLite a single process owns the file and takes back every running instance when it
-starts (``EngineStore.recover_all``): none of this is needed there.
+starts (``Claims.recover_all``): none of this is needed there.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from engine._store import WAKE_CHANNEL
+from engine._rows import WAKE_CHANNEL
 from storage import Clock, Database
 
 _log = logging.getLogger("treadle.engine")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from engine._commits import RecordWrite
+from engine._commits import RecordWrite, StepRow, step_row
 from engine._store import Claimed, EngineStore, Final, Journal
 from sandbox import Done, Failed, Outcome, ReplayRequest, Suspended
 from storage import Clock, GroupCommitter
+from treadle.runtime import ErrorValue, JSONObject, LogLine, StepRecord
 
 
 class Stopping(Exception):
@@ -34,7 +35,7 @@ class Recorder(Protocol):
     child workflows) are added on top by whoever builds the runner."""
 
     def commit(
-        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
     ) -> None: ...
 
     def on_stop(self, stop: Callable[[BaseException], None]) -> None: ...
@@ -43,7 +44,7 @@ class Recorder(Protocol):
 class Runner(Protocol):
     """A tenant's compiled program of one version, ready to replay instances."""
 
-    vars: dict[str, Any]
+    vars: JSONObject
 
     def replay(self, request: ReplayRequest, host: Recorder) -> Outcome: ...
 
@@ -99,7 +100,7 @@ class ReplayHost:
             stop(reason)
 
     def commit(
-        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
     ) -> None:
         self._committer.run(self._write(records, logs, None, pausable=not running))
 
@@ -109,13 +110,13 @@ class ReplayHost:
 
     def fail(self, name: str, message: str) -> None:
         """End the instance as errored without replaying it (its code cannot be loaded)."""
-        error = {"name": name, "message": message}
+        error: ErrorValue = {"name": name, "message": message}
         self._committer.run(self._write([], [], Final("errored", error=error)))
 
     def _write(
         self,
-        records: list[dict[str, Any]],
-        logs: list[dict[str, Any]],
+        records: list[StepRecord],
+        logs: list[LogLine],
         final: Final | None,
         *,
         pausable: bool = True,
@@ -128,31 +129,16 @@ class ReplayHost:
             self._store, self._claimed, lease_until, rows, logs, now, final, pausable=pausable
         )
 
-    def _rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _rows(self, records: list[StepRecord]) -> list[StepRow]:
         # One row per step key: a batch may hold several records of one step (an attempt that
         # failed, then the retry that succeeded); the last one is the step's state.
-        latest: dict[tuple[str, int], dict[str, Any]] = {}
+        latest: dict[tuple[str, int], StepRecord] = {}
         for record in records:
             key = (record["name"], record["count"])
             if key not in self._seq:
                 self._seq[key] = len(self._seq)
             latest[key] = record
-        return [
-            {
-                "instance_pk": self._claimed.pk,
-                "seq": self._seq[key],
-                "name": key[0],
-                "count": key[1],
-                "type": r["type"],
-                "status": r["status"],
-                "output": r.get("output"),
-                "error": r.get("error"),
-                "attempts": r.get("attempts") or [],
-                "wake_at": r.get("wake_at"),
-                "event_pk": r.get("event_pk"),
-            }
-            for key, r in latest.items()
-        ]
+        return [step_row(self._claimed.pk, self._seq[key], r) for key, r in latest.items()]
 
 
 def _final(outcome: Outcome, mode: str) -> Final:
@@ -166,9 +152,7 @@ def _final(outcome: Outcome, mode: str) -> Final:
     return Final("waiting", wake_at=outcome.wake_at, event_type=outcome.event_type)
 
 
-def request_for(
-    claimed: Claimed, journal: Journal, now: float, vars: dict[str, Any]
-) -> ReplayRequest:
+def request_for(claimed: Claimed, journal: Journal, now: float, vars: JSONObject) -> ReplayRequest:
     return ReplayRequest(
         instance_id=claimed.id,
         workflow=claimed.workflow,

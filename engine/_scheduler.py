@@ -21,9 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from engine._budget import StorageExhausted
+from engine._claims import Claimed
+from engine._fencing import LeaseLost, PauseRequested
 from engine._presence import Presence
+from engine._reads import Journal
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, Stopping, request_for
-from engine._store import Claimed, EngineStore, Journal, LeaseLost, PauseRequested
+from engine._store import EngineStore
 from storage import Clock, GroupCommitter, unreachable
 from treadle.errors import NotFound
 

@@ -1,14 +1,57 @@
-"""Instances as the HTTP API shows them (DESIGN §6)."""
+"""Instances as the HTTP API shows them (``docs/api.md``, Instances)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import NotRequired, TypedDict
 
+from engine._rows import InstanceRow, LogEntry
 from storage import iso
+from treadle.runtime import ErrorValue, JSONValue, StepRecord
 
 
-def instance_view(row: dict[str, Any], steps: list[dict[str, Any]] | None) -> dict[str, Any]:
-    view = {
+class AttemptView(TypedDict):
+    started_at: str | None
+    ended_at: str | None
+    success: bool
+    error: ErrorValue | None
+
+
+class StepView(TypedDict):
+    name: str
+    count: int
+    type: str
+    status: str
+    output: JSONValue
+    error: ErrorValue | None
+    wake_at: str | None  # only while it waits
+    attempts: list[AttemptView]
+
+
+class InstanceView(TypedDict):
+    id: str
+    workflow: str
+    version: str
+    status: str
+    params: JSONValue
+    output: JSONValue
+    error: JSONValue
+    rollback: JSONValue
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    steps: NotRequired[list[StepView]]
+    steps_next_cursor: NotRequired[str]
+
+
+class LogView(TypedDict):
+    ts: str | None
+    step: str | None
+    message: str
+
+
+def instance_view(row: InstanceRow, steps: Sequence[StepRecord] | None) -> InstanceView:
+    view: InstanceView = {
         "id": row["id"],
         "workflow": row["workflow"],
         "version": row["version"],
@@ -26,7 +69,7 @@ def instance_view(row: dict[str, Any], steps: list[dict[str, Any]] | None) -> di
     return view
 
 
-def step_view(step: dict[str, Any]) -> dict[str, Any]:
+def step_view(step: StepRecord) -> StepView:
     return {
         "name": step["name"],
         "count": step["count"],
@@ -47,12 +90,12 @@ def step_view(step: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def log_view(line: dict[str, Any]) -> dict[str, Any]:
+def log_view(line: LogEntry) -> LogView:
     return {"ts": iso(line["ts"]), "step": line["step"], "message": line["message"]}
 
 
-def _rollback(value: Any) -> Any:
+def _rollback(value: JSONValue) -> JSONValue:
     """The saga outcome ``{"outcome", "error"}``; a pending request shows as running."""
-    if value and value.get("requested"):
+    if isinstance(value, dict) and value.get("requested"):
         return {"outcome": "running", "error": None}
     return value

@@ -1,4 +1,4 @@
-"""The workflow code API (DESIGN §6): upload, list, inspect and delete workflows.
+"""The workflow code API (``docs/api.md``, Workflows): upload, list, inspect and delete workflows.
 
 The dispatcher authenticates the tenant before any of these run and leaves who it is in
 ``request.state.caller`` (with ``tenant_id`` and ``tenant_name``).
@@ -6,12 +6,12 @@ The dispatcher authenticates the tenant before any of these run and leaves who i
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from loader._loader import Loader
 from loader._upload import Upload
@@ -21,13 +21,14 @@ class WorkflowApi:
     def __init__(self, loader: Loader) -> None:
         self._loader = loader
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/v1/workflows", self.list_workflows, methods=["GET"]),
-            Route("/v1/workflows/{name}", self.upload, methods=["PUT"]),
-            Route("/v1/workflows/{name}", self.get_workflow, methods=["GET"]),
-            Route("/v1/workflows/{name}", self.delete_workflow, methods=["DELETE"]),
-        ]
+    def handlers(self) -> dict[str, Callable[[Request], Awaitable[Response]]]:
+        """The handlers by operation (``treadle.client.OPERATIONS``: path and method)."""
+        return {
+            "list_workflows": self.list_workflows,
+            "deploy": self.upload,
+            "get_workflow": self.get_workflow,
+            "delete_workflow": self.delete_workflow,
+        }
 
     async def list_workflows(self, request: Request) -> Response:
         workflows = await run_in_threadpool(self._loader.workflows, _caller(request).tenant_id)

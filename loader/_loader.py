@@ -15,13 +15,13 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TypedDict
 
 from starlette.concurrency import run_in_threadpool
 
 from loader._admission import UploadLimits
 from loader._checks import Checks, Validator
-from loader._store import CodeStore, Version
+from loader._store import CodeStore, Version, WorkflowView
 from loader._upload import Upload
 from sandbox import Artifact
 from storage import Clock, Database
@@ -32,6 +32,14 @@ MAX_SOURCE_BYTES = 1024 * 1024
 MAX_MODULE_BYTES = 8 * 1024 * 1024
 WASM_MODULE = "wasm-module"  # the sandbox backend of core modules; tenants see "wasm"
 _NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
+
+
+class Uploaded(TypedDict):
+    """What an upload stored, as the API answers it."""
+
+    name: str
+    version: str
+    sandbox: str
 
 
 class Loader:
@@ -67,9 +75,7 @@ class Loader:
         self._lock = threading.Lock()
         self._deletions = 0  # workflows deleted so far: a read that spans one is not cached
 
-    async def upload(
-        self, tenant_id: int, tenant: str, name: str, upload: Upload
-    ) -> dict[str, Any]:
+    async def upload(self, tenant_id: int, tenant: str, name: str, upload: Upload) -> Uploaded:
         """Validate and store code for workflow ``name`` and make it current.
 
         Returns ``{"name", "version", "sandbox"}``; raises :class:`CodeInvalid` with the
@@ -109,10 +115,10 @@ class Loader:
                 code="sandbox.not_allowed",
             )
 
-    def workflows(self, tenant_id: int) -> list[dict[str, Any]]:
+    def workflows(self, tenant_id: int) -> list[WorkflowView]:
         return self._store.workflows(tenant_id)
 
-    def workflow(self, tenant_id: int, name: str) -> dict[str, Any]:
+    def workflow(self, tenant_id: int, name: str) -> WorkflowView:
         """The workflow with its current version and every version, newest first."""
         found = self._store.workflow(tenant_id, name)
         if found is None:

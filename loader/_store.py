@@ -7,7 +7,7 @@ and anything read once may be cached for good.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,6 +15,26 @@ from sqlalchemy.dialects import postgresql, sqlite
 from storage import Database, iso, tables
 
 W, V = tables.workflows, tables.workflow_versions
+
+
+class VersionView(TypedDict):
+    """A version of a workflow's code as the API shows it (never the code itself)."""
+
+    version: str
+    sandbox: str
+    class_name: str | None
+    created_at: str | None
+
+
+class WorkflowView(TypedDict):
+    """A workflow as the API shows it: with its versions, when read alone."""
+
+    name: str
+    version: str
+    sandbox: str
+    created_at: str | None
+    updated_at: str | None
+    versions: NotRequired[list[VersionView]]
 
 
 @dataclass(frozen=True)
@@ -29,7 +49,7 @@ class Version:
     created_at: float
     wasm: bytes | None = None  # a WebAssembly core module (sandbox "wasm"), instead of source
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> VersionView:
         return {
             "version": self.version,
             "sandbox": self.sandbox,
@@ -78,7 +98,7 @@ class CodeStore:
                 sa.select(W.c.version).where(W.c.tenant_id == tenant_id, W.c.name == name)
             ).scalar()
 
-    def workflows(self, tenant_id: int) -> list[dict[str, Any]]:
+    def workflows(self, tenant_id: int) -> list[WorkflowView]:
         query = (
             sa.select(W.c.name, W.c.version, V.c.sandbox, W.c.created_at, W.c.updated_at)
             .join(V, _current_version())
@@ -88,7 +108,7 @@ class CodeStore:
         with self._db.connect() as conn:
             return [_workflow_view(row) for row in conn.execute(query)]
 
-    def workflow(self, tenant_id: int, name: str) -> dict[str, Any] | None:
+    def workflow(self, tenant_id: int, name: str) -> WorkflowView | None:
         """The workflow with every version of its code, newest first; None when not found."""
         query = (
             sa.select(W.c.name, W.c.version, V.c.sandbox, W.c.created_at, W.c.updated_at)
@@ -138,7 +158,7 @@ def _current_version() -> Any:
     )
 
 
-def _workflow_view(row: Any) -> dict[str, Any]:
+def _workflow_view(row: Any) -> WorkflowView:
     return {
         "name": row.name,
         "version": row.version,

@@ -20,11 +20,8 @@ from sandbox._types import (
     Suspended,
 )
 from sandbox._wall import LAYERS, Wall
-from treadle.runtime import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
 
 __all__ = [
-    "DEFAULT_RETRIES",
-    "DEFAULT_TIMEOUT",
     "LAYERS",
     "Artifact",
     "Deadline",
@@ -37,5 +34,4 @@ __all__ = [
     "SandboxPool",
     "Suspended",
     "Wall",
-    "next_retry",
 ]

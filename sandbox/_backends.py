@@ -9,11 +9,12 @@ retries and suspends behave the same in every backend.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
+from sandbox._messages import ReplayFields
 from sandbox._types import Limits
 from treadle.runtime import Channel
+from treadle.runtime._messages import Outcome
 
 # name -> "module:Class"; imported lazily so the engine process never loads a backend.
 SANDBOXES: dict[str, str] = {
@@ -31,8 +32,8 @@ class Program(Protocol):
         ...
 
     def replay(
-        self, request: Mapping[str, Any], limits: Limits, channel: Channel
-    ) -> tuple[dict[str, Any], bool]:
+        self, request: ReplayFields, limits: Limits, channel: Channel
+    ) -> tuple[Outcome, bool]:
         """Run one replay: the outcome message, and whether the worker must be recycled."""
         ...
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol, TypeVar, cast
 
 from sandbox._wire import Connection, ProtocolError
+from treadle.runtime import Message, Reply
+
+_T = TypeVar("_T")
 
 
 class Budget(Protocol):
@@ -33,9 +36,9 @@ class ParentChannel:
         self._reading = False
         self._waiting = 0  # threads waiting for the reader to hand them something
         self._acks = 0
-        self._replies: dict[int, dict[str, Any]] = {}
+        self._replies: dict[int, Reply] = {}
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         with self._send_lock:
             self._conn.send(message)
         if message["t"] != "call":
@@ -45,9 +48,8 @@ class ParentChannel:
         self._await(self._take_ack)
         self._cpu.arm()
 
-    def wait_reply(self, call_id: int) -> dict[str, Any]:
-        reply: dict[str, Any] = self._await(lambda: self._replies.pop(call_id, None))
-        return reply
+    def wait_reply(self, call_id: int) -> Reply:
+        return self._await(lambda: self._replies.pop(call_id, None))
 
     def _take_ack(self) -> bool | None:
         if self._acks:
@@ -55,7 +57,7 @@ class ParentChannel:
             return True
         return None
 
-    def _await(self, take: Callable[[], Any]) -> Any:
+    def _await(self, take: Callable[[], _T | None]) -> _T:
         with self._state:
             while (found := take()) is None:
                 if not self._reading:
@@ -74,15 +76,16 @@ class ParentChannel:
                 if self._waiting:  # one of them reads next
                     self._state.notify_all()
 
-    def _read_until(self, take: Callable[[], Any]) -> Any:
+    def _read_until(self, take: Callable[[], _T | None]) -> _T:
         while True:
             message = self._conn.recv()
             with self._state:
                 kind = message.get("t")
                 if kind == "ack":
                     self._acks += 1
-                elif kind == "reply" and isinstance(message.get("id"), int):
-                    self._replies[message["id"]] = message
+                elif kind == "reply" and isinstance(call_id := message.get("id"), int):
+                    # From the parent, which is trusted: a reply is as it sent it.
+                    self._replies[call_id] = cast(Reply, message)
                 else:
                     raise ProtocolError(f"unexpected message {kind!r} during a replay")
                 found = take()

@@ -15,13 +15,14 @@ import time
 import traceback
 from collections import OrderedDict
 from types import ModuleType
-from typing import Any
+from typing import cast
 
 from sandbox._backends import Program, load_backend
 from sandbox._channel import ParentChannel
+from sandbox._messages import Probe, ReplayFields, ReplayMessage, Validate
 from sandbox._types import Limits
 from sandbox._wire import Connection, ProtocolError
-from treadle.runtime import CodeInvalid
+from treadle.runtime import CodeInvalid, ErrorValue
 
 _CACHED_VERSIONS = 64
 _MAX_FROM_PARENT = 1 << 31  # the parent is trusted; the cap only guards the header's sanity
@@ -83,26 +84,27 @@ class WorkerLoop:
                 message = self._conn.recv()
             except EOFError:
                 return
+            # From the parent, which is trusted: a message is as it sent it.
             kind = message["t"]
             if kind == "replay":
-                if not self._replay(message):
+                if not self._replay(cast(ReplayMessage, message)):
                     return
             elif kind == "validate":
-                self._validate(message)
+                self._validate(cast(Validate, message))
             elif kind == "probe" and self._probes is not None:
-                self._probe(message)
+                self._probe(cast(Probe, message))
             else:
                 raise ProtocolError(f"unexpected message {kind!r}")
             self._cpu.disarm()
 
-    def _replay(self, message: dict[str, Any]) -> bool:
+    def _replay(self, message: ReplayMessage) -> bool:
         """Serve one replay; False when this worker must exit afterwards."""
         self._cpu.arm()
         try:
             program = self._program(message)
         except CodeInvalid as exc:
             problems = "; ".join(f"line {p['line']}: {p['message']}" for p in exc.problems)
-            failure = {"name": "CodeInvalid", "message": f"{exc.message}: {problems}"}
+            failure: ErrorValue = {"name": "CodeInvalid", "message": f"{exc.message}: {problems}"}
             self._conn.send({"t": "failed", "error": failure, "logs": []})
             return True
         if program is None:
@@ -114,16 +116,18 @@ class WorkerLoop:
         self._conn.send(outcome)
         return not spent
 
-    def _probe(self, message: dict[str, Any]) -> None:
+    def _probe(self, message: Probe) -> None:
         """Tests only (a zygote started with a probe module): run one of its functions here,
         behind the wall, as code that got past the backend would."""
         result = getattr(self._probes, message["name"])(*message.get("args", []))
         self._conn.send({"t": "probed", "result": result})
 
-    def _validate(self, message: dict[str, Any]) -> None:
+    def _validate(self, message: Validate) -> None:
         self._cpu.arm()
         try:
-            program = self._compile(message)
+            program = self._compile(
+                message["sandbox"], message["source"], message.get("class_name")
+            )
             program.check()
         except CodeInvalid as exc:
             self._conn.send({"t": "invalid", "problems": exc.problems})
@@ -131,21 +135,21 @@ class WorkerLoop:
         self._remember(message["version"], program)
         self._conn.send({"t": "valid", "class_name": program.class_name})
 
-    def _program(self, message: dict[str, Any]) -> Program | None:
+    def _program(self, message: ReplayMessage) -> Program | None:
         version = message["version"]
         program = self._programs.get(version)
         if program is not None:
             self._programs.move_to_end(version)
             return program
-        if message.get("source") is None:
+        source = message.get("source")
+        if source is None:
             return None
-        program = self._compile(message)
+        program = self._compile(message["sandbox"], source, message.get("class_name"))
         self._remember(version, program)
         return program
 
-    def _compile(self, message: dict[str, Any]) -> Program:
-        backend = load_backend(message["sandbox"])
-        return backend.compile(message["source"], message.get("class_name"))
+    def _compile(self, sandbox: str, source: str, class_name: str | None) -> Program:
+        return load_backend(sandbox).compile(source, class_name)
 
     def _remember(self, version: str, program: Program) -> None:
         self._programs[version] = program
@@ -154,11 +158,11 @@ class WorkerLoop:
             self._programs.popitem(last=False)
 
 
-def _on_time(message: dict[str, Any]) -> dict[str, Any]:
+def _on_time(message: ReplayMessage) -> ReplayFields:
     """The replay's request, its clock moved on by the time since the parent read it (a busy
     machine may take a while to deliver the message, or to compile the code): a sleep that
     starts now must not end early by as much."""
-    request = dict(message["request"])
+    request = message["request"].copy()
     clock_at = message.get("clock_at")
     if isinstance(clock_at, float):
         request["now"] = float(request["now"]) + max(0.0, time.monotonic() - clock_at)

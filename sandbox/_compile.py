@@ -11,16 +11,15 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from types import CodeType
-from typing import Any
 
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from sandbox.restricted._policy import ALLOWED_MODULES, MODULES
 from treadle.runtime import CodeInvalid
+from treadle.runtime.errors import Problem as Problem
 
 FILENAME = "<workflow>"
 MAX_SOURCE_CHARS = 1024 * 1024
-Problem = dict[str, Any]
 
 
 @dataclass(frozen=True)

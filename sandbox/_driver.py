@@ -22,19 +22,42 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from sandbox import _untrusted
 from sandbox._hostcalls import CALL_SECONDS, HostCalls
+from sandbox._messages import Begin
 from sandbox._threads import MAX_PARALLEL_BODIES
 from sandbox._types import Artifact, Done, Failed, Host, Outcome, ReplayRequest, Suspended
 from sandbox._wire import ProtocolError
 from sandbox._worker import Worker, WorkerGone
-from treadle.runtime import error, new_record, next_retry, seconds_text
+from treadle.runtime import (
+    ErrorValue,
+    JSONObject,
+    LogLine,
+    Reply,
+    StepRecord,
+    attempt,
+    attempt_failed,
+    error,
+    next_retry,
+    seconds_text,
+)
 
 _log = logging.getLogger("treadle.sandbox")
 _MAX_PENDING_RECORDS = 20000
 Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class _Body:
+    """A step body that runs: as its ``begin`` announced it, when it began and its deadline
+    (``time.monotonic()``)."""
+
+    begun: Begin
+    started_at: float
+    deadline: float
 
 
 class ReplayDriver:
@@ -48,13 +71,13 @@ class ReplayDriver:
         self._worker = worker
         self._host = host
         self._request = request
-        self._records: list[dict[str, Any]] = []
-        self._logs: list[dict[str, Any]] = []
+        self._records: list[StepRecord] = []
+        self._logs: list[LogLine] = []
         self._latest = {(r["name"], r["count"]): r for r in request.journal}
         self._event_pks = {e["pk"] for e in request.events}
-        self._event_pks |= {r["event_pk"] for r in request.journal if r.get("event_pk") is not None}
+        self._event_pks |= {pk for r in request.journal if (pk := r.get("event_pk")) is not None}
         self._unacked = False
-        self._bodies: dict[Key, dict[str, Any]] = {}  # running step bodies, in begin order
+        self._bodies: dict[Key, _Body] = {}  # running step bodies, in begin order
         self._suspended = False
         self._source_sent = False
         self._started = time.monotonic()
@@ -109,14 +132,14 @@ class ReplayDriver:
     def _deadline(self) -> float:
         """The earliest deadline of the running bodies; outside them, the quiet budget."""
         if self._bodies:
-            return float(min(body["deadline"] for body in self._bodies.values()))
+            return float(min(body.deadline for body in self._bodies.values()))
         return self._quiet_until
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: Mapping[str, object]) -> None:
         with self._send_lock:
             self._worker.send(message)
 
-    def _reply(self, message: dict[str, Any]) -> None:
+    def _reply(self, message: Reply) -> None:
         """A host call's reply, from its thread: dropped once the replay is over."""
         with self._send_lock:
             if not self._ended:
@@ -168,7 +191,7 @@ class ReplayDriver:
             self._source_sent = True
             self._worker.versions.add(artifact.version)
 
-    def _handle(self, reply: dict[str, Any], artifact: Artifact) -> Outcome | None:
+    def _handle(self, reply: JSONObject, artifact: Artifact) -> Outcome | None:
         self._logs += _untrusted.logs(reply.get("logs"))
         kind = reply["t"]
         if kind == "begin":
@@ -192,7 +215,7 @@ class ReplayDriver:
             return self._outcome(reply)
         return None
 
-    def _begin(self, info: dict[str, Any]) -> None:
+    def _begin(self, info: Begin) -> None:
         key = (info["name"], info["count"])
         if key in self._bodies:
             raise ProtocolError("a step began while it was running")
@@ -204,9 +227,9 @@ class ReplayDriver:
             self._unacked = False
             self._send({"t": "ack"})
         deadline = time.monotonic() + float(info["timeout"])
-        self._bodies[key] = {**info, "started_at": self.now(), "deadline": deadline}
+        self._bodies[key] = _Body(info, self.now(), deadline)
 
-    def _record(self, record: dict[str, Any]) -> None:
+    def _record(self, record: StepRecord) -> None:
         if len(self._records) >= _MAX_PENDING_RECORDS:
             raise ProtocolError("too many records without a commit")
         key = (record["name"], record["count"])
@@ -226,7 +249,7 @@ class ReplayDriver:
             self._worker.close()
             raise
 
-    def _outcome(self, reply: dict[str, Any]) -> Outcome:
+    def _outcome(self, reply: JSONObject) -> Outcome:
         if reply.get("recycle") is True:
             self._worker.usable = False
         kind = reply["t"]
@@ -284,36 +307,26 @@ class ReplayDriver:
         self._bodies.clear()
         return Suspended(min(wakes), None, self._records, self._logs)
 
-    def _timeouts(self) -> dict[Key, dict[str, str]]:
+    def _timeouts(self) -> dict[Key, ErrorValue]:
         now = time.monotonic()
-        late = [key for key, body in self._bodies.items() if body["deadline"] <= now]
-        late = late or [min(self._bodies, key=lambda key: self._bodies[key]["deadline"])]
+        late = [key for key, body in self._bodies.items() if body.deadline <= now]
+        late = late or [min(self._bodies, key=lambda key: self._bodies[key].deadline)]
         cut = f"the sandbox worker was stopped because step {late[0][0]!r} timed out"
         return {
-            key: error("StepTimeout", f"step timed out after {seconds_text(body['timeout'])}")
+            key: error("StepTimeout", f"step timed out after {seconds_text(body.begun['timeout'])}")
             if key in late
             else error("StepInterrupted", cut)
             for key, body in self._bodies.items()
         }
 
-    def _body_failed(self, body: dict[str, Any], failure: dict[str, str]) -> float:
+    def _body_failed(self, body: _Body, failure: ErrorValue) -> float:
         """Record the interrupted attempt as failed; when the instance should wake."""
-        name, count = body["name"], body["count"]
-        previous = self._latest.get((name, count))
+        begun = body.begun
+        key = (begun["name"], begun["count"])
         ended = self.now()
-        attempt = {
-            "started_at": body["started_at"],
-            "ended_at": ended,
-            "success": False,
-            "error": failure,
-        }
-        record = new_record(name, count, body["type"])
-        record["attempts"] = [*(previous["attempts"] if previous else []), attempt]
-        retry_at = next_retry(body["retries"], body["attempt"], ended)
-        if retry_at is None:
-            record.update(status="errored", error=failure)
-        else:
-            record.update(status="waiting", wake_at=retry_at)
+        retry_at = next_retry(begun["retries"], begun["attempt"], ended)
+        failed = attempt(body.started_at, ended, failure)
+        record = attempt_failed(self._latest.get(key), key, begun["type"], failed, retry_at)
         self._records.append(record)
-        self._latest[(name, count)] = record
+        self._latest[key] = record
         return ended if retry_at is None else retry_at

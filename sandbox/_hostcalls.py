@@ -16,12 +16,21 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TypedDict
 
 from sandbox._deadline import Deadline, Watchdog
+from sandbox._messages import HostCall
 from sandbox._types import Host
 from sandbox._wire import ProtocolError
-from treadle.runtime import NonRetryableError, TreadleError, check_result, error
+from treadle.runtime import (
+    ErrorValue,
+    JSONObject,
+    NonRetryableError,
+    Reply,
+    TreadleError,
+    check_result,
+    error,
+)
 
 _log = logging.getLogger("treadle.sandbox")
 # A worker runs at most 8 bodies at once, each waiting on at most one call.
@@ -30,11 +39,19 @@ MAX_CALLS_IN_FLIGHT = 16
 CALL_SECONDS = 30.0
 
 
+class _Answer(TypedDict, total=False):
+    """A reply without its ``t`` and ``id``: a ``result``, or an ``error``."""
+
+    result: JSONObject
+    error: ErrorValue
+    retryable: bool
+
+
 class HostCalls:
     def __init__(
         self,
         host: Host,
-        reply: Callable[[dict[str, Any]], None],
+        reply: Callable[[Reply], None],
         call_seconds: float = CALL_SECONDS,
     ) -> None:
         self._host = host
@@ -50,7 +67,7 @@ class HostCalls:
         """Calls whose reply has not been handed to ``reply`` yet."""
         return self._running
 
-    def start(self, call: dict[str, Any]) -> None:
+    def start(self, call: HostCall) -> None:
         """Run a checked call (``{"id", "method", "args"}``) and reply when it is done."""
         with self._lock:
             if self._running >= MAX_CALLS_IN_FLIGHT:
@@ -74,7 +91,7 @@ class HostCalls:
         if executor is not None:
             executor.shutdown(wait=True)
 
-    def _run(self, call: dict[str, Any], deadline: Deadline) -> None:
+    def _run(self, call: HostCall, deadline: Deadline) -> None:
         try:
             answer = self._answer(call["method"], call["args"], deadline)
         finally:
@@ -83,7 +100,7 @@ class HostCalls:
                 self._running -= 1
         self._reply({"t": "reply", "id": call["id"], **answer})
 
-    def _answer(self, method: str, args: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+    def _answer(self, method: str, args: JSONObject, deadline: Deadline) -> _Answer:
         try:
             result = self._host.call(method, args, deadline)
         except TreadleError as exc:

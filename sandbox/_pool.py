@@ -114,7 +114,7 @@ class SandboxPool:
         request: ReplayRequest,
         host: Host,
     ) -> Outcome:
-        """Replay one instance in one of ``tenant``'s workers; see DESIGN §3."""
+        """Replay one instance in one of ``tenant``'s workers; see ``docs/sandbox.md``."""
         if artifact.sandbox not in SANDBOXES:
             raise ValueError(f"sandbox {artifact.sandbox!r} is not available")
         asked = time.monotonic()

@@ -11,9 +11,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, cast
 
+from sandbox._messages import (
+    Exited,
+    Forked,
+    ForkRequest,
+    KillRequest,
+    LimitsFields,
+    WallFields,
+    ZygoteHello,
+    ZygoteOptions,
+    ZygoteReport,
+)
 from sandbox._types import Limits
 from sandbox._wall import Wall, verdict
 from sandbox.wasm._engine import cache_dir
@@ -22,6 +34,7 @@ _log = logging.getLogger("treadle.sandbox")
 _START_TIMEOUT = 60.0
 _FORK_TIMEOUT = 30.0
 _REMEMBERED_EXITS = 4096
+_Found = TypeVar("_Found")
 
 
 def _clean_environment() -> dict[str, str]:
@@ -63,7 +76,8 @@ class Spawner:
 
     def __init__(self, wall: Wall | None = None, probes: str | None = None) -> None:
         wall = wall or Wall()
-        options = {"wall": wall.__dict__, "probes": probes}
+        # Dataclasses of JSON scalars: their fields are what the zygote rebuilds them from.
+        options: ZygoteOptions = {"wall": cast(WallFields, vars(wall)), "probes": probes}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._process = subprocess.Popen(
             [sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(options)],
@@ -79,8 +93,8 @@ class Spawner:
         self._send_lock = threading.Lock()
         self._changed = threading.Condition()
         self._ids = itertools.count(1)
-        self._forked: dict[int, dict[str, Any]] = {}
-        self._exits: dict[int, dict[str, Any]] = {}
+        self._forked: dict[int, Forked] = {}
+        self._exits: dict[int, Exited] = {}
         self._alive = True
         self.hello = self._hello()
         self.wall: dict[str, bool] = dict(self.hello.get("wall") or {})
@@ -98,7 +112,8 @@ class Spawner:
         """Start a worker with ``limits``; return its pid and the parent's end of its socket."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         request_id = next(self._ids)
-        message = {"op": "fork", "id": request_id, "limits": limits.__dict__}
+        fields = cast(LimitsFields, vars(limits))
+        message: ForkRequest = {"op": "fork", "id": request_id, "limits": fields}
         try:
             with self._send_lock:
                 socket.send_fds(self._control, [json.dumps(message).encode()], [theirs.fileno()])
@@ -108,23 +123,25 @@ class Spawner:
         finally:
             theirs.close()
         reply = self._wait(lambda: self._forked.pop(request_id, None), _FORK_TIMEOUT)
-        if reply is None or reply.get("pid") is None:
+        pid = None if reply is None else reply.get("pid")
+        if pid is None:
             ours.close()
-            detail = (reply or {}).get("error", "the zygote did not answer")
+            unanswered = "the zygote did not answer"
+            detail = unanswered if reply is None else reply.get("error", unanswered)
             raise RuntimeError(f"could not start a sandbox worker: {detail}")
-        return int(reply["pid"]), ours
+        return int(pid), ours
 
     def kill(self, pid: int) -> None:
         try:
             with self._send_lock:
-                self._control.send(json.dumps({"op": "kill", "pid": pid}).encode())
+                request: KillRequest = {"op": "kill", "pid": pid}
+                self._control.send(json.dumps(request).encode())
         except OSError:
             pass  # the zygote is gone, and its workers with it (parent-death signal)
 
-    def exit_status(self, pid: int, timeout: float) -> dict[str, Any] | None:
+    def exit_status(self, pid: int, timeout: float) -> Exited | None:
         """``{"signal", "code"}`` of a worker once the zygote reaped it; None if unknown."""
-        status: dict[str, Any] | None = self._wait(lambda: self._exits.pop(pid, None), timeout)
-        return status
+        return self._wait(lambda: self._exits.pop(pid, None), timeout)
 
     def close(self) -> None:
         self._alive = False
@@ -139,7 +156,7 @@ class Spawner:
             self._process.kill()
             self._process.wait()
 
-    def _hello(self) -> dict[str, Any]:
+    def _hello(self) -> ZygoteHello:
         self._control.settimeout(_START_TIMEOUT)
         try:
             hello = json.loads(self._control.recv(65536) or b"null")
@@ -149,7 +166,7 @@ class Spawner:
         if not isinstance(hello, dict) or hello.get("op") != "hello":
             self.close()
             raise RuntimeError("the sandbox zygote did not start")
-        return hello
+        return cast(ZygoteHello, hello)
 
     def _check_wall(self, wall: Wall) -> None:
         refused = verdict(self.wall, required=wall.required)
@@ -157,7 +174,7 @@ class Spawner:
             self.close()
             raise RuntimeError(refused)
 
-    def _wait(self, take: Any, timeout: float) -> Any:
+    def _wait(self, take: Callable[[], _Found | None], timeout: float) -> _Found | None:
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -175,7 +192,7 @@ class Spawner:
                 data = b""
             if not data:
                 break
-            message = json.loads(data)
+            message: ZygoteReport = json.loads(data)
             with self._changed:
                 self._record(message)
                 self._changed.notify_all()
@@ -185,7 +202,7 @@ class Spawner:
             self._alive = False
             self._changed.notify_all()
 
-    def _record(self, message: dict[str, Any]) -> None:
+    def _record(self, message: ZygoteReport) -> None:
         if message["op"] == "forked":
             self._forked[message["id"]] = message
         elif message["op"] == "exited":

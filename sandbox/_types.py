@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from sandbox._deadline import Deadline
+from treadle.runtime import (
+    ErrorValue,
+    EventRecord,
+    JSONObject,
+    JSONValue,
+    LogLine,
+    RollbackOutcome,
+    StepLimits,
+    StepRecord,
+)
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Resource limits of one tenant's sandbox workers (the tenant policy's fields)."""
+class Limits(StepLimits):
+    """Resource limits of one tenant's sandbox workers (the tenant policy's fields, with the
+    platform's defaults from ``treadle.runtime``)."""
 
-    memory_mb: int = 256
-    step_cpu_ms: int = 30000
-    max_step_result_bytes: int = 1048576
-    max_steps_per_instance: int = 10000
     # Not a policy value: the pool sets it from the artifact. A worker serves one tenant and
     # one sandbox for its whole life, and loads that sandbox's runtime when it starts (a Wasm
     # runtime costs every worker that loads it address space under RLIMIT_AS).
@@ -57,11 +64,11 @@ class ReplayRequest:
     instance_id: str
     workflow: str
     created_at: float
-    params: Any
-    journal: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+    params: JSONValue
+    journal: list[StepRecord]
+    events: list[EventRecord]
     now: float
-    vars: dict[str, Any] = field(default_factory=dict)
+    vars: JSONObject = field(default_factory=dict)
     # "rollback": terminate with rollback. run() replays only as far as its records go (no
     # body runs, nothing suspends), then the rollback handlers run; the outcome is
     # Failed(Terminated) with its ``rollback``, or Suspended for a rollback's retry.
@@ -76,9 +83,9 @@ class ReplayRequest:
 class Done:
     """``run()`` returned: ``output`` is its JSON value."""
 
-    output: Any
-    records: list[dict[str, Any]]
-    logs: list[dict[str, Any]]
+    output: JSONValue
+    records: list[StepRecord]
+    logs: list[LogLine]
 
 
 @dataclass
@@ -87,8 +94,8 @@ class Suspended:
 
     wake_at: float | None
     event_type: str | None
-    records: list[dict[str, Any]]
-    logs: list[dict[str, Any]]
+    records: list[StepRecord]
+    logs: list[LogLine]
 
 
 @dataclass
@@ -99,10 +106,10 @@ class Failed:
     once rollback handlers ran (``error``: the first handler that failed for good), else None.
     """
 
-    error: dict[str, Any]
-    records: list[dict[str, Any]]
-    logs: list[dict[str, Any]]
-    rollback: dict[str, Any] | None = None
+    error: ErrorValue
+    records: list[StepRecord]
+    logs: list[LogLine]
+    rollback: RollbackOutcome | None = None
 
 
 Outcome = Done | Suspended | Failed
@@ -112,7 +119,7 @@ class Host(Protocol):
     """The engine's side of a replay."""
 
     def commit(
-        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
     ) -> None:
         """Make ``records`` and ``logs`` durable; return once committed.
 
@@ -125,7 +132,7 @@ class Host(Protocol):
         """
         ...
 
-    def call(self, method: str, args: dict[str, Any], deadline: Deadline) -> Any:
+    def call(self, method: str, args: JSONObject, deadline: Deadline) -> object:
         """Do something for tenant code and return its JSON result; may run on several threads
         at once, and concurrently with ``commit``.
 

@@ -10,9 +10,10 @@ surrogates replaced, and a step result or output that cannot be stored becomes t
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, Literal, overload
 
+from sandbox._messages import Begin, HostCall
 from sandbox._types import Limits
 from sandbox._wire import ProtocolError
 from treadle.runtime import (
@@ -26,10 +27,17 @@ from treadle.runtime import (
     MAX_RETRIES,
     STEP_STATUSES,
     STEP_TYPES,
+    AttemptRecord,
+    ErrorValue,
+    JSONValue,
+    LogLine,
+    RollbackOutcome,
+    StepRecord,
     check_args,
     clean_text,
     storable_error,
 )
+from treadle.runtime.errors import Problem
 
 _MAX_COUNT = 10**7
 _MAX_LOG_LINES = 1100
@@ -52,45 +60,57 @@ def _int(value: Any, low: int, high: int, what: str) -> int:
     return value
 
 
-def _number(value: Any, what: str, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
+def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _fail(what)
     return float(value)
 
 
-def _text(value: Any, limit: int, what: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
+def _number_or_none(value: Any, what: str) -> float | None:
+    return None if value is None else _number(value, what)
+
+
+def _text(value: Any, limit: int, what: str) -> str:
     if not isinstance(value, str) or len(value) > limit:
         raise _fail(what)
     return clean_text(value)
 
 
-def error(value: Any, *, optional: bool = False) -> dict[str, str] | None:
+def _text_or_none(value: Any, limit: int, what: str) -> str | None:
+    return None if value is None else _text(value, limit, what)
+
+
+@overload
+def error(value: Any, *, optional: Literal[False] = False) -> ErrorValue: ...
+
+
+@overload
+def error(value: Any, *, optional: bool) -> ErrorValue | None: ...
+
+
+def error(value: Any, *, optional: bool = False) -> ErrorValue | None:
     if value is None and optional:
         return None
     if not isinstance(value, dict):
         raise _fail("error")
     return {
-        "name": str(_text(value.get("name"), MAX_ERROR_NAME_CHARS, "error name")),
-        "message": str(_text(value.get("message"), MAX_ERROR_MESSAGE_CHARS, "error message")),
+        "name": _text(value.get("name"), MAX_ERROR_NAME_CHARS, "error name"),
+        "message": _text(value.get("message"), MAX_ERROR_MESSAGE_CHARS, "error message"),
     }
 
 
-def _attempt(value: Any) -> dict[str, Any]:
+def _attempt(value: Any) -> AttemptRecord:
     if not isinstance(value, dict) or not isinstance(value.get("success"), bool):
         raise _fail("attempt")
     return {
         "started_at": _number(value.get("started_at"), "attempt start"),
-        "ended_at": _number(value.get("ended_at"), "attempt end", optional=True),
+        "ended_at": _number_or_none(value.get("ended_at"), "attempt end"),
         "success": value["success"],
         "error": error(value.get("error"), optional=True),
     }
 
 
-def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
+def record(value: Any, event_pks: Collection[int]) -> StepRecord:
     """A step record; ``event_pk`` must name one of this instance's events."""
     if not isinstance(value, dict) or value.get("type") not in STEP_TYPES:
         raise _fail("step record")
@@ -101,7 +121,7 @@ def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
         raise _fail("event_pk")
     if len(value["attempts"]) > MAX_RETRIES + 1:
         raise _fail("attempts")
-    checked = {
+    checked: StepRecord = {
         "name": _step_name(value.get("name"), value["type"]),
         "count": _int(value.get("count"), 1, _MAX_COUNT, "step count"),
         "type": value["type"],
@@ -109,7 +129,7 @@ def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
         "output": value.get("output"),
         "error": error(value.get("error"), optional=True),
         "attempts": [_attempt(a) for a in value["attempts"]],
-        "wake_at": _number(value.get("wake_at"), "wake_at", optional=True),
+        "wake_at": _number_or_none(value.get("wake_at"), "wake_at"),
         "event_pk": event_pk,
     }
     failure = storable_error(checked["output"], f"the result of step {checked['name']!r}")
@@ -118,30 +138,34 @@ def record(value: Any, event_pks: Collection[int]) -> dict[str, Any]:
     return checked
 
 
-def output(value: Any) -> tuple[Any, dict[str, str] | None]:
+def output(value: Any) -> tuple[JSONValue, ErrorValue | None]:
     """The output of ``run()``, or the error to fail the instance with instead."""
     failure = storable_error(value, "the value run() returned")
     return (None, failure) if failure is not None else (value, None)
 
 
-def _fail_step(record: dict[str, Any], failure: dict[str, str]) -> None:
+def _fail_step(record: StepRecord, failure: ErrorValue) -> None:
     """Make ``record`` the step failed for good with ``failure`` (its last attempt with it)."""
     attempts = record["attempts"]
     if attempts and attempts[-1]["success"]:
         attempts[-1] = {**attempts[-1], "success": False, "error": failure}
-    record.update(status="errored", output=None, error=failure, wake_at=None, event_pk=None)
+    record["status"] = "errored"
+    record["output"] = None
+    record["error"] = failure
+    record["wake_at"] = None
+    record["event_pk"] = None
 
 
-def begin(value: dict[str, Any]) -> dict[str, Any]:
+def begin(value: Mapping[str, Any]) -> Begin:
     """A ``begin`` message: the step about to run and the retry config it announced."""
     retries = value.get("retries")
     if not isinstance(retries, dict) or retries.get("backoff") not in BACKOFFS:
         raise _fail("retries")
     timeout = _number(value.get("timeout"), "timeout")
-    if timeout is None or not 0 < timeout <= MAX_DURATION_SECONDS:
+    if not 0 < timeout <= MAX_DURATION_SECONDS:
         raise _fail("timeout")
     delay = _number(retries.get("delay"), "retry delay")
-    if delay is None or not 0 <= delay <= MAX_DURATION_SECONDS:
+    if not 0 <= delay <= MAX_DURATION_SECONDS:
         raise _fail("retry delay")
     kind = value.get("type", "do")
     if kind not in ("do", "rollback"):
@@ -162,13 +186,13 @@ def begin(value: dict[str, Any]) -> dict[str, Any]:
 
 def _step_name(value: Any, kind: str) -> str:
     """A step name; ``rollback:<name>`` exactly for a rollback handler's records."""
-    name = str(_text(value, MAX_NAME_CHARS, "step name"))
+    name = _text(value, MAX_NAME_CHARS, "step name")
     if name.startswith("rollback:") != (kind == "rollback"):
         raise _fail("step name")
     return name
 
 
-def call(value: dict[str, Any], limits: Limits) -> dict[str, Any]:
+def call(value: Mapping[str, Any], limits: Limits) -> HostCall:
     """A host call: ``{"id", "method", "args"}`` with the arguments checked for the method."""
     method = value.get("method")
     try:
@@ -176,10 +200,10 @@ def call(value: dict[str, Any], limits: Limits) -> dict[str, Any]:
     except (TypeError, ValueError, RecursionError):
         raise _fail("host call") from None
     call_id = _int(value.get("id"), 1, _MAX_CALL_ID, "call id")
-    return {"id": call_id, "method": method, "args": args}
+    return {"id": call_id, "method": str(method), "args": args}
 
 
-def rollback(value: Any) -> dict[str, Any] | None:
+def rollback(value: Any) -> RollbackOutcome | None:
     """How the rollback handlers ended, on a ``failed`` outcome."""
     if value is None:
         return None
@@ -191,7 +215,7 @@ def rollback(value: Any) -> dict[str, Any] | None:
     return {"outcome": value["outcome"], "error": failure}
 
 
-def logs(value: Any) -> list[dict[str, Any]]:
+def logs(value: Any) -> list[LogLine]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > _MAX_LOG_LINES:
@@ -199,31 +223,31 @@ def logs(value: Any) -> list[dict[str, Any]]:
     return [_log_line(line) for line in value]
 
 
-def _log_line(value: Any) -> dict[str, Any]:
+def _log_line(value: Any) -> LogLine:
     if not isinstance(value, dict):
         raise _fail("log line")
     return {
         "ts": _number(value.get("ts"), "log time"),
-        "step": _text(value.get("step"), MAX_NAME_CHARS, "log step", optional=True),
+        "step": _text_or_none(value.get("step"), MAX_NAME_CHARS, "log step"),
         "message": _text(value.get("message"), _MAX_LOG_CHARS + 200, "log message"),
     }
 
 
-def suspension(value: dict[str, Any]) -> tuple[float | None, str | None]:
-    wake_at = _number(value.get("wake_at"), "wake_at", optional=True)
-    event_type = _text(value.get("event_type"), _MAX_EVENT_TYPE_CHARS, "event type", optional=True)
+def suspension(value: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    wake_at = _number_or_none(value.get("wake_at"), "wake_at")
+    event_type = _text_or_none(value.get("event_type"), _MAX_EVENT_TYPE_CHARS, "event type")
     if wake_at is None and event_type is None:
         raise _fail("suspend")
     return wake_at, event_type
 
 
-def problems(value: Any) -> list[dict[str, Any]]:
+def problems(value: Any) -> list[Problem]:
     if not isinstance(value, list) or not 0 < len(value) <= _MAX_PROBLEMS:
         raise _fail("problems")
     return [_problem(p) for p in value]
 
 
-def _problem(value: Any) -> dict[str, Any]:
+def _problem(value: Any) -> Problem:
     if not isinstance(value, dict):
         raise _fail("problem")
     return {

@@ -10,7 +10,10 @@ import json
 import socket
 import struct
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import NoReturn
+
+from treadle.runtime import JSONObject
 
 _HEADER = struct.Struct(">I")
 _CHUNK = 1 << 20
@@ -20,7 +23,7 @@ class ProtocolError(Exception):
     """The other side sent something that is not a valid message."""
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
@@ -28,14 +31,15 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: Mapping[str, object]) -> bytes:
     data = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
     return _HEADER.pack(len(data)) + data
 
 
-def decode(data: bytes) -> dict[str, Any]:
+def decode(data: bytes) -> JSONObject:
+    """A message as it came: a JSON object with a string ``t``, to be checked field by field."""
     try:
-        message = _DECODER.decode(data.decode())
+        message: JSONObject = _DECODER.decode(data.decode())
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"undecodable message: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
@@ -51,11 +55,11 @@ class Connection:
         self._max = max_message
         self._buffer = bytearray()
 
-    def send(self, message: dict[str, Any], timeout: float | None = None) -> None:
+    def send(self, message: Mapping[str, object], timeout: float | None = None) -> None:
         self._sock.settimeout(timeout)
         self._sock.sendall(encode(message))
 
-    def recv(self, deadline: float | None = None) -> dict[str, Any]:
+    def recv(self, deadline: float | None = None) -> JSONObject:
         """The next message; ``deadline`` is a ``time.monotonic()`` value (None: wait).
 
         Raises EOFError when the other side closed, TimeoutError at the deadline, and

@@ -5,14 +5,15 @@ from __future__ import annotations
 import select
 import signal
 import time
-from typing import Any
+from collections.abc import Mapping
 
 from sandbox import _untrusted
 from sandbox._compile import problem
+from sandbox._messages import Exited, Validate
 from sandbox._spawner import Spawner
 from sandbox._types import Artifact, Limits
 from sandbox._wire import Connection, ProtocolError
-from treadle.runtime import CodeInvalid, seconds_text
+from treadle.runtime import CodeInvalid, JSONObject, seconds_text
 
 _HELLO_TIMEOUT = 30.0
 _EXIT_STATUS_TIMEOUT = 2.0
@@ -65,14 +66,15 @@ class Worker:
             return False
         return not readable
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Mapping[str, object]) -> None:
         """Send, or raise EOFError: a worker that does not read within a while is gone."""
         try:
             self._conn.send(message, timeout=_SEND_TIMEOUT)
         except OSError as exc:
             raise EOFError("the sandbox worker is gone") from exc
 
-    def recv(self, deadline: float) -> dict[str, Any]:
+    def recv(self, deadline: float) -> JSONObject:
+        """The worker's next message, as it came: check it before trusting any of it."""
         return self._conn.recv(deadline)
 
     def kill(self) -> None:
@@ -98,15 +100,14 @@ class Worker:
     def validate(self, artifact: Artifact, timeout: float | None = None) -> str:
         """The entry class of ``artifact``; past ``timeout`` seconds (by default, the budget
         outside a step) the process is killed and the code refused."""
-        self.send(
-            {
-                "t": "validate",
-                "version": artifact.version,
-                "sandbox": artifact.sandbox,
-                "source": artifact.source,
-                "class_name": artifact.class_name,
-            }
-        )
+        request: Validate = {
+            "t": "validate",
+            "version": artifact.version,
+            "sandbox": artifact.sandbox,
+            "source": artifact.source,
+            "class_name": artifact.class_name,
+        }
+        self.send(request)
         reply = self._validation_reply(self.outside_budget if timeout is None else timeout)
         if reply["t"] == "invalid":
             problems = _untrusted.problems(reply.get("problems"))
@@ -118,7 +119,7 @@ class Worker:
         self.versions.add(artifact.version)
         return _untrusted.class_name(reply.get("class_name"))
 
-    def _validation_reply(self, budget: float) -> dict[str, Any]:
+    def _validation_reply(self, budget: float) -> JSONObject:
         try:
             return self.recv(time.monotonic() + budget)
         except TimeoutError:
@@ -131,7 +132,7 @@ class Worker:
         raise CodeInvalid(message, problems=[problem(1, 1, message)])
 
 
-def describe_exit(status: dict[str, Any] | None, limits: Limits) -> tuple[str, str]:
+def describe_exit(status: Exited | None, limits: Limits) -> tuple[str, str]:
     """Why a worker ended, in words a tenant can act on."""
     if status is None:
         return "SandboxCrashed", "the sandbox worker died"

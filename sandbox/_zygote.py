@@ -28,11 +28,20 @@ import socket
 import sys
 import traceback
 from types import ModuleType
-from typing import Any
 
 from sandbox import _syscalls, _wall
 from sandbox._backends import preload
 from sandbox._child import WorkerLoop
+from sandbox._messages import (
+    Exited,
+    ForkRequest,
+    ForkResult,
+    ZygoteFacts,
+    ZygoteHello,
+    ZygoteOptions,
+    ZygoteReport,
+    ZygoteRequest,
+)
 from sandbox._types import Limits
 from sandbox.wasm._engine import cache_dir
 
@@ -95,9 +104,10 @@ class Zygote:
         # A Python-level handler is what makes the wake-up fd fire on SIGCHLD.
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 
-    def serve(self, hello: dict[str, Any]) -> None:
+    def serve(self, facts: ZygoteFacts) -> None:
+        hello: ZygoteHello = {"op": "hello", **facts}
         try:
-            self._send({"op": "hello", **hello})
+            self._send(hello)
             self._loop()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the pool is gone
@@ -117,7 +127,7 @@ class Zygote:
                     return
                 self._handle(json.loads(data), fds)
 
-    def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
+    def _handle(self, message: ZygoteRequest, fds: list[int]) -> None:
         try:
             if message["op"] == "fork" and fds:
                 self._send({"op": "forked", "id": message["id"], **self._fork(fds[0], message)})
@@ -127,7 +137,7 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
 
-    def _fork(self, fd: int, message: dict[str, Any]) -> dict[str, Any]:
+    def _fork(self, fd: int, message: ForkRequest) -> ForkResult:
         limits = Limits(**message["limits"])
         try:
             uid = self._uids.take() if self._setup.layers["uid"] else None
@@ -220,7 +230,7 @@ class Zygote:
             if worker is None:
                 continue  # it failed to start a worker; the pool was told then
             del self._workers[worker]
-            ended = {"op": "exited", "pid": worker, "signal": None, "code": None}
+            ended: Exited = {"op": "exited", "pid": worker, "signal": None, "code": None}
             if os.WIFSIGNALED(status):
                 ended["signal"] = os.WTERMSIG(status)
             else:
@@ -235,7 +245,7 @@ class Zygote:
         for pid in self._keepers:
             os.kill(pid, signal.SIGKILL)
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: ZygoteReport | ZygoteHello) -> None:
         self._control.send(json.dumps(message).encode())
 
 
@@ -270,7 +280,7 @@ def _apply_limits(limits: Limits) -> None:
 class Setup:
     """What the zygote prepared once for all its workers: the wall's layers and filter."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: ZygoteOptions) -> None:
         self.wall = _wall.Wall(**options.get("wall", {}))
         probes = options.get("probes")
         # Tests only: a module whose functions a worker runs on request, behind the wall.
@@ -338,8 +348,8 @@ def main(argv: list[str]) -> None:
     _preimport()
     setup = Setup(json.loads(argv[2]) if len(argv) > 2 else {})
     try:
-        hello = {"netns": setup.network, "uid": os.getuid(), "wall": setup.layers}
-        Zygote(control, setup).serve(hello)
+        facts: ZygoteFacts = {"netns": setup.network, "uid": os.getuid(), "wall": setup.layers}
+        Zygote(control, setup).serve(facts)
     except Exception:
         traceback.print_exc()
         sys.exit(1)

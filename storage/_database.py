@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -35,6 +35,12 @@ def normalize_url(url: str) -> sa.URL:
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg")
     raise InvalidInput(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://...")
+
+
+class _PoolOptions(TypedDict):
+    pool_size: int
+    max_overflow: int
+    pool_timeout: float
 
 
 class Database:
@@ -71,7 +77,7 @@ class Database:
         self._commits = itertools.count()
         self._committed = 0
         self._count_lock = threading.Lock()
-        pool: dict[str, Any] = {
+        pool: _PoolOptions = {
             "pool_size": pool_size,
             "max_overflow": pool_size if max_overflow is None else max_overflow,
             "pool_timeout": pool_timeout,
@@ -90,7 +96,7 @@ class Database:
         else:
             # A server that does not answer at all (not even to refuse) must not hold a caller
             # for minutes: connecting gives up about when waiting for a pooled connection would.
-            connect: dict[str, Any] = {}
+            connect: dict[str, int] = {}
             if "connect_timeout" not in self.url.query:
                 connect["connect_timeout"] = max(2, math.ceil(pool_timeout))
             self.engine = sa.create_engine(

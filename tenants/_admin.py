@@ -1,4 +1,4 @@
-"""The admin API (DESIGN §6): tenants, their policies, their API keys and the audit log.
+"""The admin API (``docs/api.md``): tenants, their policies, their API keys and the audit log.
 
 The dispatcher checks the admin token before any of these run, leaves the :class:`Actor` in
 the request's state, and turns the exceptions raised here (treadle errors, pydantic
@@ -7,13 +7,14 @@ validation errors) into HTTP error responses.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic.config import JsonDict
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from tenants._audit import MAX_LIMIT, Actor
 from tenants._policy import Policy
@@ -45,19 +46,18 @@ class NewTenant(BaseModel):
 
 # What the document can say of durations and times; the rest (at most 365 days in any unit, a
 # time in the future) depends on the unit or the clock and is a 400 ``duration.invalid``.
-_DURATION: dict[str, Any] = {
-    "anyOf": [
-        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_SECONDS},
-        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]+\s*$"},
-    ]
-}
-_MAYBE_DURATION: dict[str, Any] = {"anyOf": [*_DURATION["anyOf"], {"type": "null"}]}
-_SET = {"not": {"type": "null"}}
-_BOTH_LIFETIMES: dict[str, Any] = {
+_DURATION_FORMS: list[JsonValue] = [
+    {"type": "number", "minimum": 0, "maximum": MAX_DURATION_SECONDS},
+    {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]+\s*$"},
+]
+_DURATION: JsonDict = {"anyOf": _DURATION_FORMS}
+_MAYBE_DURATION: JsonDict = {"anyOf": [*_DURATION_FORMS, {"type": "null"}]}
+_SET: JsonDict = {"not": {"type": "null"}}
+_BOTH_LIFETIMES: JsonDict = {
     "required": ["ttl", "expires_at"],
     "properties": {"ttl": _SET, "expires_at": _SET},
 }
-_INSTANT: dict[str, Any] = {
+_INSTANT: JsonDict = {
     "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}, {"type": "null"}]
 }
 
@@ -117,20 +117,20 @@ class AdminApi:
     def __init__(self, store: TenantStore) -> None:
         self._store = store
 
-    def routes(self) -> list[Route]:
-        base = "/v1/admin/tenants"
-        return [
-            Route(base, self.create_tenant, methods=["POST"]),
-            Route(base, self.list_tenants, methods=["GET"]),
-            Route(base + "/{tenant}", self.get_tenant, methods=["GET"]),
-            Route(base + "/{tenant}/policy", self.update_policy, methods=["PATCH"]),
-            Route(base + "/{tenant}/keys", self.create_key, methods=["POST"]),
-            Route(base + "/{tenant}/keys", self.list_keys, methods=["GET"]),
-            Route(base + "/{tenant}/keys/{key_id}", self.delete_key, methods=["DELETE"]),
-            Route(base + "/{tenant}/keys/{key_id}/rotate", self.rotate_key, methods=["POST"]),
-            Route(base + "/{tenant}/audit", self.tenant_audit, methods=["GET"]),
-            Route("/v1/admin/audit", self.audit, methods=["GET"]),
-        ]
+    def handlers(self) -> dict[str, Callable[[Request], Awaitable[Response]]]:
+        """The handlers by operation (``treadle.client.OPERATIONS``: path and method)."""
+        return {
+            "create_tenant": self.create_tenant,
+            "list_tenants": self.list_tenants,
+            "get_tenant": self.get_tenant,
+            "update_policy": self.update_policy,
+            "create_key": self.create_key,
+            "list_keys": self.list_keys,
+            "delete_key": self.delete_key,
+            "rotate_key": self.rotate_key,
+            "tenant_audit": self.tenant_audit,
+            "audit": self.audit,
+        }
 
     async def create_tenant(self, request: Request) -> Response:
         body = NewTenant.model_validate_json(await request.body())

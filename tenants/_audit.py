@@ -19,13 +19,14 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
 from storage import Clock, Database, decode_cursor, encode_cursor, iso, tables
 from tenants._policy import Policy
 from treadle.errors import InvalidInput
+from treadle.runtime import JSONObject, JSONValue
 
 L = tables.audit_log
 ACTIONS = (
@@ -54,6 +55,63 @@ class Actor:
 
     id: str
     client: str | None = None
+
+
+class TenantCreated(TypedDict):
+    policy: JSONObject  # every field but vars
+    vars: list[str]  # their names only: vars may hold the tenant's secrets
+
+
+class FieldChange(TypedDict):
+    before: JSONValue
+    after: JSONValue
+
+
+class VarsChange(TypedDict):
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+
+class PolicyUpdated(TypedDict):
+    fields: list[str]
+    changes: dict[str, FieldChange]
+    vars: VarsChange
+
+
+class KeyCreated(TypedDict):
+    expires_at: str | None
+
+
+class KeyRotated(TypedDict):
+    new_key: str
+    overlap_seconds: float
+    old_key_expires_at: str | None
+    expires_at: str | None
+
+
+class AuthFailures(TypedDict):
+    count: int
+    clients: list[str]
+    window_seconds: float
+
+
+Details = TenantCreated | PolicyUpdated | KeyCreated | KeyRotated | AuthFailures
+"""What an entry records of its action."""
+
+
+class Entry(TypedDict):
+    """An entry as the admin API shows it."""
+
+    id: int
+    time: str | None
+    actor: str
+    client: str | None
+    action: str
+    tenant: str | None
+    target: str | None
+    outcome: str
+    details: JSONObject
 
 
 SYSTEM = Actor("system")
@@ -101,7 +159,7 @@ class AuditLog:
         *,
         tenant: str | None = None,
         target: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: Details | None = None,
     ) -> None:
         """Add an entry in ``conn``'s transaction: it commits, or rolls back, with the change."""
         assert action in ACTIONS, action
@@ -125,7 +183,7 @@ class AuditLog:
         action: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[Entry], str | None]:
         """Entries newest first, and the cursor of the next page (None after the last)."""
         if action is not None and action not in ACTIONS:
             raise InvalidInput(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
@@ -189,7 +247,7 @@ class AuditLog:
             conn.execute(update.values(details=self._failures(window)))
         window.written, window.last_write = window.count, now
 
-    def _failures(self, window: _Window) -> dict[str, Any]:
+    def _failures(self, window: _Window) -> AuthFailures:
         return {
             "count": window.count,
             "clients": sorted(window.clients),
@@ -197,18 +255,18 @@ class AuditLog:
         }
 
 
-def created_details(policy: Policy) -> dict[str, Any]:
+def created_details(policy: Policy) -> TenantCreated:
     """What an entry keeps of a new tenant's policy: every field, but only the *names* of its
     vars, which may hold the tenant's secrets."""
     fields = policy.model_dump()
     return {"policy": {k: v for k, v in fields.items() if k != "vars"}, "vars": sorted(policy.vars)}
 
 
-def change_details(before: Policy, after: Policy, patch: dict[str, Any]) -> dict[str, Any]:
+def change_details(before: Policy, after: Policy, patch: JSONObject) -> PolicyUpdated:
     """What an entry keeps of a policy change: the fields patched, each changed field before
     and after, and for vars only which names were added, removed or given another value."""
     old, new = before.model_dump(), after.model_dump()
-    changes = {
+    changes: dict[str, FieldChange] = {
         name: {"before": old[name], "after": new[name]}
         for name in new
         if name != "vars" and old[name] != new[name]
@@ -226,7 +284,7 @@ def change_details(before: Policy, after: Policy, patch: dict[str, Any]) -> dict
     }
 
 
-def describe_entry(entry: dict[str, Any]) -> str:
+def describe_entry(entry: Entry) -> str:
     """An entry as the admin API shows it, as one line for a terminal (for a CLI)."""
     where = "/".join(part for part in (entry["tenant"], entry["target"]) if part) or "-"
     details = json.dumps(entry["details"], sort_keys=True, separators=(",", ":"))
@@ -234,7 +292,7 @@ def describe_entry(entry: dict[str, Any]) -> str:
     return f"{entry['time']} {entry['action']} {where} {who} {entry['outcome']} {details}"
 
 
-def _view(row: Any) -> dict[str, Any]:
+def _view(row: Any) -> Entry:
     return {
         "id": row.pk,
         "time": iso(row.ts),

@@ -14,8 +14,9 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.config import JsonDict
 
-from treadle.runtime import unstorable
+from treadle.runtime import DEFAULT_LIMITS, JSONObject, unstorable
 
 Sandbox = Literal["restricted", "wasm"]
 SANDBOXES: tuple[Sandbox, ...] = ("restricted", "wasm")
@@ -23,7 +24,7 @@ MAX_VARS_BYTES = 64 * 1024
 MAX_STEPS = 1_000_000
 _LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 _HOST = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
-_EGRESS_ITEM: dict[str, Any] = {
+_EGRESS_ITEM: JsonDict = {
     "type": "string",
     "maxLength": 253,
     "pattern": rf"^(\*|{_HOST.pattern})$",
@@ -40,8 +41,9 @@ JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 class Policy(BaseModel):
-    """Every field of DESIGN §6 with its default. Unknown fields are refused, not ignored:
-    a misspelt limit silently doing nothing is worse than an error."""
+    """Every field of a tenant's policy (``docs/api.md``, Admin) with its default. Unknown
+    fields are refused, not ignored: a misspelt limit silently doing nothing is worse than an
+    error."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -49,10 +51,14 @@ class Policy(BaseModel):
     max_running_instances: JsonInt = Field(default=1000, ge=1, le=1_000_000)
     max_queued_instances: JsonInt = Field(default=2_000_000, ge=1, le=1_000_000_000)
     creates_per_second: JsonInt = Field(default=300, ge=1, le=1_000_000)
-    step_cpu_ms: JsonInt = Field(default=30_000, ge=1, le=3_600_000)
-    memory_mb: JsonInt = Field(default=256, ge=64, le=65_536)
-    max_step_result_bytes: JsonInt = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
-    max_steps_per_instance: JsonInt = Field(default=10_000, ge=1, le=MAX_STEPS)
+    step_cpu_ms: JsonInt = Field(default=DEFAULT_LIMITS.step_cpu_ms, ge=1, le=3_600_000)
+    memory_mb: JsonInt = Field(default=DEFAULT_LIMITS.memory_mb, ge=64, le=65_536)
+    max_step_result_bytes: JsonInt = Field(
+        default=DEFAULT_LIMITS.max_step_result_bytes, ge=1, le=64 * 1024 * 1024
+    )
+    max_steps_per_instance: JsonInt = Field(
+        default=DEFAULT_LIMITS.max_steps_per_instance, ge=1, le=MAX_STEPS
+    )
     egress_allow: list[str] = Field(default_factory=list, json_schema_extra={"items": _EGRESS_ITEM})
     retention_days: JsonInt = Field(default=7, ge=1, le=36_500)
     max_storage_mb: JsonInt = Field(default=1024, ge=1, le=16 * 1024 * 1024)
@@ -76,7 +82,7 @@ class Policy(BaseModel):
 
     @field_validator("vars")
     @classmethod
-    def _small_json(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    def _small_json(cls, value: JSONObject, info: ValidationInfo) -> JSONObject:
         try:
             size = len(json.dumps(value, allow_nan=False).encode())
         except (TypeError, ValueError) as exc:
@@ -91,7 +97,7 @@ class Policy(BaseModel):
         return value
 
 
-def merge_policy(current: Policy, patch: dict[str, Any]) -> Policy:
+def merge_policy(current: Policy, patch: JSONObject) -> Policy:
     """``current`` with the fields present in ``patch`` replaced (a top-level merge: a patch
     of ``vars`` replaces all vars). Raises pydantic's ``ValidationError``."""
     return Policy.model_validate({**current.model_dump(), **patch})

@@ -1,4 +1,4 @@
-"""The Starlette application: every route of DESIGN §6 on one platform."""
+"""The Starlette application: every route of the API (docs/api.md) on one platform."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from dispatcher.http._instances import InstanceApi
 from dispatcher.http._lifecycle import LifecycleApi
 from dispatcher.http._limits import BodyLimit
 from dispatcher.http._openapi import openapi_document
+from dispatcher.http._routing import every_route
 from dispatcher.http._streams import StreamApi
 from loader import WorkflowApi
 from storage import reason
@@ -66,16 +67,20 @@ def create_app(platform: Platform) -> Starlette:
 
 
 def api_routes(platform: Platform) -> list[BaseRoute]:
-    """Every route but ``/openapi.json`` (which describes these)."""
+    """Every route but ``/openapi.json`` (which describes these): the platform's own, then
+    every operation of the API's table, each served by its handler."""
+    handlers = {
+        **AdminApi(platform.tenants).handlers(),
+        **WorkflowApi(platform.loader).handlers(),
+        **InstanceApi(platform.engine, platform.loader, platform.tenants.policy).handlers(),
+        **LifecycleApi(platform.engine, platform.loader).handlers(),
+        **StreamApi(platform.engine, platform.tenants, platform.settings).handlers(),
+    }
     return [
         Route("/healthz", _health(platform), methods=["GET"]),
         Route("/metrics", _metrics_route(platform), methods=["GET"]),
         *playground.routes(),
-        *AdminApi(platform.tenants).routes(),
-        *WorkflowApi(platform.loader).routes(),
-        *InstanceApi(platform.engine, platform.loader, platform.tenants.policy).routes(),
-        *LifecycleApi(platform.engine, platform.loader).routes(),
-        *StreamApi(platform.engine, platform.tenants, platform.settings).routes(),
+        *every_route(handlers),
     ]
 
 

@@ -38,6 +38,7 @@ from treadle.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from treadle.runtime import JSONObject
 
 STATUS: dict[type[TreadleError], int] = {
     InvalidInput: 400,
@@ -66,7 +67,7 @@ def status_of(exc: TreadleError) -> int:
 
 def error_response(exc: TreadleError) -> JSONResponse:
     status = status_of(exc)
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    body: JSONObject = {"code": exc.code, "message": exc.message}
     if status < 500:  # details of an internal error are for the log, not the client
         body.update({k: v for k, v in exc.details.items() if k not in body})
     headers = {}

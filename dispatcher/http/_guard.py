@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher.http._errors import error_response
 from treadle.errors import InvalidInput, TreadleError, UnsupportedMediaType
+from treadle.runtime import JSONObject, JSONValue
 
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -143,7 +144,7 @@ def _parse(text: str) -> Any:
         raise InvalidInput(message, code="request.json") from None
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _object(pairs: list[tuple[str, JSONValue]]) -> JSONObject:
     value = dict(pairs)
     if len(value) < len(pairs):
         seen: set[str] = set()

@@ -1,4 +1,4 @@
-"""The instance API (DESIGN §6): create instances of a tenant's workflow and follow them.
+"""The instance API (docs/api.md): create instances of a tenant's workflow and follow them.
 
 ``create()`` is where the dispatcher routes a request to tenant code: the workflow name is
 resolved to its current version here, and the instance is pinned to that version for life.
@@ -15,16 +15,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from dispatcher.http._routing import Handlers
 from dispatcher.http._schemas import NAME_PATTERN
-from engine import MAX_INSTANCE_ID, Engine, NewInstance, Quota
+from engine import (
+    MAX_INSTANCE_ID,
+    CreatedItem,
+    Engine,
+    InstanceView,
+    ItemError,
+    NewInstance,
+    Quota,
+)
 from loader import Loader
 from tenants import Caller, Policy
+from treadle.client import MAX_BATCH
 from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
 
-MAX_BATCH = 100
-_BASE = "/v1/workflows/{name}/instances"
 _PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 
@@ -63,16 +70,16 @@ class InstanceApi:
         self._loader = loader
         self._policy_of = policy_of
 
-    def routes(self) -> list[Route]:
-        return [
-            Route(_BASE, self.create, methods=["POST"]),
-            Route(_BASE, self.list_instances, methods=["GET"]),
-            Route(_BASE + "/batch", self.create_batch, methods=["POST"]),
-            Route(_BASE + "/{id}", self.get_instance, methods=["GET"]),
-            Route(_BASE + "/{id}/events/{type}", self.send_event, methods=["POST"]),
-            Route(_BASE + "/{id}/logs", self.logs, methods=["GET"]),
-            Route(_BASE + "/{id}/steps", self.steps, methods=["GET"]),
-        ]
+    def handlers(self) -> Handlers:
+        return {
+            "create_instance": self.create,
+            "list_instances": self.list_instances,
+            "create_batch": self.create_batch,
+            "get_instance": self.get_instance,
+            "send_event": self.send_event,
+            "get_logs": self.logs,
+            "get_steps": self.steps,
+        }
 
     async def create(self, request: Request) -> Response:
         raw = await request.body()
@@ -95,7 +102,7 @@ class InstanceApi:
 
     def _create(
         self, caller: Caller, workflow: str, items: Sequence[NewInstanceBody]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[list[CreatedItem], list[ItemError]]:
         """Create what the tenant's quota allows (``creates_per_second`` across every API
         process, ``max_queued_instances``); the rest are per-item errors (a create refused
         whole answers 429), and nothing of them is written."""
@@ -120,7 +127,7 @@ class InstanceApi:
 
     def _list(
         self, caller: Caller, workflow: str, status: str | None, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[InstanceView], str | None]:
         self._loader.current(caller.tenant_id, workflow)  # 404 for a workflow that is not there
         return self._engine.list_instances(
             caller.tenant_id, workflow, status=status, limit=limit, cursor=cursor
@@ -211,7 +218,7 @@ def _int_param(value: str | None, name: str, *, default: int) -> int:
     return int(value)
 
 
-def _item_error(error: dict[str, Any]) -> TreadleError:
+def _item_error(error: ItemError) -> TreadleError:
     """A per-item error of ``create_instances`` as the exception a single create raises."""
     code, message = str(error["code"]), str(error["message"])
     if code.endswith("already_exists"):

@@ -8,19 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from dispatcher.http._instances import caller_of, ids_of
+from dispatcher.http._routing import Handlers
 from engine import Engine
 from loader import Loader
 from tenants import MAX_STEPS, Caller, JsonInt
 from treadle.errors import InvalidInput
+from treadle.runtime import JSONObject
 
-_BASE = "/v1/workflows/{name}/instances/{id}"
-
-
-_NO_TERMINATE_OPTIONS: dict[str, Any] = {"rollback": {"const": False}}
-_NO_RESTART_OPTIONS: dict[str, Any] = {"from": {"type": "null"}, "upgrade": {"const": False}}
+_NO_TERMINATE_OPTIONS: JSONObject = {"rollback": {"const": False}}
+_NO_RESTART_OPTIONS: JSONObject = {"from": {"type": "null"}, "upgrade": {"const": False}}
 
 
 class StepRef(BaseModel):
@@ -64,11 +62,8 @@ class LifecycleApi:
         self._engine = engine
         self._loader = loader
 
-    def routes(self) -> list[Route]:
-        return [
-            Route(_BASE + "/status", self.change_status, methods=["PATCH"]),
-            Route(_BASE, self.delete, methods=["DELETE"]),
-        ]
+    def handlers(self) -> Handlers:
+        return {"change_status": self.change_status, "delete_instance": self.delete}
 
     async def change_status(self, request: Request) -> Response:
         body = StatusBody.model_validate_json(await request.body())

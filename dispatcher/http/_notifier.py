@@ -34,12 +34,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from engine import FINISHED, Engine
+from engine import FINISHED, Engine, WatchedEvent
 from storage import reason
 from tenants import Caller, TenantStore
 from treadle.errors import TooManyStreams
@@ -120,7 +119,7 @@ class Notifier:
         self,
         engine: Engine,
         tenants: TenantStore,
-        render: Callable[[dict[str, Any]], str],
+        render: Callable[[WatchedEvent], str],
         *,
         max_streams: int,
         max_per_tenant: int,

@@ -1,23 +1,23 @@
-"""JSON Schemas of the API's responses (DESIGN §6), for the OpenAPI document."""
+"""The JSON Schemas of the OpenAPI document that no model states: path and query parameters,
+stored JSON, errors, the event stream, and what the server knows of its answers beyond the
+client's models."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from engine import MAX_EVENT_TYPE, MAX_INSTANCE_ID, STATUSES
+from engine import MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
 from tenants import ACTIONS
-from treadle.runtime import MAX_SAFE_INTEGER
+from treadle.runtime import MAX_SAFE_INTEGER, JSONObject, JSONValue
 
-STR: dict[str, Any] = {"type": "string"}
-INT: dict[str, Any] = {"type": "integer"}
-ANY: dict[str, Any] = {}
-TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
-MAYBE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+Schema = JSONObject
+"""A JSON Schema, or a piece of the OpenAPI document: JSON of any shape."""
+STR: Schema = {"type": "string"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+MAYBE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 NAME_PATTERN = "^[a-zA-Z0-9_][a-zA-Z0-9_-]*$"
-NAME: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": NAME_PATTERN}
-EVENT_TYPE: dict[str, Any] = {**NAME, "maxLength": MAX_EVENT_TYPE}
-INSTANCE_ID: dict[str, Any] = {**NAME, "maxLength": MAX_INSTANCE_ID}
-KEY_ID: dict[str, Any] = {
+NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": NAME_PATTERN}
+EVENT_TYPE: Schema = {**NAME, "maxLength": MAX_EVENT_TYPE}
+INSTANCE_ID: Schema = {**NAME, "maxLength": MAX_INSTANCE_ID}
+KEY_ID: Schema = {
     "type": "string",
     "minLength": 1,
     "maxLength": 32,
@@ -25,8 +25,8 @@ KEY_ID: dict[str, Any] = {
 }
 # What treadle stores (treadle.runtime._values): JSON whose strings (keys too) have no
 # U+0000 (nor lone surrogates, which no schema can say) and whose integers are within ±2^53.
-TEXT: dict[str, Any] = {"type": "string", "pattern": "^[^\\x00]*$"}
-JSON_VALUE: dict[str, Any] = {
+TEXT: Schema = {"type": "string", "pattern": "^[^\\x00]*$"}
+JSON_VALUE: Schema = {
     "description": (
         "Any JSON value that can be stored: strings and keys without U+0000 or lone "
         "surrogates, integers within ±2^53 (other numbers finite), nested at most 256 deep."
@@ -45,7 +45,7 @@ JSON_VALUE: dict[str, Any] = {
     ],
 }
 # One Server-Sent Event of ``.../stream`` as a client's SSE parser gives it.
-SSE_EVENT: dict[str, Any] = {
+SSE_EVENT: Schema = {
     "type": "object",
     "required": ["id", "event", "data"],
     "properties": {
@@ -58,21 +58,21 @@ SSE_EVENT: dict[str, Any] = {
         },
     },
 }
-STATUS: dict[str, Any] = {
+STATUS: Schema = {
     "type": "string",
     "enum": list(STATUSES),
 }
 
 
-def ref(name: str) -> dict[str, Any]:
+def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def json(schema: dict[str, Any]) -> dict[str, Any]:
+def json(schema: Schema) -> Schema:
     return {"application/json": {"schema": schema}}
 
 
-def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+def obj(required: Schema, optional: Schema | None = None) -> Schema:
     """An object with ``required`` properties and, maybe, ``optional`` ones."""
     return {
         "type": "object",
@@ -81,172 +81,111 @@ def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dic
     }
 
 
-def array(items: dict[str, Any]) -> dict[str, Any]:
+def array(items: Schema) -> Schema:
     return {"type": "array", "items": items}
 
 
-LIST_PARAMS = (
-    {"name": "status", "in": "query", "required": False, "schema": STATUS},
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-    },
-    {
-        "name": "cursor",
-        "in": "query",
-        "required": False,
-        "schema": STR,
-        "description": "the next_cursor of the previous page (anything else is a 400)",
-    },
-)
-# A page of an instance's logs or steps: at most ``limit`` items and about 4 MiB of them.
-PAGE_PARAMS = (
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
-    },
-    LIST_PARAMS[2],
-)
+# -- parameters -----------------------------------------------------------------------------------
 
-_PROBLEM = obj(
-    {"line": {"type": ["integer", "null"]}, "column": {"type": ["integer", "null"]}, "message": STR}
-)
-_ERROR = obj(
-    {"code": STR, "message": STR},
-    {"problems": array(_PROBLEM)},
-)
-_ITEM_ERROR = obj({"index": INT, "id": STR, "code": STR, "message": STR})
-_ATTEMPT = obj(
-    {"started_at": MAYBE_TIME, "ended_at": MAYBE_TIME, "success": {"type": "boolean"}},
-    {"error": ANY},
-)
-_STEP = obj(
-    {
-        "name": STR,
-        "count": INT,
-        "type": {"type": "string", "enum": ["do", "sleep", "wait_for_event"]},
-        "status": {"type": "string", "enum": ["running", "complete", "errored", "waiting"]},
-        "output": ANY,
-        "attempts": array(_ATTEMPT),
-    },
-    {"error": ANY, "wake_at": MAYBE_TIME},
-)
-_INSTANCE_FIELDS = {
-    "id": STR,
-    "workflow": STR,
-    "version": STR,
-    "status": STATUS,
-    "params": ANY,
-    "output": ANY,
-    "error": {"type": ["object", "null"]},
-    "created_at": TIME,
-    "started_at": MAYBE_TIME,
-    "ended_at": MAYBE_TIME,
+PATH_PARAMS: dict[str, Schema] = {
+    "name": NAME,
+    "tenant": NAME,
+    "id": INSTANCE_ID,
+    "key_id": KEY_ID,
+    "type": EVENT_TYPE,
 }
-_SUMMARY_FIELDS = {
-    "name": STR,
-    "version": STR,
-    "sandbox": STR,
-    "created_at": TIME,
-    "updated_at": TIME,
-}
-_VERSION = obj(
-    {"version": STR, "sandbox": STR, "created_at": TIME},
-    {"class_name": {"type": ["string", "null"]}},
-)
+"""The schema of each path parameter of the API's paths, by its name."""
 
-RESPONSES: dict[str, Any] = {
-    "Error": obj({"error": _ERROR}),
-    "JsonValue": JSON_VALUE,
-    "Tenant": obj({"name": STR, "policy": ref("Policy"), "created_at": TIME}),
-    "TenantList": obj({"tenants": array(ref("Tenant"))}),
-    "ApiKey": obj({"id": STR, "key": STR, "created_at": TIME, "expires_at": MAYBE_TIME}),
-    "StoredCode": obj({"name": STR, "version": STR, "sandbox": STR}),
-    "WorkflowSummary": obj(_SUMMARY_FIELDS),
-    "WorkflowList": obj({"workflows": array(ref("WorkflowSummary"))}),
-    "Workflow": obj({**_SUMMARY_FIELDS, "versions": array(_VERSION)}),
-    "Created": obj({"id": STR, "status": STATUS, "version": STR}),
-    "BatchResult": obj(
-        {"created": array(ref("Created")), "errors": array(_ITEM_ERROR)},
-    ),
-    "InstanceSummary": obj(_INSTANCE_FIELDS),
-    "Instance": obj(
-        {**_INSTANCE_FIELDS, "steps": array(_STEP)},
+
+def query(name: str, schema: Schema, description: str | None = None) -> Schema:
+    parameter: Schema = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description is not None:
+        parameter["description"] = description
+    return parameter
+
+
+_CURSOR = query("cursor", STR, "the next_cursor of the previous page (anything else is a 400)")
+_LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50})
+_ACTION = query("action", {"type": "string", "enum": list(ACTIONS)})
+_EVENT_ID: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID}
+QUERIES: dict[str, list[JSONValue]] = {
+    "list": [query("status", STATUS), _LIMIT, _CURSOR],
+    # A page of an instance's logs or steps: at most ``limit`` items and about 4 MiB of them.
+    "page": [
+        query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}),
+        _CURSOR,
+    ],
+    "audit": [_ACTION, _LIMIT, _CURSOR],
+    "audit_all": [query("tenant", NAME), _ACTION, _LIMIT, _CURSOR],
+    "stream": [
+        query("after", _EVENT_ID, "resume after this event id (or send the Last-Event-ID header)"),
         {
-            "steps_next_cursor": {
-                "type": "string",
-                "description": "only when the embedded steps are not all of them: the cursor "
-                "of GET .../steps that reads on",
-            }
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "schema": _EVENT_ID,
+            "description": "resume after this event id; takes precedence over ``after``",
         },
-    ),
-    "StepPage": obj({"steps": array(_STEP), "next_cursor": {"type": ["string", "null"]}}),
-    "InstanceList": obj(
-        {"instances": array(ref("InstanceSummary")), "next_cursor": {"type": ["string", "null"]}}
-    ),
-    "Logs": obj(
-        {
-            "logs": array(obj({"ts": TIME, "step": {"type": ["string", "null"]}, "message": STR})),
-            "next_cursor": {"type": ["string", "null"]},
-        }
-    ),
+    ],
 }
-
-# -- API keys and the audit log --------------------------------------------------------------
-
-MAYBE_STR: dict[str, Any] = {"type": ["string", "null"]}
-AUDIT_PARAMS = (
+"""The query parameters (and headers) of each kind of query of the table's operations."""
+ERROR = obj(
     {
-        "name": "action",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "enum": list(ACTIONS)},
-    },
-    LIST_PARAMS[1],
-    LIST_PARAMS[2],
+        "error": obj(
+            {"code": STR, "message": STR},
+            {
+                "problems": array(
+                    obj(
+                        {
+                            "line": {"type": ["integer", "null"]},
+                            "column": {"type": ["integer", "null"]},
+                            "message": STR,
+                        }
+                    )
+                )
+            },
+        )
+    }
 )
-_KEY_INFO = {
-    "id": STR,
-    "created_at": TIME,
-    "last_used_at": {**MAYBE_TIME, "description": "at most a minute behind the latest use"},
-    "expires_at": MAYBE_TIME,
-    "expired": {"type": "boolean"},
-    "rotated_from": MAYBE_STR,
-}
-_AUDIT_ENTRY = {
-    "id": INT,
-    "time": TIME,
-    "actor": {
+"""Every error answer: ``{"error": {"code", "message"}}``, ``problems`` for invalid code."""
+
+MAYBE_STR: Schema = {"type": ["string", "null"]}
+
+# -- what the server knows of the answers' fields beyond their models ----------------------------
+
+# The answers' schemas come from the client's models (``treadle.client``), which read fields
+# loosely (a newer server may add a status); the document says exactly what this server sends.
+NARROWED: dict[tuple[str, str], Schema] = {
+    ("Created", "status"): STATUS,
+    ("InstanceSummary", "status"): STATUS,
+    ("Instance", "status"): STATUS,
+    ("InstanceSummary", "error"): {"type": ["object", "null"]},
+    ("Instance", "error"): {"type": ["object", "null"]},
+    ("Instance", "steps_next_cursor"): {
+        "type": "string",
+        "description": "only when the embedded steps are not all of them: the cursor "
+        "of GET .../steps that reads on",
+    },
+    ("Step", "type"): {"type": "string", "enum": ["do", "sleep", "wait_for_event"]},
+    ("Step", "status"): {"type": "string", "enum": ["running", "complete", "errored", "waiting"]},
+    ("KeyInfo", "last_used_at"): {
+        **MAYBE_TIME,
+        "description": "at most a minute behind the latest use",
+    },
+    ("AuditEntry", "actor"): {
         "type": "string",
         "description": "configured, admin:<token id>, bootstrap, system or anonymous",
     },
-    "client": MAYBE_STR,
-    "action": {"type": "string", "enum": list(ACTIONS)},
-    "tenant": MAYBE_STR,
-    "target": {**MAYBE_STR, "description": "the key concerned, if any"},
-    "outcome": {"type": "string", "enum": ["ok", "denied"]},
-    "details": {"type": "object"},
+    ("AuditEntry", "action"): {"type": "string", "enum": list(ACTIONS)},
+    ("AuditEntry", "target"): {**MAYBE_STR, "description": "the key concerned, if any"},
+    ("AuditEntry", "outcome"): {"type": "string", "enum": ["ok", "denied"]},
+    ("AuditEntry", "details"): {"type": "object"},
 }
-
-RESPONSES.update(
-    {
-        "RotatedKey": obj(
-            {
-                "id": STR,
-                "key": STR,
-                "created_at": TIME,
-                "expires_at": MAYBE_TIME,
-                "rotated_from": STR,
-                "old_key_expires_at": TIME,
-            }
-        ),
-        "KeyInfo": obj(_KEY_INFO),
-        "KeyList": obj({"keys": array(ref("KeyInfo"))}),
-        "AuditEntry": obj(_AUDIT_ENTRY),
-        "AuditList": obj({"entries": array(ref("AuditEntry")), "next_cursor": MAYBE_STR}),
-    }
-)
+# Fields that the server may leave out of an answer.
+OPTIONAL = {
+    ("Instance", "steps_next_cursor"),
+    ("Step", "error"),
+    ("Step", "wake_at"),
+    ("Attempt", "error"),
+    ("WorkflowVersion", "class_name"),
+}

@@ -14,7 +14,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -26,18 +25,18 @@ from starlette.types import Receive, Scope, Send
 from dispatcher._settings import Settings
 from dispatcher.http._instances import caller_of, ids_of, query_of
 from dispatcher.http._notifier import BUFFER, Notifier, Subscription
-from engine import FINISHED, MAX_ROW_ID, Engine
+from dispatcher.http._routing import Handlers, routes
+from engine import FINISHED, MAX_ROW_ID, Engine, HistoryEvent
 from storage import iso
 from tenants import Caller, TenantStore
 from treadle.errors import InvalidInput, NotFound, Unauthorized
 
-_PATH = "/v1/workflows/{name}/instances/{id}/stream"
 _KEEPALIVE_SECONDS = 15.0
 _CHECK_SECONDS = 1.0  # how often an idle stream looks whether its client went away
 _BATCH = 500
 _READERS = 4  # history reads of streams at once, beside the API's pool and the notifier
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_Batch = tuple[int, list[dict[str, Any]], str] | None  # see StreamApi._history
+_Batch = tuple[int, list[HistoryEvent], str] | None  # see StreamApi._history
 
 
 class StreamApi:
@@ -56,8 +55,11 @@ class StreamApi:
         )
         self._limiter: anyio.CapacityLimiter | None = None
 
+    def handlers(self) -> Handlers:
+        return {"stream": self.stream}
+
     def routes(self) -> list[Route]:
-        return [Route(_PATH, self.stream, methods=["GET"])]
+        return routes(self.handlers())
 
     async def stream(self, request: Request) -> Response:
         """History first, then live events, until the instance has finished."""
@@ -94,7 +96,7 @@ class StreamApi:
         request: Request,
         subscription: Subscription,
         instance: tuple[Caller, str, str],
-        first: tuple[int, list[dict[str, Any]], str],
+        first: tuple[int, list[HistoryEvent], str],
     ) -> AsyncIterator[str]:
         pk, rows, status = first
         while True:
@@ -159,7 +161,7 @@ class _EventStream(StreamingResponse):
             self._closed()
 
 
-def sse(row: dict[str, Any]) -> str:
+def sse(row: HistoryEvent) -> str:
     """A history event as one Server-Sent Event."""
     event = {
         "id": row["pk"],

@@ -26,6 +26,7 @@ from treadle.runtime import (
     WorkflowEntrypoint,
     message_of,
 )
+from treadle.runtime._messages import Outcome
 
 MODULE_NAME = "workflow"
 
@@ -55,7 +56,7 @@ class RestrictedProgram:
 
     def replay(
         self, request: Mapping[str, Any], limits: Limits, channel: Channel
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Outcome, bool]:
         """Run ``run()`` once; return the outcome message and whether the worker is spent."""
         replay = Replay(request, limits, channel, parallel=run_all)
         reset_module_state()
@@ -69,7 +70,7 @@ class RestrictedProgram:
             return replay.finish(exc=exc), replay.out_of_memory
         return replay.finish(output), replay.out_of_memory
 
-    def _workflow_class(self, namespace: dict[str, Any]) -> Any:
+    def _workflow_class(self, namespace: dict[str, object]) -> type[WorkflowEntrypoint]:
         exec(self._code, namespace)
         found = namespace.get(self.class_name)
         if not (isinstance(found, type) and issubclass(found, WorkflowEntrypoint)):

@@ -181,7 +181,7 @@ def write_guard(obj: Any) -> Any:
     return _ReadOnly(obj)
 
 
-def tenant_class(name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> type:
+def tenant_class(name: str, bases: tuple[type, ...], namespace: dict[str, object]) -> type:
     """``__metaclass__``: every ``class`` statement of tenant code goes through this.
 
     Marking the class lets instances set attributes on themselves (``self.total = 0``); the
@@ -235,7 +235,7 @@ _EXCEPTIONS = [
     and not n.endswith("Group")  # exception groups serve except*, which is not allowed
 ]  # fmt: skip
 
-BUILTINS: dict[str, Any] = {n: getattr(builtins, n) for n in _BUILTIN_NAMES + _EXCEPTIONS}
+BUILTINS: dict[str, object] = {n: getattr(builtins, n) for n in _BUILTIN_NAMES + _EXCEPTIONS}
 BUILTINS.update(
     {
         "__import__": restricted_import,
@@ -266,7 +266,7 @@ class Printer:
         self._sink(text)
 
 
-def module_globals(name: str, sink: Callable[[str], None]) -> dict[str, Any]:
+def module_globals(name: str, sink: Callable[[str], None]) -> dict[str, object]:
     """A fresh global namespace for one execution of a tenant module."""
     return {
         "__builtins__": BUILTINS,
@@ -284,7 +284,7 @@ def module_globals(name: str, sink: Callable[[str], None]) -> dict[str, Any]:
     }
 
 
-def _settings_of(context: decimal.Context) -> dict[str, Any]:
+def _settings_of(context: decimal.Context) -> dict[str, object]:
     """What a context is set to; its traps and flags copied (a context's own are live)."""
     names = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
     settings = {name: getattr(context, name) for name in names}

@@ -1,4 +1,4 @@
-"""The core-module guest ABI of DESIGN §5: what a module may import and must export.
+"""The core-module guest ABI (docs/wasm.md): what a module may import and must export.
 
 Checked statically on the compiled module, at upload and again before a worker runs it, so a
 module that would fail to link is refused with every problem listed, not at its first replay.

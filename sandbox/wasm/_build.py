@@ -1,11 +1,11 @@
 """Building and caching what the ``wasm`` sandbox runs, outside the workers.
 
-- The **Python runtime**: one component (componentize-py: CPython 3.14 plus the guest side of
-  the step API in ``sandbox/wasm/guest/python``) serves every tenant; tenant source is data. It is
-  built on the first start that needs it, compiled for the workers' engine configuration, and
-  kept in the cache, keyed by everything it is made of. Building takes about 20 s on the
-  2-core development machine (componentize 11 s, compile 7 s); afterwards loading it takes
-  milliseconds.
+- The **Python runtime**: one component (componentize-py: CPython 3.14, the SDK's
+  ``treadle.runtime`` and its glue in ``sandbox/wasm/guest/python``) serves every tenant; tenant
+  source is data. It is built on the first start that needs it, compiled for the workers'
+  engine configuration, and kept in the cache, keyed by everything it is made of. Building
+  takes about 20 s on the 2-core development machine (componentize 11 s, compile 7 s);
+  afterwards loading it takes milliseconds.
 - **Core modules**: compiled once into the cache, keyed by content hash, wasmtime version and
   engine configuration, so that new workers load them instead of compiling them again.
 
@@ -43,16 +43,9 @@ from sandbox.wasm import _engine as _wasm_engine
 
 _log = logging.getLogger("treadle.sandbox")
 GUEST_DIR = Path(__file__).resolve().parent / "guest" / "python"
-_SDK_DIR = Path(__file__).resolve().parents[2] / "treadle"
-_SDK_MODULES = ("runtime/errors.py", "runtime/_durations.py", "runtime/_entrypoint.py")
-_GUEST_FILES = (
-    "app.py",
-    "treadle/__init__.py",
-    "treadle/_guest.py",
-    "treadle/errors.py",
-    "treadle/runtime/__init__.py",
-    "wit/world.wit",
-)
+# The guest runs the SDK's own step API: the whole ``treadle.runtime`` package is bundled.
+_RUNTIME_DIR = Path(__file__).resolve().parents[2] / "treadle" / "runtime"
+_GUEST_PATTERNS = ("*.py", "*/*.py", "wit/*.wit")
 _COMPONENTIZE = (
     "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()"
 )
@@ -74,8 +67,12 @@ class BuildError(RuntimeError):
 
 
 def _inputs() -> list[tuple[str, bytes]]:
-    files = [(name, (GUEST_DIR / name).read_bytes()) for name in _GUEST_FILES]
-    files += [(f"treadle/{name}", (_SDK_DIR / name).read_bytes()) for name in _SDK_MODULES]
+    """Every file the component is made of, by its path in the component: the guest's glue and
+    the SDK's ``treadle/runtime/*.py``, in a stable order."""
+    guest = sorted({path for pattern in _GUEST_PATTERNS for path in GUEST_DIR.glob(pattern)})
+    files = [(path.relative_to(GUEST_DIR).as_posix(), path.read_bytes()) for path in guest]
+    runtime = sorted(_RUNTIME_DIR.glob("*.py"))
+    files += [(f"treadle/runtime/{path.name}", path.read_bytes()) for path in runtime]
     return files
 
 

@@ -34,11 +34,15 @@ if TYPE_CHECKING:
 # Settings that shape compiled code or what a guest may use. memory_reservation is small so
 # that a worker's RLIMIT_AS (memory_mb) still bounds it: the default reserves 4 GiB of address
 # space per linear memory, and the mmap fails under any sane RLIMIT_AS.
-ENGINE_SETTINGS: dict[str, Any] = {
+# A wasmtime.Config attribute's value.
+Setting = bool | int | str
+_MEMORY_RESERVATION = 32 << 20
+_MEMORY_RESERVATION_FOR_GROWTH = 16 << 20
+ENGINE_SETTINGS: dict[str, Setting] = {
     "consume_fuel": True,
     "epoch_interruption": True,
-    "memory_reservation": 32 << 20,
-    "memory_reservation_for_growth": 16 << 20,
+    "memory_reservation": _MEMORY_RESERVATION,
+    "memory_reservation_for_growth": _MEMORY_RESERVATION_FOR_GROWTH,
     "memory_guard_size": 64 << 10,
     "cranelift_opt_level": "speed",
     "wasm_threads": False,
@@ -46,7 +50,7 @@ ENGINE_SETTINGS: dict[str, Any] = {
 # Per guest kind. The Python runtime's 12 MB heap snapshot is mapped copy-on-write from the
 # compiled file (instantiation 0.5 ms instead of 5 ms). A core module compiled in a worker
 # would need a memfd for that, which RLIMIT_FSIZE=0 forbids: modules copy their (small) data.
-KINDS: dict[str, dict[str, Any]] = {
+KINDS: dict[str, dict[str, Setting]] = {
     "python": {"memory_init_cow": True},
     "module": {"memory_init_cow": False},
 }
@@ -70,7 +74,7 @@ def wasmtime_version() -> str:
     return importlib.metadata.version("wasmtime")
 
 
-def settings(kind: str) -> dict[str, Any]:
+def settings(kind: str) -> dict[str, Setting]:
     return {**ENGINE_SETTINGS, **KINDS[kind]}
 
 
@@ -178,9 +182,7 @@ def room_problem() -> str | None:
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return None
-    reservation = (
-        ENGINE_SETTINGS["memory_reservation"] + ENGINE_SETTINGS["memory_reservation_for_growth"]
-    )
+    reservation = _MEMORY_RESERVATION + _MEMORY_RESERVATION_FOR_GROWTH
     needed = address_space_used() + _HOST_HEADROOM + reservation + _GUEST_MEMORY_FLOOR
     if needed <= soft:
         return None

@@ -15,13 +15,18 @@ from sandbox.wasm import _engine as _wasm_engine
 from treadle.runtime import (
     Abort,
     Channel,
+    ErrorValue,
+    JSONValue,
+    Message,
     NonRetryableError,
     Replay,
+    Reply,
     StepCall,
     StepError,
     Suspend,
     error,
 )
+from treadle.runtime._messages import Outcome
 
 if TYPE_CHECKING:
     import wasmtime
@@ -38,7 +43,7 @@ class WasmAbiError(NonRetryableError):
     """The module broke the ABI; doing the same again would break it again."""
 
 
-def check_request() -> dict[str, Any]:
+def check_request() -> dict[str, JSONValue]:
     """The request of a replay that only checks code at upload: no instance behind it."""
     return {
         "instance_id": "check", "workflow": "check", "created_at": 0.0, "params": None,
@@ -49,7 +54,7 @@ def check_request() -> dict[str, Any]:
 class NullChannel:
     """The channel of a check replay: nothing in it is reported to a parent."""
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         pass
 
     def wait_ack(self) -> None:
@@ -68,7 +73,7 @@ class MeteredChannel:
         self._channel = channel
         self.meter: _wasm_engine.Meter | None = None
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         self._channel.send(message)
         if self.meter is not None:
             self.meter.arm()
@@ -84,8 +89,8 @@ class MeteredChannel:
             raise AttributeError(name)
         wait_reply = getattr(self._channel, name)
 
-        def waited(call_id: int) -> dict[str, Any]:
-            reply: dict[str, Any] = wait_reply(call_id)
+        def waited(call_id: int) -> Reply:
+            reply: Reply = wait_reply(call_id)
             if self.meter is not None:
                 self.meter.arm()
             return reply
@@ -101,7 +106,7 @@ class GuestRun:
         self.meter = _wasm_engine.Meter(store, limits)
         self.call: StepCall | None = None  # the step whose body runs in the guest
         self._error: BaseException | None = None  # raised outside a body: ends the run
-        self.reason: dict[str, str] | None = None  # why a host function trapped the guest
+        self.reason: ErrorValue | None = None  # why a host function trapped the guest
 
     @property
     def live_store(self) -> wasmtime.Store:
@@ -157,20 +162,19 @@ class GuestRun:
         A guest cannot run a body twice in one call of ``step_begin``, so a retry always
         suspends, even one due now: the next replay runs the body again.
         """
-        record = call.record or {}
-        if record.get("status") == "waiting":
+        if call.record is not None and call.record["status"] == "waiting":
             self.suspend_after(call)
         self.replay.next_attempt(call)  # complete: returns None; errored: raises StepError
 
     def suspend_after(self, call: StepCall) -> NoReturn:
         """Suspend until ``call``'s retry (or at once, for a step that just failed for good)."""
-        record = call.record or {}
-        wake_at = record.get("wake_at") if record.get("status") == "waiting" else None
+        record = call.record
+        wake_at = record["wake_at"] if record and record["status"] == "waiting" else None
         self.replay.suspend_until(wake_at if wake_at is not None else self.replay.now())
 
     # -- how the run ended ----------------------------------------------------------------------
 
-    def returned(self, output: Any) -> dict[str, Any]:
+    def returned(self, output: Any) -> Outcome:
         if self.call is not None:
             name = self.call.key[0]
             return self.stopped(self.abi_error(f"run() returned while step {name!r} was running"))
@@ -181,14 +185,14 @@ class GuestRun:
         replay = self.replay
         return replay.failure is not None or replay.suspended is not None or replay.stopped
 
-    def failed(self, name: str, message: str) -> dict[str, Any]:
+    def failed(self, name: str, message: str) -> Outcome:
         """The outcome when ``run()`` raised (or the guest died outside a step body)."""
         if self.ended():
             return self.replay.finish()
         # StepError is how the replay takes an error by name and message, from any backend.
         return self.replay.finish(exc=StepError(message, name=name))
 
-    def stopped(self, exc: BaseException) -> dict[str, Any]:
+    def stopped(self, exc: BaseException) -> Outcome:
         """The outcome once the guest trapped (or a host function stopped it) with ``exc``."""
         replay = self.replay
         if self.ended():
@@ -207,7 +211,7 @@ class GuestRun:
         message = f"{failure['message']}, while run() was executing outside a step body"
         return self.failed(failure["name"], message)
 
-    def _failure_of(self, exc: BaseException) -> dict[str, str]:
+    def _failure_of(self, exc: BaseException) -> ErrorValue:
         if self.reason is not None:
             return self.reason
         if isinstance(exc, WasmAbiError):

@@ -1,4 +1,4 @@
-"""The ``wasm`` sandbox for core modules: any language, through the ABI of DESIGN §5.
+"""The ``wasm`` sandbox for core modules: any language, through the ABI in docs/wasm.md.
 
 The artifact's source is the module, base64-encoded. A module is compiled once per worker (or
 loaded from the compile cache) and linked against the ABI's host functions, which drive the
@@ -20,7 +20,17 @@ from sandbox._types import Limits
 from sandbox.wasm import _abi as _wasm_abi
 from sandbox.wasm import _engine as _wasm_engine
 from sandbox.wasm._guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
-from treadle.runtime import Channel, CodeInvalid, Replay, StepCall, error, iso
+from treadle.runtime import (
+    Channel,
+    CodeInvalid,
+    ErrorValue,
+    JSONObject,
+    Replay,
+    StepCall,
+    error,
+    iso,
+)
+from treadle.runtime._messages import Outcome
 
 KIND = "module"  # its engine configuration (see _wasm_engine.KINDS)
 
@@ -152,7 +162,7 @@ class WasmModuleProgram:
 
     def replay(
         self, request: Mapping[str, Any], limits: Limits, channel: Channel
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Outcome, bool]:
         metered = MeteredChannel(channel)
         replay = Replay(request, limits, metered, parallel=run_all)
         run = ModuleRun(replay, limits)
@@ -212,7 +222,7 @@ class ModuleRun(GuestRun):
         if initialize is not None:
             initialize(self.live_store)
 
-    def execute(self, pre: wasmtime.InstancePre, event: dict[str, Any]) -> dict[str, Any]:
+    def execute(self, pre: wasmtime.InstancePre, event: JSONObject) -> Outcome:
         try:
             self.instantiate(pre)
             data = json.dumps(event, separators=(",", ":")).encode()
@@ -382,7 +392,7 @@ class ModuleRun(GuestRun):
             memory.write(store, data, ptr)
 
 
-def _failure(text: str) -> dict[str, str]:
+def _failure(text: str) -> ErrorValue:
     """``step_fail``'s error: ``{"name", "message"}`` JSON, or any text as the message."""
     try:
         value = json.loads(text)

@@ -1,8 +1,9 @@
 """The ``wasm`` sandbox for Python source: CPython compiled to a Wasm component.
 
 One component (built by :mod:`sandbox.wasm._build`) serves every tenant; the tenant's source
-is data that the guest compiles and executes on every replay, in a fresh Store. The guest's
-step API calls the host through one JSON import, and the host answers with the same
+is data that the guest compiles and executes on every replay, in a fresh Store. The guest runs
+the SDK's step API (``treadle.runtime``) over a runtime whose replay operations call the host
+through one JSON import, and the host answers with the same
 :class:`~treadle.runtime._journal.Replay` as every other backend.
 
 The guest sees WASI without preopened directories, environment, arguments or network, and a
@@ -17,7 +18,7 @@ import atexit
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from sandbox._compile import problem
 from sandbox._threads import run_all
@@ -28,29 +29,32 @@ from sandbox.wasm import _build as _wasm_build
 from sandbox.wasm import _engine as _wasm_engine
 from sandbox.wasm._guest import GuestRun, MeteredChannel, NullChannel, Stop, check_request
 from treadle.runtime import (
+    CHILD_EVENT_PREFIX,
     FETCH_OUTSIDE_A_BODY,
     ROLLBACK_PREFIX,
     Abort,
     Channel,
-    ChildInstance,
     CodeInvalid,
     Entry,
+    ErrorValue,
     HostError,
-    Key,
+    JSONObject,
+    JSONValue,
     NonRetryableError,
     Replay,
+    RollbackOutcome,
     Saga,
     StepCall,
     StepError,
     Suspend,
-    Workflows,
+    check_args,
     check_instance_id,
     error,
     fetch_args,
-    iso,
     message_of,
     resolve_rollback_config,
 )
+from treadle.runtime._messages import Outcome, Progress
 
 KIND = "python"  # its engine configuration (see _wasm_engine.KINDS)
 
@@ -79,10 +83,13 @@ _OPERATIONS = {
     "wait-for-event": "_wait_for_event",
     "fetch": "_fetch",
     "workflows-create": "_workflows_create",
-    "workflows-result": "_workflows_result",
+    "check-call": "_check_call",
+    "rollback-register": "_rollback_register",
     "unwind": "_unwind",
     "rollback-begin": "_rollback_begin",
 }
+# The kinds of step call the guest's step API checks (``check-call``), as the replay names them.
+_CALL_KINDS = frozenset({"do", "env.workflows.create"})
 # Raised in the guest when a terminate-with-rollback replay reaches a step without a final
 # record: run() ends there and the guest runs the rollback handlers.
 STOP_KIND = "treadle.stop"
@@ -214,21 +221,57 @@ class WasmPythonProgram:
 
     def replay(
         self, request: Mapping[str, Any], limits: Limits, channel: Channel
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Outcome, bool]:
         metered = MeteredChannel(channel)
         replay = Replay(request, limits, metered, parallel=run_all)
         run = PythonRun(replay, limits, request)
         metered.meter = run.meter
-        guest_request = {
+        guest_request: GuestRequest = {
             "instance_id": request["instance_id"],
             "workflow": request["workflow"],
-            "timestamp": iso(float(request["created_at"])),
+            "created_at": float(request["created_at"]),
             "params": request["params"],
             "vars": request.get("vars") or {},
             "mode": replay.mode,
+            "limits": {
+                "memory_mb": limits.memory_mb,
+                "max_step_result_bytes": limits.max_step_result_bytes,
+                "max_steps_per_instance": limits.max_steps_per_instance,
+            },
         }
         reply = run.invoke("run", self._source, self.class_name, json.dumps(guest_request))
         return run.outcome(reply), replay.out_of_memory
+
+
+class GuestLimits(TypedDict):
+    memory_mb: int
+    max_step_result_bytes: int
+    max_steps_per_instance: int
+
+
+class GuestRequest(TypedDict):
+    """What the guest's ``run`` export is given: the replay's identity, input and limits."""
+
+    instance_id: str
+    workflow: str
+    created_at: float
+    params: JSONValue
+    vars: JSONObject
+    mode: str
+    limits: GuestLimits
+
+
+class PlannedRollback(TypedDict):
+    name: str
+    count: int
+    output: JSONValue
+
+
+class RollbackPlan(TypedDict):
+    """The rollback handlers the guest runs, in order, and the failure they undo."""
+
+    error: ErrorValue
+    steps: list[PlannedRollback]
 
 
 class PythonRun(GuestRun):
@@ -251,7 +294,6 @@ class PythonRun(GuestRun):
         self._seed = hashlib.sha256(f"treadle:{request['instance_id']}".encode()).digest()
         self._draws = 0
         self._ticks = 0
-        self._rollbacks: dict[Key, dict[str, Any]] = {}  # open steps with a rollback handler
         self._unwinding = False
 
     def invoke(self, export: str, *args: str) -> Any:
@@ -280,7 +322,7 @@ class PythonRun(GuestRun):
         except ValueError:
             return Stop()
 
-    def outcome(self, reply: Any) -> dict[str, Any]:
+    def outcome(self, reply: Any) -> Outcome:
         if isinstance(reply, BaseException):
             return self.stopped(reply)
         if not isinstance(reply, dict):
@@ -293,12 +335,12 @@ class PythonRun(GuestRun):
             return self.stopped(Stop())
         return self.returned(output)
 
-    def _raised(self, info: Any) -> dict[str, Any]:
+    def _raised(self, info: Any) -> Outcome:
         """``run()`` raised: the instance fails, as with an uncaught error in restricted code."""
         failure = self._run_failure(info)
         return self.failed(failure["name"], failure["message"])
 
-    def _run_failure(self, info: Any) -> dict[str, str]:
+    def _run_failure(self, info: Any) -> ErrorValue:
         info = info if isinstance(info, dict) else {}
         kind = str(info.get("kind") or "Error")
         message = str(info.get("message") or "")
@@ -306,7 +348,7 @@ class PythonRun(GuestRun):
             return error(str(info.get("name") or "Error"), message)
         return self._error_of(kind, message)
 
-    def _error_of(self, kind: str, message: str) -> dict[str, str]:
+    def _error_of(self, kind: str, message: str) -> ErrorValue:
         if kind == "MemoryError":
             return error("MemoryError", f"out of memory (memory_mb={self.limits.memory_mb})")
         return error(kind, message)
@@ -334,16 +376,22 @@ class PythonRun(GuestRun):
     def host_log(self, message: str) -> None:
         self.replay.log(str(message))
 
-    def _sleep(self, args: dict[str, Any]) -> None:
+    def _sleep(self, args: JSONObject) -> None:
         self.replay.sleep(args.get("name"), args.get("duration"))
 
-    def _sleep_until(self, args: dict[str, Any]) -> None:
+    def _sleep_until(self, args: JSONObject) -> None:
         self.replay.sleep_until(args.get("name"), args.get("when"))
 
-    def _wait_for_event(self, args: dict[str, Any]) -> Any:
-        return self.replay.wait_for_event(args.get("name"), args.get("type"), args.get("timeout"))
+    def _wait_for_event(self, args: JSONObject) -> JSONObject:
+        name, event_type, timeout = args.get("name"), args.get("type"), args.get("timeout")
+        internal = args.get("internal") is True
+        if internal:  # a child's outcome (``ChildInstance.result``), and nothing else
+            if not isinstance(event_type, str) or not event_type.startswith(CHILD_EVENT_PREFIX):
+                raise ValueError("an internal event type must be the outcome of a child")
+            check_instance_id(event_type[len(CHILD_EVENT_PREFIX) :])
+        return self.replay.wait_for_event(name, event_type, timeout, internal=internal)
 
-    def _fetch(self, args: dict[str, Any]) -> Any:
+    def _fetch(self, args: JSONObject) -> Any:
         if self.replay.current_step is None:
             raise NonRetryableError(FETCH_OUTSIDE_A_BODY)
         request = fetch_args(
@@ -351,31 +399,44 @@ class PythonRun(GuestRun):
         )
         return self.replay.call("fetch", request)
 
-    def _workflows_create(self, args: dict[str, Any]) -> dict[str, Any]:
-        # The same step as in restricted code; its body (the host call) runs here.
-        child = Workflows(self.replay).create(args.get("name"), args.get("params"), args.get("id"))
-        return {"id": child.id}
+    def _workflows_create(self, args: JSONObject) -> Any:
+        """The host call of a ``workflows.create:<workflow>`` step's body, and only of one."""
+        call = self.call
+        if call is None or call.key[0] != f"workflows.create:{args.get('workflow')}":
+            raise NonRetryableError(
+                "workflows.create is only allowed in the body of its own step (env.workflows)"
+            )
+        limit = self.replay.limits.max_step_result_bytes
+        return self.replay.call("workflows.create", check_args("workflows.create", args, limit))
 
-    def _workflows_result(self, args: dict[str, Any]) -> Any:
-        check_instance_id(args.get("id"))  # what workflows-create returned, unless forged
-        child = ChildInstance(self.replay, str(args.get("id")))
-        return child.result(args.get("name"), args.get("timeout"))
+    def _check_call(self, args: JSONObject) -> None:
+        kind = args.get("kind")
+        if kind not in _CALL_KINDS:
+            raise NonRetryableError(f"unknown kind of step call {kind!r}")
+        self.replay.check_call(args.get("name"), str(kind))
 
-    def _step_begin(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _step_begin(self, args: JSONObject) -> Progress:
         if self._unwinding and self.replay.current_step is None:
             raise NonRetryableError("steps cannot run after run() has ended")
-        rollback = None
-        if args.get("rollback") is True:
-            rollback = resolve_rollback_config(args.get("rollback_config"))
         call = self.replay.open_step(args.get("name"), args.get("retries"), args.get("timeout"))
-        if rollback is not None:
-            self._rollbacks[call.key] = rollback
         return self._next(call)
 
     # Rollback handlers run in the guest, after run() ended; the host keeps the same Saga as
     # for restricted code (which handlers, in which order) and records them the same way.
 
-    def _unwind(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _rollback_register(self, args: JSONObject) -> None:
+        """Step ``(name, count)`` completed in the guest with a rollback handler."""
+        key = (args.get("name"), args.get("count"))
+        record = self.replay.record(key)  # type: ignore[arg-type]  # a miss if forged
+        saga = GuestSaga.of(self.replay)
+        if self._unwinding or record is None or record["type"] != "do":
+            raise NonRetryableError(f"step {key!r} is not a step of this replay")
+        if record["status"] != "complete" or saga.has(key):
+            raise NonRetryableError(f"step {key!r} cannot take a rollback handler now")
+        config = resolve_rollback_config(args.get("config"))
+        saga.saga.register((record["name"], record["count"]), _in_the_guest, config)
+
+    def _unwind(self, args: JSONObject) -> RollbackPlan:
         """run() failed (or the replay terminates with rollback): the handlers to run, in
         order, and the failure they undo."""
         saga = self.replay.saga
@@ -386,25 +447,25 @@ class PythonRun(GuestRun):
             failure = error("Terminated", "terminated with rollback")
         else:
             failure = self._run_failure(args.get("error"))
-        steps = [
+        steps: list[PlannedRollback] = [
             {"name": entry.key[0], "count": entry.key[1], "output": saga.saga.output_of(entry)}
             for entry in saga.saga.ordered()
         ]
         return {"error": failure, "steps": steps}
 
-    def _rollback_begin(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _rollback_begin(self, args: JSONObject) -> Progress:
         saga = self.replay.saga
         if not self._unwinding or self.call is not None or not isinstance(saga, GuestSaga):
             raise NonRetryableError("no rollback is being run")
         entry = saga.entry((args.get("name"), args.get("count")))
         return self._next(saga.saga.open(entry))
 
-    def _step_end(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _step_end(self, args: JSONObject) -> Progress:
         call = self._body()
         self.replay.attempt_returned(call, json.loads(str(args.get("output"))))
         return self._next(call)
 
-    def _step_fail(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _step_fail(self, args: JSONObject) -> Progress:
         call = self._body()
         failure = self._error_of(str(args.get("kind") or "Error"), str(args.get("message")))
         self.replay.attempt_failed(call, failure, final=args.get("final") is True)
@@ -416,15 +477,10 @@ class PythonRun(GuestRun):
             raise NonRetryableError("no step body is running")
         return call
 
-    def _next(self, call: StepCall) -> dict[str, Any]:
+    def _next(self, call: StepCall) -> Progress:
         attempt = self.replay.next_attempt(call)
         if attempt is None:
-            reply = {"output": call.output}
-            config = self._rollbacks.pop(call.key, None) if call.kind == "do" else None
-            if config is not None:  # complete: its handler undoes it if the instance fails
-                GuestSaga.of(self.replay).saga.register(call.key, _in_the_guest, config)
-                reply["count"] = call.key[1]
-            return reply
+            return {"output": call.output, "count": call.key[1]}
         self.call = call
         return {
             "attempt": {
@@ -432,7 +488,7 @@ class PythonRun(GuestRun):
                 "name": attempt.name,
                 "count": attempt.count,
                 "config": {
-                    "retries": dict(attempt.config["retries"]),
+                    "retries": attempt.config["retries"].copy(),
                     "timeout": attempt.config["timeout"],
                 },
                 "idempotency_key": attempt.idempotency_key,
@@ -469,6 +525,15 @@ class PythonRun(GuestRun):
         raise Stop()
 
 
+class RaiseInfo(TypedDict):
+    """The exception the guest raises for a host operation (``{"raise": ...}``)."""
+
+    kind: str
+    name: str
+    message: str
+    final: NotRequired[bool]
+
+
 class GuestSaga:
     """The replay's rollback handlers when they live in the guest: the guest runs them (host
     calls ``unwind``, then ``rollback-begin`` and the attempts of each), and this tells the
@@ -484,22 +549,26 @@ class GuestSaga:
             replay.saga = cls(replay)
         return replay.saga
 
-    def entry(self, key: tuple[Any, Any]) -> Entry:
+    def entry(self, key: tuple[object, object]) -> Entry:
         for entry in self.saga.ordered():
             if entry.key == key:
                 return entry
         raise NonRetryableError(f"no rollback handler is registered for step {key!r}")
 
-    def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None:
+    def has(self, key: tuple[object, object]) -> bool:
+        return any(entry.key == key for entry in self.saga.ordered())
+
+    def unwind(self, failure: ErrorValue) -> RollbackOutcome | None:
         entries = self.saga.ordered()
         if not entries:
             return None
         for entry in entries:
             name, count = entry.key
-            record = self._replay.record((ROLLBACK_PREFIX + name, count)) or {}
-            if record.get("status") == "errored":
-                return {"outcome": "failed", "error": dict(record["error"])}
-            if record.get("status") != "complete":
+            record = self._replay.record((ROLLBACK_PREFIX + name, count))
+            status = record["status"] if record is not None else None
+            if record is not None and record["error"] is not None and status == "errored":
+                return {"outcome": "failed", "error": record["error"].copy()}
+            if status != "complete":
                 if self._replay.suspended is not None:  # a retry that is not due yet
                     raise Suspend()
                 message = "the guest stopped before every rollback handler had run"
@@ -512,7 +581,7 @@ def _in_the_guest() -> None:
     raise NonRetryableError("rollback handlers of a Wasm guest run in the guest")
 
 
-def _arguments(op: str, text: str) -> dict[str, Any]:
+def _arguments(op: str, text: str) -> JSONObject:
     """A host operation's arguments: the guest's runtime sends a JSON object, but tenant code
     can call the import itself with anything."""
     try:
@@ -524,7 +593,7 @@ def _arguments(op: str, text: str) -> dict[str, Any]:
     return args
 
 
-def _raise_info(exc: BaseException) -> dict[str, Any]:
+def _raise_info(exc: BaseException) -> RaiseInfo:
     if isinstance(exc, StepError):
         return {"kind": "StepError", "name": exc.name, "message": exc.message}
     if isinstance(exc, HostError):  # the platform's name for it; final when retrying is futile

@@ -1,4 +1,4 @@
-"""The admin API and credentials (DESIGN §6), on both databases."""
+"""The admin API and credentials (docs/api.md), on both databases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The instance API and the service routes (DESIGN §6), end to end through the engine."""
+"""The instance API and the service routes (docs/api.md), end to end through the engine."""
 
 from __future__ import annotations
 

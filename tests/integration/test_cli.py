@@ -1,4 +1,4 @@
-"""The ``treadle`` command as a user runs it: real processes, real ports (DESIGN §7)."""
+"""The ``treadle`` command as a user runs it: real processes, real ports (docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Workflow semantics of DESIGN §2-§3, end to end through the engine and a real sandbox."""
+"""Workflow semantics (docs/tenant-api.md), end to end through the engine and a real sandbox."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The workflow code API (DESIGN §6): upload, validate, version, list, delete."""
+"""The workflow code API (docs/api.md): upload, validate, version, list, delete."""
 
 from __future__ import annotations
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 import sandbox
-from sandbox import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Artifact, Limits, next_retry
+from sandbox import Artifact, Limits
 from treadle.errors import InvalidDuration
+from treadle.runtime import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
 
 
 def test_the_public_api_is_exactly_this() -> None:
     assert sandbox.__all__ == [
-        "DEFAULT_RETRIES",
-        "DEFAULT_TIMEOUT",
         "LAYERS",
         "Artifact",
         "Deadline",
@@ -25,7 +24,6 @@ def test_the_public_api_is_exactly_this() -> None:
         "SandboxPool",
         "Suspended",
         "Wall",
-        "next_retry",
     ]
     assert sandbox.__all__ == sorted(sandbox.__all__, key=lambda n: (not n.isupper(), n))
 

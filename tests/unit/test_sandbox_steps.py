@@ -1,4 +1,4 @@
-"""step.do semantics (DESIGN §2-§3), run in-process through the restricted backend."""
+"""step.do semantics (docs/tenant-api.md), run in-process through the restricted backend."""
 
 from __future__ import annotations
 

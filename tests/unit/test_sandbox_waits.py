@@ -1,4 +1,4 @@
-"""Sleeps, events and the sticky suspend (DESIGN §2-§3), in-process."""
+"""Sleeps, events and the sticky suspend (docs/tenant-api.md), in-process."""
 
 from __future__ import annotations
 

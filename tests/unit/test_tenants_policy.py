@@ -1,4 +1,4 @@
-"""Tenant policies: the defaults of DESIGN §6, strict validation, partial merges."""
+"""Tenant policies: the documented defaults (docs/api.md), strict validation, partial merges."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from tenants import Policy, merge_policy
 from tenants._policy import stored_policy
 
-DESIGN_DEFAULTS = {
+DOCUMENTED_DEFAULTS = {
     "sandboxes": ["restricted", "wasm"],
     "max_running_instances": 1000,
     "max_queued_instances": 2000000,
@@ -26,7 +26,7 @@ DESIGN_DEFAULTS = {
 
 
 def test_the_defaults_are_those_of_the_design() -> None:
-    assert Policy().model_dump() == DESIGN_DEFAULTS
+    assert Policy().model_dump() == DOCUMENTED_DEFAULTS
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_a_patch_replaces_only_the_fields_it_names() -> None:
     current = Policy.model_validate({"memory_mb": 128, "vars": {"a": 1}})
     merged = merge_policy(current, {"vars": {"b": 2}, "sandboxes": ["restricted"]})
     assert merged.model_dump() == {
-        **DESIGN_DEFAULTS,
+        **DOCUMENTED_DEFAULTS,
         "memory_mb": 128,
         "vars": {"b": 2},
         "sandboxes": ["restricted"],

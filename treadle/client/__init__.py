@@ -1,5 +1,6 @@
 """The HTTP client of a treadle server: ``Client``, ``AsyncClient``, the admin clients, the
-models of the API's answers, and the ``treadle`` command line built on them."""
+models of the API's answers, the table of the API's operations (which the server serves), and
+the ``treadle`` command line built on them."""
 
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ from treadle.client._models import (
     WorkflowSummary,
     WorkflowVersion,
 )
+from treadle.client._operations import MAX_BATCH, OPERATIONS, Operation
 
 __all__ = [
+    "MAX_BATCH",
+    "OPERATIONS",
     "Admin",
     "ApiKey",
     "ApiKeyInfo",
@@ -52,6 +56,7 @@ __all__ = [
     "ItemError",
     "LogLine",
     "NotFinished",
+    "Operation",
     "Policy",
     "RotatedKey",
     "ServerError",

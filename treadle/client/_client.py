@@ -1,4 +1,4 @@
-"""``Client`` and ``AsyncClient``: the whole HTTP API of treadle (DESIGN §6) from Python.
+"""``Client`` and ``AsyncClient``: the whole HTTP API of treadle (docs/api.md) from Python.
 
 Both describe each request with the same :mod:`treadle.client._requests` functions and follow
 streams with the same :mod:`treadle.client._stream` state; only sending differs (blocking or
@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypedDict, TypeVar
 
 import httpx
 
@@ -53,6 +53,25 @@ DEFAULT_URL = "http://127.0.0.1:8787"
 _ENV = {"url": "TREADLE_URL", "tenant": "TREADLE_API_KEY", "admin": "TREADLE_ADMIN_TOKEN"}
 
 
+class _RequestArgs(TypedDict):
+    """The arguments of ``httpx`` ``request()``."""
+
+    method: str
+    url: str
+    content: bytes | None
+    params: Mapping[str, str | int] | None
+    headers: dict[str, str]
+
+
+class _StreamArgs(TypedDict):
+    """The arguments of ``httpx`` ``stream()``."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    timeout: httpx.Timeout
+
+
 class _Connection:
     """What both clients send with: the server, the credentials (from the arguments or the
     environment), the timeout, and the options of every request and stream."""
@@ -73,7 +92,7 @@ class _Connection:
             "admin": admin_token or os.environ.get(_ENV["admin"]),
         }
 
-    def request(self, call: Call[Any]) -> dict[str, Any]:
+    def request(self, call: Call[Any]) -> _RequestArgs:
         """The arguments of ``httpx`` ``request()`` for ``call``."""
         content = call.content()
         return {
@@ -84,7 +103,7 @@ class _Connection:
             "headers": self._headers(call.auth, json_body=content is not None),
         }
 
-    def stream(self, follow: Follow) -> dict[str, Any]:
+    def stream(self, follow: Follow) -> _StreamArgs:
         """The arguments of ``httpx`` ``stream()`` for the next connection of ``follow``."""
         return {
             "method": "GET",
@@ -226,14 +245,13 @@ class Client:
         return self.send(_requests.instances(workflow, status, limit, cursor))
 
     def pause(self, workflow: str, id: str) -> Instance:
-        return self.send(_requests.change_status(workflow, id, {"status": "pause"}))
+        return self.send(_requests.pause(workflow, id))
 
     def resume(self, workflow: str, id: str) -> Instance:
-        return self.send(_requests.change_status(workflow, id, {"status": "resume"}))
+        return self.send(_requests.resume(workflow, id))
 
     def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
-        body = {"status": "terminate", **({"rollback": True} if rollback else {})}
-        return self.send(_requests.change_status(workflow, id, body))
+        return self.send(_requests.terminate(workflow, id, rollback))
 
     def restart(
         self,
@@ -245,8 +263,7 @@ class Client:
         upgrade: bool = False,
     ) -> Instance:
         """Run again from the start, or from step ``from_step`` (its ``count``-th run)."""
-        body = _requests.restart_body(from_step, count, upgrade)
-        return self.send(_requests.change_status(workflow, id, body))
+        return self.send(_requests.restart(workflow, id, from_step, count, upgrade))
 
     def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
         self.send(_requests.send_event(workflow, id, type, payload))
@@ -408,14 +425,13 @@ class AsyncClient:
         return await self.send(_requests.instances(workflow, status, limit, cursor))
 
     async def pause(self, workflow: str, id: str) -> Instance:
-        return await self.send(_requests.change_status(workflow, id, {"status": "pause"}))
+        return await self.send(_requests.pause(workflow, id))
 
     async def resume(self, workflow: str, id: str) -> Instance:
-        return await self.send(_requests.change_status(workflow, id, {"status": "resume"}))
+        return await self.send(_requests.resume(workflow, id))
 
     async def terminate(self, workflow: str, id: str, *, rollback: bool = False) -> Instance:
-        body = {"status": "terminate", **({"rollback": True} if rollback else {})}
-        return await self.send(_requests.change_status(workflow, id, body))
+        return await self.send(_requests.terminate(workflow, id, rollback))
 
     async def restart(
         self,
@@ -426,8 +442,7 @@ class AsyncClient:
         count: int | None = None,
         upgrade: bool = False,
     ) -> Instance:
-        body = _requests.restart_body(from_step, count, upgrade)
-        return await self.send(_requests.change_status(workflow, id, body))
+        return await self.send(_requests.restart(workflow, id, from_step, count, upgrade))
 
     async def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
         await self.send(_requests.send_event(workflow, id, type, payload))

@@ -1,4 +1,4 @@
-"""What the HTTP API answers (DESIGN §6), as pydantic models.
+"""What the HTTP API answers (docs/api.md), as pydantic models.
 
 Every model keeps fields it does not know (``extra="allow"``): the API changes only by adding,
 so a newer server must not break an older client. Times are timezone-aware datetimes (UTC).
@@ -9,14 +9,23 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic.json_schema import SkipJsonSchema
+
+from treadle.runtime import DEFAULT_LIMITS
 
 FINISHED = frozenset({"complete", "errored", "terminated"})
 """The statuses an instance ends in; it changes again only if it is restarted."""
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    # The server sends every field, defaults too: the OpenAPI document says they are there.
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        populate_by_name=True,
+        json_schema_serialization_defaults_required=True,
+    )
 
 
 # -- tenants (admin) ----------------------------------------------------------------------------
@@ -29,21 +38,25 @@ class Policy(Model):
     max_running_instances: int = 1000
     max_queued_instances: int = 2_000_000
     creates_per_second: int = 300
-    step_cpu_ms: int = 30_000
-    memory_mb: int = 256
-    max_step_result_bytes: int = 1024 * 1024
-    max_steps_per_instance: int = 10_000
+    step_cpu_ms: int = DEFAULT_LIMITS.step_cpu_ms
+    memory_mb: int = DEFAULT_LIMITS.memory_mb
+    max_step_result_bytes: int = DEFAULT_LIMITS.max_step_result_bytes
+    max_steps_per_instance: int = DEFAULT_LIMITS.max_steps_per_instance
     egress_allow: list[str] = Field(default_factory=list)
     retention_days: int = 7
     max_storage_mb: int = 1024
     max_log_bytes_per_instance: int = 1024 * 1024
-    vars: dict[str, Any] = Field(default_factory=dict)
+    vars: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class Tenant(Model):
     name: str
     policy: Policy
     created_at: _dt.datetime
+
+
+class TenantList(Model):
+    tenants: list[Tenant]
 
 
 class ApiKey(Model):
@@ -78,6 +91,10 @@ class ApiKeyInfo(Model):
     rotated_from: str | None = None
 
 
+class KeyList(Model):
+    keys: list[ApiKeyInfo]
+
+
 class AuditEntry(Model):
     """One admin change (or aggregated failed sign-ins) of the audit log.
 
@@ -94,7 +111,7 @@ class AuditEntry(Model):
     tenant: str | None = None
     target: str | None = None
     outcome: str
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class AuditPage(Model):
@@ -136,6 +153,10 @@ class Workflow(WorkflowSummary):
     versions: list[WorkflowVersion] = Field(default_factory=list)
 
 
+class WorkflowList(Model):
+    workflows: list[WorkflowSummary]
+
+
 # -- instances ----------------------------------------------------------------------------------
 
 
@@ -161,7 +182,11 @@ class BatchResult(Model):
 
     created: list[Created]
     errors: list[ItemError]
-    retry_after: float | None = None
+    retry_after: SkipJsonSchema[float | None] = None  # from the header, not the body
+
+
+class Accepted(Model):
+    """The answer to an event sent: an empty object."""
 
 
 class InstanceError(Model):

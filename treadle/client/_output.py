@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from pydantic import BaseModel
@@ -114,7 +114,7 @@ def describe(event: StreamEvent) -> str:
     return f"{when}  {event.type:<18} {_detail(event, data)}".rstrip()
 
 
-def _detail(event: StreamEvent, data: dict[str, Any]) -> str:
+def _detail(event: StreamEvent, data: Mapping[str, object]) -> str:
     step = event.step or ""
     if event.type == "workflow.complete":
         return "output " + cell(data.get("output"), widest=None)

@@ -1,8 +1,9 @@
 """The requests of the HTTP API and how their answers are read, shared by both clients.
 
 Each function here describes one request as a :class:`Call`: what to send and how to turn the
-response into a model. ``Client`` and ``AsyncClient`` only send calls, so the sync and the
-async client cannot drift apart. Errors are mapped here too: the API's
+response into a model; its method, path and credentials come from the operation's row of the
+table (:mod:`treadle.client._operations`). ``Client`` and ``AsyncClient`` only send calls, so
+the sync and the async client cannot drift apart. Errors are mapped here too: the API's
 ``{"error": {"code", "message"}}`` becomes the matching :mod:`treadle.errors` class.
 """
 
@@ -13,12 +14,12 @@ import datetime as _dt
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import quote
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar, cast
 
 import httpx
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
+from treadle.client import _operations as op
 from treadle.client._models import (
     ApiKey,
     ApiKeyInfo,
@@ -56,11 +57,12 @@ from treadle.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from treadle.runtime.errors import Problem
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Sandbox = Literal["restricted", "wasm"]
-Auth = Literal["tenant", "admin", "none"]
+Auth = op.Auth
 Duration = float | str | _dt.timedelta
 """Seconds, a ``"<n> <unit>"`` string (e.g. ``"24 hours"``) or a timedelta."""
 Instant = float | str | _dt.datetime
@@ -99,13 +101,15 @@ class Call(Generic[T]):
         return None if self.body is _NO_BODY else json.dumps(self.body).encode()
 
 
-def segment(value: str) -> str:
-    """``value`` as one path segment: a ``/`` in an id must not change the route."""
-    return quote(value, safe="")
-
-
-def instance_path(workflow: str, instance_id: str) -> str:
-    return f"/v1/workflows/{segment(workflow)}/instances/{segment(instance_id)}"
+def call(
+    operation: op.Operation,
+    read: Callable[[httpx.Response], T],
+    body: Any = _NO_BODY,
+    params: Mapping[str, str | int] | None = None,
+    **path: str,
+) -> Call[T]:
+    """The request of ``operation`` (a row of the table) with ``path`` filled in."""
+    return Call(operation.method, operation.url(**path), read, body, params, operation.auth)
 
 
 # -- reading answers ----------------------------------------------------------------------------
@@ -151,7 +155,7 @@ def error_of(response: httpx.Response) -> TreadleError:
     """The :mod:`treadle.errors` exception for an error answer (status 400 or more)."""
     status = response.status_code
     try:
-        error = dict(response.json()["error"])
+        error: dict[str, JsonValue] = dict(response.json()["error"])
     except (ValueError, KeyError, TypeError):
         error = {}
     code = str(error.pop("code", "internal" if status >= 500 else "http.error"))
@@ -162,7 +166,7 @@ def error_of(response: httpx.Response) -> TreadleError:
     if cls is None:
         return TreadleError(message, code=code, status=status, **error)
     if cls is CodeInvalid:
-        problems = error.pop("problems", None) or []
+        problems = cast("Iterable[Problem]", error.pop("problems", None) or [])
         return _with_code(CodeInvalid(message, problems=list(problems)), code, error)
     if cls is QuotaExceeded or cls is Unavailable:
         retry_after = _retry_after(response.headers.get("retry-after"))
@@ -177,7 +181,7 @@ def _class_of(code: str, status: int) -> type[TreadleError] | None:
     return _BY_STATUS.get(status)
 
 
-def _with_code(exc: TreadleError, code: str, details: dict[str, Any]) -> TreadleError:
+def _with_code(exc: TreadleError, code: str, details: dict[str, JsonValue]) -> TreadleError:
     exc.code = code
     exc.details.update(details)
     return exc
@@ -205,6 +209,48 @@ def outcome(instance: Instance) -> Instance:
     raise InstanceFailed(message, instance=instance, name=error.name if error else "")
 
 
+# -- request bodies -----------------------------------------------------------------------------
+
+
+class UploadBody(TypedDict):
+    sandbox: Sandbox
+    source: NotRequired[str | None]
+    wasm_base64: NotRequired[str]
+    class_name: NotRequired[str]
+
+
+class NewInstance(TypedDict):
+    params: Any
+    id: NotRequired[str]
+
+
+class StepRef(TypedDict):
+    name: str
+    count: NotRequired[int]
+
+
+StatusChange = TypedDict(
+    "StatusChange",
+    {
+        "status": Literal["pause", "resume", "terminate", "restart"],
+        "from": NotRequired[StepRef],
+        "rollback": NotRequired[bool],
+        "upgrade": NotRequired[bool],
+    },
+)
+
+
+class NewTenant(TypedDict):
+    name: str
+    policy: NotRequired[Mapping[str, object]]
+
+
+class Lifetime(TypedDict, total=False):
+    ttl: float | str
+    expires_at: float | str
+    overlap: float | str
+
+
 # -- the tenant API -----------------------------------------------------------------------------
 
 
@@ -217,37 +263,36 @@ def deploy(
 ) -> Call[StoredCode]:
     if (source is None) == (wasm is None):
         raise InvalidInput("give exactly one of source and wasm")
-    body: dict[str, Any] = {"sandbox": "wasm" if wasm is not None else sandbox}
+    body: UploadBody = {"sandbox": "wasm" if wasm is not None else sandbox}
     if wasm is not None:
         body["wasm_base64"] = base64.b64encode(wasm).decode("ascii")
     else:
         body["source"] = source
     if class_name is not None:
         body["class_name"] = class_name
-    return Call("PUT", f"/v1/workflows/{segment(name)}", model(StoredCode), body)
+    return call(op.DEPLOY, model(StoredCode), body, name=name)
 
 
 def workflows() -> Call[list[WorkflowSummary]]:
-    return Call("GET", "/v1/workflows", field("workflows", list[WorkflowSummary]))
+    return call(op.LIST_WORKFLOWS, field("workflows", list[WorkflowSummary]))
 
 
 def workflow(name: str) -> Call[Workflow]:
-    return Call("GET", f"/v1/workflows/{segment(name)}", model(Workflow))
+    return call(op.GET_WORKFLOW, model(Workflow), name=name)
 
 
 def delete_workflow(name: str) -> Call[None]:
-    return Call("DELETE", f"/v1/workflows/{segment(name)}", nothing)
+    return call(op.DELETE_WORKFLOW, nothing, name=name)
 
 
 def create(workflow: str, params: Any, instance_id: str | None) -> Call[Created]:
-    path = f"/v1/workflows/{segment(workflow)}/instances"
-    return Call("POST", path, model(Created), _new_instance(params, instance_id))
+    body = _new_instance(params, instance_id)
+    return call(op.CREATE_INSTANCE, model(Created), body, name=workflow)
 
 
 def create_batch(workflow: str, instances: Iterable[Mapping[str, Any]]) -> Call[BatchResult]:
     items = [_new_instance(item.get("params"), item.get("id")) for item in instances]
-    path = f"/v1/workflows/{segment(workflow)}/instances/batch"
-    return Call("POST", path, _batch_result, {"instances": items})
+    return call(op.CREATE_BATCH, _batch_result, {"instances": items}, name=workflow)
 
 
 def _batch_result(response: httpx.Response) -> BatchResult:
@@ -257,23 +302,22 @@ def _batch_result(response: httpx.Response) -> BatchResult:
     return result.model_copy(update={"retry_after": _retry_after(header)})
 
 
-def _new_instance(params: Any, instance_id: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"params": params}
+def _new_instance(params: Any, instance_id: str | None) -> NewInstance:
+    body: NewInstance = {"params": params}
     if instance_id is not None:
         body["id"] = instance_id
     return body
 
 
 def get(workflow: str, instance_id: str) -> Call[Instance]:
-    return Call("GET", instance_path(workflow, instance_id), model(Instance))
+    return call(op.GET_INSTANCE, model(Instance), name=workflow, id=instance_id)
 
 
 def instances(
     workflow: str, status: str | None, limit: int | None, cursor: str | None
 ) -> Call[InstanceList]:
     params = _query(status=status, limit=limit, cursor=cursor)
-    path = f"/v1/workflows/{segment(workflow)}/instances"
-    return Call("GET", path, model(InstanceList), params=params)
+    return call(op.LIST_INSTANCES, model(InstanceList), params=params, name=workflow)
 
 
 def _query(**given: str | int | None) -> dict[str, str | int]:
@@ -281,15 +325,38 @@ def _query(**given: str | int | None) -> dict[str, str | int]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def change_status(workflow: str, instance_id: str, body: dict[str, Any]) -> Call[Instance]:
-    path = instance_path(workflow, instance_id) + "/status"
-    return Call("PATCH", path, model(Instance), body)
+def change_status(workflow: str, instance_id: str, body: StatusChange) -> Call[Instance]:
+    return call(op.CHANGE_STATUS, model(Instance), body, name=workflow, id=instance_id)
 
 
-def restart_body(from_step: str | None, count: int | None, upgrade: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": "restart"}
+def pause(workflow: str, instance_id: str) -> Call[Instance]:
+    return change_status(workflow, instance_id, {"status": "pause"})
+
+
+def resume(workflow: str, instance_id: str) -> Call[Instance]:
+    return change_status(workflow, instance_id, {"status": "resume"})
+
+
+def terminate(workflow: str, instance_id: str, rollback: bool) -> Call[Instance]:
+    body: StatusChange = {"status": "terminate"}
+    if rollback:
+        body["rollback"] = True
+    return change_status(workflow, instance_id, body)
+
+
+def restart(
+    workflow: str, instance_id: str, from_step: str | None, count: int | None, upgrade: bool
+) -> Call[Instance]:
+    return change_status(workflow, instance_id, restart_body(from_step, count, upgrade))
+
+
+def restart_body(from_step: str | None, count: int | None, upgrade: bool) -> StatusChange:
+    body: StatusChange = {"status": "restart"}
     if from_step is not None:
-        body["from"] = {"name": from_step, **({"count": count} if count is not None else {})}
+        step: StepRef = {"name": from_step}
+        if count is not None:
+            step["count"] = count
+        body["from"] = step
     elif count is not None:
         raise InvalidInput("count goes with from_step")
     if upgrade:
@@ -298,20 +365,19 @@ def restart_body(from_step: str | None, count: int | None, upgrade: bool) -> dic
 
 
 def send_event(workflow: str, instance_id: str, type_: str, payload: Any) -> Call[None]:
-    path = instance_path(workflow, instance_id) + f"/events/{segment(type_)}"
-    return Call("POST", path, nothing, payload)
+    return call(op.SEND_EVENT, nothing, payload, name=workflow, id=instance_id, type=type_)
 
 
 def logs(workflow: str, instance_id: str, cursor: str | None) -> Call[LogPage]:
     """A page of the instance's log lines (the server's default size)."""
-    path = instance_path(workflow, instance_id) + "/logs"
-    return Call("GET", path, model(LogPage), params=_query(cursor=cursor))
+    params = _query(cursor=cursor)
+    return call(op.GET_LOGS, model(LogPage), params=params, name=workflow, id=instance_id)
 
 
 def steps(workflow: str, instance_id: str, cursor: str) -> Call[StepPage]:
     """The page of the instance's steps that ``cursor`` (``steps_next_cursor``) starts."""
-    path = instance_path(workflow, instance_id) + "/steps"
-    return Call("GET", path, model(StepPage), params={"cursor": cursor})
+    params = {"cursor": cursor}
+    return call(op.GET_STEPS, model(StepPage), params=params, name=workflow, id=instance_id)
 
 
 def with_steps(instance: Instance, more: list[Step]) -> Instance:
@@ -322,43 +388,43 @@ def with_steps(instance: Instance, more: list[Step]) -> Instance:
 
 
 def delete(workflow: str, instance_id: str) -> Call[None]:
-    return Call("DELETE", instance_path(workflow, instance_id), nothing)
+    return call(op.DELETE_INSTANCE, nothing, name=workflow, id=instance_id)
+
+
+def stream_path(workflow: str, instance_id: str) -> str:
+    """The path of the instance's live stream (followed by :mod:`treadle.client._stream`)."""
+    return op.STREAM.url(name=workflow, id=instance_id)
 
 
 # -- the admin API ------------------------------------------------------------------------------
 
-_TENANTS = "/v1/admin/tenants"
-
 
 def create_tenant(name: str, policy: Mapping[str, Any] | None) -> Call[Tenant]:
-    body: dict[str, Any] = {"name": name}
+    body: NewTenant = {"name": name}
     if policy is not None:
         body["policy"] = dict(policy)
-    return Call("POST", _TENANTS, model(Tenant), body, auth="admin")
+    return call(op.CREATE_TENANT, model(Tenant), body)
 
 
 def tenants() -> Call[list[Tenant]]:
-    return Call("GET", _TENANTS, field("tenants", list[Tenant]), auth="admin")
+    return call(op.LIST_TENANTS, field("tenants", list[Tenant]))
 
 
 def tenant(name: str) -> Call[Tenant]:
-    return Call("GET", f"{_TENANTS}/{segment(name)}", model(Tenant), auth="admin")
+    return call(op.GET_TENANT, model(Tenant), tenant=name)
 
 
 def update_policy(name: str, changes: Mapping[str, Any]) -> Call[Policy]:
-    path = f"{_TENANTS}/{segment(name)}/policy"
-    return Call("PATCH", path, model(Policy), dict(changes), auth="admin")
+    return call(op.UPDATE_POLICY, model(Policy), dict(changes), tenant=name)
 
 
 def create_key(name: str, ttl: Duration | None, expires_at: Instant | None) -> Call[ApiKey]:
-    path = f"{_TENANTS}/{segment(name)}/keys"
     body = _lifetime(ttl, expires_at)
-    return Call("POST", path, model(ApiKey), body or _NO_BODY, auth="admin")
+    return call(op.CREATE_KEY, model(ApiKey), body or _NO_BODY, tenant=name)
 
 
 def keys(name: str) -> Call[list[ApiKeyInfo]]:
-    path = f"{_TENANTS}/{segment(name)}/keys"
-    return Call("GET", path, field("keys", list[ApiKeyInfo]), auth="admin")
+    return call(op.LIST_KEYS, field("keys", list[ApiKeyInfo]), tenant=name)
 
 
 def rotate_key(
@@ -371,13 +437,12 @@ def rotate_key(
     body = _lifetime(ttl, expires_at)
     if overlap is not None:
         body["overlap"] = _seconds(overlap)
-    path = f"{_TENANTS}/{segment(name)}/keys/{segment(key_id)}/rotate"
-    return Call("POST", path, model(RotatedKey), body or _NO_BODY, auth="admin")
+    return call(op.ROTATE_KEY, model(RotatedKey), body or _NO_BODY, tenant=name, key_id=key_id)
 
 
-def _lifetime(ttl: Duration | None, expires_at: Instant | None) -> dict[str, Any]:
+def _lifetime(ttl: Duration | None, expires_at: Instant | None) -> Lifetime:
     """The body giving a new key its lifetime (the server refuses both at once)."""
-    body: dict[str, Any] = {}
+    body: Lifetime = {}
     if ttl is not None:
         body["ttl"] = _seconds(ttl)
     if expires_at is not None:
@@ -391,8 +456,7 @@ def _seconds(value: Duration) -> float | str:
 
 
 def delete_key(name: str, key_id: str) -> Call[None]:
-    path = f"{_TENANTS}/{segment(name)}/keys/{segment(key_id)}"
-    return Call("DELETE", path, nothing, auth="admin")
+    return call(op.DELETE_KEY, nothing, tenant=name, key_id=key_id)
 
 
 def audit(
@@ -400,5 +464,6 @@ def audit(
 ) -> Call[AuditPage]:
     """A page of the audit log; of one tenant on its own route (404 for an unknown tenant)."""
     params = _query(action=action, limit=limit, cursor=cursor)
-    path = "/v1/admin/audit" if tenant is None else f"{_TENANTS}/{segment(tenant)}/audit"
-    return Call("GET", path, model(AuditPage), params=params, auth="admin")
+    if tenant is None:
+        return call(op.AUDIT, model(AuditPage), params=params)
+    return call(op.TENANT_AUDIT, model(AuditPage), params=params, tenant=tenant)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import httpx
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from treadle.client._models import StreamEvent
-from treadle.client._requests import connection_failed, instance_path
+from treadle.client._requests import connection_failed, stream_path
 from treadle.errors import NotFinished, ServerError
 
 SILENCE_SECONDS = 60.0
@@ -51,7 +50,7 @@ class SseDecoder:
         if not data:
             return None
         try:
-            event: dict[str, Any] = {"id": fields.get("id"), "type": fields.get("event")}
+            event: dict[str, JsonValue] = {"id": fields.get("id"), "type": fields.get("event")}
             event.update(json.loads(data))
             return StreamEvent.model_validate(event)
         except (ValueError, ValidationError) as exc:
@@ -73,7 +72,7 @@ class Follow:
     ) -> None:
         self.url = url
         self._reconnects = reconnects
-        self.path = instance_path(workflow, instance_id) + "/stream"
+        self.path = stream_path(workflow, instance_id)
         self.last_id = after
         self._failures = 0
         self._deadline = None if timeout is None else time.monotonic() + timeout

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from treadle.runtime._values import JSONObject, JSONValue
 from treadle.runtime.errors import StepError
 
 METHODS = ("fetch", "workflows.create")
@@ -52,7 +53,7 @@ class Response:
         return json.loads(self.text)
 
 
-def fetch_args(url: Any, method: Any, headers: Any, body: Any) -> dict[str, Any]:
+def fetch_args(url: Any, method: Any, headers: Any, body: Any) -> JSONObject:
     """The ``fetch`` arguments, checked; raises TypeError or ValueError saying what is wrong."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
         raise ValueError(f"fetch: url must be a non-empty string of at most {MAX_URL_CHARS} chars")
@@ -66,12 +67,12 @@ def fetch_args(url: Any, method: Any, headers: Any, body: Any) -> dict[str, Any]
     }
 
 
-def _headers(headers: Any) -> dict[str, str]:
+def _headers(headers: Any) -> dict[str, JSONValue]:
     if headers is None:
         return {}
     if not isinstance(headers, Mapping) or len(headers) > MAX_HEADERS:
         raise TypeError(f"fetch: headers must be a dict of at most {MAX_HEADERS} strings")
-    clean = {}
+    clean: dict[str, JSONValue] = {}
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError("fetch: header names and values must be strings")
@@ -89,7 +90,7 @@ def _body(body: Any) -> str | None:
     return body
 
 
-def create_args(workflow: Any, params: Any, id: Any, max_params_bytes: int) -> dict[str, Any]:
+def create_args(workflow: Any, params: Any, id: Any, max_params_bytes: int) -> JSONObject:
     """The ``workflows.create`` arguments, checked; ``params`` must already be JSON values."""
     check_workflow_name(workflow)
     check_instance_id(id)
@@ -123,7 +124,7 @@ def check_event_type(event_type: Any) -> None:
         )
 
 
-def check_args(method: Any, args: Any, max_params_bytes: int) -> dict[str, Any]:
+def check_args(method: Any, args: Any, max_params_bytes: int) -> JSONObject:
     """A clean copy of a call's arguments as the worker sent them, or ValueError/TypeError."""
     if method not in METHODS or not isinstance(args, dict):
         raise ValueError("unknown host call")
@@ -133,7 +134,7 @@ def check_args(method: Any, args: Any, max_params_bytes: int) -> dict[str, Any]:
     return create_args(args.get("workflow"), args.get("params"), args.get("id"), max_params_bytes)
 
 
-def check_result(method: str, result: Any) -> dict[str, Any]:
+def check_result(method: str, result: Any) -> JSONObject:
     """A clean copy of what the host returned for ``method``, or ValueError."""
     if not isinstance(result, Mapping):
         raise ValueError(f"the host returned {type(result).__name__} for {method}, not a dict")

@@ -13,10 +13,13 @@ from inspect import CO_VARKEYWORDS
 from types import FunctionType
 from typing import Any
 
-from treadle.runtime._records import iso
+from treadle.runtime._records import ErrorValue, iso
+from treadle.runtime._retries import StepConfig
+from treadle.runtime._values import JSONValue
 
 Key = tuple[str, int]
-Invoke = Callable[[dict[str, Any], "Attempt"], Any]
+# A step function called with its dependencies' values (by parameter name) and its attempt.
+Invoke = Callable[[dict[str, JSONValue], "Attempt"], Any]
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Attempt:
     name: str
     count: int
     number: int
-    config: dict[str, Any]
+    config: StepConfig
     idempotency_key: str
 
 
@@ -65,7 +68,7 @@ class RollbackContext(Context):
 
     __slots__ = ("error", "output")
 
-    def __init__(self, attempt: Attempt, step: Key, error: dict[str, str], output: Any) -> None:
+    def __init__(self, attempt: Attempt, step: Key, error: ErrorValue, output: Any) -> None:
         super().__init__(attempt)
         self.step = StepInfo(*step)
         self.error = dict(error)
@@ -135,7 +138,7 @@ def invoker(name: str, fn: Callable[..., Any], depends: Sequence[str]) -> Invoke
             )
     accepted = set(given)
 
-    def invoke(arguments: dict[str, Any], attempt: Attempt) -> Any:
+    def invoke(arguments: dict[str, JSONValue], attempt: Attempt) -> Any:
         values = {k: v for k, v in arguments.items() if k in accepted}
         return fn(**values, ctx=Context(attempt)) if wants_ctx else fn(**values)
 

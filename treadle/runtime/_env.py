@@ -1,4 +1,5 @@
-"""``self.env``: the tenant's bindings — ``vars``, ``fetch`` and ``workflows`` (DESIGN §2).
+"""``self.env``: the tenant's bindings — ``vars``, ``fetch`` and ``workflows`` (see
+``docs/workflows.md``).
 
 ``fetch`` and ``workflows.create`` are host calls: the worker asks the parent, which asks the
 engine (egress policy, the HTTP request, creating the instance). ``fetch`` is allowed only
@@ -25,8 +26,9 @@ from treadle.runtime._calls import (
     fetch_args,
 )
 from treadle.runtime._context import Attempt
-from treadle.runtime._journal import Replay
 from treadle.runtime._records import encode_json
+from treadle.runtime._runtime import Runtime
+from treadle.runtime._values import JSONObject
 from treadle.runtime.errors import LimitExceeded, NonRetryableError, StepError, ValueNotStorable
 
 _PARAMS_ERRORS: dict[str, type[Exception]] = {
@@ -43,7 +45,7 @@ class Env:
 
     __slots__ = ("_replay", "vars", "workflows")
 
-    def __init__(self, vars: Mapping[str, Any], replay: Replay | None = None) -> None:
+    def __init__(self, vars: Mapping[str, Any], replay: Runtime | None = None) -> None:
         self.vars = MappingProxyType(dict(vars))
         self.workflows = Workflows(replay)
         self._replay = replay
@@ -66,7 +68,7 @@ class Workflows:
 
     __slots__ = ("_replay",)
 
-    def __init__(self, replay: Replay | None) -> None:
+    def __init__(self, replay: Runtime | None) -> None:
         self._replay = replay
 
     def __repr__(self) -> str:
@@ -87,10 +89,11 @@ class Workflows:
             error_class = _PARAMS_ERRORS.get(problem["name"], TypeError)
             raise error_class(problem["message"])
         call = replay.open_step(f"workflows.create:{name}")
-        new_id = id if id is not None else child_id(replay.instance_id, name, call.key[1])
-        args = {"workflow": name, "params": values, "id": new_id}
 
         def body(attempt: Attempt) -> Any:
+            # The step's occurrence (its key's count), known here to every runtime.
+            new_id = id if id is not None else child_id(replay.instance_id, name, attempt.count)
+            args: JSONObject = {"workflow": name, "params": values, "id": new_id}
             return {"id": replay.call("workflows.create", args)["id"]}
 
         created = replay.run_call(call, body)
@@ -102,7 +105,7 @@ class ChildInstance:
 
     __slots__ = ("_outcome", "_replay", "id")
 
-    def __init__(self, replay: Replay, id: str) -> None:
+    def __init__(self, replay: Runtime, id: str) -> None:
         self._replay = replay
         self._outcome: tuple[Any, StepError | None] | None = None
         self.id = id

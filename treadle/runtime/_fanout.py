@@ -17,11 +17,12 @@ In rollback mode nothing runs: the replay stops at the first step without a fina
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from treadle.runtime._context import Attempt, Invoke, Key
-from treadle.runtime._journal import Replay, StepCall
+from treadle.runtime._journal import StepCall
+from treadle.runtime._runtime import Runtime
 from treadle.runtime.errors import StepError
 
 
@@ -65,7 +66,7 @@ class Node:
         self.settled, self.error = True, error
 
 
-def resolve(replay: Replay, root: Node) -> None:
+def resolve(replay: Runtime, root: Node) -> None:
     """Settle ``root`` (value or error), running what it needs; may suspend the replay."""
     if root.settled:
         return
@@ -82,9 +83,9 @@ def resolve(replay: Replay, root: Node) -> None:
         _propagate_failures(nodes)
         if root.settled:
             return
-        if replay.mode == "rollback":
-            replay.stop()
         batch, wakes = _next_batch(replay, nodes)
+        if replay.mode == "rollback" and not batch:
+            replay.stop()  # a step that ran would stop the replay where it begins
         if not batch:
             replay.suspend_until(min(wakes))
         if len(batch) == 1:
@@ -93,12 +94,12 @@ def resolve(replay: Replay, root: Node) -> None:
             replay.run_attempts([(n.call, n.body) for n in batch if n.call is not None])
 
 
-def _open(replay: Replay, node: Node) -> None:
+def _open(replay: Runtime, node: Node) -> None:
     if node.call is None:
         node.call = replay.open_step(node.name, node.retries, node.timeout)
 
 
-def _run_alone(replay: Replay, node: Node) -> None:
+def _run_alone(replay: Runtime, node: Node) -> None:
     assert node.call is not None
     try:
         value = replay.run_call(node.call, node.body)
@@ -133,7 +134,7 @@ def _settle_recorded(nodes: list[Node]) -> None:
         if record["status"] == "complete":
             node.succeed(record["output"])
         elif record["status"] == "errored":
-            failure = record["error"] or {}
+            failure: Mapping[str, object] = record["error"] or {}
             node.fail(StepError(str(failure.get("message", "")), name=str(failure.get("name"))))
 
 
@@ -146,7 +147,7 @@ def _propagate_failures(nodes: list[Node]) -> None:
                 node.fail(broken)
 
 
-def _next_batch(replay: Replay, nodes: list[Node]) -> tuple[list[Node], list[float]]:
+def _next_batch(replay: Runtime, nodes: list[Node]) -> tuple[list[Node], list[float]]:
     """The steps to run now, and the wake times of candidates whose retry is not due."""
     ready = [n for n in nodes if not n.settled and all(d.settled for d in n.depends)]
     first = ready[0]

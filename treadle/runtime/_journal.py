@@ -4,7 +4,7 @@ This is the backend-independent half of the step API. It knows nothing about how
 run: a backend hands it step bodies as callables (Python) or drives it from host imports (Wasm).
 Every record it creates is sent to the parent at once; before any step body runs it sends
 ``begin`` and, when it has sent records since the last acknowledgement, waits for ``ack`` — the
-parent commits those records first, which is the durability rule of DESIGN §3.
+parent commits those records first, which is the durability rule (``docs/durability.md``).
 
 It lives in the SDK, not in ``sandbox``, because the local test harness (``treadle.testing``)
 runs tenant workflows on it too — in the tenant's own process, with a channel that answers
@@ -25,16 +25,37 @@ from treadle.runtime._calls import check_event_type
 from treadle.runtime._context import Attempt, Key
 from treadle.runtime._durations import MAX_DURATION_SECONDS, parse_duration, parse_instant
 from treadle.runtime._logbook import Logbook
+from treadle.runtime._messages import (
+    BeginMessage,
+    Failed,
+    Message,
+    Outcome,
+    Reply,
+    RollbackOutcome,
+    Suspended,
+)
 from treadle.runtime._records import (
     MAX_NAME_CHARS,
+    AttemptRecord,
+    ErrorValue,
+    EventRecord,
+    StepRecord,
+    StepType,
+    attempt,
+    attempt_failed,
     encode_json,
     error,
     error_of,
-    iso,
-    new_record,
+    event_taken,
+    sleeping,
+    slept,
+    succeeded,
+    wait_output,
+    wait_timed_out,
+    waiting_for_event,
 )
-from treadle.runtime._retries import next_retry, resolve_retries, resolve_timeout
-from treadle.runtime._values import text_problem
+from treadle.runtime._retries import StepConfig, next_retry, resolve_step_config
+from treadle.runtime._values import JSONObject, JSONValue, text_problem
 from treadle.runtime.errors import NonRetryableError, StepError, TreadleError, WaitTimeout
 
 ROLLBACK_PREFIX = "rollback:"
@@ -98,7 +119,7 @@ class PermanentHostError(HostError, NonRetryableError):
 class Channel(Protocol):
     """How a replay talks to the parent: fire-and-forget messages and the ``ack`` it awaits."""
 
-    def send(self, message: dict[str, Any]) -> None: ...
+    def send(self, message: Message) -> None: ...
 
     def wait_ack(self) -> None: ...
 
@@ -107,13 +128,13 @@ class CallChannel(Channel, Protocol):
     """A channel that also carries host calls: ``wait_reply`` returns the ``reply`` message of
     call ``call_id``. Both waits may happen on several threads at once."""
 
-    def wait_reply(self, call_id: int) -> dict[str, Any]: ...
+    def wait_reply(self, call_id: int) -> Reply: ...
 
 
 class Compensator(Protocol):
     """Runs rollback handlers when the instance fails (see ``treadle/runtime/_saga.py``)."""
 
-    def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None: ...
+    def unwind(self, failure: ErrorValue) -> RollbackOutcome | None: ...
 
 
 @dataclass
@@ -121,17 +142,17 @@ class StepCall:
     """One ``step.do`` call in progress: its key, resolved options and latest record."""
 
     key: Key
-    config: dict[str, Any]
-    record: dict[str, Any] | None
+    config: StepConfig
+    record: StepRecord | None
     started: float = 0.0
-    kind: str = "do"  # or "rollback": a rollback handler's record
+    kind: StepType = "do"  # or "rollback": a rollback handler's record
 
     @property
-    def attempts(self) -> list[dict[str, Any]]:
+    def attempts(self) -> list[AttemptRecord]:
         return list(self.record["attempts"]) if self.record else []
 
     @property
-    def output(self) -> Any:
+    def output(self) -> JSONValue:
         return self.record["output"] if self.record else None
 
 
@@ -151,10 +172,10 @@ class Replay:
         self._clock = clock
         self._started = clock()
         self._now0 = float(request["now"])
-        self._journal: dict[Key, dict[str, Any]] = {
+        self._journal: dict[Key, StepRecord] = {
             (r["name"], r["count"]): r for r in request["journal"]
         }
-        self._events: list[dict[str, Any]] = list(request["events"])
+        self._events: list[EventRecord] = list(request["events"])
         self._counts: dict[str, int] = {}
         self._steps = 0
         self._unacked = False
@@ -169,7 +190,7 @@ class Replay:
         self.stopped = False
         self.saga: Compensator | None = None
         self.suspended: tuple[float | None, str | None] | None = None
-        self.failure: dict[str, str] | None = None
+        self.failure: ErrorValue | None = None
         self.out_of_memory = False
 
     @property
@@ -182,7 +203,7 @@ class Replay:
     def current_step(self, name: str | None) -> None:
         self._local.step = name
 
-    def record(self, key: Key) -> dict[str, Any] | None:
+    def record(self, key: Key) -> StepRecord | None:
         """The latest record of step ``key``, from the journal or made in this replay."""
         return self._journal.get(key)
 
@@ -243,7 +264,7 @@ class Replay:
         else:
             self.attempt_returned(call, value)
 
-    def open_rollback(self, key: Key, config: dict[str, Any]) -> StepCall:
+    def open_rollback(self, key: Key, config: StepConfig) -> StepCall:
         """The call of a rollback handler; ``key`` is ``("rollback:<step name>", count)``."""
         return StepCall(key, config, self._recorded(key, "rollback"), kind="rollback")
 
@@ -252,7 +273,7 @@ class Replay:
 
     def open_step(self, name: Any, retries: Any = None, timeout: Any = None) -> StepCall:
         key = self._enter(name, "do")
-        config = {"retries": resolve_retries(retries), "timeout": resolve_timeout(timeout)}
+        config = resolve_step_config(retries, timeout)
         return StepCall(key, config, self._recorded(key, "do"))
 
     def next_attempt(self, call: StepCall) -> Attempt | None:
@@ -291,10 +312,8 @@ class Replay:
         if problem is not None:
             self.attempt_failed(call, problem, final=True)
             return
-        done = {"started_at": call.started, "ended_at": self.now(), "success": True, "error": None}
-        call.record = self._emit(
-            call.key, call.kind, status="complete", output=output, attempts=[*call.attempts, done]
-        )
+        done = attempt(call.started, self.now())
+        call.record = self._emit(succeeded(call.record, call.key, call.kind, done, output))
 
     def attempt_raised(self, call: StepCall, exc: BaseException) -> None:
         """The running attempt's body raised ``exc``: a failed attempt."""
@@ -307,25 +326,17 @@ class Replay:
             failure = error(exc.name, exc.message) if isinstance(exc, HostError) else error_of(exc)
             self.attempt_failed(call, failure, final=final)
 
-    def attempt_failed(self, call: StepCall, failure: dict[str, str], *, final: bool) -> None:
+    def attempt_failed(self, call: StepCall, failure: ErrorValue, *, final: bool) -> None:
         """Record the running attempt as failed; a retry is scheduled unless ``final``."""
         self.current_step = None
         ended = self.now()
         number = len(call.attempts) + 1
-        entry = {"started_at": call.started, "ended_at": ended, "success": False, "error": failure}
         retry_at = None if final else next_retry(call.config["retries"], number, ended)
-        attempts = [*call.attempts, entry]
-        if retry_at is None:
-            call.record = self._emit(
-                call.key, call.kind, status="errored", error=failure, attempts=attempts
-            )
-        else:
-            call.record = self._emit(
-                call.key, call.kind, status="waiting", wake_at=retry_at, attempts=attempts
-            )
+        failed = attempt(call.started, ended, failure)
+        call.record = self._emit(attempt_failed(call.record, call.key, call.kind, failed, retry_at))
 
-    def _begin(self, attempt: Attempt, kind: str = "do") -> None:
-        message = {
+    def _begin(self, attempt: Attempt, kind: StepType = "do") -> None:
+        message: BeginMessage = {
             "t": "begin",
             "name": attempt.name,
             "count": attempt.count,
@@ -333,7 +344,7 @@ class Replay:
             "timeout": attempt.config["timeout"],
             "retries": attempt.config["retries"],
         }
-        if kind != "do":
+        if kind == "rollback":
             message["type"] = kind
         with self._lock:
             # Both sides know whether an ack is due: records went out since the last one.
@@ -344,7 +355,7 @@ class Replay:
 
     # -- host calls (env.fetch, env.workflows.create) ---------------------------------------------
 
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def call(self, method: str, args: JSONObject) -> Any:
         """Ask the platform to do ``method``; only inside a step body, so its result is recorded.
 
         Raises :class:`HostError` (:class:`PermanentHostError` when retrying cannot help).
@@ -387,18 +398,19 @@ class Replay:
             if wake_at - now > MAX_DURATION_SECONDS:
                 raise ValueError(f"step {key[0]!r}: cannot sleep for more than 365 days")
         else:
-            wake_at = record["wake_at"] if record.get("wake_at") is not None else now
+            recorded = record["wake_at"]
+            wake_at = recorded if recorded is not None else now
         if wake_at > now:
             if record is None:
-                self._emit(key, "sleep", status="waiting", wake_at=wake_at)
+                self._emit(sleeping(key, wake_at))
             self._suspend(wake_at, None)
-        self._emit(key, "sleep", status="complete", wake_at=wake_at)
+        self._emit(slept(key, wake_at))
 
     # -- step.wait_for_event --------------------------------------------------------------------
 
     def wait_for_event(
         self, name: Any, event_type: Any, timeout: Any, *, internal: bool = False
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """``internal``: a type of the platform's own (``child.<id>``), dots allowed."""
         key = self._enter(name, "wait_for_event")
         if not internal:
@@ -406,35 +418,27 @@ class Replay:
         seconds = parse_duration(timeout, what="wait_for_event timeout")
         record = self._recorded(key, "wait_for_event")
         if record is not None and record["status"] == "complete":
-            return dict(record["output"])
+            return wait_output(record)
         if record is not None and record["status"] == "errored":
-            raise WaitTimeout(record["error"]["message"])
+            failure = record["error"]
+            assert failure is not None  # an errored record has its error
+            raise WaitTimeout(failure["message"])
         if self.mode == "rollback":
             self.stop()
         now = self.now()
         deadline = now + seconds if record is None else float(record["wake_at"] or now)
         event = self._take_event(event_type, deadline)
         if event is not None:
-            output = {
-                "type": event_type,
-                "payload": event["payload"],
-                "timestamp": iso(event["timestamp"]),
-            }
-            self._emit(
-                key, "wait_for_event", status="complete", output=output,
-                wake_at=deadline, event_pk=event["pk"],
-            )  # fmt: skip
-            return dict(output)
+            return wait_output(self._emit(event_taken(key, deadline, event_type, event)))
         if now >= deadline:
             message = f"step {key[0]!r}: no {event_type!r} event arrived before the timeout"
-            failure = error("WaitTimeout", message)
-            self._emit(key, "wait_for_event", status="errored", error=failure, wake_at=deadline)
+            self._emit(wait_timed_out(key, deadline, error("WaitTimeout", message)))
             raise WaitTimeout(message)
         if record is None:
-            self._emit(key, "wait_for_event", status="waiting", wake_at=deadline)
+            self._emit(waiting_for_event(key, deadline))
         self._suspend(deadline, event_type)
 
-    def _take_event(self, event_type: str, deadline: float) -> dict[str, Any] | None:
+    def _take_event(self, event_type: str, deadline: float) -> EventRecord | None:
         """The oldest buffered event of this type, if it came before the wait's deadline."""
         for index, event in enumerate(self._events):
             if event["type"] == event_type:
@@ -485,7 +489,7 @@ class Replay:
             )
         return name, count
 
-    def _recorded(self, key: Key, kind: str) -> dict[str, Any] | None:
+    def _recorded(self, key: Key, kind: StepType) -> StepRecord | None:
         record = self._journal.get(key)
         if record is not None and record.get("type") != kind:
             name, count = key
@@ -496,10 +500,10 @@ class Replay:
             )
         return record
 
-    def _emit(self, key: Key, kind: str, **fields: Any) -> dict[str, Any]:
-        record = {**new_record(key[0], key[1], kind), **fields}
+    def _emit(self, record: StepRecord) -> StepRecord:
+        """Keep ``record`` as the latest of its step and send it to the parent."""
         with self._lock:
-            self._journal[key] = record
+            self._journal[record["name"], record["count"]] = record
             self._transmit({"t": "record", "record": record})
             self._unacked = True
         return record
@@ -522,23 +526,23 @@ class Replay:
         self.failure = error(name, message)
         raise Abort()
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: Message) -> None:
         with self._lock:
             self._transmit(message)
 
-    def _transmit(self, message: dict[str, Any]) -> None:
+    def _transmit(self, message: Message) -> None:
         """Send with the log lines printed since the last message (the caller holds the lock)."""
         message["logs"] = self._logbook.take()
         self._channel.send(message)
 
     # -- the end of run() -----------------------------------------------------------------------
 
-    def finish(self, output: Any = None, exc: BaseException | None = None) -> dict[str, Any]:
+    def finish(self, output: object = None, exc: BaseException | None = None) -> Outcome:
         """The outcome message, given what ``run()`` returned or raised.
 
         After a suspend or an abort, whatever ``run()`` did afterwards is ignored.
         """
-        message: dict[str, Any]
+        message: Outcome
         if self.failure is not None:
             message = {"t": "failed", "error": self.failure}
         elif self.mode == "rollback":
@@ -555,18 +559,19 @@ class Replay:
         message["logs"] = self._logbook.close(self.now())
         return message
 
-    def _suspended(self) -> dict[str, Any]:
+    def _suspended(self) -> Suspended:
         assert self.suspended is not None
         wake_at, event_type = self.suspended
         return {"t": "suspended", "wake_at": wake_at, "event_type": event_type}
 
-    def _unwind(self, failure: dict[str, str]) -> dict[str, Any]:
-        """The instance fails with ``failure``: run the rollback handlers first (DESIGN §2).
+    def _unwind(self, failure: ErrorValue) -> Outcome:
+        """The instance fails with ``failure``: run the rollback handlers first
+        (``docs/workflows.md``, "Sagas").
 
         A rollback's retry that is not due yet suspends the replay; the next one raises the same
         failure again (run() is deterministic) and resumes the rollbacks from their records.
         """
-        message: dict[str, Any] = {"t": "failed", "error": failure}
+        message: Failed = {"t": "failed", "error": failure}
         if self.saga is None:
             return message
         try:
@@ -574,12 +579,13 @@ class Replay:
         except Suspend:
             return self._suspended()
         except Abort:
+            assert self.failure is not None  # what aborts sets it first
             return {"t": "failed", "error": self.failure}
         if rollback is not None:
             message["rollback"] = rollback
         return message
 
-    def _run_error(self, exc: BaseException) -> dict[str, str]:
+    def _run_error(self, exc: BaseException) -> ErrorValue:
         if isinstance(exc, StepError):
             return error(exc.name, exc.message)
         if isinstance(exc, MemoryError):
@@ -588,5 +594,6 @@ class Replay:
         return error_of(exc)
 
 
-def _step_error(failure: Mapping[str, Any]) -> StepError:
+def _step_error(failure: ErrorValue | None) -> StepError:
+    assert failure is not None  # an errored record has its error
     return StepError(str(failure.get("message", "")), name=str(failure.get("name", "Error")))

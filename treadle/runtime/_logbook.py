@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from treadle.runtime._values import clean_text
 
@@ -11,11 +11,19 @@ MAX_LINE_CHARS = 4096
 MAX_TOTAL_CHARS = 256 * 1024
 
 
+class LogLine(TypedDict):
+    """A line printed by tenant code: when, and in which step's body (None: outside any)."""
+
+    ts: float
+    step: str | None
+    message: str
+
+
 class Logbook:
     """Buffers ``{"ts", "step", "message"}`` lines until the next message to the parent."""
 
     def __init__(self) -> None:
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[LogLine] = []
         self._lines = 0
         self._chars = 0
         self._dropped = 0
@@ -31,11 +39,11 @@ class Logbook:
         self._chars += len(message)
         self._pending.append({"ts": ts, "step": step, "message": message})
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> list[LogLine]:
         lines, self._pending = self._pending, []
         return lines
 
-    def close(self, ts: float) -> list[dict[str, Any]]:
+    def close(self, ts: float) -> list[LogLine]:
         """The last lines, with a note of how many were dropped over the cap."""
         lines = self.take()
         if self._dropped:

@@ -1,4 +1,12 @@
-"""Step records and error values: the shapes the engine stores, built in one place.
+"""Step records and error values: their types, and every transition of a record, in one place.
+
+A record is the state of one step (its name and occurrence) as the engine stores it and the
+HTTP API shows it. It is a JSON object on the wire and in the database, so it is typed as a
+``TypedDict`` rather than a class: a dataclass would cost more per record on the replay's hot
+path and would have to be turned back into this dict at every boundary. Records are made whole
+by the functions below and never changed once sent; the replay (``_journal``), the sandbox
+driver, the engine's commits and the local test harness all go through them, so every state a
+step can be in is written down once.
 
 Shared by the sandbox's step runtime and the local test harness (``treadle.testing``).
 """
@@ -7,33 +15,195 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import Any
+from typing import Literal, TypedDict, TypeVar, cast
 
-from treadle.runtime._values import clean_text, unstorable
+from treadle.runtime._values import JSONObject, JSONValue, clean_text, unstorable
 
-STEP_TYPES = ("do", "sleep", "wait_for_event", "rollback")
-STEP_STATUSES = ("running", "complete", "errored", "waiting")
+StepType = Literal["do", "sleep", "wait_for_event", "rollback"]
+StepStatus = Literal["running", "complete", "errored", "waiting"]
+STEP_TYPES: tuple[StepType, ...] = ("do", "sleep", "wait_for_event", "rollback")
+STEP_STATUSES: tuple[StepStatus, ...] = ("running", "complete", "errored", "waiting")
 MAX_NAME_CHARS = 256
 MAX_ERROR_NAME_CHARS = 200
 # An attempt keeps its error; 10,000 retries of long messages must still fit in one record.
 MAX_ERROR_MESSAGE_CHARS = 1000
 
 
-def new_record(name: str, count: int, type_: str) -> dict[str, Any]:
+class ErrorValue(TypedDict):
+    """How a failure is recorded and reported: the error's class name and its message."""
+
+    name: str
+    message: str
+
+
+class AttemptRecord(TypedDict):
+    """One run of a step's body (``ended_at`` None: a record from before it ended)."""
+
+    started_at: float
+    ended_at: float | None
+    success: bool
+    error: ErrorValue | None
+
+
+class StepRecord(TypedDict):
+    """The state of step ``(name, count)``: its latest record replaces all earlier ones.
+
+    ``wake_at`` is when a waiting step is due (a retry, the end of a sleep, the deadline of a
+    wait for an event); ``event_pk`` the event a completed wait took.
+    """
+
+    name: str
+    count: int
+    type: StepType
+    status: StepStatus
+    output: JSONValue
+    error: ErrorValue | None
+    attempts: list[AttemptRecord]
+    wake_at: float | None
+    event_pk: int | None
+
+
+class EventRecord(TypedDict):
+    """An event sent to an instance, as a replay gets it: ``pk`` names it in the store."""
+
+    pk: int
+    type: str
+    payload: JSONValue
+    timestamp: float
+
+
+_Key = tuple[str, int]
+_Record = TypeVar("_Record", bound=StepRecord)
+
+
+# -- transitions: every record is made by one of these -----------------------------------------
+
+
+def new_record(name: str, count: int, type_: StepType) -> StepRecord:
+    """A step that has begun and has no outcome yet."""
+    return _record((name, count), type_, "running")
+
+
+def attempt(started_at: float, ended_at: float, failure: ErrorValue | None = None) -> AttemptRecord:
+    """An attempt that ended: successful unless it has a ``failure``."""
     return {
-        "name": name,
-        "count": count,
-        "type": type_,
-        "status": "running",
-        "output": None,
-        "error": None,
-        "attempts": [],
-        "wake_at": None,
-        "event_pk": None,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "success": failure is None,
+        "error": failure,
     }
 
 
-def error(name: str, message: str) -> dict[str, str]:
+def succeeded(
+    previous: StepRecord | None, key: _Key, type_: StepType, done: AttemptRecord, output: JSONValue
+) -> StepRecord:
+    """The step's attempt ``done`` returned ``output``: the step is complete."""
+    attempts = [*previous["attempts"], done] if previous else [done]
+    return _record(key, type_, "complete", output=output, attempts=attempts)
+
+
+def attempt_failed(
+    previous: StepRecord | None,
+    key: _Key,
+    type_: StepType,
+    failed: AttemptRecord,
+    retry_at: float | None,
+) -> StepRecord:
+    """The step's attempt ``failed``: it waits for its retry at ``retry_at``, or, without
+    one, it failed for good with the attempt's error."""
+    attempts = [*previous["attempts"], failed] if previous else [failed]
+    if retry_at is None:
+        return _record(key, type_, "errored", error=failed["error"], attempts=attempts)
+    return _record(key, type_, "waiting", attempts=attempts, wake_at=retry_at)
+
+
+def sleeping(key: _Key, wake_at: float) -> StepRecord:
+    """A ``step.sleep`` that ends at ``wake_at``."""
+    return _record(key, "sleep", "waiting", wake_at=wake_at)
+
+
+def slept(key: _Key, wake_at: float) -> StepRecord:
+    """A ``step.sleep`` that ended (at ``wake_at``)."""
+    return _record(key, "sleep", "complete", wake_at=wake_at)
+
+
+def waiting_for_event(key: _Key, deadline: float) -> StepRecord:
+    """A ``step.wait_for_event`` that times out at ``deadline``."""
+    return _record(key, "wait_for_event", "waiting", wake_at=deadline)
+
+
+def event_taken(key: _Key, deadline: float, event_type: str, event: EventRecord) -> StepRecord:
+    """A ``step.wait_for_event`` that took ``event`` (see :func:`wait_output`)."""
+    output: JSONObject = {
+        "type": event_type,
+        "payload": event["payload"],
+        "timestamp": iso(event["timestamp"]),
+    }
+    return _record(
+        key, "wait_for_event", "complete", output=output, wake_at=deadline, event_pk=event["pk"]
+    )
+
+
+def wait_timed_out(key: _Key, deadline: float, failure: ErrorValue) -> StepRecord:
+    """A ``step.wait_for_event`` whose ``deadline`` passed before an event came."""
+    return _record(key, "wait_for_event", "errored", error=failure, wake_at=deadline)
+
+
+def wait_output(record: StepRecord) -> JSONObject:
+    """What a completed ``step.wait_for_event`` returns: ``{"type", "payload", "timestamp"}``
+    of the event it took (a copy: tenant code may change it)."""
+    return dict(cast("JSONObject", record["output"]))
+
+
+def result_refused(record: _Record, failure: ErrorValue) -> _Record:
+    """``record`` failed for good with ``failure`` because its result cannot be kept: no
+    output, and its last attempt fails with ``failure`` too. The event it took stays named."""
+    attempts = list(record["attempts"] or [])
+    if attempts:
+        attempts[-1] = {**attempts[-1], "success": False, "error": failure}
+    refused = record.copy()
+    refused["status"] = "errored"
+    refused["output"] = None
+    refused["error"] = failure
+    refused["wake_at"] = None
+    refused["attempts"] = attempts
+    return refused
+
+
+def _record(
+    key: _Key,
+    type_: StepType,
+    status: StepStatus,
+    *,
+    output: JSONValue = None,
+    error: ErrorValue | None = None,
+    attempts: list[AttemptRecord] | None = None,
+    wake_at: float | None = None,
+    event_pk: int | None = None,
+) -> StepRecord:
+    # The keys in this order, always: records are compared and stored as JSON text.
+    return {
+        "name": key[0],
+        "count": key[1],
+        "type": type_,
+        "status": status,
+        "output": output,
+        "error": error,
+        "attempts": [] if attempts is None else attempts,
+        "wake_at": wake_at,
+        "event_pk": event_pk,
+    }
+
+
+def as_json(record: StepRecord) -> JSONObject:
+    """``record`` as the JSON object it is (every value of a record is JSON)."""
+    return cast("JSONObject", record)
+
+
+# -- error values ------------------------------------------------------------------------------
+
+
+def error(name: str, message: str) -> ErrorValue:
     """An error value; characters that cannot be stored (U+0000, surrogates) become U+FFFD."""
     return {
         "name": clean_text(name[:MAX_ERROR_NAME_CHARS]),
@@ -41,7 +211,7 @@ def error(name: str, message: str) -> dict[str, str]:
     }
 
 
-def error_of(exc: BaseException) -> dict[str, str]:
+def error_of(exc: BaseException) -> ErrorValue:
     """``{"name", "message"}`` of an exception raised by tenant code."""
     return error(type(exc).__name__, message_of(exc))
 
@@ -54,7 +224,7 @@ def message_of(exc: BaseException) -> str:
         return "<exception message could not be rendered>"
 
 
-def encode_json(value: Any, what: str, max_bytes: int) -> tuple[Any, dict[str, str] | None]:
+def encode_json(value: object, what: str, max_bytes: int) -> tuple[JSONValue, ErrorValue | None]:
     """Return ``(value as JSON would give it back, None)`` or ``(None, error)``.
 
     The round trip makes a first run return exactly what a replay will (tuples become lists).
@@ -70,14 +240,14 @@ def encode_json(value: Any, what: str, max_bytes: int) -> tuple[Any, dict[str, s
         message = f"{what} is {size} bytes, over the limit of {max_bytes} (max_step_result_bytes)"
         return None, error("LimitExceeded", message)
     try:
-        value = json.loads(text)
+        loaded: JSONValue = json.loads(text)
     except (ValueError, RecursionError) as exc:
         return None, error("TypeError", f"{what} is not valid JSON text: {message_of(exc)}")
-    failure = storable_error(value, what)
-    return (None, failure) if failure is not None else (value, None)
+    failure = storable_error(loaded, what)
+    return (None, failure) if failure is not None else (loaded, None)
 
 
-def storable_error(value: Any, what: str) -> dict[str, str] | None:
+def storable_error(value: object, what: str) -> ErrorValue | None:
     """The error ``ValueNotStorable`` saying where in ``value`` and why the platform cannot
     store it (see ``treadle.runtime._values``); None if it can."""
     found = unstorable(value)

@@ -1,22 +1,56 @@
-"""Step retry and timeout configuration: defaults, validation, and the backoff schedule.
+"""Step retry and timeout policies: their types, their defaults, validation, the backoff schedule.
 
-Shared by the sandbox's step runtime and the local test harness (``treadle.testing``).
+The one home of a step's options: what tenant code may pass (:class:`RetryOptions`), what they
+resolve to (:class:`RetryPolicy`, :class:`StepConfig`) and the defaults. Shared by the sandbox's
+step runtime, the sandbox driver (which checks what a worker announces against them) and the
+local test harness (``treadle.testing``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Final, Literal, TypedDict
 
-from treadle.runtime._durations import MAX_DURATION_SECONDS, parse_duration
+from treadle.runtime._durations import MAX_DURATION_SECONDS, Duration, parse_duration
 
-DEFAULT_RETRIES: dict[str, Any] = {"limit": 5, "delay": "10 seconds", "backoff": "exponential"}
-DEFAULT_TIMEOUT = "10 minutes"
+Backoff = Literal["constant", "linear", "exponential"]
+
+
+class RetryOptions(TypedDict, total=False):
+    """A step's ``retries`` option as tenant code writes it; what it leaves out is defaulted."""
+
+    limit: int
+    delay: Duration
+    backoff: Backoff
+
+
+class RetryPolicy(TypedDict):
+    """A resolved ``retries`` option: ``limit`` retries after the first attempt, ``delay`` in
+    seconds before the first retry, grown by ``backoff``."""
+
+    limit: int
+    delay: float
+    backoff: Backoff
+
+
+class StepConfig(TypedDict):
+    """A step's resolved options: its retry policy and its per-attempt timeout in seconds."""
+
+    retries: RetryPolicy
+    timeout: float
+
+
+DEFAULT_RETRIES: Final[RetryOptions] = {
+    "limit": 5,
+    "delay": "10 seconds",
+    "backoff": "exponential",
+}
+DEFAULT_TIMEOUT: Final = "10 minutes"
 MAX_RETRIES = 10000
-BACKOFFS = ("constant", "linear", "exponential")
+BACKOFFS: tuple[Backoff, ...] = ("constant", "linear", "exponential")
 _ROLLBACK_OPTIONS = ("retries", "timeout")
 
 
-def resolve_retries(config: Any) -> dict[str, Any]:
+def resolve_retries(config: object) -> RetryPolicy:
     """Validate a step's ``retries`` option; return it with defaults filled in, delay in seconds.
 
     Raises :class:`ValueError` (or ``InvalidDuration`` for the delay) with a message that says
@@ -44,7 +78,7 @@ def resolve_retries(config: Any) -> dict[str, Any]:
     return {"limit": limit, "delay": delay, "backoff": backoff}
 
 
-def resolve_timeout(timeout: Any) -> float:
+def resolve_timeout(timeout: Duration | None) -> float:
     """A step's per-attempt ``timeout`` option in seconds (default 10 minutes)."""
     seconds = parse_duration(DEFAULT_TIMEOUT if timeout is None else timeout, what="timeout")
     if seconds <= 0:
@@ -52,19 +86,21 @@ def resolve_timeout(timeout: Any) -> float:
     return seconds
 
 
-def resolve_rollback_config(options: Any) -> dict[str, Any]:
+def resolve_step_config(retries: object, timeout: Duration | None) -> StepConfig:
+    """A step's ``retries`` and ``timeout`` options resolved (see :func:`resolve_retries`)."""
+    return {"retries": resolve_retries(retries), "timeout": resolve_timeout(timeout)}
+
+
+def resolve_rollback_config(options: object) -> StepConfig:
     """A ``rollback_config`` option resolved like a step's: retries and a per-attempt timeout."""
     if options is None:
         options = {}
     if not isinstance(options, dict) or any(k not in _ROLLBACK_OPTIONS for k in options):
         raise ValueError("rollback_config must be a dict with 'retries' and/or 'timeout'")
-    return {
-        "retries": resolve_retries(options.get("retries")),
-        "timeout": resolve_timeout(options.get("timeout")),
-    }
+    return resolve_step_config(options.get("retries"), options.get("timeout"))
 
 
-def retry_delay(retries: dict[str, Any], retry: int) -> float:
+def retry_delay(retries: RetryOptions | RetryPolicy, retry: int) -> float:
     """Seconds to wait before retry number ``retry`` (1-based), capped at the longest sleep."""
     delay = float(parse_duration(retries["delay"], what="retries: delay"))
     backoff = retries.get("backoff", "exponential")
@@ -78,7 +114,7 @@ def retry_delay(retries: dict[str, Any], retry: int) -> float:
     return min(seconds, float(MAX_DURATION_SECONDS))
 
 
-def next_retry(retries: dict[str, Any], attempt: int, now: float) -> float | None:
+def next_retry(retries: RetryOptions | RetryPolicy, attempt: int, now: float) -> float | None:
     """When to retry after failed attempt number ``attempt`` (1-based); None when exhausted.
 
     ``limit`` counts retries after the first attempt, so ``limit=2`` allows attempts 1, 2, 3.

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from treadle.runtime._context import Attempt, Key, RollbackContext, accepts_arguments
-from treadle.runtime._journal import ROLLBACK_PREFIX, Replay, StepCall
+from treadle.runtime._journal import ROLLBACK_PREFIX, StepCall
+from treadle.runtime._messages import RollbackOutcome
+from treadle.runtime._records import ErrorValue
+from treadle.runtime._retries import StepConfig
+from treadle.runtime._runtime import Runtime
+from treadle.runtime._values import JSONValue
 from treadle.runtime.errors import StepError
 
 
@@ -27,28 +32,32 @@ class Entry:
     order: int
     key: Key
     handler: Callable[..., Any]
-    config: dict[str, Any]
+    config: StepConfig
 
 
 class Saga:
     """The rollback handlers registered in one replay."""
 
-    def __init__(self, replay: Replay) -> None:
+    def __init__(self, replay: Runtime) -> None:
         self._replay = replay
         self._entries: list[Entry] = []
 
     @classmethod
-    def of(cls, replay: Replay) -> Saga:
+    def of(cls, replay: Runtime) -> Saga:
         """The replay's saga, attached on first use (most workflows never register one)."""
         if not isinstance(replay.saga, Saga):
             replay.saga = cls(replay)
         return replay.saga
 
-    def register(self, key: Key, handler: Callable[..., Any], config: dict[str, Any]) -> None:
+    def __len__(self) -> int:
+        """How many handlers are registered."""
+        return len(self._entries)
+
+    def register(self, key: Key, handler: Callable[..., Any], config: StepConfig) -> None:
         """Step ``key`` is complete: ``handler`` undoes it if the instance fails."""
-        record = self._replay.record(key) or {}
-        attempts = record.get("attempts") or [{}]
-        ended_at = float(attempts[-1].get("ended_at") or 0.0)
+        record = self._replay.record(key)
+        attempts = record["attempts"] if record else []
+        ended_at = float((attempts[-1]["ended_at"] if attempts else None) or 0.0)
         self._entries.append(Entry(ended_at, len(self._entries), key, handler, config))
 
     def ordered(self) -> list[Entry]:
@@ -60,12 +69,13 @@ class Saga:
         name, count = entry.key
         return self._replay.open_rollback((ROLLBACK_PREFIX + name, count), entry.config)
 
-    def output_of(self, entry: Entry) -> Any:
+    def output_of(self, entry: Entry) -> JSONValue:
         """What the undone step returned, as recorded (a copy: the handler may change it)."""
-        record = self._replay.record(entry.key) or {}
-        return json.loads(json.dumps(record.get("output")))
+        record = self._replay.record(entry.key)
+        output: JSONValue = json.loads(json.dumps(record["output"] if record else None))
+        return output
 
-    def unwind(self, failure: dict[str, str]) -> dict[str, Any] | None:
+    def unwind(self, failure: ErrorValue) -> RollbackOutcome | None:
         """Run the handlers, latest completion first; ``{"outcome", "error"}``, or None if
         there are none. A retry that is not due yet suspends (raises ``Suspend``)."""
         if not self._entries:
@@ -75,11 +85,11 @@ class Saga:
             try:
                 self._replay.run_call(call, self._body(entry, failure))
             except StepError:
-                assert call.record is not None
-                return {"outcome": "failed", "error": dict(call.record["error"])}
+                assert call.record is not None and call.record["error"] is not None
+                return {"outcome": "failed", "error": call.record["error"].copy()}
         return {"outcome": "complete", "error": None}
 
-    def _body(self, entry: Entry, failure: dict[str, str]) -> Callable[[Attempt], Any]:
+    def _body(self, entry: Entry, failure: ErrorValue) -> Callable[[Attempt], Any]:
         output = self.output_of(entry)
         wants_ctx = accepts_arguments(entry.handler)
 

@@ -1,32 +1,43 @@
 """What tenant Python code holds: ``step``, the event and step handles (``self.env`` and
 ``ctx`` live in ``_env`` and ``_context``).
 
-Thin wrappers over :class:`~treadle.runtime._journal.Replay`; fan-out and fan-in are in ``_fanout``,
-rollbacks in ``_saga``. Everything internal is underscore-named, which restricted code cannot
-reach, and every ``repr`` is fixed text so that ``f"{step!r}"`` shows nothing of the host.
+Thin wrappers over a :class:`~treadle.runtime._runtime.Runtime` (the in-process
+:class:`~treadle.runtime._journal.Replay`, or the Wasm guest's runtime over host calls); fan-out
+and fan-in are in ``_fanout``, rollbacks in ``_saga``. Everything internal is underscore-named,
+which restricted code cannot reach, and every ``repr`` is fixed text so that ``f"{step!r}"``
+shows nothing of the host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 from treadle.runtime._context import Context, Event, Key, StepInfo, function_name, invoker
+from treadle.runtime._durations import Duration
 from treadle.runtime._env import Env
 from treadle.runtime._fanout import Node, resolve
-from treadle.runtime._journal import Replay
-from treadle.runtime._retries import resolve_rollback_config
+from treadle.runtime._retries import RetryOptions, StepConfig, resolve_rollback_config
+from treadle.runtime._runtime import Runtime
 from treadle.runtime._saga import Saga
 
-__all__ = ["Context", "Env", "Event", "Step", "StepHandle", "StepInfo"]
+__all__ = ["Context", "Env", "Event", "RollbackOptions", "Step", "StepHandle", "StepInfo"]
+
+
+class RollbackOptions(TypedDict, total=False):
+    """``rollback_config`` as tenant code writes it: the rollback handler's own retries and
+    per-attempt timeout (the defaults of a step otherwise)."""
+
+    retries: RetryOptions
+    timeout: Duration
 
 
 class Step:
-    """The ``step`` argument of ``run(self, event, step)`` (DESIGN §2)."""
+    """The ``step`` argument of ``run(self, event, step)`` (see ``docs/workflows.md``)."""
 
     __slots__ = ("_replay",)
 
-    def __init__(self, replay: Replay) -> None:
+    def __init__(self, replay: Runtime) -> None:
         self._replay = replay
 
     def __repr__(self) -> str:
@@ -37,12 +48,12 @@ class Step:
         name: str,
         fn: Callable[..., Any] | None = None,
         *,
-        retries: dict[str, Any] | None = None,
+        retries: RetryOptions | None = None,
         timeout: Any = None,
         concurrent: bool = False,
         depends: Iterable[StepHandle] = (),
         rollback: Callable[..., Any] | None = None,
-        rollback_config: dict[str, Any] | None = None,
+        rollback_config: RollbackOptions | None = None,
     ) -> Any:
         """Run ``fn`` once, durably; without ``fn``, a decorator that returns a step handle.
 
@@ -104,11 +115,11 @@ class _Options:
         self.depends = depends
         self.concurrent = concurrent
         self.rollback = rollback
-        self.rollback_config = (
+        self.rollback_config: StepConfig | None = (
             None if rollback is None else resolve_rollback_config(rollback_options)
         )
 
-    def node(self, replay: Replay, fn: Callable[..., Any]) -> Node:
+    def node(self, replay: Runtime, fn: Callable[..., Any]) -> Node:
         on_complete: Callable[[Key], None] | None = None
         if self.rollback is not None and self.rollback_config is not None:
             handler, config = self.rollback, self.rollback_config
@@ -130,7 +141,7 @@ class _Options:
 class _Decorator:
     __slots__ = ("_options", "_replay")
 
-    def __init__(self, replay: Replay, options: _Options) -> None:
+    def __init__(self, replay: Runtime, options: _Options) -> None:
         self._replay = replay
         self._options = options
 
@@ -149,7 +160,7 @@ class StepHandle:
 
     __slots__ = ("_node", "_replay")
 
-    def __init__(self, replay: Replay, node: Node) -> None:
+    def __init__(self, replay: Runtime, node: Node) -> None:
         self._replay = replay
         self._node = node
 

@@ -175,3 +175,8 @@ def _digits(value: int) -> str:
     except ValueError:  # more digits than Python converts
         return "of more than 4300 digits"
     return f"{'-' if value < 0 else ''}{digits[:12]}… ({len(digits)} digits)"
+
+
+# Genuinely free-form tenant JSON (params, event payloads, step outputs): what JSON text holds.
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
+JSONObject: TypeAlias = "dict[str, JSONValue]"

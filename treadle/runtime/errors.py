@@ -7,7 +7,7 @@ dispatcher; nothing here knows about HTTP.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 
 class TreadleError(Exception):
@@ -117,12 +117,20 @@ class TooLarge(TreadleError):
     code: str = "request.too_large"
 
 
+class Problem(TypedDict):
+    """One problem of invalid code, at a 1-based line and column."""
+
+    line: int
+    column: int
+    message: str
+
+
 class CodeInvalid(TreadleError):
     """The workflow code is not valid."""
 
     code: str = "code.invalid"
 
-    def __init__(self, message: str | None = None, *, problems: list[dict[str, Any]]) -> None:
+    def __init__(self, message: str | None = None, *, problems: list[Problem]) -> None:
         super().__init__(message, problems=problems)
         self.problems = problems
 

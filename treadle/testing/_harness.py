@@ -22,18 +22,24 @@ import copy
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from treadle.runtime import (
     CHILD_EVENT_PREFIX,
+    DEFAULT_LIMITS,
     Abort,
     Attempt,
     Env,
+    ErrorValue,
     Event,
+    EventRecord,
+    JSONObject,
+    JSONValue,
     Replay,
     Step,
+    StepRecord,
     Suspend,
     WorkflowEntrypoint,
     check_event_type,
@@ -44,15 +50,18 @@ from treadle.runtime import (
     parse_duration,
     parse_instant,
 )
+from treadle.runtime._messages import Outcome, ReplayInput, Suspended
 from treadle.testing._host import (
     Answers,
     FetchMock,
+    FetchRequest,
+    FetchResponse,
     HarnessError,
     ReplayMismatch,
     TestChannel,
     is_exception,
 )
-from treadle.testing._result import LogLine, RunResult, StepResult
+from treadle.testing._result import ChildStart, LogLine, RunResult, StepResult
 
 _UNSET: Any = object()
 _MISSING_EVENTS = ("timeout", "error")
@@ -64,9 +73,24 @@ Mock = tuple[int | None, Callable[..., Any] | Answers]  # (occurrence or all, th
 class Limits:
     """The policy limits a run in the harness enforces (the platform's defaults)."""
 
-    memory_mb: int = 256
-    max_step_result_bytes: int = 1048576
-    max_steps_per_instance: int = 10000
+    memory_mb: int = DEFAULT_LIMITS.memory_mb
+    max_step_result_bytes: int = DEFAULT_LIMITS.max_step_result_bytes
+    max_steps_per_instance: int = DEFAULT_LIMITS.max_steps_per_instance
+
+
+class _ChildEnd(TypedDict):
+    """How a child instance ended: the payload of the event its parent gets."""
+
+    status: str
+    output: JSONValue
+    error: ErrorValue | None
+
+
+class _MockedWorkflow(TypedDict):
+    """A ``mock_workflow``: how its children end, ``after`` seconds from their creation."""
+
+    payload: _ChildEnd
+    after: float
 
 
 @dataclass
@@ -76,37 +100,36 @@ class Timeline:
     instance_id: str
     workflow: str
     created_at: float
-    params: Any
+    params: JSONValue
     now: float
-    journal: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)  # arrived, not yet taken
+    journal: dict[tuple[str, int], StepRecord] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)  # arrived, not yet taken
     logs: list[LogLine] = field(default_factory=list)
     sleeps: list[tuple[str, float]] = field(default_factory=list)
     delays: dict[tuple[str, int], list[float]] = field(default_factory=dict)
 
-    def request(self) -> dict[str, Any]:
+    def request(self) -> ReplayInput:
         """The replay request of the next execution (a copy: tenant code may change it)."""
-        return copy.deepcopy(
-            {
-                "instance_id": self.instance_id,
-                "workflow": self.workflow,
-                "created_at": self.created_at,
-                "params": self.params,
-                "journal": list(self.journal.values()),
-                "events": self.events,
-                "now": self.now,
-            }
-        )
+        request: ReplayInput = {
+            "instance_id": self.instance_id,
+            "workflow": self.workflow,
+            "created_at": self.created_at,
+            "params": self.params,
+            "journal": list(self.journal.values()),
+            "events": self.events,
+            "now": self.now,
+        }
+        return copy.deepcopy(request)
 
-    def apply(self, records: list[dict[str, Any]]) -> None:
+    def apply(self, records: list[StepRecord]) -> None:
         """Keep what one execution recorded, as the engine commits it."""
         for record in records:
             key = (record["name"], record["count"])
             if key not in self.journal and record["type"] == "sleep":
-                self.sleeps.append((key[0], max(0.0, float(record["wake_at"]) - self.now)))
+                self.sleeps.append((key[0], max(0.0, _known(record["wake_at"]) - self.now)))
             if record["type"] in ("do", "rollback") and record["status"] == "waiting":
-                ended = record["attempts"][-1]["ended_at"]
-                self.delays.setdefault(key, []).append(float(record["wake_at"]) - ended)
+                ended = _known(record["attempts"][-1]["ended_at"])
+                self.delays.setdefault(key, []).append(_known(record["wake_at"]) - ended)
             self.journal[key] = record
             if record["status"] == "complete" and record.get("event_pk") is not None:
                 self.events = [e for e in self.events if e["pk"] != record["event_pk"]]
@@ -126,7 +149,7 @@ class WorkflowTest:
         self,
         workflow: type[WorkflowEntrypoint],
         *,
-        vars: dict[str, Any] | None = None,
+        vars: Mapping[str, JSONValue] | None = None,
         instance_id: str = "test-instance",
         name: str | None = None,
         start: Any = None,
@@ -140,7 +163,7 @@ class WorkflowTest:
         if missing_events not in _MISSING_EVENTS:
             raise ValueError("missing_events must be 'timeout' or 'error'")
         self.workflow = workflow
-        self.vars = dict(vars or {})
+        self.vars: JSONObject = dict(vars or {})
         self.instance_id = instance_id
         self.name = name or workflow.__name__
         check_workflow_name(self.name)
@@ -151,13 +174,13 @@ class WorkflowTest:
         self.limits = limits or Limits()
         self._step_mocks: dict[str, list[Mock]] = {}
         self._fetch_mocks: list[FetchMock] = []
-        self._workflows: dict[str, WorkflowTest | dict[str, Any]] = {}
+        self._workflows: dict[str, WorkflowTest | _MockedWorkflow] = {}
         self._arrivals: list[tuple[float, int, str, Any]] = []  # (when, order, type, payload)
         self._order = itertools.count()
         self._timeline: Timeline | None = None
         self._channel: TestChannel | None = None
-        self._fetches: list[dict[str, Any]] = []
-        self._children: list[dict[str, Any]] = []
+        self._fetches: list[FetchRequest] = []
+        self._children: list[ChildStart] = []
 
     @classmethod
     def from_source(
@@ -165,7 +188,7 @@ class WorkflowTest:
     ) -> WorkflowTest:
         """A test of the workflow in ``source``, the module text you upload: its one
         ``WorkflowEntrypoint`` subclass, or ``class_name`` when it defines several."""
-        namespace: dict[str, Any] = {"__name__": _MODULE_NAME}
+        namespace: dict[str, object] = {"__name__": _MODULE_NAME}
         exec(compile(source, "<workflow>", "exec"), namespace)
         found = {
             name: value
@@ -233,7 +256,7 @@ class WorkflowTest:
         if json is not _UNSET:
             text = _dumps(json)
             headers = {"content-type": "application/json", **headers}
-        response = {"status": status, "headers": headers, "text": text}
+        response: FetchResponse = {"status": status, "headers": headers, "text": text}
         self._fetch_mocks.insert(0, FetchMock(url, method, response, side_effect))
 
     def register_workflow(
@@ -260,7 +283,7 @@ class WorkflowTest:
         name: str,
         *,
         output: Any = None,
-        error: dict[str, str] | None = None,
+        error: ErrorValue | None = None,
         status: str | None = None,
         after: Any = 0,
     ) -> None:
@@ -270,7 +293,7 @@ class WorkflowTest:
         status = status or ("errored" if error is not None else "complete")
         if status not in ("complete", "errored", "terminated"):
             raise ValueError("status must be 'complete', 'errored' or 'terminated'")
-        payload = {"status": status, "output": output, "error": error}
+        payload: _ChildEnd = {"status": status, "output": output, "error": error}
         self._workflows[name] = {"payload": payload, "after": parse_duration(after, what="after")}
 
     def send_event(self, type: str, payload: Any = None, *, after: Any = 0) -> None:
@@ -310,7 +333,7 @@ class WorkflowTest:
             self._timeline, self._arrivals = None, []
         return self._result(timeline, outcome, replays)
 
-    def _settle(self, timeline: Timeline) -> tuple[dict[str, Any], int]:
+    def _settle(self, timeline: Timeline) -> tuple[Outcome, int]:
         for replays in range(1, self.max_replays + 1):
             self._deliver(timeline)
             outcome = self._execute(timeline)
@@ -319,7 +342,7 @@ class WorkflowTest:
             timeline.now = max(timeline.now, self._wake_time(timeline, outcome))
         raise HarnessError(f"the run did not end within {self.max_replays} executions of run()")
 
-    def _execute(self, timeline: Timeline, *, checking: bool = False) -> dict[str, Any]:
+    def _execute(self, timeline: Timeline, *, checking: bool = False) -> Outcome:
         """Execute ``run()`` once, as one replay of the engine; its outcome."""
         channel = self._channel = TestChannel(self, timeline.now, checking=checking)
         request = timeline.request()
@@ -343,10 +366,10 @@ class WorkflowTest:
             timeline.logs += [LogLine(line["step"], line["message"]) for line in lines]
         return outcome
 
-    def _wake_time(self, timeline: Timeline, outcome: dict[str, Any]) -> float:
-        wake_at, event_type = outcome["wake_at"], outcome["event_type"]
+    def _wake_time(self, timeline: Timeline, outcome: Suspended) -> float:
+        wake_at, event_type = _known(outcome["wake_at"]), outcome["event_type"]
         if event_type is None:
-            return float(wake_at)
+            return wake_at
         coming = [at for at, _, t, _ in self._arrivals if t == event_type]
         if not coming and self.missing_events == "error":
             waiting = [
@@ -358,7 +381,7 @@ class WorkflowTest:
             )
         return float(min([wake_at, *coming]))
 
-    def _check_replay(self, timeline: Timeline, outcome: dict[str, Any]) -> None:
+    def _check_replay(self, timeline: Timeline, outcome: Outcome) -> None:
         checked = self._execute(copy.deepcopy(timeline), checking=True)
         keep = ("t", "output", "error")
         if {k: checked.get(k) for k in keep} != {k: outcome.get(k) for k in keep}:
@@ -369,19 +392,19 @@ class WorkflowTest:
                 "step bodies)"
             )
 
-    def _result(self, timeline: Timeline, outcome: dict[str, Any], replays: int) -> RunResult:
+    def _result(self, timeline: Timeline, outcome: Outcome, replays: int) -> RunResult:
         done = outcome["t"] == "done"
         return RunResult(
             status="complete" if done else "errored",
-            output=outcome.get("output"),
-            error=None if done else outcome["error"],
+            output=outcome["output"] if outcome["t"] == "done" else None,
+            error=outcome["error"] if outcome["t"] == "failed" else None,
             records=[
                 StepResult(copy.deepcopy(record), tuple(timeline.delays.get(key, ())))
                 for key, record in timeline.journal.items()
             ],
             logs=timeline.logs,
             sleeps=timeline.sleeps,
-            rollback=outcome.get("rollback"),
+            rollback=outcome.get("rollback") if outcome["t"] == "failed" else None,
             fetches=self._fetches,
             children=self._children,
             replays=replays,
@@ -393,13 +416,13 @@ class WorkflowTest:
         due = sorted(a for a in self._arrivals if a[0] <= timeline.now)
         self._arrivals = [a for a in self._arrivals if a[0] > timeline.now]
         for at, order, type, payload in due:
-            event = {"pk": order, "type": type, "payload": payload, "timestamp": at}
+            event: EventRecord = {"pk": order, "type": type, "payload": payload, "timestamp": at}
             timeline.events.append(event)
 
     # -- what the workflow asks of the platform (the Platform of _harness_host) -----------------
 
-    def _fetch(self, request: dict[str, Any]) -> dict[str, Any]:
-        self._fetches.append(dict(request))
+    def _fetch(self, request: FetchRequest) -> FetchResponse:
+        self._fetches.append(request.copy())
         for mock in self._fetch_mocks:
             if mock.matches(request):
                 return mock.answer(request)
@@ -409,9 +432,9 @@ class WorkflowTest:
             f"call mock_fetch({url!r}, ...) in the test"
         )
 
-    def _create(self, workflow: str, params: Any, id: str, now: float) -> None:
+    def _create(self, workflow: str, params: JSONValue, id: str, now: float) -> None:
         target = self._workflows.get(workflow)
-        child: dict[str, Any] = {"workflow": workflow, "id": id, "params": params}
+        child: ChildStart = {"workflow": workflow, "id": id, "params": params}
         self._children.append(child)
         if target is None:
             raise HarnessError(
@@ -472,6 +495,13 @@ def _mocked(name: str, fn: Any, mocks: list[Mock]) -> Any:
     return body
 
 
+def _known(moment: float | None) -> float:
+    """A time that is set where it is read: a sleep's or a waiting step's ``wake_at``, the end
+    of a failed attempt, the wake-up of a suspend."""
+    assert moment is not None
+    return float(moment)
+
+
 def _standing_still() -> float:
     """The replay's clock: time does not pass while code runs, only between executions."""
     return 0.0
@@ -481,7 +511,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value)
 
 
-def _describe(outcome: dict[str, Any]) -> str:
+def _describe(outcome: Outcome) -> str:
     if outcome["t"] == "done":
         return f"output {outcome.get('output')!r}"
     if outcome["t"] == "failed":

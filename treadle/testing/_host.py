@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, cast
 
 from treadle.runtime import (
     Attempt,
+    ErrorValue,
+    JSONObject,
+    JSONValue,
+    LogLine,
+    Message,
     NonRetryableError,
+    Reply,
     Response,
+    StepRecord,
     check_result,
     error_of,
     seconds_text,
@@ -48,12 +55,45 @@ class StepTimeout(Exception):
     """
 
 
+class FetchRequest(TypedDict):
+    """An ``env.fetch`` call's arguments, as the step runtime checked them."""
+
+    url: str
+    method: str
+    headers: dict[str, str]
+    body: str | None
+
+
+class FetchResponse(TypedDict):
+    """What an ``env.fetch`` call returns to the step body."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
+
+
+class _CreateRequest(TypedDict):
+    """An ``env.workflows.create`` call's arguments, as the step runtime checked them."""
+
+    workflow: str
+    params: JSONValue
+    id: str
+
+
+class _Answer(TypedDict):
+    """A host call's outcome: its ``result``, or its ``error`` and whether a retry may help."""
+
+    result: NotRequired[JSONObject]
+    error: NotRequired[ErrorValue]
+    retryable: NotRequired[bool]
+
+
 class Platform(Protocol):
     """What the channel asks to answer host calls: the ``WorkflowTest``."""
 
-    def _fetch(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def _fetch(self, request: FetchRequest) -> FetchResponse: ...
 
-    def _create(self, workflow: str, params: Any, id: str, now: float) -> None: ...
+    def _create(self, workflow: str, params: JSONValue, id: str, now: float) -> None: ...
 
 
 class TestChannel:
@@ -65,19 +105,18 @@ class TestChannel:
     __test__ = False  # not a pytest test class, whatever its name
 
     def __init__(self, platform: Platform, now: float, *, checking: bool = False) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.logs: list[dict[str, Any]] = []
+        self.records: list[StepRecord] = []
+        self.logs: list[LogLine] = []
         self.problem: HarnessError | None = None
         self._platform = platform
         self._now = now
         self._checking = checking
-        self._replies: dict[int, dict[str, Any]] = {}
+        self._replies: dict[int, Reply] = {}
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         self.logs += message.get("logs") or []
-        kind = message["t"]
-        if self._checking and kind in ("begin", "record", "suspend"):
-            name = message.get("name") or (message.get("record") or {}).get("name")
+        if self._checking and message["t"] in ("begin", "record", "suspend"):
+            name = _step_name(message)
             self.fail(
                 ReplayMismatch(
                     f"executing run() again from the recorded results reached step {name!r}, "
@@ -87,31 +126,35 @@ class TestChannel:
             )
             assert self.problem is not None
             raise self.problem
-        if kind == "record":
+        if message["t"] == "record":
             self.records.append(message["record"])
-        elif kind == "call":
-            self._replies[message["id"]] = self._answer(message["method"], message["args"])
+        elif message["t"] == "call":
+            answer = self._answer(message["method"], message["args"])
+            self._replies[message["id"]] = {"t": "reply", "id": message["id"], **answer}
 
     def wait_ack(self) -> None:
         """Records are kept at once: nothing to wait for."""
 
-    def wait_reply(self, call_id: int) -> dict[str, Any]:
+    def wait_reply(self, call_id: int) -> Reply:
         return self._replies.pop(call_id)
 
     def fail(self, problem: HarnessError) -> None:
         self.problem = self.problem or problem
 
-    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, method: str, args: JSONObject) -> _Answer:
         """A host call's reply, as the platform's parent process would send it."""
+        # The step runtime built ``args`` for ``method`` (``fetch_args``, ``create_args``).
+        result: JSONObject
         try:
             if method == "fetch":
-                result = check_result("fetch", self._platform._fetch(args))
+                result = check_result("fetch", self._platform._fetch(cast(FetchRequest, args)))
             else:
-                self._platform._create(args["workflow"], args["params"], args["id"], self._now)
-                result = {"id": args["id"]}
+                child = cast(_CreateRequest, args)
+                self._platform._create(child["workflow"], child["params"], child["id"], self._now)
+                result = {"id": child["id"]}
         except HarnessError as exc:
             self.fail(exc)
-            failure = {"name": "HarnessError", "message": str(exc)}
+            failure: ErrorValue = {"name": "HarnessError", "message": str(exc)}
             return {"error": failure, "retryable": False}
         except Exception as exc:  # a mock's side_effect: the call fails with its name
             return {"error": error_of(exc), "retryable": not isinstance(exc, NonRetryableError)}
@@ -122,26 +165,26 @@ class FetchMock:
     """The answer to requests for one URL (``mock_fetch``)."""
 
     def __init__(
-        self, url: str, method: str | None, response: dict[str, Any], side_effect: Any
+        self, url: str, method: str | None, response: FetchResponse, side_effect: Any
     ) -> None:
         self.url = url
         self.method = None if method is None else method.upper()
         self.response = response
         self.side_effect = side_effect  # None, an exception, or a function of the request
 
-    def matches(self, request: dict[str, Any]) -> bool:
+    def matches(self, request: FetchRequest) -> bool:
         if self.method is not None and self.method != request["method"]:
             return False
         if self.url.endswith("*"):
             return bool(request["url"].startswith(self.url[:-1]))
         return bool(request["url"] == self.url)
 
-    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, request: FetchRequest) -> FetchResponse:
         effect = self.side_effect
         if is_exception(effect):
             raise effect
         if effect is None:
-            return dict(self.response)
+            return self.response.copy()
         answer = effect(dict(request))
         if isinstance(answer, Response):
             return {"status": answer.status, "headers": answer.headers, "text": answer.text}
@@ -178,3 +221,11 @@ def is_exception(value: Any) -> bool:
     return isinstance(value, BaseException) or (
         isinstance(value, type) and issubclass(value, BaseException)
     )
+
+
+def _step_name(message: Message) -> object:
+    """The step a ``begin``, ``record`` or ``suspend`` message is about, as far as it says."""
+    named = message.get("name")
+    if named:
+        return named
+    return message["record"].get("name") if message["t"] == "record" else None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NotRequired, TypedDict
+
+from treadle.runtime import ErrorValue, JSONValue, RollbackOutcome, StepRecord
+from treadle.testing._host import FetchRequest
 
 
 class LogLine(NamedTuple):
@@ -18,7 +21,7 @@ class LogLine(NamedTuple):
 class StepResult:
     """One step as the instance API shows it (``record``), with the figures tests check."""
 
-    record: dict[str, Any]
+    record: StepRecord
     delays: tuple[float, ...] = ()  # the virtual seconds waited before each retry
 
     @property
@@ -42,10 +45,9 @@ class StepResult:
         return self.record["output"]
 
     @property
-    def error(self) -> dict[str, str] | None:
+    def error(self) -> ErrorValue | None:
         """``{"name", "message"}`` of a step that failed for good."""
-        failure: dict[str, str] | None = self.record["error"]
-        return failure
+        return self.record["error"]
 
     @property
     def attempts(self) -> int:
@@ -53,7 +55,7 @@ class StepResult:
         return len(self.record["attempts"])
 
     @property
-    def errors(self) -> list[dict[str, str]]:
+    def errors(self) -> list[ErrorValue | None]:
         """The errors of the failed attempts, in order."""
         return [a["error"] for a in self.record["attempts"] if not a["success"]]
 
@@ -89,17 +91,27 @@ class RunResult:
     """The end of a run: ``status`` is ``"complete"`` or ``"errored"``, as on the platform."""
 
     status: str
-    output: Any
-    error: dict[str, str] | None
+    output: JSONValue
+    error: ErrorValue | None
     records: list[StepResult]
     logs: list[LogLine]
     sleeps: list[tuple[str, float]]
-    rollback: dict[str, Any] | None = None
-    fetches: list[dict[str, Any]] = field(default_factory=list)
-    children: list[dict[str, Any]] = field(default_factory=list)
+    rollback: RollbackOutcome | None = None
+    fetches: list[FetchRequest] = field(default_factory=list)
+    children: list[ChildStart] = field(default_factory=list)
     replays: int = 0  # how many times run() executed, as the engine would have run it
     elapsed: float = 0.0  # virtual seconds from the start to the end
 
     @property
     def steps(self) -> Steps:
         return Steps(self.records)
+
+
+class ChildStart(TypedDict):
+    """A child instance the run started (``env.workflows.create``), and the result of its run
+    in the harness (a registered workflow; a mocked one has none)."""
+
+    workflow: str
+    id: str
+    params: JSONValue
+    result: NotRequired[RunResult]

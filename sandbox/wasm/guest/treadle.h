@@ -1,5 +1,5 @@
 /*
- * treadle.h - the core-module guest ABI of treadle (DESIGN §5), for C and C++.
+ * treadle.h - the core-module guest ABI of treadle (docs/wasm.md), for C and C++.
  *
  * A workflow is a WebAssembly core module (wasm32, no WASI) that imports these functions from
  * the module "treadle" and exports `memory`, `alloc` and `run`. Strings are UTF-8 (pointer,

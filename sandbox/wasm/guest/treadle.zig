@@ -1,4 +1,4 @@
-//! treadle.zig - the core-module guest ABI of treadle (DESIGN §5), for Zig.
+//! treadle.zig - the core-module guest ABI of treadle (docs/wasm.md), for Zig.
 //!
 //! A workflow is a WebAssembly core module (wasm32-freestanding: no WASI) that imports the
 //! functions below from the module "treadle" and exports `memory`, `alloc` and `run`. Values

@@ -70,7 +70,7 @@ CASES = [
     ),
     Case(
         "the Wasm guest's host bindings",
-        "from treadle import _guest\nreturn 1",
-        Rejected("from treadle import _guest"),
+        "from treadle_guest import _host\nreturn 1",
+        Rejected("from treadle_guest import _host"),
     ),
 ]

@@ -8,10 +8,10 @@ from __future__ import annotations
 from tests.sandbox.escapes import Case, Raises, Rejected, Returns, Suspends
 
 NO_FILE = Raises("FileNotFoundError")
-GUEST_ONLY = Rejected("from treadle import _guest")
+GUEST_ONLY = Rejected("from treadle_guest import _host")
 # The Wasm guest's raw host import, as tenant code can call it behind the runtime's back.
 RAW = """
-from treadle import _guest
+from treadle_guest import _host
 
 
 def raw(op, **args):
@@ -19,7 +19,7 @@ def raw(op, **args):
 
 
 def raw_text(op, text):
-    return _guest._host_call(op, text)
+    return _host.raw(op, text)
 """
 
 
@@ -93,9 +93,9 @@ CASES = [
     ),
     Case(
         "the guest's host call outside a step",
-        "from treadle import _guest\nreturn _guest._host_call('fetch', "
+        "from treadle_guest import _host\nreturn _host.raw('fetch', "
         '\'{"url": "http://127.0.0.1:8787/"}\')',
-        Rejected("from treadle import _guest"),
+        Rejected("from treadle_guest import _host"),
         wasm=Returns(
             '{"raise": {"kind": "NonRetryableError", "name": "NonRetryableError", '
             '"message": "env.fetch is only allowed inside a step body, so that its '
@@ -104,8 +104,8 @@ CASES = [
     ),
     Case(
         "an unknown host operation",
-        "from treadle import _guest\nreturn _guest._host_call('commit', '{}')",
-        Rejected("from treadle import _guest"),
+        "from treadle_guest import _host\nreturn _host.raw('commit', '{}')",
+        Rejected("from treadle_guest import _host"),
         wasm=Returns(
             '{"raise": {"kind": "NonRetryableError", "name": "NonRetryableError", '
             '"message": "unknown host operation \'commit\'"}}'

@@ -1,9 +1,9 @@
-"""treadle inside the Python-in-Wasm guest: the tenant API of DESIGN §2.
+"""treadle inside the Python-in-Wasm guest: the names tenant code imports (see
+``docs/workflows.md``).
 
-The build copies the SDK's ``treadle.runtime`` modules ``errors``, ``_durations`` and
-``_entrypoint`` into ``treadle/runtime/``, so tenant code raises and catches the very classes
-it would in the restricted sandbox.
-The step API (``treadle._guest``) is a thin client of the host's step runtime.
+The build bundles the SDK's whole ``treadle.runtime`` package next to this file, so tenant code
+runs the very step API, and raises and catches the very classes, it would in the restricted
+sandbox; ``treadle_guest`` connects that runtime to the host.
 """
 
 from treadle.runtime._durations import MAX_DURATION_SECONDS, parse_duration, parse_instant

@@ -1,0 +1,282 @@
+"""All SQL of claims and leases: which due instances a worker takes, and for how long.
+
+A claim shares the runners of a process fairly between the tenants with due work, none beyond
+its cap of instances holding a worker; it takes each instance with a lease (``due_at``) and a
+new epoch, which fences out whoever held it before (``engine._fencing``). The heartbeat
+extends the leases of the instances a process holds; an expired lease makes an instance due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine._rows import RUNNING, H, I, T, Write, workflow_event
+from storage import Database
+from treadle.runtime import JSONValue
+
+_PG_CLAIM_LOCK = 0x7472  # the advisory lock space of claims; the second key is the tenant
+_TENANT_CHUNK = 16  # tenants locked and counted per statement of a claim
+_MAX_TENANTS_PER_CLAIM = 64
+_b = sa.bindparam
+
+# Literally the predicate of the partial index ix_instances_running, so that PostgreSQL can use
+# it whatever the plan (it cannot match bound parameters against an index predicate).
+_HOLDING_A_WORKER = sa.text("instances.status IN ('running', 'waitingForPause')")
+
+_TAKE = (
+    sa.update(I)
+    .values(
+        # A pause request outlives the lease of the replay it was made during.
+        status=sa.case((I.c.status == "waitingForPause", "waitingForPause"), else_="running"),
+        lease_owner=_b("owner"),
+        due_at=_b("lease"),
+        epoch=I.c.epoch + 1,
+        started_at=sa.func.coalesce(I.c.started_at, _b("now")),
+    )
+    .returning(
+        I.c.pk,
+        I.c.tenant_id,
+        I.c.workflow,
+        I.c.id,
+        I.c.version,
+        I.c.params,
+        I.c.created_at,
+        I.c.epoch,
+        I.c.parent_pk,
+        I.c.rollback,
+    )
+)
+_TRY_LOCK = sa.text(
+    "SELECT t FROM unnest(CAST(:tenants AS integer[])) AS t WHERE pg_try_advisory_xact_lock(:k, t)"
+)
+_LEASE = (
+    sa.update(I)
+    .where(sa.tuple_(I.c.pk, I.c.epoch).in_(_b("pairs", expanding=True)))
+    .where(I.c.status.in_(RUNNING))
+    .values(due_at=_b("lease"))
+)
+# On PostgreSQL a heartbeat never waits: a row locked by a commit in flight gets its lease
+# extended by that commit.
+_UNLOCKED = (
+    sa.select(I.c.pk)
+    .where(I.c.pk.in_(_b("locked", expanding=True)))
+    .with_for_update(key_share=True, skip_locked=True)
+)
+_LEASE_SKIPPING_LOCKED = _LEASE.where(I.c.pk.in_(_UNLOCKED.scalar_subquery()))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    pk: int
+    tenant_id: int
+    workflow: str
+    id: str
+    version: str
+    params: JSONValue
+    created_at: float
+    epoch: int
+    parent_pk: int | None = None
+    mode: str = "run"  # "rollback": terminated with rollback requested
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim took, and when the next instance of a tenant below its cap is due (None:
+    nothing is; a tenant at its cap is due again when one of its replays ends)."""
+
+    claimed: list[Claimed]
+    next_due: float | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    shares: list[tuple[int, int]]  # (tenant id, how many to claim)
+    next_due: float | None
+
+
+class Claims:
+    """Claims, leases and their heartbeat."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pg = db.dialect == "postgresql"
+        self._lease = _LEASE_SKIPPING_LOCKED if self._pg else _LEASE
+        self._turn = 0  # the tenant served last: the next claim's round starts after it
+
+    def claim(
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        due: dict[int, float],
+        caps: dict[int, int],
+        room: dict[int, int] | None = None,
+    ) -> Write:
+        """Take up to ``limit`` due instances (queued, waiting and due, or with an expired
+        lease), shared fairly between the tenants with due work, none beyond its cap of
+        instances holding a worker; the write returns a :class:`Claim`.
+
+        ``due`` is :meth:`next_due_by_tenant` and ``caps`` the cap of each tenant due, both
+        read before the write (a policy lookup inside it could wait for the write itself);
+        ``room``, the most of each tenant's instances this process may take on now.
+        """
+
+        def write(conn: sa.Connection) -> Claim:
+            plan = self._plan(conn, now, limit, due, caps, room or {})
+            claimed: list[Claimed] = []
+            if plan.shares:
+                pks = sa.union_all(*(self._due(t, n, now) for t, n in plan.shares))
+                params = {"owner": owner, "lease": lease_until, "now": now}
+                rows = conn.execute(_TAKE.where(I.c.pk.in_(pks.scalar_subquery())), params)
+                claimed = [_claimed(row) for row in rows]
+            if claimed:
+                conn.execute(H.insert(), [workflow_event(c.pk, now, "running") for c in claimed])
+            return Claim(claimed, plan.next_due)
+
+        return write
+
+    def _plan(
+        self,
+        conn: sa.Connection,
+        now: float,
+        limit: int,
+        next_due: dict[int, float],
+        caps: dict[int, int],
+        room: dict[int, int],
+    ) -> _Plan:
+        """Which tenants to claim for, and how many each: round-robin over the tenants with due
+        work, starting after the one served last, each given an equal share of ``limit``
+        within the slots its cap leaves."""
+        due = sorted(t for t, at in next_due.items() if at <= now and t in caps)
+        turn = [t for t in due if t > self._turn] + [t for t in due if t <= self._turn]
+        shares: list[tuple[int, int]] = []
+        blocked: set[int] = set()
+        free = limit
+        for first in range(0, min(len(turn), _MAX_TENANTS_PER_CLAIM), _TENANT_CHUNK):
+            chunk = self._lockable(conn, turn[first : first + _TENANT_CHUNK])
+            running = self._running(conn, chunk, now)
+            slots = {t: min(caps[t] - running.get(t, 0), room.get(t, limit)) for t in chunk}
+            blocked.update(t for t, n in slots.items() if n <= 0)
+            free = self._share_out(slots, free, shares)
+            if free <= 0:
+                break
+        open_ = [at for t, at in next_due.items() if t not in blocked]
+        return _Plan(shares, min(open_) if open_ else None)
+
+    def _share_out(self, slots: dict[int, int], free: int, shares: list[tuple[int, int]]) -> int:
+        """Give the tenants with free slots, in turn, equal parts of ``free`` runners; return
+        how many runners are left."""
+        wanting = sum(1 for n in slots.values() if n > 0)
+        each = -(-free // max(1, wanting))
+        for tenant, open_slots in slots.items():
+            # Considered, served or at its cap: the next round starts after it, so tenants
+            # beyond the ones a claim can look at get their turn too.
+            self._turn = tenant
+            share = min(each, open_slots, free)
+            if share > 0:
+                shares.append((tenant, share))
+                free -= share
+            if free <= 0:
+                break
+        return free
+
+    def next_due_by_tenant(self) -> dict[int, float]:
+        """Each tenant's earliest due time: one index probe per tenant, however long its
+        queue."""
+        earliest = sa.select(sa.func.min(I.c.due_at)).where(
+            I.c.tenant_id == T.c.id, I.c.due_at.is_not(None)
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(T.c.id, earliest.scalar_subquery())).all()
+        return {int(tenant): float(due) for tenant, due in rows if due is not None}
+
+    def _lockable(self, conn: sa.Connection, tenants: list[int]) -> list[int]:
+        """The tenants this claim may serve. On PostgreSQL two workers claiming for one tenant
+        at once could both see a free slot: a claim takes a per-tenant advisory lock first,
+        and skips tenants whose lock another claim holds (as SKIP LOCKED skips rows)."""
+        if not self._pg or not tenants:
+            return tenants
+        locked = conn.execute(_TRY_LOCK, {"k": _PG_CLAIM_LOCK, "tenants": tenants})
+        held = {int(t) for (t,) in locked}
+        return [t for t in tenants if t in held]
+
+    def _running(self, conn: sa.Connection, tenants: list[int], now: float) -> dict[int, int]:
+        """Instances holding a worker, per tenant; an expired lease holds none."""
+        if not tenants:
+            return {}
+        rows = conn.execute(
+            sa.select(I.c.tenant_id, sa.func.count())
+            .where(I.c.tenant_id.in_(tenants), _HOLDING_A_WORKER, I.c.due_at > now)
+            .group_by(I.c.tenant_id)
+        )
+        return {int(t): int(n) for t, n in rows}
+
+    def _due(self, tenant_id: int, limit: int, now: float) -> sa.Select[Any]:
+        due = (
+            sa.select(I.c.pk)
+            .where(I.c.tenant_id == tenant_id, I.c.due_at <= now)
+            .order_by(I.c.due_at)
+            .limit(limit)
+        )
+        if self._pg:
+            due = due.with_for_update(skip_locked=True)
+        # A subquery of its own: compound members cannot carry LIMIT (SQLite) or FOR UPDATE.
+        return sa.select(due.subquery().c.pk)
+
+    def release(self, claimed: Claimed, retry_at: float) -> Write:
+        """Give an instance back after an infrastructure failure, to be tried again later."""
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.update(I)
+                .where(I.c.pk == claimed.pk, I.c.epoch == claimed.epoch)
+                .where(I.c.status.in_(RUNNING))
+                .values(due_at=retry_at, lease_owner=None)
+            )
+
+        return write
+
+    def recover_all(self, now: float) -> Write:
+        """Make every running instance due now (for a process that owns the database)."""
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(sa.update(I).where(I.c.status.in_(RUNNING)).values(due_at=now))
+
+        return write
+
+    def heartbeat(self, held: Iterable[Claimed], lease_until: float) -> None:
+        """Extend the leases of the instances this process holds, in a transaction of its own
+        (on PostgreSQL it skips rows that a commit in flight has locked: that commit extends
+        them itself)."""
+        pairs = [(c.pk, c.epoch) for c in held]
+        if pairs:
+            params = {"pairs": pairs, "lease": lease_until, "locked": sorted(p for p, _ in pairs)}
+            with self.db.begin() as conn:
+                conn.execute(self._lease, params)
+
+    def still_held(self, held: Iterable[Claimed]) -> set[int]:
+        """Which of ``held`` are still this replay's to run: same epoch, still running (or
+        waiting for a pause). The others were terminated, restarted or deleted meanwhile."""
+        pairs = [(c.pk, c.epoch) for c in held]
+        if not pairs:
+            return set()
+        query = (
+            sa.select(I.c.pk)
+            .where(sa.tuple_(I.c.pk, I.c.epoch).in_(pairs))
+            .where(I.c.status.in_(RUNNING))
+        )
+        with self.db.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+
+def _claimed(row: Any) -> Claimed:
+    pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, rollback = row
+    mode = "rollback" if (rollback or {}).get("requested") else "run"
+    return Claimed(
+        pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, mode
+    )

@@ -1,0 +1,192 @@
+"""All SQL that creates instances, sends them events and deletes a workflow's instances.
+
+Creates are admitted under the tenant's quota (``engine._quotas``) in the transaction that
+inserts them; everything stored is charged to the tenant's storage (``engine._usage``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine._quotas import Admission, Quota, QuotaStore, grow_queue_bound
+from engine._rows import (
+    E,
+    H,
+    I,
+    NewInstanceRow,
+    StoredInstanceRow,
+    Write,
+    instance_key,
+    lock_row,
+    not_found,
+    notify,
+    storage_full,
+    workflow_event,
+)
+from engine._usage import ROW_OVERHEAD, STORAGE_RETRY_AFTER, UsageLedger, charge, json_size
+from storage import BatchWrite, Database
+from treadle.errors import Conflict
+from treadle.runtime import JSONValue
+
+
+def _insert_instance(insert: Any) -> Any:
+    inserting = insert(I).on_conflict_do_nothing(
+        index_elements=[I.c.tenant_id, I.c.workflow, I.c.id]
+    )
+    return inserting.returning(I.c.pk, I.c.id)
+
+
+_INSERT_INSTANCE = {
+    "postgresql": _insert_instance(postgresql.insert),
+    "sqlite": _insert_instance(sqlite.insert),
+}
+
+
+@dataclass(frozen=True)
+class Created:
+    """The ids a create inserted (of those admitted; the others existed already), and the
+    admission: ``admission.admitted`` rows were tried, the rest refused by a quota."""
+
+    ids: set[str]
+    admission: Admission
+
+
+class InstanceWrites:
+    """Creates, events and deletions of instances."""
+
+    def __init__(self, db: Database, quotas: QuotaStore, usage: UsageLedger) -> None:
+        self.db = db
+        self.quotas = quotas
+        self.usage = usage
+        self.postgresql = db.dialect == "postgresql"
+        self.insert_instance = _INSERT_INSTANCE[db.dialect]
+
+    def create(
+        self, tenant_id: int, rows: list[NewInstanceRow], quota: Quota | None, now: float
+    ) -> CreateWrite:
+        """Insert those of the instance rows of one tenant that ``quota`` admits (all of them
+        without one); the write returns a :class:`Created`."""
+        return CreateWrite(self, tenant_id, rows, quota, now)
+
+    def send_event(
+        self,
+        tenant_id: int,
+        workflow: str,
+        instance_id: str,
+        type_: str,
+        payload: JSONValue,
+        now: float,
+        max_storage_bytes: int | None = None,
+    ) -> Write:
+        size = ROW_OVERHEAD + json_size(payload)
+
+        def write(conn: sa.Connection) -> None:
+            # The instance row is locked before the event is stored, as a suspending replay
+            # locks it before it looks for pending events (``RecordWrite``): whichever comes
+            # second sees the other, so exactly one of them makes the instance due.
+            query = sa.select(I.c.pk, I.c.status).where(
+                *instance_key(tenant_id, workflow, instance_id)
+            )
+            row = conn.execute(lock_row(query, self.postgresql)).first()
+            if row is None:
+                raise not_found(instance_id)
+            if row.status in ("complete", "errored", "terminated"):
+                raise Conflict(
+                    f"instance {instance_id!r} is {row.status}; it takes no more events",
+                    code="instance.finished",
+                )
+            if max_storage_bytes is not None:
+                used = self.usage.used(conn, [tenant_id])[tenant_id]
+                if used + size > max_storage_bytes:
+                    raise storage_full(max_storage_bytes)
+            conn.execute(
+                E.insert().values(instance_pk=row.pk, type=type_, payload=payload, created_at=now)
+            )
+            conn.execute(
+                sa.update(I).where(I.c.pk == row.pk).values(stored_bytes=I.c.stored_bytes + size)
+            )
+            charge(conn, {tenant_id: size})
+            conn.execute(
+                sa.update(I).where(I.c.pk == row.pk, I.c.status == "waiting").values(due_at=now)
+            )
+            notify(conn, self.postgresql)
+
+        return write
+
+    def delete_workflow(self, tenant_id: int, workflow: str) -> Write:
+        def write(conn: sa.Connection) -> None:
+            deleted = conn.execute(
+                sa.delete(I)
+                .where(I.c.tenant_id == tenant_id, I.c.workflow == workflow)
+                .returning(I.c.stored_bytes)
+            )
+            charge(conn, {tenant_id: -sum(int(n) for n in deleted.scalars())})
+
+        return write
+
+
+@dataclass(eq=False)
+class CreateWrite(BatchWrite):
+    """New instances of one tenant, admitted under its quota in the same transaction.
+
+    Creates that commit together lock their tenants' quota rows in tenant order, so two
+    batches with creates of the same tenants never wait for each other in a cycle.
+    """
+
+    store: InstanceWrites
+    tenant_id: int
+    rows: list[NewInstanceRow]
+    quota: Quota | None
+    now: float
+    lock_order = 1  # quota rows, after the instance rows step commits lock
+
+    @staticmethod
+    def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
+        order = sorted(range(len(writes)), key=lambda i: writes[i].tenant_id)
+        results: list[Any] = [None] * len(writes)
+        for index in order:
+            results[index] = writes[index].insert(conn)
+        if any(r.ids for r in results):
+            notify(conn, writes[0].store.postgresql)
+        return results
+
+    def insert(self, conn: sa.Connection) -> Created:
+        quotas = self.store.quotas
+        ticket = None
+        admission = Admission(len(self.rows))
+        sizes = [2 * ROW_OVERHEAD + json_size(row["params"]) for row in self.rows]
+        if self._storage_full(conn, sum(sizes)):
+            return Created(set(), Admission(0, "storage", STORAGE_RETRY_AFTER))
+        if self.quota is not None:
+            ticket = quotas.take(conn, self.tenant_id, len(self.rows), self.quota, self.now)
+            admission = ticket.admission
+        rows: list[StoredInstanceRow] = [
+            {**row, "stored_bytes": size}
+            for row, size in zip(self.rows[: admission.admitted], sizes, strict=False)
+        ]
+        inserted: dict[int, str] = {}
+        if rows:
+            inserted = {pk: id_ for pk, id_ in conn.execute(self.store.insert_instance, rows)}
+        if inserted:
+            events = [workflow_event(pk, self.now, "queued") for pk in inserted]
+            conn.execute(H.insert(), events)
+            stored = {row["id"]: row["stored_bytes"] for row in rows}
+            charge(conn, {self.tenant_id: sum(stored[id_] for id_ in inserted.values())})
+        if ticket is not None:
+            quotas.settle(conn, ticket, len(inserted))
+        else:
+            grow_queue_bound(conn, self.tenant_id, len(inserted))
+        return Created(set(inserted.values()), admission)
+
+    def _storage_full(self, conn: sa.Connection, adding: int) -> bool:
+        """Whether the creates would take the tenant past ``max_storage_mb`` (children, which
+        come under no quota, are never refused: their parent's commits are held to it)."""
+        limit = self.quota.max_storage_bytes if self.quota is not None else None
+        if limit is None:
+            return False
+        return self.store.usage.used(conn, [self.tenant_id])[self.tenant_id] + adding > limit

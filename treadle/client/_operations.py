@@ -1,0 +1,330 @@
+"""The HTTP API in one table: one row per operation.
+
+The server builds its routes and its OpenAPI document from these rows (``dispatcher.http``),
+and the clients their requests (:mod:`treadle.client._requests`). Adding an operation is a
+row here, a handler on the server, and a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from treadle.client._models import (
+    Accepted,
+    ApiKey,
+    AuditPage,
+    BatchResult,
+    Created,
+    Instance,
+    InstanceList,
+    KeyList,
+    LogPage,
+    Policy,
+    RotatedKey,
+    StepPage,
+    StoredCode,
+    Tenant,
+    TenantList,
+    Workflow,
+    WorkflowList,
+)
+
+Auth = Literal["tenant", "admin", "none"]
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+Query = Literal["list", "page", "audit", "audit_all", "stream"]
+MAX_BATCH = 100
+"""The most instances one batch creates."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of the API.
+
+    ``name`` is its ``operationId`` and the key of its handler on the server; ``answer`` the
+    model of a success's JSON (None: no JSON); ``body`` the name of the request body's schema
+    (the model that parses it lives beside its handler); ``errors`` the error statuses it
+    answers besides those of every route; ``query`` which query parameters it takes.
+    """
+
+    name: str
+    method: Method
+    path: str
+    summary: str
+    status: int
+    answer: type[BaseModel] | None
+    auth: Auth = "tenant"
+    body: str | None = None
+    optional_body: bool = False
+    errors: tuple[int, ...] = ()
+    query: Query | None = None
+    media: str = "application/json"
+
+    def url(self, **params: str) -> str:
+        """The path with its ``{parameters}`` filled in, each as one path segment."""
+        return self.path.format(**{name: segment(value) for name, value in params.items()})
+
+
+def segment(value: str) -> str:
+    """``value`` as one path segment: a ``/`` in an id must not change the route."""
+    return quote(value, safe="")
+
+
+_TENANT = "/v1/admin/tenants/{tenant}"
+_WORKFLOW = "/v1/workflows/{name}"
+_INSTANCES = _WORKFLOW + "/instances"
+_INSTANCE = _INSTANCES + "/{id}"
+
+# -- the admin API --------------------------------------------------------------------------------
+
+CREATE_TENANT = Operation(
+    "create_tenant",
+    "POST",
+    "/v1/admin/tenants",
+    "Create a tenant",
+    201,
+    Tenant,
+    auth="admin",
+    body="NewTenant",
+    errors=(409,),
+)
+LIST_TENANTS = Operation(
+    "list_tenants", "GET", "/v1/admin/tenants", "List tenants", 200, TenantList, auth="admin"
+)
+GET_TENANT = Operation(
+    "get_tenant", "GET", _TENANT, "Get a tenant", 200, Tenant, auth="admin", errors=(404,)
+)
+UPDATE_POLICY = Operation(
+    "update_policy",
+    "PATCH",
+    _TENANT + "/policy",
+    "Change some fields of a tenant's policy; returns the whole policy",
+    200,
+    Policy,
+    auth="admin",
+    body="Policy",
+    errors=(404,),
+)
+CREATE_KEY = Operation(
+    "create_key",
+    "POST",
+    _TENANT + "/keys",
+    "Create an API key (the key is shown only this once), maybe with a lifetime",
+    201,
+    ApiKey,
+    auth="admin",
+    body="KeyLifetime",
+    optional_body=True,
+    errors=(404,),
+)
+LIST_KEYS = Operation(
+    "list_keys",
+    "GET",
+    _TENANT + "/keys",
+    "List the tenant's API keys (never their secrets), with when each was last used",
+    200,
+    KeyList,
+    auth="admin",
+    errors=(404,),
+)
+DELETE_KEY = Operation(
+    "delete_key",
+    "DELETE",
+    _TENANT + "/keys/{key_id}",
+    "Delete an API key; it stops working at once",
+    204,
+    None,
+    auth="admin",
+    errors=(404,),
+)
+ROTATE_KEY = Operation(
+    "rotate_key",
+    "POST",
+    _TENANT + "/keys/{key_id}/rotate",
+    "Replace an API key: a new key now, the old one until the overlap ends",
+    201,
+    RotatedKey,
+    auth="admin",
+    body="Rotation",
+    optional_body=True,
+    errors=(404, 409),
+)
+TENANT_AUDIT = Operation(
+    "tenant_audit",
+    "GET",
+    _TENANT + "/audit",
+    "The audit log of one tenant, newest first",
+    200,
+    AuditPage,
+    auth="admin",
+    errors=(400, 404),
+    query="audit",
+)
+AUDIT = Operation(
+    "audit",
+    "GET",
+    "/v1/admin/audit",
+    "The audit log of admin actions, newest first",
+    200,
+    AuditPage,
+    auth="admin",
+    errors=(400,),
+    query="audit_all",
+)
+
+# -- workflows ------------------------------------------------------------------------------------
+
+LIST_WORKFLOWS = Operation(
+    "list_workflows", "GET", "/v1/workflows", "List workflows", 200, WorkflowList
+)
+DEPLOY = Operation(
+    "deploy",
+    "PUT",
+    _WORKFLOW,
+    "Upload workflow code and make it the current version",
+    201,
+    StoredCode,
+    body="Upload",
+    errors=(422, 429),
+)
+GET_WORKFLOW = Operation(
+    "get_workflow",
+    "GET",
+    _WORKFLOW,
+    "Get a workflow and its versions",
+    200,
+    Workflow,
+    errors=(404,),
+)
+DELETE_WORKFLOW = Operation(
+    "delete_workflow",
+    "DELETE",
+    _WORKFLOW,
+    "Delete a workflow, its code and its instances",
+    204,
+    None,
+    errors=(404,),
+)
+
+# -- instances ------------------------------------------------------------------------------------
+
+CREATE_INSTANCE = Operation(
+    "create_instance",
+    "POST",
+    _INSTANCES,
+    "Create an instance of the workflow's current version",
+    201,
+    Created,
+    body="NewInstanceBody",
+    optional_body=True,
+    errors=(404, 409, 429),
+)
+LIST_INSTANCES = Operation(
+    "list_instances",
+    "GET",
+    _INSTANCES,
+    "List instances, newest first",
+    200,
+    InstanceList,
+    errors=(400, 404),
+    query="list",
+)
+CREATE_BATCH = Operation(
+    "create_batch",
+    "POST",
+    _INSTANCES + "/batch",
+    f"Create up to {MAX_BATCH} instances; errors are reported per item",
+    200,
+    BatchResult,
+    body="BatchBody",
+    errors=(404, 429),
+)
+GET_INSTANCE = Operation(
+    "get_instance", "GET", _INSTANCE, "Get an instance", 200, Instance, errors=(404,)
+)
+SEND_EVENT = Operation(
+    "send_event",
+    "POST",
+    _INSTANCE + "/events/{type}",
+    "Send an event to an instance",
+    202,
+    Accepted,
+    body="JsonValue",
+    optional_body=True,
+    errors=(404, 409, 429),
+)
+GET_LOGS = Operation(
+    "get_logs",
+    "GET",
+    _INSTANCE + "/logs",
+    "Get a page of an instance's log, oldest first",
+    200,
+    LogPage,
+    errors=(404,),
+    query="page",
+)
+GET_STEPS = Operation(
+    "get_steps",
+    "GET",
+    _INSTANCE + "/steps",
+    "Get a page of an instance's steps, in order",
+    200,
+    StepPage,
+    errors=(404,),
+    query="page",
+)
+CHANGE_STATUS = Operation(
+    "change_status",
+    "PATCH",
+    _INSTANCE + "/status",
+    "Pause, resume, terminate or restart an instance",
+    200,
+    Instance,
+    body="StatusBody",
+    errors=(404, 409),
+)
+DELETE_INSTANCE = Operation(
+    "delete_instance", "DELETE", _INSTANCE, "Delete an instance", 204, None, errors=(404,)
+)
+STREAM = Operation(
+    "stream",
+    "GET",
+    _INSTANCE + "/stream",
+    "Stream the instance's history, then live events (Server-Sent Events)",
+    200,
+    None,
+    errors=(400, 404, 429),
+    query="stream",
+    media="text/event-stream",
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    CREATE_TENANT,
+    LIST_TENANTS,
+    GET_TENANT,
+    UPDATE_POLICY,
+    CREATE_KEY,
+    LIST_KEYS,
+    DELETE_KEY,
+    ROTATE_KEY,
+    TENANT_AUDIT,
+    AUDIT,
+    LIST_WORKFLOWS,
+    DEPLOY,
+    GET_WORKFLOW,
+    DELETE_WORKFLOW,
+    CREATE_INSTANCE,
+    LIST_INSTANCES,
+    CREATE_BATCH,
+    GET_INSTANCE,
+    SEND_EVENT,
+    GET_LOGS,
+    GET_STEPS,
+    CHANGE_STATUS,
+    DELETE_INSTANCE,
+    STREAM,
+)
+"""Every operation of the API, in the order the server matches them."""
