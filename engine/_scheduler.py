@@ -27,7 +27,7 @@ from engine._presence import Presence
 from engine._reads import Journal
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, Stopping, request_for
 from engine._store import EngineStore
-from storage import Clock, GroupCommitter, unreachable
+from storage import Clock, GroupCommitter, reason, transient, unreachable
 from treadle.errors import NotFound
 
 _log = logging.getLogger("treadle.engine")
@@ -233,7 +233,7 @@ class Scheduler:
                 _log.info("instance %s given back: the process is stopping", claimed.id)
                 self._release(claimed, at_once=True)
             except Exception as exc:
-                if unreachable(exc):
+                if transient(exc):
                     self._outage.failed(f"replaying instance {claimed.id}", exc)
                 else:
                     _log.exception("replay of instance %s failed; it will be retried", claimed.id)
@@ -277,9 +277,10 @@ class Scheduler:
 
 
 class Outage:
-    """Logs a failing activity once, with a traceback only when the failure is not the
-    database being unreachable, and once more when it works again: an outage of the database
-    is a few lines in the log, not a traceback a second."""
+    """Logs a failing activity once, with a traceback only when the failure is not
+    :func:`storage.transient` (the database unreachable, descriptors used up), and once more
+    when it works again: an outage of the database is a few lines in the log, not a traceback
+    a second."""
 
     def __init__(self) -> None:
         self._failing: set[str] = set()
@@ -292,6 +293,9 @@ class Outage:
         if unreachable(exc):
             if first:
                 _log.warning("%s failed: the database is unreachable; retrying", activity)
+        elif transient(exc):
+            if first:
+                _log.warning("%s failed (%s); retrying", activity, reason(exc))
         else:
             _log.error("%s failed; retrying", activity, exc_info=exc)
 

@@ -9,7 +9,7 @@ from storage._cursor import decode_cursor, encode_cursor
 from storage._database import Database, normalize_url
 from storage._migrate import available as available_migrations
 from storage._migrate import current_version, migrate
-from storage._outage import reason, unreachable
+from storage._outage import reason, short_of_descriptors, transient, unreachable
 
 __all__ = [
     "BatchWrite",
@@ -25,6 +25,8 @@ __all__ = [
     "migrate",
     "normalize_url",
     "reason",
+    "short_of_descriptors",
     "tables",
+    "transient",
     "unreachable",
 ]

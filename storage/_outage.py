@@ -7,12 +7,17 @@ found out: the same work may succeed once the server is back. Callers wait (star
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 import psycopg
 import sqlalchemy as sa
 
 # SQLSTATEs of a server that went away or does not take connections now: admin_shutdown,
 # crash_shutdown, cannot_connect_now (starting up or shutting down), too_many_connections.
 _UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+_SQLITE_CANTOPEN = 14
 # What libpq puts before the reason of a failed connection attempt.
 _ATTEMPT = " failed: "
 
@@ -33,6 +38,35 @@ def unreachable(exc: BaseException) -> bool:
         return False
     state = orig.sqlstate
     return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
+
+
+def short_of_descriptors(exc: BaseException) -> bool:
+    """Whether ``exc`` says this process could not open a file or socket because it holds as
+    many descriptors as it may (EMFILE, ENFILE), which come back as connections close.
+
+    SQLite reports that only as "unable to open database file" (SQLITE_CANTOPEN), which a bad
+    path gives too; a bad path fails at start-up, which does not ask this, so past start-up the
+    file that opened before is taken to be short of a descriptor.
+    """
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, OSError) and at.errno in _NO_DESCRIPTORS:
+            return True
+        if isinstance(at, sqlite3.OperationalError) and at.sqlite_errorcode == _SQLITE_CANTOPEN:
+            return True
+        if isinstance(at, sa.exc.DBAPIError) and isinstance(at.orig, BaseException):
+            at = at.orig
+        else:
+            at = at.__cause__ or at.__context__
+    return False
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether the work that failed with ``exc`` may succeed as it is, later: the database is
+    unreachable or the process is short of descriptors."""
+    return unreachable(exc) or short_of_descriptors(exc)
 
 
 def reason(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from storage import reason, unreachable
+from storage import reason, transient
 from treadle.errors import (
     AlreadyExists,
     CodeInvalid,
@@ -83,7 +83,7 @@ def database_error(exc: BaseException) -> Unavailable | None:
     if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
         message = "the server is handling too many requests; try again shortly"
         return Unavailable(message, code="database.busy", retry_after=1)
-    if unreachable(exc):
+    if transient(exc):
         return Unavailable(retry_after=2)
     return None
 
