@@ -55,7 +55,13 @@ def bound(conn: sa.Connection, store: EngineStore, writes: Sequence[RecordWrite]
         for w in logged:
             _cap_logs(w, current.get(w.claimed.pk, 0))
     sizes = [(w, _size(w)) for w in writes]
-    used = store.usage.used(conn, (w.claimed.tenant_id for w, n in sizes if n))
+    adding: dict[int, int] = {}
+    limits: dict[int, int] = {}
+    for w, n in sizes:
+        if n:
+            adding[w.claimed.tenant_id] = adding.get(w.claimed.tenant_id, 0) + n
+            limits[w.claimed.tenant_id] = w.limits.max_bytes
+    used = store.usage.totals(conn, adding, limits)
     for w, n in sizes:
         tenant = w.claimed.tenant_id
         if n and used[tenant] + n > w.limits.max_bytes:
@@ -79,6 +85,7 @@ def settle(conn: sa.Connection, store: EngineStore, live: Sequence[RecordWrite])
     for w in live:
         charges[w.claimed.tenant_id] = charges.get(w.claimed.tenant_id, 0) + w.stored
     charge(conn, charges)
+    store.usage.charged(charges)
 
 
 def _cap_logs(write: RecordWrite, current: int) -> None:

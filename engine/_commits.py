@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine._budget import StorageExhausted, bound, settle
+from engine._fencing import lock_and_fence, pipelined
 from engine._rows import HistoryRow
 from engine._store import (
     Claimed,
@@ -105,28 +106,33 @@ class RecordWrite(BatchWrite):
             for w in writes
             if w.final is not None and w.final.status != "waiting" and w.claimed.parent_pk
         }
-        if store.db.dialect == "postgresql":
-            conn.execute(store.lock_rows, {"locked": sorted(locked)})
-        fenced = conn.execute(store.fence, {"pairs": pairs, "lease": lease})
-        held: dict[int, str] = {pk: status for pk, status in fenced}
+        held = lock_and_fence(conn, sorted(locked), pairs, lease)
         live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
-        steps = [row for w in live for row in w.steps]
-        if steps:
-            conn.execute(store.upsert_step, steps)
-        consumed = [r["event_pk"] for r in steps if r.get("event_pk") and r["status"] == "complete"]
-        if consumed:
-            conn.execute(store.consume.values(consumed_at=live[0].now), {"pks": consumed})
-        history = [_log_row(w.claimed.pk, x) for w in live for x in w.logs]
-        history += [_step_event(row, w.now) for w in live for row in w.steps]
-        history += [_final_event(w) for w in live if w.final is not None]
-        if history:
-            conn.execute(H.insert(), history)
-        _finish(conn, store, [w for w in live if w.final is not None])
-        pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause" and w.pausable]
-        if pausing:
-            _pause(conn, store, pausing)
-        settle(conn, store, live)
+        # The rest only writes: on PostgreSQL it is sent in one round trip.
+        with pipelined(conn):
+            _write(conn, store, live, held)
         return [_result(w, held.get(w.claimed.pk)) for w in writes]
+
+
+def _write(
+    conn: sa.Connection, store: EngineStore, live: list[RecordWrite], held: dict[int, str]
+) -> None:
+    steps = [row for w in live for row in w.steps]
+    if steps:
+        conn.execute(store.upsert_step, steps)
+    consumed = [r["event_pk"] for r in steps if r.get("event_pk") and r["status"] == "complete"]
+    if consumed:
+        conn.execute(store.consume.values(consumed_at=live[0].now), {"pks": consumed})
+    history = [_log_row(w.claimed.pk, x) for w in live for x in w.logs]
+    history += [_step_event(row, w.now) for w in live for row in w.steps]
+    history += [_final_event(w) for w in live if w.final is not None]
+    if history:
+        conn.execute(H.insert().inline(), history)
+    _finish(conn, store, [w for w in live if w.final is not None])
+    pausing = [w for w in live if held[w.claimed.pk] == "waitingForPause" and w.pausable]
+    if pausing:
+        _pause(conn, store, pausing)
+    settle(conn, store, live)
 
 
 def _result(write: RecordWrite, status: str | None) -> BaseException | None:

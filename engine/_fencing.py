@@ -8,6 +8,7 @@ instance was terminated, restarted or deleted, commits nothing (``docs/architect
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,15 +49,49 @@ FENCE = (
     .returning(I.c.pk, I.c.status)
 )
 
-# Every transaction that locks several instance rows locks them in ascending pk order, in one
-# statement at its start, so that two of them never wait for each other in a cycle. A
-# statement of its own: PostgreSQL may read a locking subquery only in part.
-LOCK_ROWS = (
-    sa.select(I.c.pk)
-    .where(I.c.pk.in_(_b("locked", expanding=True)))
-    .order_by(I.c.pk)
-    .with_for_update(key_share=True)
+# On PostgreSQL, every transaction that locks several instance rows locks them in ascending pk
+# order, in one statement at its start, so that two of them never wait for each other in a
+# cycle; a statement of its own, as PostgreSQL may read a locking subquery only in part. It and
+# the fence are sent with the transaction's BEGIN, in one round trip (``lock_and_fence``).
+_PG_LOCK_ROWS = "SELECT pk FROM instances WHERE pk = ANY(%(locked)s) ORDER BY pk FOR NO KEY UPDATE"
+_PG_FENCE = (
+    "UPDATE instances SET due_at = %(lease)s"
+    " WHERE (pk, epoch) IN (SELECT * FROM unnest(%(pks)s::bigint[], %(epochs)s::bigint[]))"
+    " AND status IN ('running', 'waitingForPause')"
+    " RETURNING pk, status"
 )
+
+
+def lock_and_fence(
+    conn: sa.Connection, locked: list[int], pairs: list[tuple[int, int]], lease: float
+) -> dict[int, str]:
+    """Lock the rows ``locked`` in ascending pk order, then extend the lease of the (pk, epoch)
+    ``pairs`` still running; the status of each of those, by pk. Run first in a transaction."""
+    if conn.dialect.name != "postgresql":
+        # SQLite: the write lock taken by BEGIN IMMEDIATE already serialises commits.
+        fenced = conn.execute(FENCE, {"pairs": pairs, "lease": lease})
+        return {pk: status for pk, status in fenced}
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.pipeline(), driver.cursor() as lock, driver.cursor() as fence:
+        lock.execute(_PG_LOCK_ROWS, {"locked": sorted(locked)})
+        fence.execute(
+            _PG_FENCE,
+            {"lease": lease, "pks": [pk for pk, _ in pairs], "epochs": [e for _, e in pairs]},
+        )
+        return {pk: status for pk, status in fence.fetchall()}
+
+
+def pipelined(conn: sa.Connection) -> Any:
+    """A block whose statements are sent without waiting for their results, on PostgreSQL (at
+    its end, one round trip for all of them, and the first error raised). Statements whose rows
+    are read do not belong in it."""
+    if conn.dialect.name != "postgresql":
+        return contextlib.nullcontext()
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    return driver.pipeline()
+
 
 # A replay of an instance asked to pause stops at its next commit; what it recorded is kept
 # and the instance becomes paused, due again as soon as it is resumed.
@@ -72,11 +107,15 @@ PAUSE = (
     )
 )
 
-CHILD_DONE = E.insert().values(
-    instance_pk=_b("parent"),
-    type=_b("type"),
-    payload=_b("payload", type_=E.c.payload.type),
-    created_at=_b("now"),
+CHILD_DONE = (
+    E.insert()
+    .inline()
+    .values(
+        instance_pk=_b("parent"),
+        type=_b("type"),
+        payload=_b("payload", type_=E.c.payload.type),
+        created_at=_b("now"),
+    )
 )
 
 WAKE_PARENT = (

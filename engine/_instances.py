@@ -176,7 +176,9 @@ class CreateWrite(BatchWrite):
             events = [workflow_event(pk, self.now, "queued") for pk in inserted]
             conn.execute(H.insert(), events)
             stored = {row["id"]: row["stored_bytes"] for row in rows}
-            charge(conn, {self.tenant_id: sum(stored[id_] for id_ in inserted.values())})
+            charges = {self.tenant_id: sum(stored[id_] for id_ in inserted.values())}
+            charge(conn, charges)
+            self.store.usage.charged(charges)
         if ticket is not None:
             quotas.settle(conn, ticket, len(inserted))
         else:
@@ -189,4 +191,5 @@ class CreateWrite(BatchWrite):
         limit = self.quota.max_storage_bytes if self.quota is not None else None
         if limit is None:
             return False
-        return self.store.usage.used(conn, [self.tenant_id])[self.tenant_id] + adding > limit
+        used = self.store.usage.totals(conn, {self.tenant_id: adding}, {self.tenant_id: limit})
+        return used[self.tenant_id] + adding > limit

@@ -66,8 +66,6 @@ class EngineStore:
     (:class:`Reads`) on one database, with its quotas and storage ledger; each verb is the one
     of the store that implements it. The statements of step commits are its attributes."""
 
-    fence = _fencing.FENCE
-    lock_rows = _fencing.LOCK_ROWS
     pause = _fencing.PAUSE
     child_done = _fencing.CHILD_DONE
     wake_parent = _fencing.WAKE_PARENT

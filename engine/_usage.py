@@ -15,12 +15,19 @@ the same batch lock; a counter there would have them lock quota rows in an order
 batch could reverse (deadlocks on PostgreSQL). Appending to the ledger locks nothing. Its rows
 are folded into one per tenant, in a transaction of their own, once a tenant has
 :data:`FOLD_AFTER` of them, so reading a total stays one short index scan.
+
+Commits and creates do not read the total each time: a process remembers each tenant's total
+as it last read it, plus what it charged since, and reads again once that is older than
+:data:`FRESH_SECONDS` or the write would take the tenant past :data:`CLOSE_TO_LIMIT` of its
+limit. Far from the limit, what other processes stored in the last second cannot matter; close
+to it, every write reads the total, and a refusal is always decided on a fresh one.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +41,8 @@ ROW_OVERHEAD = 64  # bytes counted per row besides its values: keys, timestamps,
 FOLD_AFTER = 256  # ledger rows of one tenant before they are folded into one
 STORAGE_RETRY_AFTER = 60.0  # waiting frees nothing; only deleting instances (or retention) does
 MIB = 1024 * 1024
+FRESH_SECONDS = 1.0  # how long a total read is trusted, far from the limit
+CLOSE_TO_LIMIT = 0.9  # past this share of its limit, a tenant's total is read for every write
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ def charge(conn: sa.Connection, charges: dict[int, int]) -> None:
     """Append each tenant's bytes (negative: released) to the ledger."""
     rows = [{"tenant_id": t, "bytes": n} for t, n in sorted(charges.items()) if n]
     if rows:
-        conn.execute(U.insert(), rows)
+        conn.execute(U.insert().inline(), rows)
 
 
 class UsageLedger:
@@ -75,6 +84,8 @@ class UsageLedger:
         self._committer: GroupCommitter | None = None
         self._folding: set[int] = set()
         self._lock = threading.Lock()
+        # tenant -> (its total as last read plus what this process charged since, when read)
+        self._known: dict[int, tuple[int, float]] = {}
 
     def attach(self, committer: GroupCommitter) -> None:
         """Fold through ``committer``: a fold is a transaction of its own."""
@@ -96,6 +107,39 @@ class UsageLedger:
             if count > FOLD_AFTER:
                 self._fold_later(int(tenant_id))
         return found
+
+    def totals(
+        self, conn: sa.Connection, adding: dict[int, int], limits: dict[int, int]
+    ) -> dict[int, int]:
+        """What each tenant of ``adding`` stores, in bytes, before it adds that many: as
+        remembered, while that is fresh and ``adding`` keeps it well below its ``limits``, and
+        read otherwise."""
+        now = time.monotonic()
+        found: dict[int, int] = {}
+        with self._lock:
+            for tenant, n in adding.items():
+                known = self._known.get(tenant)
+                if known is None or now - known[1] > FRESH_SECONDS:
+                    continue
+                if known[0] + n <= CLOSE_TO_LIMIT * limits[tenant]:
+                    found[tenant] = known[0]
+        stale = [t for t in adding if t not in found]
+        if stale:
+            read = self.used(conn, stale)
+            with self._lock:
+                self._known.update((t, (total, now)) for t, total in read.items())
+            found.update(read)
+        return found
+
+    def charged(self, charges: dict[int, int]) -> None:
+        """Count ``charges`` (bytes per tenant) into the remembered totals: they only ever make
+        one higher than it is (a write rolled back, instances deleted elsewhere), which makes
+        the next write read sooner, never later."""
+        with self._lock:
+            for tenant, n in charges.items():
+                known = self._known.get(tenant)
+                if known is not None and n > 0:
+                    self._known[tenant] = (known[0] + n, known[1])
 
     def _fold_later(self, tenant_id: int) -> None:
         committer = self._committer
