@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from engine._store import Final, I, LeaseLost
-from engine._usage import MIB, ROW_OVERHEAD, charge, json_size, text_size
+from engine._usage import MIB, ROW_OVERHEAD, json_size, text_size
 from treadle.runtime import ErrorValue, LogLine, result_refused
 
 if TYPE_CHECKING:
@@ -84,8 +84,7 @@ def settle(conn: sa.Connection, store: EngineStore, live: Sequence[RecordWrite])
     charges: dict[int, int] = {}
     for w in live:
         charges[w.claimed.tenant_id] = charges.get(w.claimed.tenant_id, 0) + w.stored
-    charge(conn, charges)
-    store.usage.charged(charges)
+    store.usage.charge(conn, charges)
 
 
 def _cap_logs(write: RecordWrite, current: int) -> None:

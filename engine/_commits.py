@@ -106,7 +106,7 @@ class RecordWrite(BatchWrite):
             for w in writes
             if w.final is not None and w.final.status != "waiting" and w.claimed.parent_pk
         }
-        held = lock_and_fence(conn, sorted(locked), pairs, lease)
+        held = lock_and_fence(conn, locked, pairs, lease)
         live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
         # The rest only writes: on PostgreSQL it is sent in one round trip.
         with pipelined(conn):

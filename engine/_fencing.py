@@ -63,7 +63,7 @@ _PG_FENCE = (
 
 
 def lock_and_fence(
-    conn: sa.Connection, locked: list[int], pairs: list[tuple[int, int]], lease: float
+    conn: sa.Connection, locked: set[int], pairs: list[tuple[int, int]], lease: float
 ) -> dict[int, str]:
     """Lock the rows ``locked`` in ascending pk order, then extend the lease of the (pk, epoch)
     ``pairs`` still running; the status of each of those, by pk. Run first in a transaction."""
@@ -82,7 +82,7 @@ def lock_and_fence(
         return {pk: status for pk, status in fence.fetchall()}
 
 
-def pipelined(conn: sa.Connection) -> Any:
+def pipelined(conn: sa.Connection) -> contextlib.AbstractContextManager[object]:
     """A block whose statements are sent without waiting for their results, on PostgreSQL (at
     its end, one round trip for all of them, and the first error raised). Statements whose rows
     are read do not belong in it."""
@@ -90,7 +90,8 @@ def pipelined(conn: sa.Connection) -> Any:
         return contextlib.nullcontext()
     driver = conn.connection.driver_connection
     assert driver is not None
-    return driver.pipeline()
+    pipeline: contextlib.AbstractContextManager[object] = driver.pipeline()
+    return pipeline
 
 
 # A replay of an instance asked to pause stops at its next commit; what it recorded is kept

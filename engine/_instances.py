@@ -110,7 +110,7 @@ class InstanceWrites:
             conn.execute(
                 sa.update(I).where(I.c.pk == row.pk).values(stored_bytes=I.c.stored_bytes + size)
             )
-            charge(conn, {tenant_id: size})
+            self.usage.charge(conn, {tenant_id: size})
             conn.execute(
                 sa.update(I).where(I.c.pk == row.pk, I.c.status == "waiting").values(due_at=now)
             )
@@ -177,8 +177,7 @@ class CreateWrite(BatchWrite):
             conn.execute(H.insert(), events)
             stored = {row["id"]: row["stored_bytes"] for row in rows}
             charges = {self.tenant_id: sum(stored[id_] for id_ in inserted.values())}
-            charge(conn, charges)
-            self.store.usage.charged(charges)
+            self.store.usage.charge(conn, charges)
         if ticket is not None:
             quotas.settle(conn, ticket, len(inserted))
         else:

@@ -131,10 +131,12 @@ class UsageLedger:
             found.update(read)
         return found
 
-    def charged(self, charges: dict[int, int]) -> None:
-        """Count ``charges`` (bytes per tenant) into the remembered totals: they only ever make
-        one higher than it is (a write rolled back, instances deleted elsewhere), which makes
-        the next write read sooner, never later."""
+    def charge(self, conn: sa.Connection, charges: dict[int, int]) -> None:
+        """Append ``charges`` (bytes per tenant) to the ledger, and count what they add into
+        the remembered totals: those are only ever higher than what is stored (this write
+        rolled back, instances deleted), which makes the next write read sooner, never later.
+        Releases need not come through here."""
+        charge(conn, charges)
         with self._lock:
             for tenant, n in charges.items():
                 known = self._known.get(tenant)

@@ -30,11 +30,11 @@ def test_far_from_the_limit_the_total_is_remembered_for_a_second(
     charge(conn, {1: 1000})
     assert ledger.totals(conn, {1: 10}, {1: 100_000}) == {1: 1000}
     charge(conn, {1: 5000})  # another process: not seen while the total is fresh
-    ledger.charged({1: 10})  # this process: counted at once
+    ledger.charge(conn, {1: 10})  # this process: counted at once
     assert ledger.totals(conn, {1: 10}, {1: 100_000}) == {1: 1010}
     now = _usage.time.monotonic()
     monkeypatch.setattr(_usage.time, "monotonic", lambda: now + _usage.FRESH_SECONDS + 0.1)
-    assert ledger.totals(conn, {1: 10}, {1: 100_000}) == {1: 6000}
+    assert ledger.totals(conn, {1: 10}, {1: 100_000}) == {1: 6010}
 
 
 def test_close_to_the_limit_every_write_reads_the_total(conn: sa.Connection) -> None:
