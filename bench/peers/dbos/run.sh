@@ -24,15 +24,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import dbos, sqlalchemy, 
 fi
 
 # ---- isolate: run the rest in a private network namespace (loopback only) ---
-# Nothing started below can reach anything but this namespace's 127.0.0.1
-# (e.g. restate-server's start-up version check against GitHub, wrangler's
-# telemetry), and its ports cannot collide with other jobs' listeners.
-# W1_NO_NETNS=1 skips this.
-if [ -z "${W1_IN_NETNS:-}" ] && [ "${W1_NO_NETNS:-0}" != 1 ] \
-   && command -v unshare >/dev/null && command -v ip >/dev/null && unshare -n true 2>/dev/null; then
-  exec env W1_IN_NETNS=1 unshare -n -- bash -c 'ip link set lo up && exec bash "$0" "$@"' \
-    "$HERE/$(basename "${BASH_SOURCE[0]}")" "$@"
-fi
+source "$HERE/../netns.sh"
 PG_STARTED=""
 PGBIN=""
 for v in 17 16 15 14; do [ -x /usr/lib/postgresql/$v/bin/pg_ctl ] && { PGBIN=/usr/lib/postgresql/$v/bin; break; }; done
