@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -76,6 +77,35 @@ def tenant_client(base: str, name: str = "bench", **policy: Any) -> httpx.Client
         admin.post("/v1/admin/tenants", json={"name": name, "policy": policy}).raise_for_status()
         key = admin.post(f"/v1/admin/tenants/{name}/keys").json()["key"]
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def post_all(
+    base: str, headers: dict[str, str], requests: list[tuple[str, Any]], clients: int
+) -> list[tuple[float, httpx.Response]]:
+    """Send the POSTs ``requests`` ((path, JSON body) each) from ``clients`` threads, each
+    sending its next as soon as the previous is answered; each one's time and response."""
+    pending = list(reversed(requests))
+    done: list[tuple[float, httpx.Response]] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    path, body = pending.pop()
+                sent = time.perf_counter()
+                reply = http.post(path, json=body)
+                with lock:
+                    done.append((time.perf_counter() - sent, reply))
+
+    threads = [threading.Thread(target=send) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done
 
 
 def metric(base: str, name: str) -> float:

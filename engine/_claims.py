@@ -14,8 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine._reads import Journal, send_journal_reads
 from engine._rows import RUNNING, H, I, T, Write, workflow_event
-from storage import Database
+from storage import Database, pipelined
 from treadle.runtime import JSONValue
 
 _PG_CLAIM_LOCK = 0x7472  # the advisory lock space of claims; the second key is the tenant
@@ -50,8 +51,16 @@ _TAKE = (
         I.c.rollback,
     )
 )
-_TRY_LOCK = sa.text(
-    "SELECT t FROM unnest(CAST(:tenants AS integer[])) AS t WHERE pg_try_advisory_xact_lock(:k, t)"
+# On PostgreSQL a claim takes each tenant's advisory lock, then counts its instances holding a
+# worker (in a statement of its own, so that it sees what a claim that held the lock before
+# committed), both sent with the claim's BEGIN in one round trip.
+_PG_TRY_LOCK = (
+    "SELECT t FROM unnest(%(tenants)s::integer[]) AS t WHERE pg_try_advisory_xact_lock(%(k)s, t)"
+)
+_PG_RUNNING = (
+    "SELECT tenant_id, count(*) FROM instances WHERE tenant_id = ANY(%(tenants)s::integer[])"
+    " AND instances.status IN ('running', 'waitingForPause') AND due_at > %(now)s"
+    " GROUP BY tenant_id"
 )
 _LEASE = (
     sa.update(I)
@@ -90,6 +99,9 @@ class Claim:
 
     claimed: list[Claimed]
     next_due: float | None
+    # Their journals, read in the claim's transaction (PostgreSQL: in its last round trip);
+    # None where they are read after it (SQLite: the write lock is not held for reads).
+    journals: dict[int, Journal] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,9 +146,19 @@ class Claims:
                 params = {"owner": owner, "lease": lease_until, "now": now}
                 rows = conn.execute(_TAKE.where(I.c.pk.in_(pks.scalar_subquery())), params)
                 claimed = [_claimed(row) for row in rows]
-            if claimed:
-                conn.execute(H.insert(), [workflow_event(c.pk, now, "running") for c in claimed])
-            return Claim(claimed, plan.next_due)
+            running = [workflow_event(c.pk, now, "running") for c in claimed]
+            if not self._pg:
+                if running:
+                    conn.execute(H.insert(), running)
+                return Claim(claimed, plan.next_due)
+            # The history, the journals' reads and (a claim commits alone) the COMMIT: one
+            # round trip.
+            collect = None
+            with pipelined(conn, last=True):
+                if running:
+                    conn.execute(H.insert().inline(), running)
+                    collect = send_journal_reads(conn, [c.pk for c in claimed])
+            return Claim(claimed, plan.next_due, collect() if collect else {})
 
         return write
 
@@ -158,8 +180,7 @@ class Claims:
         blocked: set[int] = set()
         free = limit
         for first in range(0, min(len(turn), _MAX_TENANTS_PER_CLAIM), _TENANT_CHUNK):
-            chunk = self._lockable(conn, turn[first : first + _TENANT_CHUNK])
-            running = self._running(conn, chunk, now)
+            chunk, running = self._lock_and_count(conn, turn[first : first + _TENANT_CHUNK], now)
             slots = {t: min(caps[t] - running.get(t, 0), room.get(t, limit)) for t in chunk}
             blocked.update(t for t, n in slots.items() if n <= 0)
             free = self._share_out(slots, free, shares)
@@ -195,26 +216,33 @@ class Claims:
             rows = conn.execute(sa.select(T.c.id, earliest.scalar_subquery())).all()
         return {int(tenant): float(due) for tenant, due in rows if due is not None}
 
-    def _lockable(self, conn: sa.Connection, tenants: list[int]) -> list[int]:
-        """The tenants this claim may serve. On PostgreSQL two workers claiming for one tenant
-        at once could both see a free slot: a claim takes a per-tenant advisory lock first,
-        and skips tenants whose lock another claim holds (as SKIP LOCKED skips rows)."""
-        if not self._pg or not tenants:
-            return tenants
-        locked = conn.execute(_TRY_LOCK, {"k": _PG_CLAIM_LOCK, "tenants": tenants})
-        held = {int(t) for (t,) in locked}
-        return [t for t in tenants if t in held]
+    def _lock_and_count(
+        self, conn: sa.Connection, tenants: list[int], now: float
+    ) -> tuple[list[int], dict[int, int]]:
+        """The tenants this claim may serve, and the instances of each holding a worker (an
+        expired lease holds none).
 
-    def _running(self, conn: sa.Connection, tenants: list[int], now: float) -> dict[int, int]:
-        """Instances holding a worker, per tenant; an expired lease holds none."""
+        On PostgreSQL two workers claiming for one tenant at once could both see a free slot:
+        a claim takes a per-tenant advisory lock first, and skips tenants whose lock another
+        claim holds (as SKIP LOCKED skips rows)."""
         if not tenants:
-            return {}
-        rows = conn.execute(
-            sa.select(I.c.tenant_id, sa.func.count())
-            .where(I.c.tenant_id.in_(tenants), _HOLDING_A_WORKER, I.c.due_at > now)
-            .group_by(I.c.tenant_id)
-        )
-        return {int(t): int(n) for t, n in rows}
+            return [], {}
+        if not self._pg:
+            rows = conn.execute(
+                sa.select(I.c.tenant_id, sa.func.count())
+                .where(I.c.tenant_id.in_(tenants), _HOLDING_A_WORKER, I.c.due_at > now)
+                .group_by(I.c.tenant_id)
+            )
+            return tenants, {int(t): int(n) for t, n in rows}
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        lock, count = driver.cursor(), driver.cursor()
+        with pipelined(conn):
+            lock.execute(_PG_TRY_LOCK, {"k": _PG_CLAIM_LOCK, "tenants": tenants})
+            count.execute(_PG_RUNNING, {"tenants": tenants, "now": now})
+        held = {int(t) for (t,) in lock.fetchall()}
+        running = {int(t): int(n) for t, n in count.fetchall() if t in held}
+        return [t for t in tenants if t in held], running
 
     def _due(self, tenant_id: int, limit: int, now: float) -> sa.Select[Any]:
         due = (

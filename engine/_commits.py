@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine._budget import StorageExhausted, bound, settle
-from engine._fencing import lock_and_fence, pipelined
+from engine._fencing import lock_and_fence
 from engine._rows import HistoryRow
 from engine._store import (
     Claimed,
@@ -27,7 +27,7 @@ from engine._store import (
     step_record,
     workflow_event,
 )
-from storage import BatchWrite
+from storage import BatchWrite, pipelined
 from treadle.runtime import LogLine, StepRecord, as_json
 
 
@@ -108,8 +108,9 @@ class RecordWrite(BatchWrite):
         }
         held = lock_and_fence(conn, locked, pairs, lease)
         live: list[RecordWrite] = [w for w in writes if w.claimed.pk in held]
-        # The rest only writes: on PostgreSQL it is sent in one round trip.
-        with pipelined(conn):
+        # The rest only writes: on PostgreSQL it is sent in one round trip, with the COMMIT
+        # when these are the transaction's last writes.
+        with pipelined(conn, last=True):
             _write(conn, store, live, held)
         return [_result(w, held.get(w.claimed.pk)) for w in writes]
 

@@ -8,13 +8,13 @@ instance was terminated, restarted or deleted, commits nothing (``docs/architect
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine._rows import RUNNING, E, I, S
+from storage import pipelined
 
 _STEP_FIELDS = ("type", "status", "output", "error", "attempts", "wake_at", "event_pk")
 _b = sa.bindparam
@@ -73,25 +73,15 @@ def lock_and_fence(
         return {pk: status for pk, status in fenced}
     driver = conn.connection.driver_connection
     assert driver is not None
-    with driver.pipeline(), driver.cursor() as lock, driver.cursor() as fence:
-        lock.execute(_PG_LOCK_ROWS, {"locked": sorted(locked)})
+    fence = driver.cursor()
+    # Read after the pipeline: a read inside it would cost a round trip of its own.
+    with pipelined(conn):
+        driver.execute(_PG_LOCK_ROWS, {"locked": sorted(locked)})
         fence.execute(
             _PG_FENCE,
             {"lease": lease, "pks": [pk for pk, _ in pairs], "epochs": [e for _, e in pairs]},
         )
-        return {pk: status for pk, status in fence.fetchall()}
-
-
-def pipelined(conn: sa.Connection) -> contextlib.AbstractContextManager[object]:
-    """A block whose statements are sent without waiting for their results, on PostgreSQL (at
-    its end, one round trip for all of them, and the first error raised). Statements whose rows
-    are read do not belong in it."""
-    if conn.dialect.name != "postgresql":
-        return contextlib.nullcontext()
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    pipeline: contextlib.AbstractContextManager[object] = driver.pipeline()
-    return pipeline
+    return {pk: status for pk, status in fence.fetchall()}
 
 
 # A replay of an instance asked to pause stops at its next commit; what it recorded is kept

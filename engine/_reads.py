@@ -3,11 +3,12 @@ history for the API, each paged by count and by bytes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
+from psycopg.rows import dict_row
 
 from engine._rows import (
     E,
@@ -66,17 +67,14 @@ class Reads:
                 .where(E.c.instance_pk.in_(pks), E.c.consumed_at.is_(None))
                 .order_by(E.c.pk)
             )
-            for pk, instance_pk, type_, payload, created_at in conn.execute(events):
-                found[instance_pk].events.append(
-                    {"pk": pk, "type": type_, "payload": payload, "timestamp": created_at}
-                )
+            _add_events(found, conn.execute(events))
         return found
 
     def instance(
         self, tenant_id: int, workflow: str, instance_id: str, limit: int, budget: int
     ) -> tuple[InstanceRow, Page[PagedStep]]:
         """The instance's row, and its first page of steps (see :meth:`steps`)."""
-        with self.db.connect() as conn:
+        with self.db.connect(server_cursor=True) as conn:
             row = conn.execute(
                 sa.select(I).where(*instance_key(tenant_id, workflow, instance_id))
             ).first()
@@ -90,7 +88,7 @@ class Reads:
     ) -> Page[PagedStep]:
         """Steps after position ``after``, in order: at most ``limit`` of them and about
         ``budget`` bytes of their values (at least one); each with its position ``seq``."""
-        with self.db.connect() as conn:
+        with self.db.connect(server_cursor=True) as conn:
             pk = self._pk(conn, tenant_id, workflow, instance_id)
             return self._steps(conn, pk, after, limit, budget)
 
@@ -124,7 +122,7 @@ class Reads:
         if before is not None:
             query = query.where(I.c.pk < before)
         newest_first = query.order_by(I.c.pk.desc())
-        with self.db.connect() as conn:
+        with self.db.connect(server_cursor=True) as conn:
             return _page(conn, newest_first, limit, budget, _instance_size, _instance_row)
 
     def logs(
@@ -132,7 +130,7 @@ class Reads:
     ) -> Page[LogEntry]:
         """Log lines after history event ``after``, oldest first, paged as :meth:`steps`;
         each with its event id ``pk``."""
-        with self.db.connect() as conn:
+        with self.db.connect(server_cursor=True) as conn:
             pk = self._pk(conn, tenant_id, workflow, instance_id)
             query = (
                 sa.select(H.c.pk, H.c.ts, H.c.step, H.c.data)
@@ -202,6 +200,45 @@ class Reads:
             return {status: int(n) for status, n in rows}
 
 
+# The journal reads of a claim on PostgreSQL, sent in its last pipeline (``send_journal_reads``).
+_PG_STEPS = (
+    "SELECT instance_pk, name, count, type, status, output, error, attempts, wake_at, event_pk"
+    " FROM steps WHERE instance_pk = ANY(%(pks)s) ORDER BY instance_pk, seq"
+)
+_PG_EVENTS = (
+    "SELECT pk, instance_pk, type, payload, created_at FROM events"
+    " WHERE instance_pk = ANY(%(pks)s) AND consumed_at IS NULL ORDER BY pk"
+)
+
+
+def send_journal_reads(conn: sa.Connection, pks: list[int]) -> Callable[[], dict[int, Journal]]:
+    """Send the reads of what :meth:`Reads.journals` returns, on PostgreSQL, into the pipeline
+    open on ``conn`` (within a transaction, e.g. the claim's); returns what collects them once
+    the pipeline is through."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    steps = driver.cursor(row_factory=dict_row)
+    events = driver.cursor()
+    steps.execute(_PG_STEPS, {"pks": pks})
+    events.execute(_PG_EVENTS, {"pks": pks})
+
+    def collect() -> dict[int, Journal]:
+        found: dict[int, Journal] = {pk: Journal([], []) for pk in pks}
+        for row in steps.fetchall():
+            found[row["instance_pk"]].steps.append(step_record(row))
+        _add_events(found, events.fetchall())
+        return found
+
+    return collect
+
+
+def _add_events(found: dict[int, Journal], rows: Iterable[Any]) -> None:
+    for pk, instance_pk, type_, payload, created_at in rows:
+        found[instance_pk].events.append(
+            {"pk": pk, "type": type_, "payload": payload, "timestamp": created_at}
+        )
+
+
 def _page(
     conn: sa.Connection,
     query: sa.Select[Any],
@@ -211,7 +248,8 @@ def _page(
     shape: Callable[[sa.RowMapping], _Row],
 ) -> Page[_Row]:
     """Up to ``limit`` rows of ``query`` and about ``budget`` bytes (at least one row), read a
-    few at a time: a page of large rows is never all in memory before it is cut."""
+    few at a time: a page of large rows is never all in memory before it is cut. ``conn`` is
+    a ``connect(server_cursor=True)``."""
     rows: list[_Row] = []
     spent = 0
     result = conn.execute(query.limit(limit + 1).execution_options(yield_per=8)).mappings()

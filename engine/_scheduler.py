@@ -150,10 +150,13 @@ class Scheduler:
             return False
         room = {t: self._per_tenant - busy[t] for t in caps}
         claim = self._store.claim(self._owner, now, now + self._lease, free, due, caps, room)
-        result = self._committer.run(claim)
+        # Not queued behind step commits: on PostgreSQL a claim runs on this thread.
+        result = self._committer.run_alone(claim)
         claimed, self._next_due = result.claimed, result.next_due
         if claimed:
-            journals = self._store.journals([c.pk for c in claimed])
+            journals = result.journals
+            if journals is None:
+                journals = self._store.journals([c.pk for c in claimed])
             with self._held_lock:
                 self._held.update((c.pk, c) for c in claimed)
             for c in claimed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from storage import _tables as tables
 from storage._clock import Clock, ManualClock, iso
-from storage._committer import BatchWrite, GroupCommitter
+from storage._committer import BatchWrite, GroupCommitter, pipelined
 from storage._cursor import decode_cursor, encode_cursor
 from storage._database import Database, normalize_url
 from storage._migrate import available as available_migrations
@@ -24,6 +24,7 @@ __all__ = [
     "iso",
     "migrate",
     "normalize_url",
+    "pipelined",
     "reason",
     "short_of_descriptors",
     "tables",

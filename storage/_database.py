@@ -53,9 +53,12 @@ class Database:
     slows a commit down or makes another reader wait. A block of :meth:`connect` must
     therefore never write (it could not take the write lock it would need).
     PostgreSQL uses a connection pool without pre-ping: the hot path spends one round trip per
-    statement, not two. A connection the server dropped fails the one statement that finds
-    out (:func:`storage.unreachable` says so); SQLAlchemy then replaces every pooled connection
-    older than that failure, so the pool recovers by itself once the server is back.
+    statement, not two. Its reads run in autocommit mode: under READ COMMITTED every statement
+    reads a snapshot of its own anyway, so a read transaction would add nothing but a
+    ``BEGIN`` and a ``ROLLBACK``, each a round trip. A connection the server dropped fails the
+    one statement that finds out (:func:`storage.unreachable` says so); SQLAlchemy then
+    replaces every pooled connection older than that failure, so the pool recovers by itself
+    once the server is back.
 
     The pool holds ``pool_size`` connections and opens up to ``max_overflow`` more (default:
     as many again) when they are all in use; a caller that finds none free waits up to
@@ -129,10 +132,15 @@ class Database:
             self._committed += 1
 
     @contextmanager
-    def connect(self) -> Iterator[sa.Connection]:
+    def connect(self, *, server_cursor: bool = False) -> Iterator[sa.Connection]:
         """A connection for reads (a snapshot); its implicit transaction is rolled back at the
-        end. Nothing in the block may write: use :meth:`begin` for that."""
+        end. On PostgreSQL each statement reads a snapshot of its own, with no transaction
+        around them, unless ``server_cursor`` (a read with ``yield_per``, whose cursor
+        PostgreSQL keeps only inside a transaction). Nothing in the block may write or lock:
+        use :meth:`begin` for that."""
         with self.engine.connect() as conn:
+            if self.dialect == "postgresql" and not server_cursor:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     @contextmanager

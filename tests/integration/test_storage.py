@@ -2,15 +2,19 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
 from storage import (
+    BatchWrite,
     Database,
     GroupCommitter,
     available_migrations,
     current_version,
     migrate,
+    pipelined,
     tables,
 )
 from storage._migrate import _VERSIONS
@@ -85,6 +89,69 @@ def test_group_commit_batches_writers_and_isolates_failures(database_url: str) -
     with db.connect() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(tables.admin_tokens)).scalar()
     assert count == 51
+    committer.close()
+    db.dispose()
+
+
+class _AddTokens(BatchWrite):
+    """Writes that send their statements, and perhaps the COMMIT, in one pipeline."""
+
+    def __init__(self, ids: list[str], after: Exception | None = None) -> None:
+        self.ids = ids
+        self.after = after  # raised once the pipeline is sent
+
+    @staticmethod
+    def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
+        rows = [{"id": i, "secret_hash": "x", "created_at": 0.0} for w in writes for i in w.ids]
+        with pipelined(conn, last=True):
+            conn.execute(tables.admin_tokens.insert().inline(), rows)
+        for w in writes:
+            if w.after is not None:
+                raise w.after
+        return [None] * len(writes)
+
+
+def _tokens(db: Database) -> list[str]:
+    with db.connect() as conn:
+        return sorted(conn.execute(sa.select(tables.admin_tokens.c.id)).scalars())
+
+
+def test_a_pipeline_may_send_the_commit_and_failures_still_roll_back(database_url: str) -> None:
+    db = Database(database_url)
+    migrate(db)
+    committer = GroupCommitter(db, threads=1)
+    # The last write of its transaction commits in its pipeline; the next transaction is a new
+    # one (nothing runs outside a transaction, nothing is committed twice).
+    before = db.commits
+    committer.run(_AddTokens(["a"]))
+    committer.run(_AddTokens(["b"]))
+    assert _tokens(db) == ["a", "b"] and db.commits - before == 2
+    # A failing statement in the pipeline skips the COMMIT: the batch is rolled back and its
+    # writes run one by one, so only the failing one fails.
+    gate = threading.Event()
+    blocker = committer.submit(lambda c: gate.wait(10))  # holds the thread: the next two batch
+    bad = committer.submit(_AddTokens(["a"]))
+    good = committer.submit(_AddTokens(["c"]))
+    gate.set()
+    blocker.result(10)
+    assert good.result(10) is None
+    assert isinstance(bad.exception(10), sa.exc.IntegrityError)
+    assert _tokens(db) == ["a", "b", "c"]
+    # Code that fails after its statements is reported. On PostgreSQL the COMMIT went out with
+    # them, and the writes are not run again (that would apply them twice); on SQLite the
+    # transaction is still open, and rolled back.
+    broken = committer.submit(_AddTokens(["d"], after=RuntimeError("after the commit")))
+    assert isinstance(broken.exception(10), RuntimeError)
+    assert _tokens(db) == ["a", "b", "c"] + (["d"] if db.dialect == "postgresql" else [])
+    # Plain writes around it still commit as before.
+    committer.run(
+        lambda c: c.execute(
+            tables.admin_tokens.insert().values(id="e", secret_hash="x", created_at=0.0)
+        )
+    )
+    assert (
+        _tokens(db) == ["a", "b", "c", "e"] if db.dialect == "sqlite" else ["a", "b", "c", "d", "e"]
+    )
     committer.close()
     db.dispose()
 
