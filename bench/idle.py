@@ -5,7 +5,7 @@ run starts; the other half wait for an event. The figures, per database:
 
 - the server's RSS before the creates (after one instance warmed the tenant's sandbox) and
   once every instance waits, and the CPU time of the server (with its sandbox workers) and of
-  PostgreSQL over ``--idle-seconds`` while they all wait;
+  PostgreSQL over ``--idle-seconds`` while they all wait, and over as long with none;
 - timer lateness: when the step after each sleep started, against the time it slept until;
 - event latency: ``--events`` events, sent as fast as ``--clients`` clients get them accepted;
   for each, from the event's arrival (as stored) to the start of the step after the wait.
@@ -123,6 +123,10 @@ def run(
             _wait_for(url, "complete", 1, 60, "warm-up")
             time.sleep(2)
             rss_before = _rss_mb(server.pid)
+            meter = CpuMeter(lambda: {"server": server.pid})
+            meter.start()
+            time.sleep(idle)
+            empty = meter.stop()
             start = time.time()
             sleepers = instances // 2
             until = {f"s{n}": start + due_after + random.uniform(0, 60) for n in range(sleepers)}
@@ -153,8 +157,10 @@ def run(
             print(
                 f"  {instances} waiting (reached in {settled - start:.0f} s): server RSS "
                 f"{rss_before:.0f} MB before, {rss_waiting:.0f} MB while they wait "
-                f"(+{rss_waiting - rss_before:.0f} MB); CPU over {idle:.0f} s idle: server "
-                f"{used.get('server', 0):.2f} s, PostgreSQL {used.get('postgres', 0):.2f} s",
+                f"(+{rss_waiting - rss_before:.0f} MB); CPU over {idle:.0f} s while they wait: "
+                f"server {used.get('server', 0):.2f} s, PostgreSQL {used.get('postgres', 0):.2f} s "
+                f"(with none: {empty.get('server', 0):.2f} s and "
+                f"{empty.get('postgres', 0):.2f} s)",
                 flush=True,
             )
             # Timers: due from start + due_after, over a minute.

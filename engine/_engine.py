@@ -288,7 +288,8 @@ class Engine:
         check_event_type(event_type)
         encode_payload(payload, "event payload", max_bytes)
         now = self._clock.now()
-        self._committer.run(
+        # On PostgreSQL on this thread, not queued behind the batches of step commits.
+        self._committer.run_alone(
             self._store.send_event(
                 tenant_id, workflow, instance_id, event_type, payload, now, max_storage_bytes
             )

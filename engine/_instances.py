@@ -6,7 +6,8 @@ inserts them; everything stored is charged to the tenant's storage (``engine._us
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from engine._rows import (
     workflow_event,
 )
 from engine._usage import ROW_OVERHEAD, STORAGE_RETRY_AFTER, UsageLedger, charge, json_size
-from storage import BatchWrite, Database
+from storage import BatchWrite, Database, pipelined
 from treadle.errors import Conflict
 from treadle.runtime import JSONValue
 
@@ -101,20 +102,27 @@ class InstanceWrites:
                     code="instance.finished",
                 )
             if max_storage_bytes is not None:
-                used = self.usage.used(conn, [tenant_id])[tenant_id]
+                limit = {tenant_id: max_storage_bytes}
+                used = self.usage.totals(conn, {tenant_id: size}, limit)[tenant_id]
                 if used + size > max_storage_bytes:
                     raise storage_full(max_storage_bytes)
-            conn.execute(
-                E.insert().values(instance_pk=row.pk, type=type_, payload=payload, created_at=now)
-            )
-            conn.execute(
-                sa.update(I).where(I.c.pk == row.pk).values(stored_bytes=I.c.stored_bytes + size)
-            )
-            self.usage.charge(conn, {tenant_id: size})
-            conn.execute(
-                sa.update(I).where(I.c.pk == row.pk, I.c.status == "waiting").values(due_at=now)
-            )
-            notify(conn, self.postgresql)
+            # The rest only writes: on PostgreSQL one round trip, with the COMMIT.
+            with pipelined(conn, last=True):
+                conn.execute(
+                    E.insert()
+                    .inline()
+                    .values(instance_pk=row.pk, type=type_, payload=payload, created_at=now)
+                )
+                conn.execute(
+                    sa.update(I)
+                    .where(I.c.pk == row.pk)
+                    .values(
+                        stored_bytes=I.c.stored_bytes + size,
+                        due_at=sa.case((I.c.status == "waiting", now), else_=I.c.due_at),
+                    )
+                )
+                self.usage.charge(conn, {tenant_id: size})
+                notify(conn, self.postgresql)
 
         return write
 
@@ -149,13 +157,24 @@ class CreateWrite(BatchWrite):
     def combine(conn: sa.Connection, writes: Sequence[Any]) -> list[Any]:
         order = sorted(range(len(writes)), key=lambda i: writes[i].tenant_id)
         results: list[Any] = [None] * len(writes)
-        for index in order:
-            results[index] = writes[index].insert(conn)
-        if any(r.ids for r in results):
-            notify(conn, writes[0].store.postgresql)
+        later: list[Callable[[], object]] = []
+        for n, index in enumerate(order):
+            following = writes[order[n + 1]].tenant_id if n + 1 < len(order) else None
+            last_of_tenant = following != writes[index].tenant_id
+            results[index] = writes[index].insert(conn, later if last_of_tenant else None)
+        # What is left only writes: on PostgreSQL it is sent in one round trip, with the
+        # COMMIT when these are the transaction's last writes.
+        with pipelined(conn, last=True):
+            for send in later:
+                send()
+            if any(r.ids for r in results):
+                notify(conn, writes[0].store.postgresql)
         return results
 
-    def insert(self, conn: sa.Connection) -> Created:
+    def insert(self, conn: sa.Connection, later: list[Callable[[], object]] | None) -> Created:
+        """Admit and insert the rows; the writes whose results nothing reads go to ``later``
+        (when given: no other write of the tenant follows in the transaction, whose admission
+        would read what they write)."""
         quotas = self.store.quotas
         ticket = None
         admission = Admission(len(self.rows))
@@ -172,16 +191,22 @@ class CreateWrite(BatchWrite):
         inserted: dict[int, str] = {}
         if rows:
             inserted = {pk: id_ for pk, id_ in conn.execute(self.store.insert_instance, rows)}
+        writes: list[Callable[[], object]] = []
         if inserted:
             events = [workflow_event(pk, self.now, "queued") for pk in inserted]
-            conn.execute(H.insert(), events)
+            writes.append(functools.partial(conn.execute, H.insert().inline(), events))
             stored = {row["id"]: row["stored_bytes"] for row in rows}
             charges = {self.tenant_id: sum(stored[id_] for id_ in inserted.values())}
-            self.store.usage.charge(conn, charges)
+            writes.append(functools.partial(self.store.usage.charge, conn, charges))
         if ticket is not None:
-            quotas.settle(conn, ticket, len(inserted))
+            writes.append(functools.partial(quotas.settle, conn, ticket, len(inserted)))
         else:
-            grow_queue_bound(conn, self.tenant_id, len(inserted))
+            writes.append(functools.partial(grow_queue_bound, conn, self.tenant_id, len(inserted)))
+        if later is None:
+            for write in writes:
+                write()
+        else:
+            later.extend(writes)
         return Created(set(inserted.values()), admission)
 
     def _storage_full(self, conn: sa.Connection, adding: int) -> bool:
