@@ -80,11 +80,18 @@ def tenant_client(base: str, name: str = "bench", **policy: Any) -> httpx.Client
 
 
 def post_all(
-    base: str, headers: dict[str, str], requests: list[tuple[str, Any]], clients: int
+    base: str,
+    headers: dict[str, str],
+    requests: list[tuple[str, Any]],
+    clients: int,
+    rate: float | None = None,
 ) -> list[tuple[float, httpx.Response]]:
     """Send the POSTs ``requests`` ((path, JSON body) each) from ``clients`` threads, each
-    sending its next as soon as the previous is answered; each one's time and response."""
+    sending its next as soon as the previous is answered (and, with ``rate``, no sooner than
+    its turn at that many a second); each one's time and response."""
     pending = list(reversed(requests))
+    began = time.perf_counter()
+    turn = [0]
     done: list[tuple[float, httpx.Response]] = []
     lock = threading.Lock()
 
@@ -95,6 +102,9 @@ def post_all(
                     if not pending:
                         return
                     path, body = pending.pop()
+                    due = began + turn[0] / rate if rate else 0.0
+                    turn[0] += 1
+                time.sleep(max(0.0, due - time.perf_counter()))
                 sent = time.perf_counter()
                 reply = http.post(path, json=body)
                 with lock:

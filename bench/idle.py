@@ -7,7 +7,8 @@ run starts; the other half wait for an event. The figures, per database:
   once every instance waits, and the CPU time of the server (with its sandbox workers) and of
   PostgreSQL over ``--idle-seconds`` while they all wait, and over as long with none;
 - timer lateness: when the step after each sleep started, against the time it slept until;
-- event latency: ``--events`` events, sent as fast as ``--clients`` clients get them accepted;
+- event latency: ``--events`` events, sent as fast as ``--clients`` clients get them accepted
+  (or at ``--event-rate`` a second);
   for each, from the event's arrival (as stored) to the start of the step after the wait.
 
 Times come from the database (the attempts' recorded start times), not from polling.
@@ -103,7 +104,13 @@ def _percentiles(values: list[float]) -> str:
 
 
 def run(
-    backend: str, instances: int, events: int, due_after: float, idle: float, clients: int
+    backend: str,
+    instances: int,
+    events: int,
+    due_after: float,
+    idle: float,
+    clients: int,
+    event_rate: float | None = None,
 ) -> None:
     with fresh_database(backend) as url, tempfile.TemporaryDirectory() as tmp:
         server = TreadleProcess(url, Path(tmp))
@@ -168,9 +175,9 @@ def run(
             woke = _after_started(url)
             lateness = [woke[i] - at for i, at in until.items()]
             print(f"  timer lateness ({sleepers} timers over 60 s): {_percentiles(lateness)}")
-            # Events, as fast as the clients get them accepted.
+            # Events, as fast as the clients get them accepted (or at the rate asked).
             targets = [f"e{n}" for n in range(min(events, instances - sleepers))]
-            sent_at = _send_events(server.base, dict(client.headers), targets, clients)
+            sent_at = _send_events(server.base, dict(client.headers), targets, clients, event_rate)
             _wait_for(url, "complete", 1 + sleepers + len(targets), 600, "event waiters")
             arrived = {
                 i: float(at)
@@ -192,11 +199,12 @@ def run(
 
 
 def _send_events(
-    base: str, headers: dict[str, str], targets: list[str], clients: int
+    base: str, headers: dict[str, str], targets: list[str], clients: int, rate: float | None
 ) -> tuple[float, float]:
     path = "/v1/workflows/idle/instances/{}/events/go"
     began = time.time()
-    for _, reply in post_all(base, headers, [(path.format(t), {"n": 1}) for t in targets], clients):
+    requests = [(path.format(t), {"n": 1}) for t in targets]
+    for _, reply in post_all(base, headers, requests, clients, rate):
         reply.raise_for_status()
     return began, time.time()
 
@@ -208,11 +216,20 @@ def main() -> None:
     parser.add_argument("--due-after", type=float, default=420.0)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--event-rate", type=float, help="events a second (default: at once)")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
     args = parser.parse_args()
     for backend in args.backend or ["postgresql"]:
         print(f"idle {backend}: {args.instances} instances", flush=True)
-        run(backend, args.instances, args.events, args.due_after, args.idle_seconds, args.clients)
+        run(
+            backend,
+            args.instances,
+            args.events,
+            args.due_after,
+            args.idle_seconds,
+            args.clients,
+            args.event_rate,
+        )
 
 
 if __name__ == "__main__":

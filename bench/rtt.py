@@ -52,7 +52,16 @@ def _proxy(port: int, target: tuple[str, int], delay: float) -> None:
 
 def _measured_rtt(url: str) -> float:
     """The median time of ``SELECT 1`` on ``url``: the round trip the server sees."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    deadline = time.monotonic() + 10
+    while True:  # the proxy's process may not listen yet
+        try:
+            conn = psycopg.connect(url, autocommit=True)
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with conn:
         times = []
         for _ in range(200):
             began = time.perf_counter()

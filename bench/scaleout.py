@@ -45,11 +45,14 @@ def run(processes: int, instances: int) -> dict[str, float]:
             _wait_done(url, 16 * processes)
             roots = {"serve": serve.pid} | {f"worker-{n}": w.pid for n, w in enumerate(workers)}
             meter = CpuMeter(lambda: roots)
+            transactions = _transactions(url)
             meter.start()
             started = time.time()
             _create(client, [f"i{n}" for n in range(instances)])
             ended = _wait_done(url, 16 * processes + instances)
             used = meter.stop()
+            time.sleep(2)  # backends report their statistics within a second or so
+            transactions = _transactions(url) - transactions
         finally:
             for process in [serve, *workers]:
                 process.stop()
@@ -60,7 +63,19 @@ def run(processes: int, instances: int) -> dict[str, float]:
         "treadle_cpu_ms": treadle / instances * 1000,
         "postgres_cpu_ms": used.get("postgres", 0.0) / instances * 1000,
         "total_cpu_ms": (treadle + used.get("postgres", 0.0)) / instances * 1000,
+        "transactions": transactions / instances,
     }
+
+
+def _transactions(url: str) -> int:
+    """Transactions committed in the database so far (PostgreSQL's statistics; the bench's
+    own reads count too, a few a second)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _create(client: httpx.Client, ids: list[str]) -> None:
@@ -105,7 +120,8 @@ def main() -> None:
             f"scale-out {n} process{'es' if n > 1 else '  '} ({args.instances} x W1, "
             f"median of {args.rounds}): {med['workflows_per_s']:.0f} workflows/s, CPU per "
             f"workflow {med['total_cpu_ms']:.2f} ms (treadle {med['treadle_cpu_ms']:.2f} ms, "
-            f"PostgreSQL {med['postgres_cpu_ms']:.2f} ms)"
+            f"PostgreSQL {med['postgres_cpu_ms']:.2f} ms), "
+            f"{med['transactions']:.2f} transactions per workflow"
         )
 
 

@@ -30,7 +30,7 @@ from engine._rows import (
     workflow_event,
 )
 from engine._usage import ROW_OVERHEAD, STORAGE_RETRY_AFTER, UsageLedger, charge, json_size
-from storage import BatchWrite, Database, pipelined
+from storage import BatchWrite, Database, dumps, pipelined
 from treadle.errors import Conflict
 from treadle.runtime import JSONValue
 
@@ -46,6 +46,37 @@ _INSERT_INSTANCE = {
     "postgresql": _insert_instance(postgresql.insert),
     "sqlite": _insert_instance(sqlite.insert),
 }
+
+# The same on PostgreSQL as driver SQL over arrays: one short statement for a whole batch. (An
+# INSERT with a row of placeholders per instance is a new statement text for every batch size,
+# which the driver parses afresh each time: that was most of a batch create's CPU.)
+_PG_INSERT_INSTANCES = (
+    "INSERT INTO instances (tenant_id, workflow, id, version, status, params, created_at,"
+    " due_at, epoch, parent_pk, stored_bytes)"
+    " SELECT * FROM unnest(%(tenant_id)s::integer[], %(workflow)s::text[], %(id)s::text[],"
+    " %(version)s::text[], %(status)s::text[], %(params)s::text[]::jsonb[],"
+    " %(created_at)s::float8[], %(due_at)s::float8[], %(epoch)s::bigint[],"
+    " %(parent_pk)s::bigint[], %(stored_bytes)s::bigint[])"
+    " ON CONFLICT (tenant_id, workflow, id) DO NOTHING RETURNING pk, id"
+)
+_PG_INSERTED_COLUMNS = (
+    "tenant_id", "workflow", "id", "version", "status", "created_at", "due_at", "epoch",
+    "parent_pk", "stored_bytes",
+)  # fmt: skip
+
+
+def _insert_pg(conn: sa.Connection, rows: list[StoredInstanceRow]) -> dict[int, str]:
+    """Insert ``rows`` (whose other columns are empty, as ``_new_row`` makes them); the pk and
+    id of each row inserted (not of those whose id existed)."""
+    for row in rows:
+        assert row["output"] is None and row["error"] is None and row["started_at"] is None
+    arrays: dict[str, list[Any]] = {c: [r[c] for r in rows] for c in _PG_INSERTED_COLUMNS}  # type: ignore[literal-required]
+    arrays["params"] = [None if r["params"] is None else dumps(r["params"]) for r in rows]
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(_PG_INSERT_INSTANCES, arrays)
+        return {pk: id_ for pk, id_ in cursor.fetchall()}
 
 
 @dataclass(frozen=True)
@@ -189,7 +220,9 @@ class CreateWrite(BatchWrite):
             for row, size in zip(self.rows[: admission.admitted], sizes, strict=False)
         ]
         inserted: dict[int, str] = {}
-        if rows:
+        if rows and self.store.postgresql:
+            inserted = _insert_pg(conn, rows)
+        elif rows:
             inserted = {pk: id_ for pk, id_ in conn.execute(self.store.insert_instance, rows)}
         writes: list[Callable[[], object]] = []
         if inserted:

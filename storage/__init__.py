@@ -7,6 +7,7 @@ from storage._clock import Clock, ManualClock, iso
 from storage._committer import BatchWrite, GroupCommitter, pipelined
 from storage._cursor import decode_cursor, encode_cursor
 from storage._database import Database, normalize_url
+from storage._json import dumps
 from storage._migrate import available as available_migrations
 from storage._migrate import current_version, migrate
 from storage._outage import reason, short_of_descriptors, transient, unreachable
@@ -20,6 +21,7 @@ __all__ = [
     "available_migrations",
     "current_version",
     "decode_cursor",
+    "dumps",
     "encode_cursor",
     "iso",
     "migrate",
