@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from engine._quotas import Admission, Quota, QuotaStore, grow_queue_bound
 from engine._rows import (
@@ -34,23 +34,16 @@ from storage import BatchWrite, Database, dumps, pipelined
 from treadle.errors import Conflict
 from treadle.runtime import JSONValue
 
-
-def _insert_instance(insert: Any) -> Any:
-    inserting = insert(I).on_conflict_do_nothing(
-        index_elements=[I.c.tenant_id, I.c.workflow, I.c.id]
-    )
-    return inserting.returning(I.c.pk, I.c.id)
-
-
-_INSERT_INSTANCE = {
-    "postgresql": _insert_instance(postgresql.insert),
-    "sqlite": _insert_instance(sqlite.insert),
-}
-
-# The same on PostgreSQL as driver SQL over arrays: one short statement for a whole batch. (An
+# SQLite: the rows as they are; an id that exists already is skipped.
+_SQLITE_INSERT = (
+    sqlite.insert(I)
+    .on_conflict_do_nothing(index_elements=[I.c.tenant_id, I.c.workflow, I.c.id])
+    .returning(I.c.pk, I.c.id)
+)
+# PostgreSQL: the same as driver SQL over arrays, one short statement for a whole batch. (An
 # INSERT with a row of placeholders per instance is a new statement text for every batch size,
 # which the driver parses afresh each time: that was most of a batch create's CPU.)
-_PG_INSERT_INSTANCES = (
+_PG_INSERT = (
     "INSERT INTO instances (tenant_id, workflow, id, version, status, params, created_at,"
     " due_at, epoch, parent_pk, stored_bytes)"
     " SELECT * FROM unnest(%(tenant_id)s::integer[], %(workflow)s::text[], %(id)s::text[],"
@@ -59,23 +52,25 @@ _PG_INSERT_INSTANCES = (
     " %(parent_pk)s::bigint[], %(stored_bytes)s::bigint[])"
     " ON CONFLICT (tenant_id, workflow, id) DO NOTHING RETURNING pk, id"
 )
-_PG_INSERTED_COLUMNS = (
+_PG_COLUMNS = (
     "tenant_id", "workflow", "id", "version", "status", "created_at", "due_at", "epoch",
     "parent_pk", "stored_bytes",
 )  # fmt: skip
 
 
-def _insert_pg(conn: sa.Connection, rows: list[StoredInstanceRow]) -> dict[int, str]:
-    """Insert ``rows`` (whose other columns are empty, as ``_new_row`` makes them); the pk and
-    id of each row inserted (not of those whose id existed)."""
-    for row in rows:
-        assert row["output"] is None and row["error"] is None and row["started_at"] is None
-    arrays: dict[str, list[Any]] = {c: [r[c] for r in rows] for c in _PG_INSERTED_COLUMNS}  # type: ignore[literal-required]
+def _insert(conn: sa.Connection, rows: list[StoredInstanceRow]) -> dict[int, str]:
+    """Insert ``rows``; the pk and id of each row inserted (not of those whose id existed)."""
+    if conn.dialect.name != "postgresql":
+        return {pk: id_ for pk, id_ in conn.execute(_SQLITE_INSERT, rows)}
+    arrays: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in _PG_COLUMNS}
     arrays["params"] = [None if r["params"] is None else dumps(r["params"]) for r in rows]
+    # A new instance has nothing in the other columns (``_new_row``), which the array insert
+    # leaves to their defaults.
+    assert all(v is None for r in rows for c, v in r.items() if c not in arrays), rows[0]
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor:
-        cursor.execute(_PG_INSERT_INSTANCES, arrays)
+        cursor.execute(_PG_INSERT, arrays)
         return {pk: id_ for pk, id_ in cursor.fetchall()}
 
 
@@ -96,7 +91,6 @@ class InstanceWrites:
         self.quotas = quotas
         self.usage = usage
         self.postgresql = db.dialect == "postgresql"
-        self.insert_instance = _INSERT_INSTANCE[db.dialect]
 
     def create(
         self, tenant_id: int, rows: list[NewInstanceRow], quota: Quota | None, now: float
@@ -220,10 +214,8 @@ class CreateWrite(BatchWrite):
             for row, size in zip(self.rows[: admission.admitted], sizes, strict=False)
         ]
         inserted: dict[int, str] = {}
-        if rows and self.store.postgresql:
-            inserted = _insert_pg(conn, rows)
-        elif rows:
-            inserted = {pk: id_ for pk, id_ in conn.execute(self.store.insert_instance, rows)}
+        if rows:
+            inserted = _insert(conn, rows)
         writes: list[Callable[[], object]] = []
         if inserted:
             events = [workflow_event(pk, self.now, "queued") for pk in inserted]
