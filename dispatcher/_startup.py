@@ -50,11 +50,14 @@ def open_platform(
     started, delay = time.monotonic(), FIRST_DELAY
     while True:
         try:
-            return Platform(settings, progress=progress)
+            platform = Platform(settings, progress=progress)
         except sa.exc.DBAPIError as exc:
             if not unreachable(exc):
                 raise
             why = reason(exc)
+        else:
+            warn_about_database(platform)
+            return platform
         left = None if limit is None else limit - (time.monotonic() - started)
         if left is not None and left <= 0:
             raise Unavailable(_gave_up(where, why, limit))
@@ -63,6 +66,22 @@ def open_platform(
         if stop.wait(wait):
             return None
         delay = next_delay(delay)
+
+
+def warn_about_database(platform: Platform) -> None:
+    """Log a warning for a PostgreSQL setting that will hurt: autovacuum off leaves the
+    instance rows that every step updates as dead tuples, so queues and tables grow without
+    bound, and leaves the planner without statistics."""
+    if platform.db.dialect != "postgresql":
+        return
+    with platform.db.connect() as conn:
+        autovacuum = conn.execute(sa.text("SELECT current_setting('autovacuum')")).scalar()
+    if autovacuum != "on":
+        _log.warning(
+            "PostgreSQL runs with autovacuum off: the rows every step updates are never "
+            "reclaimed and the planner has no statistics; turn it on (its default) or run "
+            "VACUUM ANALYZE regularly"
+        )
 
 
 def _gave_up(where: str, why: str, limit: float | None) -> str:

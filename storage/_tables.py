@@ -96,7 +96,9 @@ class Instance(SQLModel, table=True):
     __tablename__ = "instances"
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "workflow", "id", name="uq_instances_tenant_workflow_id"),
-        sa.Index("ix_instances_listing", "tenant_id", "workflow", "status", "pk"),
+        # Led by status: a lookup by key (tenant_id, workflow, id) must not match it, or
+        # PostgreSQL may scan a workflow's instances for one id (migration m0007).
+        sa.Index("ix_instances_listing", "status", "tenant_id", "workflow", "pk"),
         # Fair claiming takes each tenant's oldest due instances, tenant by tenant.
         sa.Index(
             "ix_instances_tenant_due",

@@ -29,11 +29,12 @@ def _columns(conn: sa.Connection) -> dict[str, dict[str, bool]]:
     }
 
 
-def _indexes(conn: sa.Connection) -> dict[str, set[str]]:
+def _indexes(conn: sa.Connection) -> dict[str, set[tuple[str, tuple[str | None, ...]]]]:
+    """Each table's indexes, by name and columns in order."""
     inspector = sa.inspect(conn)
     return {
         name: {
-            str(i["name"])
+            (str(i["name"]), tuple(i["column_names"]))
             for i in inspector.get_indexes(name)
             if not i.get("duplicates_constraint") and not str(i["name"]).startswith("sqlite_")
         }
@@ -52,12 +53,58 @@ def test_migrations_build_the_declared_schema_and_are_idempotent(empty_database_
         t.name: {c.name: bool(c.nullable) for c in t.columns} for t in tables.metadata.sorted_tables
     }
     declared_indexes = {
-        t.name: {str(i.name) for i in t.indexes} for t in tables.metadata.sorted_tables
+        t.name: {(str(i.name), tuple(c.name for c in i.columns)) for i in t.indexes}
+        for t in tables.metadata.sorted_tables
     }
     with db.connect() as conn:
         assert _columns(conn) == declared
         assert _indexes(conn) == declared_indexes
     db.dispose()
+
+
+def test_a_lookup_by_key_probes_the_key_whatever_the_statistics(postgresql_url: str) -> None:
+    """One instance looked up by its id (every event, status change and read) is one probe of
+    the key, even when PostgreSQL's statistics predate a burst of creates: they then say the
+    workflow has no instances, and a listing index led by (tenant, workflow) used to look
+    cheaper, a plan that reads every instance of the workflow."""
+    from engine._rows import I, instance_key, lock_row
+
+    db = Database(postgresql_url)
+    try:
+        with db.begin() as conn:
+            tenant = conn.execute(
+                sa.text(
+                    "INSERT INTO tenants (name, policy, created_at)"
+                    " VALUES ('planned', '{}', 0) RETURNING id"
+                )
+            ).scalar_one()
+            conn.execute(sa.text("ANALYZE instances"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO instances (tenant_id, workflow, id, version, status, created_at,"
+                    " due_at, epoch) SELECT :t, 'burst', 'i' || g, 'v1', 'waiting', 0, 1, 0"
+                    " FROM generate_series(1, 20000) g"
+                ),
+                {"t": tenant},
+            )
+        lookup = lock_row(
+            sa.select(I.c.pk, I.c.status).where(*instance_key(tenant, "burst", "i5")), True
+        )
+        sql = str(lookup.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
+        with db.connect() as conn:
+            plan = conn.execute(sa.text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar_one()
+        nodes, scans = [plan[0]["Plan"]], []
+        while nodes:
+            node = nodes.pop()
+            nodes += node.get("Plans", [])
+            if "Scan" in node["Node Type"]:
+                scans.append(node)
+        assert [(s["Node Type"], s.get("Index Name")) for s in scans] == [
+            ("Index Scan", "uq_instances_tenant_workflow_id")
+        ], plan
+        assert scans[0]["Actual Rows"] == 1 and scans[0].get("Rows Removed by Filter", 0) == 0
+    finally:
+        db.dispose()
 
 
 def test_group_commit_batches_writers_and_isolates_failures(database_url: str) -> None:
@@ -209,3 +256,26 @@ def test_json_columns_come_back_as_stored_and_the_migration_keeps_rows(
         for table in (S, E, H):
             assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
     db.dispose()
+
+
+def test_a_start_warns_when_postgresql_runs_without_autovacuum(
+    database_url: str, caplog: Any
+) -> None:
+    """The warning appears exactly when the server's autovacuum is off (SQLite: never)."""
+    from dispatcher import Platform
+    from dispatcher._startup import warn_about_database
+    from tests.integration.app import settings
+
+    platform = Platform(settings(database_url))
+    try:
+        expected = False
+        if platform.db.dialect == "postgresql":
+            with platform.db.connect() as conn:
+                setting = conn.execute(sa.text("SELECT current_setting('autovacuum')")).scalar()
+            expected = setting != "on"
+        with caplog.at_level("WARNING", logger="treadle"):
+            warn_about_database(platform)
+        warned = [r for r in caplog.records if "autovacuum off" in r.getMessage()]
+        assert len(warned) == (1 if expected else 0)
+    finally:
+        platform.close()
