@@ -173,9 +173,11 @@ def fetch(
     resolve: Resolver = system_resolver,
     *,
     deadline: Deadline,
+    metered: Callable[[int], None] | None = None,
 ) -> FetchResult:
     """Perform one ``env.fetch`` call, over by ``deadline``; the result is what the step
-    body sees."""
+    body sees. A request that went out is passed to ``metered`` with its bytes (the request
+    body and what was read of the response's), whether it succeeded or not."""
     url, method = args.get("url"), str(args.get("method") or "GET").upper()
     if not isinstance(url, str):
         raise InvalidInput("env.fetch: url must be a string")
@@ -191,6 +193,8 @@ def fetch(
     if target.url.scheme == "https":
         extensions["sni_hostname"] = target.host
     pinned = target.url.copy_with(host=address)
+    sent = len(content or b"")
+    received = 0
     try:
         with client.stream(
             method,
@@ -201,6 +205,7 @@ def fetch(
             timeout=_timeout(client, deadline),
         ) as reply:
             data = _read_capped(reply)
+            received = len(data)
             return {
                 "status": reply.status_code,
                 "headers": dict(reply.headers),
@@ -212,6 +217,9 @@ def fetch(
         raise TreadleError(
             f"env.fetch {method} {url} failed: {exc}", code="egress.failed"
         ) from None
+    finally:
+        if metered is not None:
+            metered(sent + received)
 
 
 def _timeout(client: httpx.Client, deadline: Deadline) -> httpx.Timeout:

@@ -17,9 +17,19 @@ from collections.abc import Callable
 
 from dispatcher import _egress as egress
 from dispatcher._settings import Settings
-from engine import Engine, InstanceRef, Recorder, StorageLimits
+from engine import Engine, InstanceRef, Recorder, StorageLimits, Usage
 from loader import Loader, UploadLimits
-from sandbox import Artifact, Deadline, Limits, Outcome, ReplayRequest, SandboxPool, Wall
+from sandbox import (
+    NOTHING_SPENT,
+    Artifact,
+    Deadline,
+    Limits,
+    Outcome,
+    ReplayRequest,
+    SandboxPool,
+    Spent,
+    Wall,
+)
 from storage import Clock, Database, GroupCommitter, migrate
 from tenants import Policy, TenantStore
 from treadle.errors import (
@@ -68,9 +78,14 @@ class TenantHost:
         self._host = host
 
     def commit(
-        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
+        self,
+        records: list[StepRecord],
+        logs: list[LogLine],
+        *,
+        running: bool = False,
+        spent: Spent = NOTHING_SPENT,
     ) -> None:
-        self._host.commit(records, logs, running=running)
+        self._host.commit(records, logs, running=running, spent=spent)
 
     def on_stop(self, stop: Callable[[BaseException], None]) -> None:
         self._host.on_stop(stop)
@@ -79,13 +94,18 @@ class TenantHost:
         try:
             if method == "fetch":
                 allow = list(self._policy.egress_allow)
-                return egress.fetch(args, allow, self._platform.http, deadline=deadline)
+                return egress.fetch(
+                    args, allow, self._platform.http, deadline=deadline, metered=self._egress
+                )
             if method == "workflows.create":
                 return {"id": self._create_child(args)}
             raise InvalidInput(f"unknown host call {method!r}")
         except (InvalidInput, LimitExceeded, NotFound, AlreadyExists) as exc:
             # Bad arguments, a missing workflow, an id taken: the same on every retry.
             raise NonRetryableError(exc.message) from exc
+
+    def _egress(self, size: int) -> None:
+        self._host.meter(Usage(egress_requests=1, egress_bytes=size))
 
     def _create_child(self, args: JSONObject) -> str:
         workflow, instance_id = args.get("workflow"), args.get("id")

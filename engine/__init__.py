@@ -8,7 +8,7 @@ from engine._names import FINISHED, MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID,
 from engine._quotas import Quota
 from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
 from engine._rows import HistoryEvent, WatchedEvent
-from engine._usage import StorageLimits
+from engine._usage import USAGE_FIELDS, StorageLimits, Usage, UsageReport
 from engine._views import InstanceView, LogView, StepView
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "MAX_INSTANCE_ID",
     "MAX_ROW_ID",
     "STATUSES",
+    "USAGE_FIELDS",
     "CreatedItem",
     "Engine",
     "HistoryEvent",
@@ -32,5 +33,7 @@ __all__ = [
     "Runner",
     "StepView",
     "StorageLimits",
+    "Usage",
+    "UsageReport",
     "WatchedEvent",
 ]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from engine._store import Final, I, LeaseLost
-from engine._usage import MIB, ROW_OVERHEAD, json_size, text_size
+from engine._usage import MIB, ROW_OVERHEAD, Usage, json_size, text_size
 from treadle.runtime import ErrorValue, LogLine, result_refused
 
 if TYPE_CHECKING:
@@ -82,9 +82,13 @@ def settle(conn: sa.Connection, store: EngineStore, live: Sequence[RecordWrite])
     if rows:
         conn.execute(_ACCOUNT, rows)
     charges: dict[int, int] = {}
+    usage: dict[int, Usage] = {}
     for w in live:
-        charges[w.claimed.tenant_id] = charges.get(w.claimed.tenant_id, 0) + w.stored
-    store.usage.charge(conn, charges)
+        tenant = w.claimed.tenant_id
+        charges[tenant] = charges.get(tenant, 0) + w.stored
+        usage.setdefault(tenant, Usage()).add(w.usage)
+    if live:
+        store.usage.charge(conn, charges, live[0].now, usage)
 
 
 def _cap_logs(write: RecordWrite, current: int) -> None:

@@ -27,6 +27,7 @@ from engine._store import (
     step_record,
     workflow_event,
 )
+from engine._usage import Usage
 from storage import BatchWrite, pipelined
 from treadle.runtime import LogLine, StepRecord, as_json
 
@@ -73,6 +74,7 @@ class RecordWrite(BatchWrite):
         final: Final | None,
         *,
         pausable: bool = True,
+        usage: Usage | None = None,
     ) -> None:
         self.store = store
         self.claimed = claimed
@@ -83,6 +85,7 @@ class RecordWrite(BatchWrite):
         self.final = final
         # False while other step bodies of the replay still run: a pause waits for them.
         self.pausable = pausable
+        self.usage = usage or Usage()  # metered with the write: steps, attempts, CPU, egress
         # Resolved here, on the replay's thread: a policy lookup inside the commit could wait
         # for the commit itself.
         self.limits = store.usage.limits(claimed.tenant_id)

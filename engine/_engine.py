@@ -20,7 +20,7 @@ from engine._replay import LoadRunner
 from engine._rows import HistoryEvent, NewInstanceRow, WatchedEvent
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
-from engine._usage import StorageLimits
+from engine._usage import StorageLimits, UsageReport
 from engine._views import InstanceView, LogView, StepView, instance_view, log_view, step_view
 from storage import Clock, Database, GroupCommitter, decode_cursor, encode_cursor
 from treadle.errors import (
@@ -327,7 +327,8 @@ class Engine:
         return view
 
     def delete_instance(self, tenant_id: int, workflow: str, instance_id: str) -> None:
-        self._committer.run(self._lifecycle.delete(tenant_id, workflow, instance_id))
+        now = self._clock.now()
+        self._committer.run(self._lifecycle.delete(tenant_id, workflow, instance_id, now))
         self._scheduler.look()
 
     def purge_finished(self, tenant_id: int, retention_days: float) -> int:
@@ -335,7 +336,8 @@ class Engine:
         before = self._clock.now() - retention_days * 86400.0
         purged = 0
         while True:
-            count: int = self._committer.run(self._lifecycle.purge(tenant_id, before))
+            purge = self._lifecycle.purge(tenant_id, before, self._clock.now())
+            count: int = self._committer.run(purge)
             purged += count
             if count == 0:
                 return purged
@@ -372,7 +374,13 @@ class Engine:
         return lines
 
     def delete_workflow(self, tenant_id: int, workflow: str) -> None:
-        self._committer.run(self._store.delete_workflow(tenant_id, workflow))
+        now = self._clock.now()
+        self._committer.run(self._store.delete_workflow(tenant_id, workflow, now))
+
+    def usage(self, tenant_id: int, start: float, end: float) -> UsageReport:
+        """What the tenant used from ``start`` to ``end``, hour by hour (``engine._usage``)."""
+        with self.db.connect() as conn:
+            return self._store.usage.report(conn, tenant_id, start, end)
 
     def stats(self) -> dict[str, int | float]:
         counters = self._scheduler.counters

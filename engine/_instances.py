@@ -29,7 +29,14 @@ from engine._rows import (
     storage_full,
     workflow_event,
 )
-from engine._usage import ROW_OVERHEAD, STORAGE_RETRY_AFTER, UsageLedger, charge, json_size
+from engine._usage import (
+    ROW_OVERHEAD,
+    STORAGE_RETRY_AFTER,
+    Usage,
+    UsageLedger,
+    charge,
+    json_size,
+)
 from storage import BatchWrite, Database, dumps, pipelined
 from treadle.errors import Conflict
 from treadle.runtime import JSONValue
@@ -146,19 +153,19 @@ class InstanceWrites:
                         due_at=sa.case((I.c.status == "waiting", now), else_=I.c.due_at),
                     )
                 )
-                self.usage.charge(conn, {tenant_id: size})
+                self.usage.charge(conn, {tenant_id: size}, now)
                 notify(conn, self.postgresql)
 
         return write
 
-    def delete_workflow(self, tenant_id: int, workflow: str) -> Write:
+    def delete_workflow(self, tenant_id: int, workflow: str, now: float) -> Write:
         def write(conn: sa.Connection) -> None:
             deleted = conn.execute(
                 sa.delete(I)
                 .where(I.c.tenant_id == tenant_id, I.c.workflow == workflow)
                 .returning(I.c.stored_bytes)
             )
-            charge(conn, {tenant_id: -sum(int(n) for n in deleted.scalars())})
+            charge(conn, {tenant_id: -sum(int(n) for n in deleted.scalars())}, now)
 
         return write
 
@@ -222,7 +229,10 @@ class CreateWrite(BatchWrite):
             writes.append(functools.partial(conn.execute, H.insert().inline(), events))
             stored = {row["id"]: row["stored_bytes"] for row in rows}
             charges = {self.tenant_id: sum(stored[id_] for id_ in inserted.values())}
-            writes.append(functools.partial(self.store.usage.charge, conn, charges))
+            created = {self.tenant_id: Usage(instances_created=len(inserted))}
+            writes.append(
+                functools.partial(self.store.usage.charge, conn, charges, self.now, created)
+            )
         if ticket is not None:
             writes.append(functools.partial(quotas.settle, conn, ticket, len(inserted)))
         else:

@@ -180,18 +180,18 @@ class Lifecycle:
         _update(conn, row.pk, **values)
         return "queued"
 
-    def delete(self, tenant_id: int, workflow: str, instance_id: str) -> Write:
+    def delete(self, tenant_id: int, workflow: str, instance_id: str, now: float) -> Write:
         key = instance_key(tenant_id, workflow, instance_id)
 
         def write(conn: sa.Connection) -> None:
             deleted = conn.execute(sa.delete(I).where(*key).returning(I.c.stored_bytes)).first()
             if deleted is None:
                 raise not_found(instance_id)
-            charge(conn, {tenant_id: -int(deleted.stored_bytes)})
+            charge(conn, {tenant_id: -int(deleted.stored_bytes)}, now)
 
         return write
 
-    def purge(self, tenant_id: int, before: float, limit: int = 1000) -> Write:
+    def purge(self, tenant_id: int, before: float, now: float, limit: int = 1000) -> Write:
         """Delete up to ``limit`` instances of a tenant that finished before ``before``."""
         old = (
             sa.select(I.c.pk)
@@ -203,7 +203,7 @@ class Lifecycle:
             purged = conn.execute(
                 sa.delete(I).where(I.c.pk.in_(old.scalar_subquery())).returning(I.c.stored_bytes)
             ).all()
-            charge(conn, {tenant_id: -sum(int(n) for (n,) in purged)})
+            charge(conn, {tenant_id: -sum(int(n) for (n,) in purged)}, now)
             return len(purged)
 
         return write

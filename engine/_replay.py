@@ -9,7 +9,8 @@ from typing import Protocol
 
 from engine._commits import RecordWrite, StepRow, step_row
 from engine._store import Claimed, EngineStore, Final, Journal
-from sandbox import Done, Failed, Outcome, ReplayRequest, Suspended
+from engine._usage import Usage
+from sandbox import NOTHING_SPENT, Done, Failed, Outcome, ReplayRequest, Spent, Suspended
 from storage import Clock, GroupCommitter
 from treadle.runtime import ErrorValue, JSONObject, LogLine, StepRecord
 
@@ -31,12 +32,21 @@ class InstanceRef:
 
 
 class Recorder(Protocol):
-    """What the engine offers a replay: making its records durable. Tenant bindings (egress,
-    child workflows) are added on top by whoever builds the runner."""
+    """What the engine offers a replay: making its records durable, with what they cost.
+    Tenant bindings (egress, child workflows) are added on top by whoever builds the runner."""
 
     def commit(
-        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
+        self,
+        records: list[StepRecord],
+        logs: list[LogLine],
+        *,
+        running: bool = False,
+        spent: Spent = NOTHING_SPENT,
     ) -> None: ...
+
+    def meter(self, usage: Usage) -> None:
+        """Count ``usage`` (e.g. an egress request) with the replay's next commit."""
+        ...
 
     def on_stop(self, stop: Callable[[BaseException], None]) -> None: ...
 
@@ -78,6 +88,10 @@ class ReplayHost:
         self._lease_seconds = lease_seconds
         self._counters = counters
         self._seq = {(s["name"], s["count"]): i for i, s in enumerate(journal.steps)}
+        # Attempts of each step already committed: a commit meters only the new ones.
+        self._attempts = {(s["name"], s["count"]): len(s["attempts"] or []) for s in journal.steps}
+        self._usage = Usage()  # metered since the last commit
+        self._usage_lock = threading.Lock()
         self._stop_lock = threading.Lock()
         self._stoppers: list[Callable[[BaseException], None]] = []
         self._stopped_by: BaseException | None = None
@@ -100,12 +114,23 @@ class ReplayHost:
             stop(reason)
 
     def commit(
-        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
+        self,
+        records: list[StepRecord],
+        logs: list[LogLine],
+        *,
+        running: bool = False,
+        spent: Spent = NOTHING_SPENT,
     ) -> None:
+        self.meter(_usage_of(spent))
         self._committer.run(self._write(records, logs, None, pausable=not running))
+
+    def meter(self, usage: Usage) -> None:
+        with self._usage_lock:
+            self._usage.add(usage)
 
     def finish(self, outcome: Outcome) -> None:
         final = _final(outcome, self._claimed.mode)
+        self.meter(_usage_of(outcome.spent))
         self._committer.run(self._write(outcome.records, outcome.logs, final))
 
     def fail(self, name: str, message: str) -> None:
@@ -123,10 +148,27 @@ class ReplayHost:
     ) -> RecordWrite:
         now = self._clock.now()
         rows = self._rows(records)
-        self._counters.steps += sum(1 for r in rows if r["status"] in ("complete", "errored"))
+        with self._usage_lock:
+            usage, self._usage = self._usage, Usage()
+        for row in rows:
+            if row["status"] in ("complete", "errored"):
+                usage.steps += 1
+            key = (row["name"], row["count"])
+            attempts = len(row["attempts"] or [])
+            usage.step_attempts += max(0, attempts - self._attempts.get(key, 0))
+            self._attempts[key] = attempts
+        self._counters.steps += usage.steps
         lease_until = now + self._lease_seconds
         return RecordWrite(
-            self._store, self._claimed, lease_until, rows, logs, now, final, pausable=pausable
+            self._store,
+            self._claimed,
+            lease_until,
+            rows,
+            logs,
+            now,
+            final,
+            pausable=pausable,
+            usage=usage,
         )
 
     def _rows(self, records: list[StepRecord]) -> list[StepRow]:
@@ -139,6 +181,10 @@ class ReplayHost:
                 self._seq[key] = len(self._seq)
             latest[key] = record
         return [step_row(self._claimed.pk, self._seq[key], r) for key, r in latest.items()]
+
+
+def _usage_of(spent: Spent) -> Usage:
+    return Usage(cpu_us=spent.cpu_ns // 1000, wall_us=spent.wall_ns // 1000)
 
 
 def _final(outcome: Outcome, mode: str) -> Final:

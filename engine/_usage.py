@@ -25,10 +25,11 @@ to it, every write reads the total, and a refusal is always decided on a fresh o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ import sqlalchemy as sa
 from storage import GroupCommitter, tables
 
 U = tables.storage_usage
+TU = tables.tenant_usage
 ROW_OVERHEAD = 64  # bytes counted per row besides its values: keys, timestamps, index entries
 FOLD_AFTER = 256  # ledger rows of one tenant before they are folded into one
 STORAGE_RETRY_AFTER = 60.0  # waiting frees nothing; only deleting instances (or retention) does
@@ -68,11 +70,78 @@ def text_size(text: str | None) -> int:
     return len(text.encode("utf-8", "surrogatepass")) if text else 0
 
 
-def charge(conn: sa.Connection, charges: dict[int, int]) -> None:
-    """Append each tenant's bytes (negative: released) to the ledger."""
+@dataclass
+class Usage:
+    """What a tenant used, as metered (``tenant_usage``): counted by the write that commits
+    it, so that it is exact across crashes. CPU and wall time in microseconds."""
+
+    instances_created: int = 0
+    steps: int = 0
+    step_attempts: int = 0
+    cpu_us: int = 0
+    wall_us: int = 0
+    egress_requests: int = 0
+    egress_bytes: int = 0
+    storage_bytes: int = 0
+
+    def add(self, other: Usage) -> None:
+        for field in USAGE_FIELDS:
+            setattr(self, field, getattr(self, field) + getattr(other, field))
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, field) for field in USAGE_FIELDS)
+
+
+USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """A tenant's usage over a span of hours: the sums (``storage_bytes``: its storage at the
+    end of the span) and each hour's (``storage_bytes``: at the end of that hour)."""
+
+    totals: Usage
+    hours: list[tuple[int, Usage]]
+
+
+HOUR = 3600
+
+
+def hour_of(now: float) -> int:
+    """The start of the hour ``now`` falls in (epoch seconds)."""
+    return int(now // HOUR) * HOUR
+
+
+def meter(conn: sa.Connection, now: float, usage: Mapping[int, Usage]) -> list[int]:
+    """Append what each tenant used to the usage ledger, in the hour of ``now``; return the
+    tenants it appended rows for."""
+    hour = hour_of(now)
+    rows = [
+        {"tenant_id": t, "hour": hour, **dataclasses.asdict(u)}
+        for t, u in sorted(usage.items())
+        if u
+    ]
+    if rows:
+        conn.execute(TU.insert().inline(), rows)
+    return [row["tenant_id"] for row in rows]
+
+
+def charge(
+    conn: sa.Connection,
+    charges: dict[int, int],
+    now: float,
+    usage: Mapping[int, Usage] | None = None,
+) -> list[int]:
+    """Append each tenant's bytes (negative: released) to the storage ledger, and what it
+    used (``usage``, the change of its storage added) to the usage ledger; return the
+    tenants it metered."""
     rows = [{"tenant_id": t, "bytes": n} for t, n in sorted(charges.items()) if n]
     if rows:
         conn.execute(U.insert().inline(), rows)
+    used = {t: dataclasses.replace(u) for t, u in (usage or {}).items()}
+    for tenant, n in charges.items():
+        used.setdefault(tenant, Usage()).storage_bytes += n
+    return meter(conn, now, used)
 
 
 class UsageLedger:
@@ -86,6 +155,8 @@ class UsageLedger:
         self._lock = threading.Lock()
         # tenant -> (its total as last read plus what this process charged since, when read)
         self._known: dict[int, tuple[int, float]] = {}
+        # (tenant, hour) -> usage rows this process appended since it last folded them
+        self._appended: dict[tuple[int, int], int] = {}
 
     def attach(self, committer: GroupCommitter) -> None:
         """Fold through ``committer``: a fold is a transaction of its own."""
@@ -131,17 +202,65 @@ class UsageLedger:
             found.update(read)
         return found
 
-    def charge(self, conn: sa.Connection, charges: dict[int, int]) -> None:
-        """Append ``charges`` (bytes per tenant) to the ledger, and count what they add into
-        the remembered totals: those are only ever higher than what is stored (this write
-        rolled back, instances deleted), which makes the next write read sooner, never later.
-        Releases need not come through here."""
-        charge(conn, charges)
+    def charge(
+        self,
+        conn: sa.Connection,
+        charges: dict[int, int],
+        now: float,
+        usage: Mapping[int, Usage] | None = None,
+    ) -> None:
+        """Append ``charges`` (bytes per tenant) to the storage ledger and ``usage`` to the
+        usage ledger (:func:`charge`), and count what they add into the remembered totals:
+        those are only ever higher than what is stored (this write rolled back, instances
+        deleted), which makes the next write read sooner, never later. Releases need not
+        come through here."""
+        metered = charge(conn, charges, now, usage)
+        hour = hour_of(now)
+        fold = []
         with self._lock:
             for tenant, n in charges.items():
                 known = self._known.get(tenant)
                 if known is not None and n > 0:
                     self._known[tenant] = (known[0] + n, known[1])
+            for tenant in metered:
+                appended = self._appended.get((tenant, hour), 0) + 1
+                self._appended[(tenant, hour)] = appended
+                if appended >= FOLD_AFTER:
+                    fold.append((tenant, hour))
+            for key in fold:
+                del self._appended[key]
+            if len(self._appended) > 4 * FOLD_AFTER:  # hours long past: their rows stay
+                self._appended = {k: n for k, n in self._appended.items() if k[1] >= hour}
+        committer = self._committer
+        for tenant, at in fold:
+            if committer is not None:
+                committer.submit(_fold_usage(tenant, at))
+
+    def report(self, conn: sa.Connection, tenant_id: int, start: float, end: float) -> UsageReport:
+        """What the tenant used in the hours from the one holding ``start`` to the one holding
+        ``end`` (newest last), with its storage at the end of each, and in total."""
+        sums = [sa.func.sum(TU.c[f]) for f in USAGE_FIELDS]
+        rows = conn.execute(
+            sa.select(TU.c.hour, *sums)
+            .where(TU.c.tenant_id == tenant_id, TU.c.hour >= hour_of(start))
+            .group_by(TU.c.hour)
+            .order_by(TU.c.hour.desc())
+        ).all()
+        # Storage is a level, not a sum: the tenant's storage now, less the changes of the
+        # hours after each. (What was stored before metering began is in the level.)
+        storage = self.used(conn, [tenant_id])[tenant_id]
+        hours: list[tuple[int, Usage]] = []
+        totals, at_end = Usage(), None
+        for hour, *values in rows:
+            used = Usage(*(int(v or 0) for v in values))
+            change = used.storage_bytes
+            if hour < end:
+                at_end = storage if at_end is None else at_end
+                totals.add(used)
+                hours.append((int(hour), dataclasses.replace(used, storage_bytes=storage)))
+            storage -= change
+        totals.storage_bytes = storage if at_end is None else at_end
+        return UsageReport(totals, hours[::-1])
 
     def _fold_later(self, tenant_id: int) -> None:
         committer = self._committer
@@ -155,6 +274,23 @@ class UsageLedger:
     def _folded(self, tenant_id: int) -> None:
         with self._lock:
             self._folding.discard(tenant_id)
+
+
+def _fold_usage(tenant_id: int, hour: int) -> Callable[[sa.Connection], None]:
+    """Replace a tenant's usage rows of one hour by one with their sums (concurrent folds:
+    as :func:`_fold`)."""
+
+    def write(conn: sa.Connection) -> None:
+        deleted = conn.execute(
+            sa.delete(TU)
+            .where(TU.c.tenant_id == tenant_id, TU.c.hour == hour)
+            .returning(*(TU.c[f] for f in USAGE_FIELDS))
+        ).all()
+        if len(deleted) > 0:
+            sums = {f: sum(int(row[i]) for row in deleted) for i, f in enumerate(USAGE_FIELDS)}
+            conn.execute(TU.insert().values(tenant_id=tenant_id, hour=hour, **sums))
+
+    return write
 
 
 def _fold(tenant_id: int) -> Callable[[sa.Connection], None]:

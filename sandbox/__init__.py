@@ -10,6 +10,7 @@ from __future__ import annotations
 from sandbox._deadline import Deadline
 from sandbox._pool import SandboxPool
 from sandbox._types import (
+    NOTHING_SPENT,
     Artifact,
     Done,
     Failed,
@@ -17,12 +18,14 @@ from sandbox._types import (
     Limits,
     Outcome,
     ReplayRequest,
+    Spent,
     Suspended,
 )
 from sandbox._wall import LAYERS, Wall
 
 __all__ = [
     "LAYERS",
+    "NOTHING_SPENT",
     "Artifact",
     "Deadline",
     "Done",
@@ -32,6 +35,7 @@ __all__ = [
     "Outcome",
     "ReplayRequest",
     "SandboxPool",
+    "Spent",
     "Suspended",
     "Wall",
 ]

@@ -29,7 +29,16 @@ from sandbox import _untrusted
 from sandbox._hostcalls import CALL_SECONDS, HostCalls
 from sandbox._messages import Begin
 from sandbox._threads import MAX_PARALLEL_BODIES
-from sandbox._types import Artifact, Done, Failed, Host, Outcome, ReplayRequest, Suspended
+from sandbox._types import (
+    Artifact,
+    Done,
+    Failed,
+    Host,
+    Outcome,
+    ReplayRequest,
+    Spent,
+    Suspended,
+)
 from sandbox._wire import ProtocolError
 from sandbox._worker import Worker, WorkerGone
 from treadle.runtime import (
@@ -81,6 +90,8 @@ class ReplayDriver:
         self._suspended = False
         self._source_sent = False
         self._started = time.monotonic()
+        self._cpu_mark = worker.cpu_ns() or 0
+        self._wall_mark = time.monotonic_ns()
         self._quiet_until = self._started + worker.outside_budget
         self._send_lock = threading.Lock()  # the driver and host call threads both send
         self._ended = False
@@ -94,7 +105,9 @@ class ReplayDriver:
 
     def run(self, artifact: Artifact) -> Outcome:
         try:
-            return self._drive(artifact)
+            outcome = self._drive(artifact)
+            outcome.spent = self._spent()
+            return outcome
         finally:
             with self._send_lock:
                 self._ended = True  # no reply may reach the worker's next replay
@@ -244,10 +257,20 @@ class ReplayDriver:
         records, logs = self._records, self._logs
         self._records, self._logs = [], []
         try:
-            self._host.commit(records, logs, running=running)
+            self._host.commit(records, logs, running=running, spent=self._spent())
         except BaseException:
             self._worker.close()
             raise
+        self._wall_mark = time.monotonic_ns()  # the commit's own time is not the tenant's
+
+    def _spent(self) -> Spent:
+        """What the worker spent since the last commit (since the replay began, at first)."""
+        cpu, wall = self._worker.cpu_ns(), time.monotonic_ns()
+        if cpu is None:  # the worker is gone: what it spent since the last read is unknown
+            cpu = self._cpu_mark
+        spent = Spent(max(0, cpu - self._cpu_mark), max(0, wall - self._wall_mark))
+        self._cpu_mark, self._wall_mark = cpu, wall
+        return spent
 
     def _outcome(self, reply: JSONObject) -> Outcome:
         if reply.get("recycle") is True:

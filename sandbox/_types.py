@@ -79,6 +79,18 @@ class ReplayRequest:
             raise ValueError(f"ReplayRequest.mode must be 'run' or 'rollback', got {self.mode!r}")
 
 
+@dataclass(frozen=True)
+class Spent:
+    """What a replay's sandbox worker spent on it since the replay's previous commit: its CPU
+    time (every thread of the worker process) and the wall time it ran, commits excluded."""
+
+    cpu_ns: int = 0
+    wall_ns: int = 0
+
+
+NOTHING_SPENT = Spent()
+
+
 @dataclass
 class Done:
     """``run()`` returned: ``output`` is its JSON value."""
@@ -86,6 +98,7 @@ class Done:
     output: JSONValue
     records: list[StepRecord]
     logs: list[LogLine]
+    spent: Spent = field(default=NOTHING_SPENT, compare=False)  # since the last commit
 
 
 @dataclass
@@ -96,6 +109,7 @@ class Suspended:
     event_type: str | None
     records: list[StepRecord]
     logs: list[LogLine]
+    spent: Spent = field(default=NOTHING_SPENT, compare=False)
 
 
 @dataclass
@@ -110,6 +124,7 @@ class Failed:
     records: list[StepRecord]
     logs: list[LogLine]
     rollback: RollbackOutcome | None = None
+    spent: Spent = field(default=NOTHING_SPENT, compare=False)
 
 
 Outcome = Done | Suspended | Failed
@@ -119,9 +134,16 @@ class Host(Protocol):
     """The engine's side of a replay."""
 
     def commit(
-        self, records: list[StepRecord], logs: list[LogLine], *, running: bool = False
+        self,
+        records: list[StepRecord],
+        logs: list[LogLine],
+        *,
+        running: bool = False,
+        spent: Spent = NOTHING_SPENT,
     ) -> None:
         """Make ``records`` and ``logs`` durable; return once committed.
+
+        ``spent``: what the worker spent since the previous commit, to be metered with them.
 
         ``running``: other step bodies of the replay still run (a fan-out whose finished
         branches are made durable at once), so the replay cannot stop here for a pause.

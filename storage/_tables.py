@@ -189,6 +189,35 @@ class StorageUsage(SQLModel, table=True):
     bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
+def _count() -> Any:
+    return Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+
+
+class TenantUsage(SQLModel, table=True):
+    """A ledger of what each tenant used, by hour (``hour``: epoch seconds of its start).
+
+    Every write that counts appends a row, in the transaction of what it counts (a step's
+    attempts and CPU time commit with its result); rows of one tenant and hour are folded into
+    one now and then. ``storage_bytes`` is the change of the tenant's storage in the hour."""
+
+    __tablename__ = "tenant_usage"
+    __table_args__ = (sa.Index("ix_tenant_usage_tenant_hour", "tenant_id", "hour"),)
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    tenant_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    )
+    hour: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    instances_created: int = _count()
+    steps: int = _count()
+    step_attempts: int = _count()
+    cpu_us: int = _count()
+    wall_us: int = _count()
+    egress_requests: int = _count()
+    egress_bytes: int = _count()
+    storage_bytes: int = _count()
+
+
 class Step(SQLModel, table=True):
     """One step of an instance, keyed by (name, occurrence count)."""
 
@@ -294,6 +323,7 @@ workflow_versions: sa.Table = WorkflowVersion.__table__  # type: ignore[attr-def
 instances: sa.Table = Instance.__table__  # type: ignore[attr-defined]
 tenant_quotas: sa.Table = TenantQuota.__table__  # type: ignore[attr-defined]
 storage_usage: sa.Table = StorageUsage.__table__  # type: ignore[attr-defined]
+tenant_usage: sa.Table = TenantUsage.__table__  # type: ignore[attr-defined]
 steps: sa.Table = Step.__table__  # type: ignore[attr-defined]
 events: sa.Table = Event.__table__  # type: ignore[attr-defined]
 history: sa.Table = History.__table__  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from dispatcher.http._limits import BodyLimit
 from dispatcher.http._openapi import openapi_document
 from dispatcher.http._routing import every_route
 from dispatcher.http._streams import StreamApi
+from dispatcher.http._usage import UsageApi
 from loader import WorkflowApi
 from storage import reason
 from tenants import AdminApi
@@ -75,6 +76,7 @@ def api_routes(platform: Platform) -> list[BaseRoute]:
         **InstanceApi(platform.engine, platform.loader, platform.tenants.policy).handlers(),
         **LifecycleApi(platform.engine, platform.loader).handlers(),
         **StreamApi(platform.engine, platform.tenants, platform.settings).handlers(),
+        **UsageApi(platform.engine, platform.tenants, platform.clock).handlers(),
     }
     return [
         Route("/healthz", _health(platform), methods=["GET"]),

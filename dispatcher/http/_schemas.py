@@ -117,6 +117,10 @@ QUERIES: dict[str, list[JSONValue]] = {
     ],
     "audit": [_ACTION, _LIMIT, _CURSOR],
     "audit_all": [query("tenant", NAME), _ACTION, _LIMIT, _CURSOR],
+    "usage": [
+        query("from", TIME, "ISO 8601; default 24 hours before `to`"),
+        query("to", TIME, "ISO 8601; default now; at most 366 days after `from`"),
+    ],
     "stream": [
         query("after", _EVENT_ID, "resume after this event id (or send the Last-Event-ID header)"),
         {

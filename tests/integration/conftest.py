@@ -23,6 +23,7 @@ import pytest
 if TYPE_CHECKING:
     from httpx import Client
 
+    from bench._processes import TreadleProcess
     from dispatcher import Platform
     from storage import ManualClock
 
@@ -187,3 +188,15 @@ def timed_platform(database_url: str, clock: ManualClock) -> Iterator[Platform]:
 def timed_client(timed_platform: Platform) -> Iterator[Client]:
     """The HTTP API of ``timed_platform``."""
     yield from _client(timed_platform)
+
+
+@pytest.fixture
+def crashable_server(database_url: str, tmp_path: Path) -> Iterator[TreadleProcess]:
+    """``treadle serve`` in a process of its own, for tests that kill it: a 3 s lease, so
+    that a killed process's instances are taken over soon."""
+    from bench._processes import TreadleProcess
+
+    srv = TreadleProcess(database_url, tmp_path, env={"TREADLE_LEASE_SECONDS": "3"})
+    srv.start()
+    yield srv
+    srv.stop()

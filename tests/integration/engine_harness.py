@@ -11,7 +11,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import Engine, InstanceRef, NewInstance, Recorder
-from sandbox import Artifact, Deadline, Limits, Outcome, ReplayRequest, SandboxPool
+from sandbox import (
+    NOTHING_SPENT,
+    Artifact,
+    Deadline,
+    Limits,
+    Outcome,
+    ReplayRequest,
+    SandboxPool,
+    Spent,
+)
 from storage import Clock, Database, GroupCommitter, migrate, tables
 from treadle.errors import InvalidInput
 
@@ -36,9 +45,14 @@ class _Bindings:
         self._recorder = recorder
 
     def commit(
-        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+        self,
+        records: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        *,
+        running: bool = False,
+        spent: Spent = NOTHING_SPENT,
     ) -> None:
-        self._recorder.commit(records, logs, running=running)
+        self._recorder.commit(records, logs, running=running, spent=spent)
 
     def on_stop(self, stop: Callable[[BaseException], None]) -> None:
         self._recorder.on_stop(stop)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -33,14 +31,6 @@ class Crunch(WorkflowEntrypoint):
 """
 
 
-@pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[TreadleProcess]:
-    srv = TreadleProcess(database_url, tmp_path, env={"TREADLE_LEASE_SECONDS": "3"})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 def _client(base: str, **policy: object) -> httpx.Client:
     return tenant_client(base, "crash", **policy)
 
@@ -50,12 +40,12 @@ def _statuses(client: httpx.Client, n: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_workflow_loses_nothing(server: TreadleProcess) -> None:
-    with _client(server.base) as client:
-        _crash_and_recover(server, client)
+def test_sigkill_mid_workflow_loses_nothing(crashable_server: TreadleProcess) -> None:
+    with _client(crashable_server.base) as client:
+        _crash_and_recover(crashable_server, client)
 
 
-def _crash_and_recover(server: TreadleProcess, client: httpx.Client) -> None:
+def _crash_and_recover(crashable_server: TreadleProcess, client: httpx.Client) -> None:
     reply = client.put("/v1/workflows/crunch", json={"source": SOURCE, "sandbox": "restricted"})
     assert reply.status_code == 201, reply.text
     n = 12
@@ -66,8 +56,8 @@ def _crash_and_recover(server: TreadleProcess, client: httpx.Client) -> None:
 
     for pause in (0.7, 1.9, 1.3):
         time.sleep(pause)  # let work happen, then crash at an arbitrary point
-        server.kill()
-        server.start()
+        crashable_server.kill()
+        crashable_server.start()
 
     for i in range(1, n):
         client.post(f"/v1/workflows/crunch/instances/c{i}/events/finish", json={"by": f"b{i}"})
@@ -137,10 +127,13 @@ class Undo(WorkflowEntrypoint):
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_fan_out_and_during_a_rollback(server: TreadleProcess) -> None:
+def test_sigkill_during_a_fan_out_and_during_a_rollback(crashable_server: TreadleProcess) -> None:
     from tests.integration.slow_server import SlowServer
 
-    with SlowServer().running() as slow, _client(server.base, egress_allow=["127.0.0.1"]) as client:
+    with (
+        SlowServer().running() as slow,
+        _client(crashable_server.base, egress_allow=["127.0.0.1"]) as client,
+    ):
         for name, source in (("fan", FANOUT), ("undo", UNDO)):
             body = {"source": source, "sandbox": "restricted"}
             reply = client.put(f"/v1/workflows/{name}", json=body)
@@ -159,8 +152,8 @@ def test_sigkill_during_a_fan_out_and_during_a_rollback(server: TreadleProcess) 
                 assert time.monotonic() < deadline, slow.calls
                 time.sleep(0.01)
             time.sleep(0.2)
-            server.kill()
-            server.start()
+            crashable_server.kill()
+            crashable_server.start()
         for name, final in (("fan", "complete"), ("undo", "errored")):
             for i in range(4):
                 path = f"/v1/workflows/{name}/instances/{name}{i}"

@@ -16,7 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sandbox import Artifact, Deadline, Done, Limits, Outcome, ReplayRequest, SandboxPool, Suspended
+from sandbox import (
+    NOTHING_SPENT,
+    Artifact,
+    Deadline,
+    Done,
+    Limits,
+    Outcome,
+    ReplayRequest,
+    SandboxPool,
+    Spent,
+    Suspended,
+)
 from sandbox._hostcalls import HostCalls
 from sandbox._untrusted import call as checked_call
 from sandbox.restricted._backend import RestrictedBackend
@@ -56,6 +67,7 @@ class FakeHost:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.children: dict[str, dict[str, Any]] = {}
         self.running: list[bool] = []  # each commit's ``running``
+        self.spent: list[Spent] = []  # each commit's ``spent``
         self.events: list[str] = []  # "commit", "call <method>", in the order they began
         self._fail_with = fail_with
         self._commits_before_failing = commits_before_failing
@@ -75,10 +87,16 @@ class FakeHost:
             stop(reason)
 
     def commit(
-        self, records: list[dict[str, Any]], logs: list[dict[str, Any]], *, running: bool = False
+        self,
+        records: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        *,
+        running: bool = False,
+        spent: Spent = NOTHING_SPENT,
     ) -> None:
         with self._lock:
             self.events.append("commit")
+            self.spent.append(spent)
             if self._fail_with is not None and len(self.commits) >= self._commits_before_failing:
                 raise self._fail_with
             self.commits.append((records, logs))

@@ -13,6 +13,7 @@ from treadle.runtime import DEFAULT_RETRIES, DEFAULT_TIMEOUT, next_retry
 def test_the_public_api_is_exactly_this() -> None:
     assert sandbox.__all__ == [
         "LAYERS",
+        "NOTHING_SPENT",
         "Artifact",
         "Deadline",
         "Done",
@@ -22,6 +23,7 @@ def test_the_public_api_is_exactly_this() -> None:
         "Outcome",
         "ReplayRequest",
         "SandboxPool",
+        "Spent",
         "Suspended",
         "Wall",
     ]

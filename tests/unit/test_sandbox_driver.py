@@ -41,11 +41,16 @@ class ScriptedWorker:
         self.send_fails = False
         self.deadlines: list[float] = []
         self.killed = threading.Event()
+        self.cpu_reads = 0  # each read of the CPU clock finds 3 ms more
         self._death = death
         self._lock = threading.Lock()
 
     def idle_and_alive(self) -> bool:
         return not self.closed
+
+    def cpu_ns(self) -> int | None:
+        self.cpu_reads += 1
+        return None if self.closed else 3_000_000 * self.cpu_reads
 
     def send(self, message: dict[str, Any]) -> None:
         if self.send_fails:
@@ -122,6 +127,22 @@ def test_records_are_committed_before_the_next_body_and_then_acknowledged() -> N
     assert fake.sent[0]["source"] == "source" and fake.versions == {"v1"}
     assert [r["name"] for r in outcome.records] == ["b"]
     assert outcome.logs == [{"ts": T0, "step": None, "message": "end"}]
+
+
+def test_what_the_worker_spent_goes_with_each_commit_and_the_rest_with_the_outcome() -> None:
+    done = {"t": "done", "output": 2, "logs": []}
+    outcome, fake, host = drive([begin("a"), record("a"), begin("b"), record("b"), done])
+    # Read at the start, at the commit and at the end: 3 ms of CPU between reads.
+    assert fake.cpu_reads == 3
+    assert [s.cpu_ns for s in host.spent] == [3_000_000]
+    assert outcome.spent.cpu_ns == 3_000_000
+    assert host.spent[0].wall_ns > 0 and outcome.spent.wall_ns > 0
+
+
+def test_a_gone_worker_is_charged_what_was_read_before() -> None:
+    outcome, fake, host = drive([begin("a"), record("a"), begin("b"), EOFError()])
+    assert [s.cpu_ns for s in host.spent] == [3_000_000]
+    assert fake.closed and outcome.spent.cpu_ns == 0
 
 
 def test_a_death_in_a_body_is_a_failed_attempt_retried_later() -> None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from treadle.client import _config as config
 from treadle.client._client import Client
-from treadle.client._models import Instance, Policy
+from treadle.client._models import Instance, Policy, UsageCounts, UsageReport
 from treadle.client._output import Output, cell, describe, plain, show_instance
 from treadle.errors import (
     CodeInvalid,
@@ -133,6 +133,8 @@ class _Commands:
         send.add_argument("id")
         send.add_argument("type")
         send.add_argument("--payload", type=_json_arg, default=None, help="payload as JSON")
+        usage = self.add(self._commands, "usage", _usage, "tenant", "what you used, by hour")
+        _span_arguments(usage)
         logs = self.add(self._commands, "logs", _logs, "tenant", "print an instance's log")
         logs.add_argument("workflow")
         logs.add_argument("id")
@@ -156,6 +158,9 @@ class _Commands:
             metavar="FIELD=JSON",
             help="change a field, e.g. --set creates_per_second=50 (repeatable)",
         )
+        usage = self.add(tenants, "usage", _tenant_usage, "admin", "what a tenant used, by hour")
+        usage.add_argument("name")
+        _span_arguments(usage)
         keys = self.group("keys", "a tenant's API keys", parent=tenants)
         listing = self.add(keys, "list", _keys, "admin", "list API keys with their last use")
         listing.add_argument("name")
@@ -550,6 +555,44 @@ def _audit(args: argparse.Namespace, client: Client, out: Output) -> int:
     out.table(["TIME", "ACTOR", "ACTION", "TENANT", "TARGET", "OUTCOME"], rows)
     if page.next_cursor:
         print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
+    return 0
+
+
+def _span_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="start", help="ISO 8601 time (default: 24 h before --to)")
+    parser.add_argument("--to", dest="end", help="ISO 8601 time (default: now)")
+
+
+def _tenant_usage(args: argparse.Namespace, client: Client, out: Output) -> int:
+    return _print_usage(client.admin.usage(args.name, args.start, args.end), out)
+
+
+def _usage(args: argparse.Namespace, client: Client, out: Output) -> int:
+    return _print_usage(client.usage(args.start, args.end), out)
+
+
+def _print_usage(report: UsageReport, out: Output) -> int:
+    if out.as_json:
+        out.json(report)
+        return 0
+    headers = [
+        "HOUR",
+        "CREATED",
+        "STEPS",
+        "ATTEMPTS",
+        "CPU MS",
+        "WALL MS",
+        "EGRESS",
+        "BYTES OUT+IN",
+    ]
+    headers.append("STORAGE")
+
+    def row(label: object, c: UsageCounts) -> list[object]:
+        return [label, c.instances_created, c.steps, c.step_attempts, f"{c.cpu_ms:.1f}",
+                f"{c.wall_ms:.1f}", c.egress_requests, c.egress_bytes, c.storage_bytes]  # fmt: skip
+
+    rows = [row(h.hour, h) for h in report.hours]
+    out.table(headers, [*rows, row("total", report.totals)])
     return 0
 
 

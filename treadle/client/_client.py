@@ -32,6 +32,7 @@ from treadle.client._models import (
     StoredCode,
     StreamEvent,
     Tenant,
+    UsageReport,
     Workflow,
     WorkflowSummary,
 )
@@ -280,6 +281,12 @@ class Client:
     def delete(self, workflow: str, id: str) -> None:
         self.send(_requests.delete(workflow, id))
 
+    def usage(self, start: Instant | None = None, end: Instant | None = None) -> UsageReport:
+        """What this tenant used from ``start`` to ``end`` (default: the last 24 hours), hour
+        by hour: instances created, step results and attempts, CPU and wall time, egress and
+        storage."""
+        return self.send(_requests.usage(None, start, end))
+
     # -- following an instance --------------------------------------------------------------
 
     def subscribe(self, workflow: str, id: str, after: int | None = None) -> Iterator[StreamEvent]:
@@ -458,6 +465,9 @@ class AsyncClient:
     async def delete(self, workflow: str, id: str) -> None:
         await self.send(_requests.delete(workflow, id))
 
+    async def usage(self, start: Instant | None = None, end: Instant | None = None) -> UsageReport:
+        return await self.send(_requests.usage(None, start, end))
+
     def subscribe(
         self, workflow: str, id: str, after: int | None = None
     ) -> AsyncIterator[StreamEvent]:
@@ -557,6 +567,13 @@ class Admin:
         ``next_cursor`` for the next page. ``tenant`` must exist (else ``NotFound``)."""
         return self._client.send(_requests.audit(tenant, action, limit, cursor))
 
+    def usage(
+        self, tenant: str, start: Instant | None = None, end: Instant | None = None
+    ) -> UsageReport:
+        """What ``tenant`` used from ``start`` to ``end`` (default: the last 24 hours), hour
+        by hour (``NotFound`` for a tenant that is not there)."""
+        return self._client.send(_requests.usage(tenant, start, end))
+
     def audit_entries(
         self, tenant: str | None = None, action: str | None = None, page_size: int | None = None
     ) -> Iterator[AuditEntry]:
@@ -617,6 +634,11 @@ class AsyncAdmin:
         cursor: str | None = None,
     ) -> AuditPage:
         return await self._client.send(_requests.audit(tenant, action, limit, cursor))
+
+    async def usage(
+        self, tenant: str, start: Instant | None = None, end: Instant | None = None
+    ) -> UsageReport:
+        return await self._client.send(_requests.usage(tenant, start, end))
 
     async def audit_entries(
         self, tenant: str | None = None, action: str | None = None, page_size: int | None = None

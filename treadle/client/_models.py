@@ -121,6 +121,41 @@ class AuditPage(Model):
     next_cursor: str | None = None
 
 
+class UsageCounts(Model):
+    """What a tenant used, metered: instances created, committed step results, step attempts,
+    the CPU and wall time its code took in sandbox workers (ms), egress requests and their
+    bytes (request and response bodies), and its storage in bytes (at the end of the span or
+    hour)."""
+
+    instances_created: int
+    steps: int
+    step_attempts: int
+    cpu_ms: float
+    wall_ms: float
+    egress_requests: int
+    egress_bytes: int
+    storage_bytes: int
+
+
+class UsageHour(UsageCounts):
+    """One hour of a tenant's usage; ``hour`` is when it began."""
+
+    hour: _dt.datetime
+
+
+class UsageReport(Model):
+    """A tenant's usage from ``from`` to ``to``: the sums, and hour by hour (oldest first;
+    hours without usage are left out)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    tenant: str
+    from_: _dt.datetime = Field(alias="from")
+    to: _dt.datetime
+    totals: UsageCounts
+    hours: list[UsageHour]
+
+
 # -- workflows ----------------------------------------------------------------------------------
 
 

@@ -29,13 +29,14 @@ from treadle.client._models import (
     StoredCode,
     Tenant,
     TenantList,
+    UsageReport,
     Workflow,
     WorkflowList,
 )
 
 Auth = Literal["tenant", "admin", "none"]
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-Query = Literal["list", "page", "audit", "audit_all", "stream"]
+Query = Literal["list", "page", "audit", "audit_all", "stream", "usage"]
 MAX_BATCH = 100
 """The most instances one batch creates."""
 
@@ -173,6 +174,27 @@ AUDIT = Operation(
     auth="admin",
     errors=(400,),
     query="audit_all",
+)
+TENANT_USAGE = Operation(
+    "tenant_usage",
+    "GET",
+    _TENANT + "/usage",
+    "What one tenant used, hour by hour (default: the last 24 hours)",
+    200,
+    UsageReport,
+    auth="admin",
+    errors=(400, 404),
+    query="usage",
+)
+USAGE = Operation(
+    "usage",
+    "GET",
+    "/v1/usage",
+    "What the calling tenant used, hour by hour (default: the last 24 hours)",
+    200,
+    UsageReport,
+    errors=(400,),
+    query="usage",
 )
 
 # -- workflows ------------------------------------------------------------------------------------
@@ -312,6 +334,8 @@ OPERATIONS: tuple[Operation, ...] = (
     ROTATE_KEY,
     TENANT_AUDIT,
     AUDIT,
+    TENANT_USAGE,
+    USAGE,
     LIST_WORKFLOWS,
     DEPLOY,
     GET_WORKFLOW,

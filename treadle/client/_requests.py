@@ -35,6 +35,7 @@ from treadle.client._models import (
     StepPage,
     StoredCode,
     Tenant,
+    UsageReport,
     Workflow,
     WorkflowSummary,
 )
@@ -467,3 +468,20 @@ def audit(
     if tenant is None:
         return call(op.AUDIT, model(AuditPage), params=params)
     return call(op.TENANT_AUDIT, model(AuditPage), params=params, tenant=tenant)
+
+
+def usage(tenant: str | None, start: Instant | None, end: Instant | None) -> Call[UsageReport]:
+    """A tenant's usage: the caller's own, or (the admin) one tenant's by name."""
+    params = _query(**{"from": _iso(start), "to": _iso(end)})
+    if tenant is None:
+        return call(op.USAGE, model(UsageReport), params=params)
+    return call(op.TENANT_USAGE, model(UsageReport), params=params, tenant=tenant)
+
+
+def _iso(value: Instant | None) -> str | None:
+    """A time as the API takes it: ISO 8601 (a naive datetime is UTC; a number, epoch s)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, _dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=_dt.UTC)).isoformat()
+    return _dt.datetime.fromtimestamp(value, _dt.UTC).isoformat()

@@ -1,0 +1,95 @@
+"""Usage (docs/api.md): what a tenant used, hour by hour, for the operator's bills and the
+tenant's own view. The admin asks for any tenant's; a tenant's key gets its own only."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from dispatcher.http._instances import caller_of
+from dispatcher.http._routing import Handlers
+from engine import Engine, Usage, UsageReport
+from storage import Clock, iso
+from tenants import TenantStore
+from treadle.errors import InvalidInput
+from treadle.runtime import JSONObject, parse_instant
+
+DEFAULT_SPAN = 24 * 3600.0
+MAX_SPAN = 366 * 24 * 3600.0
+
+
+class UsageQuery(BaseModel):
+    """The query of both usage routes. Unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str | None = Field(default=None, alias="from")
+    end: str | None = Field(default=None, alias="to")
+
+
+class UsageApi:
+    def __init__(self, engine: Engine, tenants: TenantStore, clock: Clock) -> None:
+        self._engine = engine
+        self._tenants = tenants
+        self._clock = clock
+
+    def handlers(self) -> Handlers:
+        return {"tenant_usage": self.tenant_usage, "usage": self.usage}
+
+    async def tenant_usage(self, request: Request) -> Response:
+        start, end = self._span(request)
+        name = request.path_params["tenant"]
+        tenant = await run_in_threadpool(self._tenants.tenant, name)  # 404 when not there
+        report = await run_in_threadpool(self._engine.usage, tenant.id, start, end)
+        return JSONResponse(usage_view(name, start, end, report))
+
+    async def usage(self, request: Request) -> Response:
+        start, end = self._span(request)
+        caller = caller_of(request)
+        report = await run_in_threadpool(self._engine.usage, caller.tenant_id, start, end)
+        return JSONResponse(usage_view(caller.tenant_name, start, end, report))
+
+    def _span(self, request: Request) -> tuple[float, float]:
+        query = UsageQuery.model_validate(dict(request.query_params.items()))
+        end = self._clock.now() if query.end is None else _instant(query.end, "to")
+        start = end - DEFAULT_SPAN if query.start is None else _instant(query.start, "from")
+        if start > end:
+            raise InvalidInput("from: must not be after to")
+        if end - start > MAX_SPAN:
+            raise InvalidInput("from: the span from from to to must not exceed 366 days")
+        return start, end
+
+
+def _instant(value: str, what: str) -> float:
+    at = parse_instant(value, what=what)  # InvalidInput, naming the parameter, when not ISO
+    if not math.isfinite(at) or at < 0:
+        raise InvalidInput(f"{what}: {value!r} is before 1970")
+    return at
+
+
+def usage_view(tenant: str, start: float, end: float, report: UsageReport) -> JSONObject:
+    """The JSON of ``GET .../usage``."""
+    return {
+        "tenant": tenant,
+        "from": iso(start),
+        "to": iso(end),
+        "totals": counts(report.totals),
+        "hours": [{"hour": iso(hour), **counts(used)} for hour, used in report.hours],
+    }
+
+
+def counts(used: Usage) -> JSONObject:
+    return {
+        "instances_created": used.instances_created,
+        "steps": used.steps,
+        "step_attempts": used.step_attempts,
+        "cpu_ms": used.cpu_us / 1000,
+        "wall_ms": used.wall_us / 1000,
+        "egress_requests": used.egress_requests,
+        "egress_bytes": used.egress_bytes,
+        "storage_bytes": used.storage_bytes,
+    }
