@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 import psycopg
 
 PG_ADMIN_URL = os.environ.get(
@@ -118,9 +119,12 @@ def post_all(
     return done
 
 
-def metric(base: str, name: str) -> float:
+def metric(base: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
     reply = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    for line in reply.raise_for_status().text.splitlines():
-        if line.startswith((name + " ", name + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
+    total = 0.0
+    for family in text_string_to_metric_families(reply.raise_for_status().text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total

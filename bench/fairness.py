@@ -102,7 +102,7 @@ def _under_backlog(
     version = a.put("/v1/workflows/one", json={"source": SOURCE, "sandbox": "restricted"})
     b.put("/v1/workflows/one", json={"source": SOURCE, "sandbox": "restricted"})
     _backlog(db, "a", version.json()["version"], backlog)
-    complete_before, started = metric(base, 'treadle_instances{status="complete"}'), time.time()
+    complete_before, started = metric(base, "treadle_instances", status="complete"), time.time()
     waits = []
     for n in range(probes):
         b.post("/v1/workflows/one/instances", json={"id": f"b{n}"}).raise_for_status()
@@ -114,9 +114,9 @@ def _under_backlog(
             time.sleep(0.01)
         waits.append(_ts(instance["started_at"]) - _ts(instance["created_at"]))
         time.sleep(0.2)
-    done = metric(base, 'treadle_instances{status="complete"}') - complete_before
+    done = metric(base, "treadle_instances", status="complete") - complete_before
     per_s = done / (time.time() - started)
-    return waits, per_s, metric(base, 'treadle_instances{status="queued"}')
+    return waits, per_s, metric(base, "treadle_instances", status="queued")
 
 
 def main() -> None:

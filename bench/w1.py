@@ -58,7 +58,7 @@ def run(backend: str, instances: int, via: Callable[[str], str] = str) -> dict[s
             reply = client.post("/v1/workflows/w1/instances/batch", json={"instances": batch})
             reply.raise_for_status()
             assert not reply.json()["errors"], reply.json()["errors"]
-        while metric(base, 'treadle_instances{status="complete"}') < instances:
+        while metric(base, "treadle_instances", status="complete") < instances:
             if time.perf_counter() - started > 600:
                 raise RuntimeError("W1 did not finish in 10 minutes")
             # Seldom, so that the bench costs the server next to nothing: the run is timed by

@@ -6,7 +6,6 @@ API, in :mod:`treadle.client` (this package plugs ``serve``, ``worker`` and ``mi
 
 from __future__ import annotations
 
-from dispatcher._metrics import render as render_metrics
 from dispatcher._platform import Platform, TenantRunner, limits_of
 from dispatcher._settings import Settings
 from dispatcher.http import STATUS, create_app, error_response, openapi_document, status_of
@@ -20,6 +19,5 @@ __all__ = [
     "error_response",
     "limits_of",
     "openapi_document",
-    "render_metrics",
     "status_of",
 ]

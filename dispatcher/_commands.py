@@ -38,6 +38,9 @@ def add_command(commands: argparse._SubParsersAction, name: str) -> None:  # typ
             help="also serve GET /metrics on this port, without credentials",
         )
         sub.add_argument("--metrics-host", help="address the metrics port listens on")
+        sub.add_argument(
+            "--log-format", choices=["text", "json"], help="text, or one JSON object per line"
+        )
     run: Callable[[argparse.Namespace], int] = getattr(_server_cli, name)
     sub.set_defaults(command=run)
 

@@ -15,21 +15,21 @@ import socket
 import threading
 from collections.abc import Callable
 
-from dispatcher import _metrics
+from dispatcher._metrics import CONTENT_TYPE
 from dispatcher.http._errors import database_error
 
 _log = logging.getLogger("treadle")
 
-Stats = Callable[[], dict[str, int | float]]
+Render = Callable[[], bytes]
 
 
 class MetricsListener:
-    """Serves ``GET /metrics`` from ``stats`` on ``host``:``port`` (0: any free port) in
+    """Serves ``GET /metrics`` from ``render`` on ``host``:``port`` (0: any free port) in
     daemon threads, from :meth:`start` until :meth:`close`."""
 
-    def __init__(self, stats: Stats, host: str, port: int) -> None:
+    def __init__(self, render: Render, host: str, port: int) -> None:
         server = _Server6 if ":" in host else _Server
-        self._server = server((host, port), _handler(stats))
+        self._server = server((host, port), _handler(render))
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="treadle-metrics", daemon=True
         )
@@ -55,32 +55,32 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-def _handler(stats: Stats) -> type[http.server.BaseHTTPRequestHandler]:
+def _handler(render: Render) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "treadle"
         sys_version = ""
 
         def do_GET(self) -> None:
             if self.path.partition("?")[0] != "/metrics":
-                self._reply(404, "text/plain; charset=utf-8", "not found: only /metrics\n")
+                self._reply(404, "text/plain; charset=utf-8", b"not found: only /metrics\n")
                 return
             try:
-                text = _metrics.render(stats())
+                text = render()
             except Exception as exc:
                 outage = database_error(exc)
                 if outage is None:
                     _log.exception("metrics: reading the statistics failed")
-                    self._reply(500, "text/plain; charset=utf-8", "internal error\n")
+                    self._reply(500, "text/plain; charset=utf-8", b"internal error\n")
                 else:
                     retry = str(max(1, math.ceil(outage.retry_after)))
-                    self._reply(503, "text/plain; charset=utf-8", f"{outage.message}\n", retry)
+                    message = f"{outage.message}\n".encode()
+                    self._reply(503, "text/plain; charset=utf-8", message, retry)
                 return
-            self._reply(200, _metrics.CONTENT_TYPE, text)
+            self._reply(200, CONTENT_TYPE, text)
 
         def _reply(
-            self, status: int, content_type: str, text: str, retry_after: str | None = None
+            self, status: int, content_type: str, body: bytes, retry_after: str | None = None
         ) -> None:
-            body = text.encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

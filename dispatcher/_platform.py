@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 
 from dispatcher import _egress as egress
+from dispatcher._metrics import PlatformMetrics
 from dispatcher._settings import Settings
 from engine import Engine, InstanceRef, Recorder, StorageLimits, Usage
 from loader import Loader, UploadLimits
@@ -58,6 +59,7 @@ class TenantRunner:
         self._policy = policy
         self._limits = limits_of(policy)
         self.vars: JSONObject = dict(policy.vars)
+        self.sandbox = artifact.sandbox
 
     def replay(self, request: ReplayRequest, host: Recorder) -> Outcome:
         tenant_host = TenantHost(self._platform, self._ref, self._policy, host)
@@ -181,6 +183,7 @@ class Platform:
             on_delete=lambda tenant_id, name: self.engine.delete_workflow(tenant_id, name),
             uploads=_upload_limits(settings),
         )
+        self.metrics = PlatformMetrics(self.tenants.name)
         self.engine = Engine(
             self.db,
             self.committer,
@@ -193,7 +196,10 @@ class Platform:
             per_tenant=settings.sandbox_per_tenant,
             lease_seconds=settings.lease_seconds,
             shutdown_grace_seconds=settings.shutdown_grace_seconds,
+            observer=self.metrics,
+            tenant_name=self.metrics.tenant,
         )
+        self.metrics.attach(self.engine, self.pool)
         self.http = egress.new_client()
         self.running = False
         self._stopping = threading.Event()

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import uvicorn
 
 from dispatcher._exporter import MetricsListener
+from dispatcher._logs import configure as configure_logs
 from dispatcher._platform import Platform
 from dispatcher._settings import Settings
 from dispatcher._startup import masked, open_platform
@@ -37,11 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     settings = Settings(**given)
     normalize_url(settings.database_url)  # one that is not a database URL fails here, at once
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logs(settings.log_level, settings.log_format)
     return settings
 
 
@@ -118,7 +115,9 @@ def _metrics_listener(platform: Platform, settings: Settings) -> Iterator[None]:
     if settings.metrics_port is None:
         yield
         return
-    listener = MetricsListener(platform.engine.stats, settings.metrics_host, settings.metrics_port)
+    listener = MetricsListener(
+        platform.metrics.render, settings.metrics_host, settings.metrics_port
+    )
     listener.start()
     _log.info("serving metrics on http://%s:%d/metrics", settings.metrics_host, listener.port)
     try:

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     max_streams_per_tenant: int = Field(default=100, ge=1, le=100_000)
     policy_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # "json": one JSON object per line, with the tenant, instance and trace of the work.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from engine._engine import CreatedItem, Engine, ItemError, NewInstance
 from engine._fencing import LeaseLost
+from engine._logcontext import log_context, logging_for
 from engine._names import FINISHED, MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
+from engine._observe import Attempt, Observer, Woken
 from engine._quotas import Quota
 from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
 from engine._rows import HistoryEvent, WatchedEvent
@@ -18,6 +20,7 @@ __all__ = [
     "MAX_ROW_ID",
     "STATUSES",
     "USAGE_FIELDS",
+    "Attempt",
     "CreatedItem",
     "Engine",
     "HistoryEvent",
@@ -28,6 +31,7 @@ __all__ = [
     "LoadRunner",
     "LogView",
     "NewInstance",
+    "Observer",
     "Quota",
     "Recorder",
     "Runner",
@@ -36,4 +40,7 @@ __all__ = [
     "Usage",
     "UsageReport",
     "WatchedEvent",
+    "Woken",
+    "log_context",
+    "logging_for",
 ]

@@ -90,6 +90,8 @@ class Claimed:
     epoch: int
     parent_pk: int | None = None
     mode: str = "run"  # "rollback": terminated with rollback requested
+    due_at: float | None = None  # when it was due, before the claim
+    was: str = "queued"  # its status before the claim
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,7 @@ class Claims:
             plan = self._plan(conn, now, limit, due, caps, room or {})
             claimed: list[Claimed] = []
             if plan.shares:
-                pks = sa.union_all(*(self._due(t, n, now) for t, n in plan.shares))
-                params = {"owner": owner, "lease": lease_until, "now": now}
-                rows = conn.execute(_TAKE.where(I.c.pk.in_(pks.scalar_subquery())), params)
-                claimed = [_claimed(row) for row in rows]
+                claimed = self._take(conn, plan.shares, owner, now, lease_until)
             running = [workflow_event(c.pk, now, "running") for c in claimed]
             if not self._pg:
                 if running:
@@ -161,6 +160,30 @@ class Claims:
             return Claim(claimed, plan.next_due, collect() if collect else {})
 
         return write
+
+    def _take(
+        self,
+        conn: sa.Connection,
+        shares: list[tuple[int, int]],
+        owner: str,
+        now: float,
+        lease_until: float,
+    ) -> list[Claimed]:
+        """Take each tenant's share of its oldest due instances, with when each was due and
+        its status before (for the metrics)."""
+        taken = sa.union_all(*(self._due(t, n, now) for t, n in shares)).subquery()
+        params = {"owner": owner, "lease": lease_until, "now": now}
+        if self._pg:
+            # The subquery reads the rows as they were before the update.
+            take = _TAKE.where(I.c.pk == taken.c.pk).returning(taken.c.due_at, taken.c.status)
+            return [_claimed(row) for row in conn.execute(take, params)]
+        # SQLite's RETURNING gives only the updated row's new values: read the old ones first
+        # (in the same write transaction, which nothing else can change meanwhile).
+        before = {int(pk): (due, status) for pk, due, status in conn.execute(sa.select(taken))}
+        if not before:
+            return []
+        rows = conn.execute(_TAKE.where(I.c.pk.in_(list(before))), params)
+        return [_claimed((*row, *before[int(row[0])])) for row in rows]
 
     def _plan(
         self,
@@ -246,7 +269,7 @@ class Claims:
 
     def _due(self, tenant_id: int, limit: int, now: float) -> sa.Select[Any]:
         due = (
-            sa.select(I.c.pk)
+            sa.select(I.c.pk, I.c.due_at, I.c.status)
             .where(I.c.tenant_id == tenant_id, I.c.due_at <= now)
             .order_by(I.c.due_at)
             .limit(limit)
@@ -254,7 +277,8 @@ class Claims:
         if self._pg:
             due = due.with_for_update(skip_locked=True)
         # A subquery of its own: compound members cannot carry LIMIT (SQLite) or FOR UPDATE.
-        return sa.select(due.subquery().c.pk)
+        # Its due time and status are what they were before the claim (for the metrics).
+        return sa.select(*due.subquery().c)
 
     def release(self, claimed: Claimed, retry_at: float) -> Write:
         """Give an instance back after an infrastructure failure, to be tried again later."""
@@ -303,8 +327,10 @@ class Claims:
 
 
 def _claimed(row: Any) -> Claimed:
-    pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, rollback = row
+    pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, rollback = row[:10]
     mode = "rollback" if (rollback or {}).get("requested") else "run"
+    due_at, was = row[10:12]
     return Claimed(
-        pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, mode
-    )
+        pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, mode,
+        due_at=due_at, was=was,
+    )  # fmt: skip

@@ -15,13 +15,22 @@ from engine._names import (
     check_status,
     encode_payload,
 )
+from engine._observe import Observer
 from engine._quotas import Admission, Quota
 from engine._replay import LoadRunner
 from engine._rows import HistoryEvent, NewInstanceRow, WatchedEvent
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
 from engine._usage import StorageLimits, UsageReport
-from engine._views import InstanceView, LogView, StepView, instance_view, log_view, step_view
+from engine._views import (
+    STALL_GRACE_SECONDS,
+    InstanceView,
+    LogView,
+    StepView,
+    instance_view,
+    log_view,
+    step_view,
+)
 from storage import Clock, Database, GroupCommitter, decode_cursor, encode_cursor
 from treadle.errors import (
     AlreadyExists,
@@ -82,6 +91,8 @@ class Engine:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         shutdown_grace_seconds: float = 10.0,
+        observer: Observer | None = None,
+        tenant_name: Callable[[int], str] = str,
     ) -> None:
         self.db = db
         self._committer = committer
@@ -103,6 +114,8 @@ class Engine:
             lease_seconds=lease_seconds,
             poll_seconds=poll_seconds,
             shutdown_grace_seconds=shutdown_grace_seconds,
+            observer=observer or Observer(),
+            tenant_name=tenant_name,
         )
 
     def start(self) -> None:
@@ -214,7 +227,7 @@ class Engine:
         (``DEFAULT_PAGE``, ``PAGE_BYTES``); then ``steps_next_cursor`` reads on from where
         the embedded list stops (``steps()``)."""
         row, page = self._store.instance(tenant_id, workflow, instance_id, *_page_of(None))
-        view = instance_view(row, page.rows)
+        view = instance_view(row, page.rows, self._clock.now())
         if page.more:
             view["steps_next_cursor"] = encode_cursor(page.rows[-1]["seq"])
         return view
@@ -272,7 +285,8 @@ class Engine:
         before = decode_cursor(cursor)
         page = self._store.instances(tenant_id, workflow, status, before, limit, PAGE_BYTES)
         next_cursor = encode_cursor(page.rows[-1]["pk"]) if page.more else None
-        return [instance_view(r, None) for r in page.rows], next_cursor
+        now = self._clock.now()
+        return [instance_view(r, None, now) for r in page.rows], next_cursor
 
     def send_event(
         self,
@@ -382,16 +396,19 @@ class Engine:
         with self.db.connect() as conn:
             return self._store.usage.report(conn, tenant_id, start, end)
 
-    def stats(self) -> dict[str, int | float]:
+    def instance_counts(self) -> dict[tuple[int, str, str], int]:
+        """Instances of the whole database by (tenant id, workflow, status)."""
+        return self._store.counts()
+
+    def stalled(self, grace: float = STALL_GRACE_SECONDS) -> list[tuple[int, float]]:
+        """Instances holding a worker whose lease ran out over ``grace`` seconds ago, in any
+        process: (pk, when their lease ran out)."""
+        return self._store.stalled(self._clock.now(), grace)
+
+    def counters(self) -> dict[str, int]:
+        """This process's counts since it started: commits, replays, step results."""
         counters = self._scheduler.counters
-        stats: dict[str, int | float] = {
-            "commits": self.db.commits,
-            "replays": counters.replays,
-            "steps": counters.steps,
-        }
-        for status, count in self._store.counts_by_status().items():
-            stats[f"instances_{status}"] = count
-        return stats
+        return {"commits": self.db.commits, "replays": counters.replays, "steps": counters.steps}
 
 
 def _new_row(

@@ -194,11 +194,24 @@ class Reads:
             rows = conn.execute(sa.select(*columns).where(after).order_by(H.c.pk).limit(limit))
             return statuses, [cast(WatchedEvent, r._asdict()) for r in rows]
 
-    def counts_by_status(self) -> dict[str, int]:
+    def counts(self) -> dict[tuple[int, str, str], int]:
+        """Instances by (tenant id, workflow, status): one pass over the listing index."""
+        query = sa.select(I.c.tenant_id, I.c.workflow, I.c.status, sa.func.count()).group_by(
+            I.c.status, I.c.tenant_id, I.c.workflow
+        )
         with self.db.connect() as conn:
-            rows = conn.execute(sa.select(I.c.status, sa.func.count()).group_by(I.c.status))
-            return {status: int(n) for status, n in rows}
+            return {(int(t), str(w), str(s)): int(n) for t, w, s, n in conn.execute(query)}
 
+    def stalled(self, now: float, grace: float) -> list[tuple[int, float]]:
+        """The instances holding a worker whose lease ran out more than ``grace`` seconds
+        ago (its process stopped renewing it): (pk, when the lease ran out)."""
+        query = sa.select(I.c.pk, I.c.due_at).where(_HOLDING, I.c.due_at < now - grace)
+        with self.db.connect() as conn:
+            return [(int(pk), float(due)) for pk, due in conn.execute(query)]
+
+
+# Literally the predicate of the partial index ix_instances_running.
+_HOLDING = sa.text("instances.status IN ('running', 'waitingForPause')")
 
 # The journal reads of a claim on PostgreSQL, sent in its last pipeline (``send_journal_reads``).
 _PG_STEPS = (

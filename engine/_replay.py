@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from engine._commits import RecordWrite, StepRow, step_row
+from engine._observe import Attempt, Observer
 from engine._store import Claimed, EngineStore, Final, Journal
 from engine._usage import Usage
 from sandbox import NOTHING_SPENT, Done, Failed, Outcome, ReplayRequest, Spent, Suspended
@@ -55,6 +56,7 @@ class Runner(Protocol):
     """A tenant's compiled program of one version, ready to replay instances."""
 
     vars: JSONObject
+    sandbox: str  # "restricted" or "wasm"
 
     def replay(self, request: ReplayRequest, host: Recorder) -> Outcome: ...
 
@@ -80,8 +82,10 @@ class ReplayHost:
         journal: Journal,
         lease_seconds: float,
         counters: Counters,
+        observer: Observer | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer or Observer()
         self._committer = committer
         self._clock = clock
         self._claimed = claimed
@@ -122,7 +126,7 @@ class ReplayHost:
         spent: Spent = NOTHING_SPENT,
     ) -> None:
         self.meter(_usage_of(spent))
-        self._committer.run(self._write(records, logs, None, pausable=not running))
+        self._run(self._write(records, logs, None, pausable=not running))
 
     def meter(self, usage: Usage) -> None:
         with self._usage_lock:
@@ -131,7 +135,12 @@ class ReplayHost:
     def finish(self, outcome: Outcome) -> None:
         final = _final(outcome, self._claimed.mode)
         self.meter(_usage_of(outcome.spent))
-        self._committer.run(self._write(outcome.records, outcome.logs, final))
+        self._run(self._write(outcome.records, outcome.logs, final))
+
+    def _run(self, write: RecordWrite) -> None:
+        self._committer.run(write)
+        if write.attempts:
+            self._observer.attempted(write.attempts)
 
     def fail(self, name: str, message: str) -> None:
         """End the instance as errored without replaying it (its code cannot be loaded)."""
@@ -150,16 +159,21 @@ class ReplayHost:
         rows = self._rows(records)
         with self._usage_lock:
             usage, self._usage = self._usage, Usage()
+        ended: list[Attempt] = []
+        claimed = self._claimed
         for row in rows:
             if row["status"] in ("complete", "errored"):
                 usage.steps += 1
             key = (row["name"], row["count"])
-            attempts = len(row["attempts"] or [])
-            usage.step_attempts += max(0, attempts - self._attempts.get(key, 0))
-            self._attempts[key] = attempts
+            attempts = row["attempts"] or []
+            for a in attempts[self._attempts.get(key, 0) :]:
+                seconds = max(0.0, (a["ended_at"] or a["started_at"]) - a["started_at"])
+                ended.append(Attempt(claimed.tenant_id, claimed.workflow, a["success"], seconds))
+            usage.step_attempts += max(0, len(attempts) - self._attempts.get(key, 0))
+            self._attempts[key] = len(attempts)
         self._counters.steps += usage.steps
         lease_until = now + self._lease_seconds
-        return RecordWrite(
+        write = RecordWrite(
             self._store,
             self._claimed,
             lease_until,
@@ -170,6 +184,8 @@ class ReplayHost:
             pausable=pausable,
             usage=usage,
         )
+        write.attempts = ended
+        return write
 
     def _rows(self, records: list[StepRecord]) -> list[StepRow]:
         # One row per step key: a batch may hold several records of one step (an attempt that

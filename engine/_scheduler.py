@@ -23,6 +23,8 @@ from typing import Any
 from engine._budget import StorageExhausted
 from engine._claims import Claimed
 from engine._fencing import LeaseLost, PauseRequested
+from engine._logcontext import logging_for
+from engine._observe import Observer, Woken
 from engine._presence import Presence
 from engine._reads import Journal
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, Stopping, request_for
@@ -52,8 +54,12 @@ class Scheduler:
         poll_seconds: float,
         per_tenant: int | None = None,
         shutdown_grace_seconds: float = 10.0,
+        observer: Observer | None = None,
+        tenant_name: Callable[[int], str] = str,
     ) -> None:
         self._store = store
+        self._tenant_name = tenant_name  # for log lines
+        self._observer = observer or Observer()
         self._committer = committer
         self._load_runner = load_runner
         self._clock = clock
@@ -161,6 +167,10 @@ class Scheduler:
                 self._held.update((c.pk, c) for c in claimed)
             for c in claimed:
                 self._work.put((c, journals[c.pk]))
+            self._observer.claimed(
+                [Woken(c.tenant_id, max(0.0, now - c.due_at), c.was == "waiting")
+                 for c in claimed if c.due_at is not None]
+            )  # fmt: skip
         return bool(claimed)
 
     def _idle(self) -> None:
@@ -221,37 +231,49 @@ class Scheduler:
             if item is None:
                 return
             claimed, journal = item
-            try:
-                if self._stop.is_set():
-                    raise Stopping()  # claimed just before the stop: not started
-                self._replay(claimed, journal)
-            except PauseRequested:
-                _log.info("instance %s paused after its running step", claimed.id)
-            except StorageExhausted:
-                _log.info("instance %s errored: its tenant's storage is used up", claimed.id)
-            except LeaseLost:
-                # Terminated, restarted or deleted meanwhile, or taken over after a stall.
-                _log.info("instance %s changed hands; its replay was dropped", claimed.id)
-            except Stopping:
-                _log.info("instance %s given back: the process is stopping", claimed.id)
-                self._release(claimed, at_once=True)
-            except Exception as exc:
-                if transient(exc):
-                    self._outage.failed(f"replaying instance {claimed.id}", exc)
-                else:
-                    _log.exception("replay of instance %s failed; it will be retried", claimed.id)
-                self._release(claimed)
-            finally:
-                with self._held_lock:
-                    self._held.pop(claimed.pk, None)
-                self._wake.set()
+            tenant = self._tenant_name(claimed.tenant_id)
+            with logging_for(tenant=tenant, instance_id=claimed.id):
+                self._run_one(claimed, journal)
+
+    def _run_one(self, claimed: Claimed, journal: Journal) -> None:
+        try:
+            if self._stop.is_set():
+                raise Stopping()  # claimed just before the stop: not started
+            self._replay(claimed, journal)
+        except PauseRequested:
+            _log.info("instance %s paused after its running step", claimed.id)
+        except StorageExhausted:
+            _log.info("instance %s errored: its tenant's storage is used up", claimed.id)
+        except LeaseLost:
+            # Terminated, restarted or deleted meanwhile, or taken over after a stall.
+            _log.info("instance %s changed hands; its replay was dropped", claimed.id)
+        except Stopping:
+            _log.info("instance %s given back: the process is stopping", claimed.id)
+            self._release(claimed, at_once=True)
+        except Exception as exc:
+            if transient(exc):
+                self._outage.failed(f"replaying instance {claimed.id}", exc)
+            else:
+                _log.exception("replay of instance %s failed; it will be retried", claimed.id)
+            self._release(claimed)
+        finally:
+            with self._held_lock:
+                self._held.pop(claimed.pk, None)
+            self._wake.set()
 
     def _replay(self, claimed: Claimed, journal: Journal) -> None:
         ref = InstanceRef(
             claimed.pk, claimed.tenant_id, claimed.workflow, claimed.version, claimed.id
         )
         host = ReplayHost(
-            self._store, self._committer, self._clock, claimed, journal, self._lease, self.counters
+            self._store,
+            self._committer,
+            self._clock,
+            claimed,
+            journal,
+            self._lease,
+            self.counters,
+            self._observer,
         )
         try:
             runner = self._load_runner(ref)
@@ -260,13 +282,15 @@ class Scheduler:
             host.fail("WorkflowNotFound", exc.message)
             return
         request = request_for(claimed, journal, self._clock.now(), runner.vars)
+        began = time.monotonic()
         with self._held_lock:
-            self._replays[claimed.pk] = (claimed, host, time.monotonic())
+            self._replays[claimed.pk] = (claimed, host, began)
         try:
             outcome = runner.replay(request, host)
         finally:
             with self._held_lock:
                 self._replays.pop(claimed.pk, None)
+            self._observer.replayed(runner.sandbox, time.monotonic() - began)
         host.finish(outcome)
         self.counters.replays += 1
 

@@ -91,4 +91,5 @@ class EngineStore:
         self.instances, self.logs, self.parent_of = reads.instances, reads.logs, reads.parent_of
         self.history, self.instance_history = reads.history, reads.instance_history
         self.watched_history = reads.watched_history
-        self.counts_by_status = reads.counts_by_status
+        self.counts = reads.counts
+        self.stalled = reads.stalled

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NotRequired, TypedDict
 
-from engine._rows import InstanceRow, LogEntry
+from engine._rows import RUNNING, InstanceRow, LogEntry
 from storage import iso
 from treadle.runtime import ErrorValue, JSONValue, StepRecord
 
@@ -28,6 +28,11 @@ class StepView(TypedDict):
     attempts: list[AttemptView]
 
 
+class StalledView(TypedDict):
+    since: str | None
+    reason: str
+
+
 class InstanceView(TypedDict):
     id: str
     workflow: str
@@ -40,6 +45,7 @@ class InstanceView(TypedDict):
     created_at: str | None
     started_at: str | None
     ended_at: str | None
+    stalled: StalledView | None
     steps: NotRequired[list[StepView]]
     steps_next_cursor: NotRequired[str]
 
@@ -50,7 +56,26 @@ class LogView(TypedDict):
     message: str
 
 
-def instance_view(row: InstanceRow, steps: Sequence[StepRecord] | None) -> InstanceView:
+STALL_GRACE_SECONDS = 5.0
+"""How long past its lease an instance holding a worker counts as stalled: a heartbeat comes
+every third of the lease, so a live process never lets one run out by this much."""
+_STALLED = (
+    "its lease ran out and no process has taken it over: the process running it stopped "
+    "(it crashed, hangs or lost the database), and no other could run it (none is running, "
+    "or the tenant is at max_running_instances)"
+)
+
+
+def stalled_view(row: InstanceRow, now: float) -> StalledView | None:
+    """Why the instance is stalled, if it is: it holds a worker and its lease ran out over
+    :data:`STALL_GRACE_SECONDS` ago."""
+    due = row["due_at"]
+    if row["status"] not in RUNNING or due is None or due >= now - STALL_GRACE_SECONDS:
+        return None
+    return {"since": iso(due), "reason": _STALLED}
+
+
+def instance_view(row: InstanceRow, steps: Sequence[StepRecord] | None, now: float) -> InstanceView:
     view: InstanceView = {
         "id": row["id"],
         "workflow": row["workflow"],
@@ -63,6 +88,7 @@ def instance_view(row: InstanceRow, steps: Sequence[StepRecord] | None) -> Insta
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
         "ended_at": iso(row["ended_at"]),
+        "stalled": stalled_view(row, now),
     }
     if steps is not None:
         view["steps"] = [step_view(s) for s in steps]

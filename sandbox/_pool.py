@@ -56,6 +56,7 @@ class SandboxPool:
         self._idle: OrderedDict[int, Worker] = OrderedDict()  # least recently used first
         self._counts: dict[str, int] = {}
         self._total = 0
+        self._live: dict[int, Worker] = {}  # every started worker, idle or busy
         self._spawner: Spawner | None = None
         self._spawner_lock = threading.Lock()
         self._closed = threading.Event()
@@ -121,6 +122,7 @@ class SandboxPool:
         limits = prepare(artifact, limits) or limits
         for tries_left in (1, 0):
             with self._worker(tenant, limits) as worker:
+                worker.sandbox = artifact.sandbox
                 # ``request.now`` was read when the replay was asked for: the wait for a worker
                 # must not leave the replay's clock behind (a sleep would end early by as much).
                 waited = time.monotonic() - asked
@@ -134,6 +136,16 @@ class SandboxPool:
                 worker.replays += 1
                 return outcome
         raise AssertionError("unreachable")
+
+    def workers(self) -> dict[str, int]:
+        """The worker processes running now, by the sandbox of the replay each ran last
+        (``"none"``: none yet)."""
+        with self._lock:
+            live = list(self._live.values())
+        counts: dict[str, int] = {}
+        for worker in live:
+            counts[worker.sandbox] = counts.get(worker.sandbox, 0) + 1
+        return counts
 
     def wall_layers(self, *, start: bool = True) -> dict[str, bool] | None:
         """Which layers of the second wall confine the workers (``sandbox._wall``), as the
@@ -230,7 +242,10 @@ class SandboxPool:
 
     def _spawn(self, tenant: str, limits: Limits) -> Worker:
         try:
-            return Worker(self._running_spawner(), tenant, limits)
+            worker = Worker(self._running_spawner(), tenant, limits)
+            with self._lock:
+                self._live[id(worker)] = worker
+            return worker
         except BaseException:
             with self._lock:
                 self._counts[tenant] -= 1
@@ -261,6 +276,7 @@ class SandboxPool:
             worker.close()
 
     def _uncount(self, worker: Worker) -> None:
+        self._live.pop(id(worker), None)
         self._counts[worker.tenant] -= 1
         if not self._counts[worker.tenant]:
             del self._counts[worker.tenant]

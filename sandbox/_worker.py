@@ -37,6 +37,7 @@ class Worker:
         self.versions: set[str] = set()
         self.replays = 0
         self.usable = True
+        self.sandbox = "none"  # of the replay it ran last
         self.last_used = time.monotonic()
         self._spawner = spawner
         self._closed = False

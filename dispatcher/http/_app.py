@@ -24,6 +24,7 @@ from dispatcher.http._guard import RequestGuard
 from dispatcher.http._instances import InstanceApi
 from dispatcher.http._lifecycle import LifecycleApi
 from dispatcher.http._limits import BodyLimit
+from dispatcher.http._measure import MeasureRequests
 from dispatcher.http._openapi import openapi_document
 from dispatcher.http._routing import every_route
 from dispatcher.http._streams import StreamApi
@@ -57,6 +58,7 @@ def create_app(platform: Platform) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(MeasureRequests, metrics=platform.metrics, routes=routes),
             Middleware(DatabaseOutage),
             Middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes),
             Middleware(Authenticate, tenants=platform.tenants),
@@ -111,7 +113,7 @@ def _health(platform: Platform) -> Any:
 
 def _metrics_route(platform: Platform) -> Any:
     async def metrics(request: Request) -> Response:
-        stats = await run_in_threadpool(platform.engine.stats)
-        return Response(_metrics.render(stats), media_type=_metrics.CONTENT_TYPE)
+        text = await run_in_threadpool(platform.metrics.render)
+        return Response(text, media_type=_metrics.CONTENT_TYPE)
 
     return metrics

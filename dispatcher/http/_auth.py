@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dispatcher.http._errors import error_response
 from dispatcher.http._fairness import ReadShares, counted
+from engine import logging_for
 from tenants import Actor, TenantStore
 from treadle.errors import TreadleError, Unauthorized
 
@@ -49,11 +50,15 @@ class Authenticate:
                 await run_in_threadpool(self._tenants.admin_refused, client)
             await error_response(exc)(scope, receive, send)
             return
-        if admin or not counted(scope["method"], path):
+        if admin:
             await self._app(scope, receive, send)
             return
-        async with self._reads.turn(caller.tenant_id):
-            await self._app(scope, receive, send)
+        with logging_for(tenant=caller.tenant_name):  # the request's log lines name it
+            if not counted(scope["method"], path):
+                await self._app(scope, receive, send)
+                return
+            async with self._reads.turn(caller.tenant_id):
+                await self._app(scope, receive, send)
 
 
 def bearer_token(headers: Headers) -> str:

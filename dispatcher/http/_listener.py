@@ -314,6 +314,8 @@ class Listener(uvicorn.Server):
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            # JSON logs: uvicorn's loggers go through the root's JSON handler, not their own.
+            log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             http=_bound(Gate(limits, self.notices)),
             ws="none",  # no route takes a WebSocket; an upgraded one would escape the gate
             timeout_keep_alive=settings.http_keep_alive_timeout,

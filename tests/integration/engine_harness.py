@@ -33,6 +33,7 @@ class _Runner:
         self._artifact = artifact
         self._limits = limits
         self.vars = vars
+        self.sandbox = artifact.sandbox
 
     def replay(self, request: ReplayRequest, host: Recorder) -> Outcome:
         return self._pool.replay(TENANT, self._artifact, self._limits, request, _Bindings(host))

@@ -249,8 +249,16 @@ class Step(Model):
     attempts: list[Attempt] = Field(default_factory=list)
 
 
+class Stalled(Model):
+    """Why a run is stalled: since when its lease ran out, and what that means."""
+
+    since: _dt.datetime
+    reason: str
+
+
 class InstanceSummary(Model):
-    """An instance as lists show it: everything but its steps."""
+    """An instance as lists show it: everything but its steps. ``stalled`` is set while it
+    holds a worker whose lease ran out over 5 s ago and no process has taken it over."""
 
     id: str
     workflow: str
@@ -262,6 +270,7 @@ class InstanceSummary(Model):
     created_at: _dt.datetime
     started_at: _dt.datetime | None = None
     ended_at: _dt.datetime | None = None
+    stalled: Stalled | None = None
 
     @property
     def finished(self) -> bool:

@@ -90,6 +90,11 @@ def show_instance(out: Output, instance: Instance) -> None:
             ("started", instance.started_at),
             ("ended", instance.ended_at),
         ]
+        + (
+            [("stalled", f"since {instance.stalled.since}: {instance.stalled.reason}")]
+            if instance.stalled
+            else []
+        )
     )
     if instance.steps:
         out.line()
