@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 PG_ADMIN_URL = os.environ.get(
     "TREADLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
