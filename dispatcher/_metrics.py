@@ -213,6 +213,6 @@ class _State(Collector):
         with self._lock:
             if time.monotonic() - self._read_at >= DB_READ_SECONDS:
                 self._counts = self._engine.instance_counts()
-                self._stalled = len(self._engine.stalled())
+                self._stalled = self._engine.stalled_count()
                 self._read_at = time.monotonic()
             return self._counts, self._stalled

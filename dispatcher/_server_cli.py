@@ -75,7 +75,12 @@ def serve(args: argparse.Namespace) -> int:
         _announce_credentials(platform, settings)
         app = create_app(platform)
         base = f"http://{settings.host}:{settings.port}"
-        _log.info("serving the API on %s (playground: %s/playground)", base, base)
+        _log.info(
+            "serving the API on %s (playground: %s/playground, console: %s/console)",
+            base,
+            base,
+            base,
+        )
         server = Listener(app, settings, _limits(settings))
         _quiet_stop_signals(server)
         with _metrics_listener(platform, settings):

@@ -8,6 +8,7 @@ from engine._logcontext import log_context, logging_for
 from engine._names import FINISHED, MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
 from engine._observe import Attempt, Observer, Woken
 from engine._quotas import Quota
+from engine._reads import Stalled
 from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
 from engine._rows import HistoryEvent, WatchedEvent
 from engine._usage import USAGE_FIELDS, StorageLimits, Usage, UsageReport
@@ -35,6 +36,7 @@ __all__ = [
     "Quota",
     "Recorder",
     "Runner",
+    "Stalled",
     "StepView",
     "StorageLimits",
     "Usage",

@@ -17,6 +17,7 @@ from engine._names import (
 )
 from engine._observe import Observer
 from engine._quotas import Admission, Quota
+from engine._reads import Stalled
 from engine._replay import LoadRunner
 from engine._rows import HistoryEvent, NewInstanceRow, WatchedEvent
 from engine._scheduler import Scheduler
@@ -400,10 +401,13 @@ class Engine:
         """Instances of the whole database by (tenant id, workflow, status)."""
         return self._store.counts()
 
-    def stalled(self, grace: float = STALL_GRACE_SECONDS) -> list[tuple[int, float]]:
-        """Instances holding a worker whose lease ran out over ``grace`` seconds ago, in any
-        process: (pk, when their lease ran out)."""
-        return self._store.stalled(self._clock.now(), grace)
+    def stalled(self, limit: int = 100, grace: float = STALL_GRACE_SECONDS) -> list[Stalled]:
+        """Up to ``limit`` instances, of every tenant, holding a worker whose lease ran out
+        over ``grace`` seconds ago: the longest stalled first."""
+        return self._store.stalled(self._clock.now(), grace, limit)
+
+    def stalled_count(self, grace: float = STALL_GRACE_SECONDS) -> int:
+        return self._store.stalled_count(self._clock.now(), grace)
 
     def counters(self) -> dict[str, int]:
         """This process's counts since it started: commits, replays, step results."""

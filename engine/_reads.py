@@ -202,12 +202,35 @@ class Reads:
         with self.db.connect() as conn:
             return {(int(t), str(w), str(s)): int(n) for t, w, s, n in conn.execute(query)}
 
-    def stalled(self, now: float, grace: float) -> list[tuple[int, float]]:
-        """The instances holding a worker whose lease ran out more than ``grace`` seconds
-        ago (its process stopped renewing it): (pk, when the lease ran out)."""
-        query = sa.select(I.c.pk, I.c.due_at).where(_HOLDING, I.c.due_at < now - grace)
+    def stalled_count(self, now: float, grace: float) -> int:
+        query = sa.select(sa.func.count()).where(_HOLDING, I.c.due_at < now - grace)
         with self.db.connect() as conn:
-            return [(int(pk), float(due)) for pk, due in conn.execute(query)]
+            return int(conn.execute(query.select_from(I)).scalar_one())
+
+    def stalled(self, now: float, grace: float, limit: int) -> list[Stalled]:
+        """Up to ``limit`` instances holding a worker whose lease ran out more than ``grace``
+        seconds ago (its process stopped renewing it), longest stalled first."""
+        query = (
+            sa.select(I.c.pk, I.c.tenant_id, I.c.workflow, I.c.id, I.c.due_at)
+            .where(_HOLDING, I.c.due_at < now - grace)
+            .order_by(I.c.due_at)
+            .limit(limit)
+        )
+        with self.db.connect() as conn:
+            return [
+                Stalled(int(p), int(t), w, i, float(d)) for p, t, w, i, d in conn.execute(query)
+            ]
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """An instance holding a worker whose lease ran out (``since``) and that nobody took over."""
+
+    pk: int
+    tenant_id: int
+    workflow: str
+    id: str
+    since: float
 
 
 # Literally the predicate of the partial index ix_instances_running.

@@ -92,4 +92,4 @@ class EngineStore:
         self.history, self.instance_history = reads.history, reads.instance_history
         self.watched_history = reads.watched_history
         self.counts = reads.counts
-        self.stalled = reads.stalled
+        self.stalled, self.stalled_count = reads.stalled, reads.stalled_count

@@ -1,4 +1,4 @@
-"""The playground page and its static assets, served from ``playground/static``.
+"""The playground page, the operator console and their static assets, from ``playground/static``.
 
 Asset URLs carry a build id, a hash of every static file, so browsers may keep them for good:
 changed files mean a new id, and the page, which names the id, is revalidated on every visit.
@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from treadle.errors import NotFound
 
 PAGE = "index.html"
+CONSOLE = "console.html"  # the operator console, /console
 _ASSETS_PATH = "/playground/assets"
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",
@@ -58,7 +59,7 @@ def assets() -> dict[str, Asset]:
     found = {}
     for item in (resources.files("playground") / "static").iterdir():
         media_type = _TYPES.get(PurePosixPath(item.name).suffix)
-        if item.is_file() and item.name != PAGE and media_type is not None:
+        if item.is_file() and item.name not in (PAGE, CONSOLE) and media_type is not None:
             body = item.read_bytes()
             found[item.name] = Asset(body, gzip.compress(body, mtime=0), media_type)
     return found
@@ -72,20 +73,26 @@ def build_id(files: dict[str, Asset]) -> str:
     return digest.hexdigest()[:16]
 
 
-def page_html(assets_url: str = _ASSETS_PATH) -> str:
-    """The page, naming its assets under ``assets_url``."""
-    text = (resources.files("playground") / "static" / PAGE).read_text("utf-8")
+def page_html(assets_url: str = _ASSETS_PATH, name: str = PAGE) -> str:
+    """The page ``name``, naming its assets under ``assets_url``."""
+    text = (resources.files("playground") / "static" / name).read_text("utf-8")
     return text.replace("{{assets}}", assets_url)
 
 
 def routes() -> list[BaseRoute]:
-    """``GET /playground`` and its assets, ``GET /playground/assets/<build id>/<name>``."""
+    """``GET /playground``, the operator console ``GET /console``, and their assets,
+    ``GET /playground/assets/<build id>/<name>``."""
     files = assets()
     build = build_id(files)
     html = page_html(f"{_ASSETS_PATH}/{build}")
+    console_html = page_html(f"{_ASSETS_PATH}/{build}", CONSOLE)
 
     async def page(request: Request) -> Response:
         return HTMLResponse(html, headers=_PAGE_HEADERS)
+
+    async def console(request: Request) -> Response:
+        # The page holds nothing secret: the data comes from the admin API, with the token.
+        return HTMLResponse(console_html, headers=_PAGE_HEADERS)
 
     async def asset(request: Request) -> Response:
         found = files.get(request.path_params["name"])
@@ -100,5 +107,6 @@ def routes() -> list[BaseRoute]:
 
     return [
         Route("/playground", page, methods=["GET"]),
+        Route("/console", console, methods=["GET"]),
         Mount(_ASSETS_PATH, routes=[Route("/{build}/{name}", asset, methods=["GET"])]),
     ]

@@ -1,5 +1,6 @@
 """Usage (docs/api.md): what a tenant used, hour by hour, for the operator's bills and the
-tenant's own view. The admin asks for any tenant's; a tenant's key gets its own only."""
+tenant's own view (the admin asks for any tenant's; a tenant's key gets its own only); and the
+operator's overview of every tenant's instances and the stalled runs."""
 
 from __future__ import annotations
 
@@ -38,7 +39,32 @@ class UsageApi:
         self._clock = clock
 
     def handlers(self) -> Handlers:
-        return {"tenant_usage": self.tenant_usage, "usage": self.usage}
+        return {"tenant_usage": self.tenant_usage, "usage": self.usage, "overview": self.overview}
+
+    async def overview(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self._overview))
+
+    def _overview(self) -> JSONObject:
+        names = {t.id: t.name for t in self._tenants.tenants()}
+        by_tenant: dict[int, dict[str, int]] = {t: {} for t in names}
+        for (tenant_id, _, status), n in self._engine.instance_counts().items():
+            counts = by_tenant.setdefault(tenant_id, {})
+            counts[status] = counts.get(status, 0) + n
+        stalled = self._engine.stalled(limit=100)
+        stalled_by = {t: 0 for t in by_tenant}
+        for run in stalled:
+            stalled_by[run.tenant_id] = stalled_by.get(run.tenant_id, 0) + 1
+        return {
+            "tenants": [
+                {"tenant": names.get(t, str(t)), "instances": dict(n), "stalled": stalled_by[t]}
+                for t, n in by_tenant.items()
+            ],
+            "stalled": [
+                {"tenant": names.get(r.tenant_id, str(r.tenant_id)), "workflow": r.workflow,
+                 "id": r.id, "since": iso(r.since)}
+                for r in stalled
+            ],
+        }  # fmt: skip
 
     async def tenant_usage(self, request: Request) -> Response:
         start, end = self._span(request)

@@ -202,6 +202,12 @@ def test_usage_routes_answer_each_tenant_its_own_only(crashable_server: TreadleP
         assert reply.status_code in (401, 403), reply.text
         assert admin.get("/v1/admin/tenants/beta/usage").json()["totals"]["steps"] == 2
         assert admin.get("/v1/admin/tenants/nobody/usage").status_code == 404
+        # The operator's overview: every tenant, its instances by status, no stalled run.
+        overview = admin.get("/v1/admin/overview").json()
+        by_tenant = {t["tenant"]: t for t in overview["tenants"]}
+        assert by_tenant["beta"] == {"tenant": "beta", "instances": {"complete": 1}, "stalled": 0}
+        assert by_tenant["alpha"]["instances"] == {} and overview["stalled"] == []
+        assert alpha.get("/v1/admin/overview").status_code in (401, 403)
         # Bad spans name their parameter; unknown parameters are refused.
         for query, word in (
             ({"from": "yesterday"}, "from"),

@@ -189,7 +189,13 @@ def test_a_stalled_run_says_since_when_and_why(database_url: str) -> None:
         since = dt.datetime.fromisoformat(stuck["stalled"]["since"].replace("Z", "+00:00"))
         assert abs(since.timestamp() - lease_ran_out) < 0.01
         assert harness.get("queued")["stalled"] is None
-        assert [pk for pk, _ in harness.engine.stalled()] == [_pk(harness, "stuck")]
+        (stalled,) = harness.engine.stalled()
+        assert (stalled.pk, stalled.id, stalled.since) == (
+            _pk(harness, "stuck"),
+            "stuck",
+            lease_ran_out,
+        )
+        assert harness.engine.stalled_count() == 1
     finally:
         harness.close()
 

@@ -50,7 +50,7 @@ def test_assets_are_served_with_their_types_cached_for_good_and_gzipped(
     types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
     types[".txt"] = "text/plain"  # the licences of the bundled editor
     for file in STATIC.iterdir():
-        if file.name == "index.html":
+        if file.name in ("index.html", "console.html"):  # pages, not assets
             continue
         reply = client.get(f"{base}/{file.name}", headers={"Accept-Encoding": "identity"})
         assert reply.status_code == 200, file.name
@@ -69,6 +69,22 @@ def test_an_unknown_asset_or_an_old_build_is_not_found(client: httpx.Client) -> 
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert client.get("/playground/assets/0123456789abcdef/app.js").status_code == 404
     assert client.get(f"{base}/index.html").status_code == 404
+    assert client.get(f"{base}/console.html").status_code == 404
+
+
+def test_the_console_page_names_its_assets_under_the_same_build(client: httpx.Client) -> None:
+    page = client.get("/console")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert (
+        page.headers["content-security-policy"]
+        == client.get("/playground").headers["content-security-policy"]
+    )
+    urls = _asset_urls(page.text)
+    names = {url.rsplit("/", 1)[1] for url in urls}
+    assert names == {"favicon.svg", "playground.css", "console.css", "console.js"}
+    assert {url.rsplit("/", 2)[1] for url in urls} == {
+        url.rsplit("/", 2)[1] for url in _asset_urls(client.get("/playground").text)
+    }
 
 
 def test_every_static_file_ships_in_the_package() -> None:

@@ -27,6 +27,7 @@ from treadle.client._models import (
     Instance,
     InstanceList,
     LogLine,
+    Overview,
     Policy,
     RotatedKey,
     StoredCode,
@@ -574,6 +575,10 @@ class Admin:
         by hour (``NotFound`` for a tenant that is not there)."""
         return self._client.send(_requests.usage(tenant, start, end))
 
+    def overview(self) -> Overview:
+        """Every tenant's instances by status, and the stalled runs (the 100 longest)."""
+        return self._client.send(_requests.overview())
+
     def audit_entries(
         self, tenant: str | None = None, action: str | None = None, page_size: int | None = None
     ) -> Iterator[AuditEntry]:
@@ -639,6 +644,9 @@ class AsyncAdmin:
         self, tenant: str, start: Instant | None = None, end: Instant | None = None
     ) -> UsageReport:
         return await self._client.send(_requests.usage(tenant, start, end))
+
+    async def overview(self) -> Overview:
+        return await self._client.send(_requests.overview())
 
     async def audit_entries(
         self, tenant: str | None = None, action: str | None = None, page_size: int | None = None

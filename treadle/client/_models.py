@@ -156,6 +156,31 @@ class UsageReport(Model):
     hours: list[UsageHour]
 
 
+class TenantOverview(Model):
+    """One tenant as the operator's overview shows it: its instances by status (only the
+    statuses it has), and how many of its runs are stalled."""
+
+    tenant: str
+    instances: dict[str, int]
+    stalled: int
+
+
+class StalledRun(Model):
+    """A run holding a worker whose lease ran out at ``since`` and that no process took over."""
+
+    tenant: str
+    workflow: str
+    id: str
+    since: _dt.datetime
+
+
+class Overview(Model):
+    """Every tenant's instances by status, and the stalled runs (the 100 longest stalled)."""
+
+    tenants: list[TenantOverview]
+    stalled: list[StalledRun]
+
+
 # -- workflows ----------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from treadle.client._models import (
     InstanceList,
     KeyList,
     LogPage,
+    Overview,
     Policy,
     RotatedKey,
     StepPage,
@@ -174,6 +175,15 @@ AUDIT = Operation(
     auth="admin",
     errors=(400,),
     query="audit_all",
+)
+OVERVIEW = Operation(
+    "overview",
+    "GET",
+    "/v1/admin/overview",
+    "Every tenant's instances by status, and the stalled runs",
+    200,
+    Overview,
+    auth="admin",
 )
 TENANT_USAGE = Operation(
     "tenant_usage",
@@ -335,6 +345,7 @@ OPERATIONS: tuple[Operation, ...] = (
     TENANT_AUDIT,
     AUDIT,
     TENANT_USAGE,
+    OVERVIEW,
     USAGE,
     LIST_WORKFLOWS,
     DEPLOY,

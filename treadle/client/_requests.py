@@ -29,6 +29,7 @@ from treadle.client._models import (
     Instance,
     InstanceList,
     LogPage,
+    Overview,
     Policy,
     RotatedKey,
     Step,
@@ -485,3 +486,7 @@ def _iso(value: Instant | None) -> str | None:
     if isinstance(value, _dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=_dt.UTC)).isoformat()
     return _dt.datetime.fromtimestamp(value, _dt.UTC).isoformat()
+
+
+def overview() -> Call[Overview]:
+    return call(op.OVERVIEW, model(Overview))
