@@ -174,10 +174,12 @@ def fetch(
     *,
     deadline: Deadline,
     metered: Callable[[int], None] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> FetchResult:
     """Perform one ``env.fetch`` call, over by ``deadline``; the result is what the step
     body sees. A request that went out is passed to ``metered`` with its bytes (the request
-    body and what was read of the response's), whether it succeeded or not."""
+    body and what was read of the response's), whether it succeeded or not. ``extra_headers``
+    (the platform's, e.g. ``traceparent``) replace the tenant's of the same names."""
     url, method = args.get("url"), str(args.get("method") or "GET").upper()
     if not isinstance(url, str):
         raise InvalidInput("env.fetch: url must be a string")
@@ -185,6 +187,9 @@ def fetch(
         raise InvalidInput(f"env.fetch: method must be one of {', '.join(METHODS)}")
     target = destination(url, allow)
     headers, content = _headers(args.get("headers")), _content(args.get("body"))
+    for name, value in (extra_headers or {}).items():
+        headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
+        headers[name] = value
     address = _before(deadline, lambda: pin(target, resolve), f"env.fetch {method} {url}")
     headers["Host"] = target.url.netloc.decode("ascii")
     connection = _Connection()

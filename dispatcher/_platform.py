@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Callable
 
 from dispatcher import _egress as egress
+from dispatcher import _tracing as tracing
 from dispatcher._metrics import PlatformMetrics
 from dispatcher._settings import Settings
-from engine import Engine, InstanceRef, Recorder, StorageLimits, Usage
+from engine import Engine, InstanceRef, Observers, Recorder, StorageLimits, Usage
 from loader import Loader, UploadLimits
 from sandbox import (
     NOTHING_SPENT,
@@ -95,16 +96,24 @@ class TenantHost:
     def call(self, method: str, args: JSONObject, deadline: Deadline) -> object:
         try:
             if method == "fetch":
-                allow = list(self._policy.egress_allow)
-                return egress.fetch(
-                    args, allow, self._platform.http, deadline=deadline, metered=self._egress
-                )
+                return self._fetch(args, deadline)
             if method == "workflows.create":
                 return {"id": self._create_child(args)}
             raise InvalidInput(f"unknown host call {method!r}")
         except (InvalidInput, LimitExceeded, NotFound, AlreadyExists) as exc:
             # Bad arguments, a missing workflow, an id taken: the same on every retry.
             raise NonRetryableError(exc.message) from exc
+
+    def _fetch(self, args: JSONObject, deadline: Deadline) -> object:
+        allow, http = list(self._policy.egress_allow), self._platform.http
+        tracing, run = self._platform.tracing, self._ref.trace
+        if tracing is None or run is None:
+            return egress.fetch(args, allow, http, deadline=deadline, metered=self._egress)
+        method, url = str(args.get("method") or "GET").upper(), str(args.get("url"))
+        with tracing.fetch(run, method, url) as headers:
+            return egress.fetch(
+                args, allow, http, deadline=deadline, metered=self._egress, extra_headers=headers
+            )
 
     def _egress(self, size: int) -> None:
         self._host.meter(Usage(egress_requests=1, egress_bytes=size))
@@ -184,6 +193,8 @@ class Platform:
             uploads=_upload_limits(settings),
         )
         self.metrics = PlatformMetrics(self.tenants.name)
+        self.tracing = tracing.from_environment(self.metrics.tenant)
+        observer = self.metrics if self.tracing is None else Observers(self.metrics, self.tracing)
         self.engine = Engine(
             self.db,
             self.committer,
@@ -196,10 +207,12 @@ class Platform:
             per_tenant=settings.sandbox_per_tenant,
             lease_seconds=settings.lease_seconds,
             shutdown_grace_seconds=settings.shutdown_grace_seconds,
-            observer=self.metrics,
+            observer=observer,
             tenant_name=self.metrics.tenant,
         )
         self.metrics.attach(self.engine, self.pool)
+        if self.tracing is not None:
+            self.tracing.attach(self.engine)
         self.http = egress.new_client()
         self.running = False
         self._stopping = threading.Event()
@@ -259,6 +272,8 @@ class Platform:
 
     def close(self) -> None:
         self.stop()
+        if self.tracing is not None:
+            self.tracing.close()  # sends the spans still buffered
         self.loader.close()
         self.pool.close()
         self.http.close()

@@ -6,11 +6,12 @@ from engine._engine import CreatedItem, Engine, ItemError, NewInstance
 from engine._fencing import LeaseLost
 from engine._logcontext import log_context, logging_for
 from engine._names import FINISHED, MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
-from engine._observe import Attempt, Observer, Woken
+from engine._observe import Attempt, Ended, Observer, Observers, RunTrace, Waited, Woken
 from engine._quotas import Quota
 from engine._reads import Stalled
 from engine._replay import InstanceRef, LoadRunner, Recorder, Runner
 from engine._rows import HistoryEvent, WatchedEvent
+from engine._traces import TraceParent, parse_traceparent
 from engine._usage import USAGE_FIELDS, StorageLimits, Usage, UsageReport
 from engine._views import InstanceView, LogView, StepView
 
@@ -23,6 +24,7 @@ __all__ = [
     "USAGE_FIELDS",
     "Attempt",
     "CreatedItem",
+    "Ended",
     "Engine",
     "HistoryEvent",
     "InstanceRef",
@@ -33,16 +35,21 @@ __all__ = [
     "LogView",
     "NewInstance",
     "Observer",
+    "Observers",
     "Quota",
     "Recorder",
+    "RunTrace",
     "Runner",
     "Stalled",
     "StepView",
     "StorageLimits",
+    "TraceParent",
     "Usage",
     "UsageReport",
+    "Waited",
     "WatchedEvent",
     "Woken",
     "log_context",
     "logging_for",
+    "parse_traceparent",
 ]

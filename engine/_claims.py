@@ -49,6 +49,9 @@ _TAKE = (
         I.c.epoch,
         I.c.parent_pk,
         I.c.rollback,
+        I.c.trace_id,
+        I.c.span_id,
+        I.c.parent_span_id,
     )
 )
 # On PostgreSQL a claim takes each tenant's advisory lock, then counts its instances holding a
@@ -92,6 +95,9 @@ class Claimed:
     mode: str = "run"  # "rollback": terminated with rollback requested
     due_at: float | None = None  # when it was due, before the claim
     was: str = "queued"  # its status before the claim
+    trace_id: str | None = None  # its trace, and the span of its run (engine._traces)
+    span_id: str | None = None
+    parent_span_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -329,8 +335,9 @@ class Claims:
 def _claimed(row: Any) -> Claimed:
     pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, rollback = row[:10]
     mode = "rollback" if (rollback or {}).get("requested") else "run"
-    due_at, was = row[10:12]
+    trace_id, span_id, parent_span_id, due_at, was = row[10:15]
     return Claimed(
         pk, tenant_id, workflow, id_, version, params, created_at, epoch, parent_pk, mode,
-        due_at=due_at, was=was,
+        due_at=due_at, was=was, trace_id=trace_id, span_id=span_id,
+        parent_span_id=parent_span_id,
     )  # fmt: skip

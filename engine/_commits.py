@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from engine._budget import StorageExhausted, bound, settle
 from engine._fencing import lock_and_fence
-from engine._observe import Attempt
+from engine._observe import Attempt, Waited
 from engine._rows import HistoryRow
 from engine._store import (
     Claimed,
@@ -88,6 +88,7 @@ class RecordWrite(BatchWrite):
         self.pausable = pausable
         self.usage = usage or Usage()  # metered with the write: steps, attempts, CPU, egress
         self.attempts: list[Attempt] = []  # the attempts it makes durable, for the observer
+        self.waits: list[Waited] = []  # the sleeps and waits it ends, for the observer
         # Resolved here, on the replay's thread: a policy lookup inside the commit could wait
         # for the commit itself.
         self.limits = store.usage.limits(claimed.tenant_id)

@@ -15,13 +15,14 @@ from engine._names import (
     check_status,
     encode_payload,
 )
-from engine._observe import Observer
+from engine._observe import Observer, Waited
 from engine._quotas import Admission, Quota
 from engine._reads import Stalled
 from engine._replay import LoadRunner
 from engine._rows import HistoryEvent, NewInstanceRow, WatchedEvent
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
+from engine._traces import TraceParent, new_span_id, new_trace_id
 from engine._usage import StorageLimits, UsageReport
 from engine._views import (
     STALL_GRACE_SECONDS,
@@ -136,9 +137,11 @@ class Engine:
         version: str,
         items: list[NewInstance],
         quota: Quota | None = None,
+        caller: TraceParent | None = None,
     ) -> tuple[list[CreatedItem], list[ItemError]]:
         """Create instances; return (created, errors) with per-item errors as ``docs/api.md``
-        describes them.
+        describes them. With ``caller`` (a request's ``traceparent``), each instance's trace
+        is the caller's, its run a child of the caller's span.
 
         Under a ``quota``, what it refuses are per-item ``quota.rate_limited`` or
         ``quota.queue_full`` errors, and nothing of them is written; raises
@@ -162,7 +165,8 @@ class Engine:
                 errors.append(_item_error(index, instance_id, exc))
                 continue
             seen[instance_id] = index
-            rows.append(_new_row(tenant_id, workflow, version, instance_id, item.params, now))
+            row = _new_row(tenant_id, workflow, version, instance_id, item.params, now, caller)
+            rows.append(row)
         if not rows:
             errors.sort(key=lambda e: e["index"])
             return [], errors
@@ -406,6 +410,11 @@ class Engine:
         over ``grace`` seconds ago: the longest stalled first."""
         return self._store.stalled(self._clock.now(), grace, limit)
 
+    def waited_since(self, waited: Waited) -> float | None:
+        """When a sleep or wait began: its ``sleep.started`` or ``wait.started`` event."""
+        kind = "sleep.started" if waited.kind == "sleep" else "wait.started"
+        return self._store.event_time(waited.instance_pk, waited.step, kind)
+
     def stalled_count(self, grace: float = STALL_GRACE_SECONDS) -> int:
         return self._store.stalled_count(self._clock.now(), grace)
 
@@ -416,7 +425,13 @@ class Engine:
 
 
 def _new_row(
-    tenant_id: int, workflow: str, version: str, instance_id: str, params: JSONValue, now: float
+    tenant_id: int,
+    workflow: str,
+    version: str,
+    instance_id: str,
+    params: JSONValue,
+    now: float,
+    caller: TraceParent | None = None,
 ) -> NewInstanceRow:
     return {
         "tenant_id": tenant_id,
@@ -434,6 +449,9 @@ def _new_row(
         "lease_owner": None,
         "epoch": 0,
         "parent_pk": None,
+        "trace_id": caller.trace_id if caller else new_trace_id(),
+        "span_id": new_span_id(),
+        "parent_span_id": caller.span_id if caller else None,
     }
 
 

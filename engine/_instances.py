@@ -52,16 +52,17 @@ _SQLITE_INSERT = (
 # which the driver parses afresh each time: that was most of a batch create's CPU.)
 _PG_INSERT = (
     "INSERT INTO instances (tenant_id, workflow, id, version, status, params, created_at,"
-    " due_at, epoch, parent_pk, stored_bytes)"
+    " due_at, epoch, parent_pk, stored_bytes, trace_id, span_id, parent_span_id)"
     " SELECT * FROM unnest(%(tenant_id)s::integer[], %(workflow)s::text[], %(id)s::text[],"
     " %(version)s::text[], %(status)s::text[], %(params)s::text[]::jsonb[],"
     " %(created_at)s::float8[], %(due_at)s::float8[], %(epoch)s::bigint[],"
-    " %(parent_pk)s::bigint[], %(stored_bytes)s::bigint[])"
+    " %(parent_pk)s::bigint[], %(stored_bytes)s::bigint[], %(trace_id)s::text[],"
+    " %(span_id)s::text[], %(parent_span_id)s::text[])"
     " ON CONFLICT (tenant_id, workflow, id) DO NOTHING RETURNING pk, id"
 )
 _PG_COLUMNS = (
     "tenant_id", "workflow", "id", "version", "status", "created_at", "due_at", "epoch",
-    "parent_pk", "stored_bytes",
+    "parent_pk", "stored_bytes", "trace_id", "span_id", "parent_span_id",
 )  # fmt: skip
 
 

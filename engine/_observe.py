@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from treadle.runtime import ErrorValue
+
 
 @dataclass(frozen=True)
 class Woken:
@@ -24,12 +26,61 @@ class Woken:
 
 @dataclass(frozen=True)
 class Attempt:
-    """A step attempt that ended and was committed."""
+    """A step attempt that ended and was committed: the attempt ``number`` of occurrence
+    ``count`` of step ``step`` (``kind``: ``do`` or ``rollback``) of an instance."""
 
     tenant_id: int
     workflow: str
     success: bool
     seconds: float
+    instance_id: str = ""
+    step: str = ""
+    count: int = 1
+    kind: str = "do"
+    number: int = 1
+    started_at: float = 0.0
+    error: ErrorValue | None = None
+    trace: RunTrace | None = None
+
+
+@dataclass(frozen=True)
+class Waited:
+    """A sleep or a wait for an event (``kind``) that ended (``status``: complete, or errored
+    when a wait timed out) and was committed at ``ended_at``."""
+
+    tenant_id: int
+    workflow: str
+    instance_pk: int
+    instance_id: str
+    step: str
+    count: int
+    kind: str
+    status: str
+    ended_at: float
+    trace: RunTrace | None
+
+
+@dataclass(frozen=True)
+class RunTrace:
+    """The trace of an instance's run: its ids, and the caller's span it hangs from."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """An instance that a replay ended (complete, errored, or terminated after its rollback)."""
+
+    tenant_id: int
+    workflow: str
+    instance_id: str
+    status: str
+    error: ErrorValue | None
+    created_at: float
+    ended_at: float
+    trace: RunTrace | None
 
 
 class Observer:
@@ -41,3 +92,36 @@ class Observer:
 
     def replayed(self, sandbox: str, seconds: float) -> None:
         """A replay ended (whatever its outcome) after ``seconds`` in ``sandbox``."""
+
+    def ended(self, run: Ended) -> None:
+        """A replay's commit ended an instance."""
+
+    def waited(self, waits: Sequence[Waited]) -> None:
+        """A commit recorded the end of these sleeps and waits."""
+
+
+class Observers(Observer):
+    """Several observers, each told everything."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self._observers = observers
+
+    def claimed(self, woken: Sequence[Woken]) -> None:
+        for observer in self._observers:
+            observer.claimed(woken)
+
+    def attempted(self, attempts: Sequence[Attempt]) -> None:
+        for observer in self._observers:
+            observer.attempted(attempts)
+
+    def replayed(self, sandbox: str, seconds: float) -> None:
+        for observer in self._observers:
+            observer.replayed(sandbox, seconds)
+
+    def ended(self, run: Ended) -> None:
+        for observer in self._observers:
+            observer.ended(run)
+
+    def waited(self, waits: Sequence[Waited]) -> None:
+        for observer in self._observers:
+            observer.waited(waits)

@@ -202,6 +202,18 @@ class Reads:
         with self.db.connect() as conn:
             return {(int(t), str(w), str(s)): int(n) for t, w, s, n in conn.execute(query)}
 
+    def event_time(self, instance_pk: int, step: str, type_: str) -> float | None:
+        """When the instance's latest history event of ``type_`` for ``step`` happened."""
+        query = (
+            sa.select(H.c.ts)
+            .where(H.c.instance_pk == instance_pk, H.c.type == type_, H.c.step == step)
+            .order_by(H.c.pk.desc())
+            .limit(1)
+        )
+        with self.db.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else float(found)
+
     def stalled_count(self, now: float, grace: float) -> int:
         query = sa.select(sa.func.count()).where(_HOLDING, I.c.due_at < now - grace)
         with self.db.connect() as conn:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from engine._commits import RecordWrite, StepRow, step_row
-from engine._observe import Attempt, Observer
+from engine._observe import Attempt, Ended, Observer, RunTrace, Waited
 from engine._store import Claimed, EngineStore, Final, Journal
 from engine._usage import Usage
 from sandbox import NOTHING_SPENT, Done, Failed, Outcome, ReplayRequest, Spent, Suspended
@@ -30,6 +30,7 @@ class InstanceRef:
     workflow: str
     version: str
     id: str
+    trace: RunTrace | None = None  # the trace of its run
 
 
 class Recorder(Protocol):
@@ -95,6 +96,11 @@ class ReplayHost:
         # Attempts of each step already committed: a commit meters only the new ones.
         self._attempts = {(s["name"], s["count"]): len(s["attempts"] or []) for s in journal.steps}
         self._usage = Usage()  # metered since the last commit
+        self._trace = (
+            RunTrace(claimed.trace_id, claimed.span_id, claimed.parent_span_id)
+            if claimed.trace_id and claimed.span_id
+            else None
+        )
         self._usage_lock = threading.Lock()
         self._stop_lock = threading.Lock()
         self._stoppers: list[Callable[[BaseException], None]] = []
@@ -141,6 +147,22 @@ class ReplayHost:
         self._committer.run(write)
         if write.attempts:
             self._observer.attempted(write.attempts)
+        if write.waits:
+            self._observer.waited(write.waits)
+        final = write.final
+        if final is not None and final.status != "waiting":
+            claimed = self._claimed
+            run = Ended(
+                claimed.tenant_id,
+                claimed.workflow,
+                claimed.id,
+                final.status,
+                cast(ErrorValue | None, final.error),
+                claimed.created_at,
+                write.now,
+                self._trace,
+            )
+            self._observer.ended(run)
 
     def fail(self, name: str, message: str) -> None:
         """End the instance as errored without replaying it (its code cannot be loaded)."""
@@ -160,15 +182,47 @@ class ReplayHost:
         with self._usage_lock:
             usage, self._usage = self._usage, Usage()
         ended: list[Attempt] = []
+        waits: list[Waited] = []
         claimed = self._claimed
         for row in rows:
             if row["status"] in ("complete", "errored"):
                 usage.steps += 1
+                if row["type"] in ("sleep", "wait_for_event"):
+                    waits.append(
+                        Waited(
+                            claimed.tenant_id,
+                            claimed.workflow,
+                            claimed.pk,
+                            claimed.id,
+                            row["name"],
+                            row["count"],
+                            row["type"],
+                            row["status"],
+                            now,
+                            self._trace,
+                        )
+                    )
             key = (row["name"], row["count"])
             attempts = row["attempts"] or []
-            for a in attempts[self._attempts.get(key, 0) :]:
+            done = self._attempts.get(key, 0)
+            for number, a in enumerate(attempts[done:], start=done + 1):
                 seconds = max(0.0, (a["ended_at"] or a["started_at"]) - a["started_at"])
-                ended.append(Attempt(claimed.tenant_id, claimed.workflow, a["success"], seconds))
+                ended.append(
+                    Attempt(
+                        claimed.tenant_id,
+                        claimed.workflow,
+                        a["success"],
+                        seconds,
+                        instance_id=claimed.id,
+                        step=row["name"],
+                        count=row["count"],
+                        kind=row["type"],
+                        number=number,
+                        started_at=a["started_at"],
+                        error=a.get("error"),
+                        trace=self._trace,
+                    )
+                )
             usage.step_attempts += max(0, len(attempts) - self._attempts.get(key, 0))
             self._attempts[key] = len(attempts)
         self._counters.steps += usage.steps
@@ -185,6 +239,7 @@ class ReplayHost:
             usage=usage,
         )
         write.attempts = ended
+        write.waits = waits
         return write
 
     def _rows(self, records: list[StepRecord]) -> list[StepRow]:

@@ -45,6 +45,9 @@ class NewInstanceRow(TypedDict):
     lease_owner: str | None
     epoch: int
     parent_pk: int | None
+    trace_id: str | None
+    span_id: str | None
+    parent_span_id: str | None
 
 
 class StoredInstanceRow(NewInstanceRow):

@@ -93,3 +93,4 @@ class EngineStore:
         self.watched_history = reads.watched_history
         self.counts = reads.counts
         self.stalled, self.stalled_count = reads.stalled, reads.stalled_count
+        self.event_time = reads.event_time

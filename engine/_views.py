@@ -46,6 +46,7 @@ class InstanceView(TypedDict):
     started_at: str | None
     ended_at: str | None
     stalled: StalledView | None
+    trace_id: str | None
     steps: NotRequired[list[StepView]]
     steps_next_cursor: NotRequired[str]
 
@@ -89,6 +90,7 @@ def instance_view(row: InstanceRow, steps: Sequence[StepRecord] | None, now: flo
         "started_at": iso(row["started_at"]),
         "ended_at": iso(row["ended_at"]),
         "stalled": stalled_view(row, now),
+        "trace_id": row.get("trace_id"),
     }
     if steps is not None:
         view["steps"] = [step_view(s) for s in steps]

@@ -153,6 +153,10 @@ class Instance(SQLModel, table=True):
     log_bytes: int = Field(
         default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
     )
+    # The OpenTelemetry context of the instance's trace (migration m0009).
+    trace_id: str | None = Field(default=None, max_length=32)
+    span_id: str | None = Field(default=None, max_length=16)
+    parent_span_id: str | None = Field(default=None, max_length=16)
 
 
 class TenantQuota(SQLModel, table=True):

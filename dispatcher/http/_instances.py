@@ -26,6 +26,8 @@ from engine import (
     ItemError,
     NewInstance,
     Quota,
+    TraceParent,
+    parse_traceparent,
 )
 from loader import Loader
 from tenants import Caller, Policy
@@ -84,8 +86,9 @@ class InstanceApi:
     async def create(self, request: Request) -> Response:
         raw = await request.body()
         body = NewInstanceBody.model_validate_json(raw) if raw.strip() else NewInstanceBody()
+        trace = parse_traceparent(request.headers.get("traceparent"))
         created, errors = await run_in_threadpool(
-            self._create, caller_of(request), request.path_params["name"], [body]
+            self._create, caller_of(request), request.path_params["name"], [body], trace
         )
         if errors:
             raise _item_error(errors[0])
@@ -93,15 +96,20 @@ class InstanceApi:
 
     async def create_batch(self, request: Request) -> Response:
         body = BatchBody.model_validate_json(await request.body())
+        trace = parse_traceparent(request.headers.get("traceparent"))
         created, errors = await run_in_threadpool(
-            self._create, caller_of(request), request.path_params["name"], body.instances
+            self._create, caller_of(request), request.path_params["name"], body.instances, trace
         )
         limited = any(e["code"].startswith("quota.") for e in errors)
         headers = {"Retry-After": "1"} if limited else None
         return JSONResponse({"created": created, "errors": errors}, headers=headers)
 
     def _create(
-        self, caller: Caller, workflow: str, items: Sequence[NewInstanceBody]
+        self,
+        caller: Caller,
+        workflow: str,
+        items: Sequence[NewInstanceBody],
+        trace: TraceParent | None,
     ) -> tuple[list[CreatedItem], list[ItemError]]:
         """Create what the tenant's quota allows (``creates_per_second`` across every API
         process, ``max_queued_instances``); the rest are per-item errors (a create refused
@@ -110,7 +118,9 @@ class InstanceApi:
         policy = self._policy_of(caller.tenant_id)
         quota = Quota(policy.creates_per_second, policy.max_queued_instances, storage_bytes(policy))
         new = [NewInstance(item.id, item.params) for item in items]
-        return self._engine.create_instances(caller.tenant_id, workflow, version, new, quota)
+        return self._engine.create_instances(
+            caller.tenant_id, workflow, version, new, quota, caller=trace
+        )
 
     async def list_instances(self, request: Request) -> Response:
         query = query_of(request, "status", "limit", "cursor")

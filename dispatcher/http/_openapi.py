@@ -231,17 +231,22 @@ def _plain_paths() -> Schema:
                 "responses": {"200": {"description": "OpenAPI 3.1", "content": s.json({})}},
             }
         },
-        "/playground": {
-            "get": {
-                "summary": "The browser playground",
-                "responses": {
-                    "200": {
-                        "description": "an HTML page",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
+        "/playground": _page("The browser playground"),
+        "/console": _page("The operator console (it asks for the admin token)"),
+    }
+
+
+def _page(summary: str) -> Schema:
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {
+                "200": {
+                    "description": "an HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
     }
 
 

@@ -250,4 +250,5 @@ def test_json_logs_carry_the_tenant_and_the_instance(database_url: str, tmp_path
     paused = [line for line in lines if "paused after its running step" in line["message"]]
     assert paused, [line["message"] for line in lines]
     assert paused[0]["tenant"] == "acme" and paused[0]["instance_id"] == "p1"
+    assert len(paused[0]["trace_id"]) == 32
     assert paused[0]["level"] == "info" and paused[0]["ts"].endswith("+00:00")

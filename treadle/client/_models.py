@@ -296,6 +296,7 @@ class InstanceSummary(Model):
     started_at: _dt.datetime | None = None
     ended_at: _dt.datetime | None = None
     stalled: Stalled | None = None
+    trace_id: str | None = None  # its OpenTelemetry trace (32 hex digits)
 
     @property
     def finished(self) -> bool:
