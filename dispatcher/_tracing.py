@@ -12,10 +12,9 @@ create carried a ``traceparent``; under it a span per step attempt, ``step.do {n
 committed it; a span per sleep and wait, ``step.sleep {name}`` and
 ``step.wait_for_event {name}``, from its ``sleep.started`` or ``wait.started`` history event to
 the commit that ended it; and a client span ``env.fetch`` per egress request, whose
-``traceparent`` goes out with the request. The run's span is exported when a replay ends the
-instance, with the id its create gave it, so that the spans exported earlier, by any process,
-hang from it. (An instance terminated through the API without a rollback ends without a
-replay: its run's span is not exported, the spans of its steps are.)
+``traceparent`` goes out with the request. The run's span is exported when the instance ends
+(by the replay that ends it, or by a terminate request), with the id its create gave it, so
+that the spans exported earlier, by any process, hang from it.
 
 Spans wait in memory up to ``OTEL_BSP_SCHEDULE_DELAY`` (5 s by default) before they are sent:
 a process killed meanwhile loses those. What happened is in the instance's steps either way.

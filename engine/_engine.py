@@ -15,11 +15,11 @@ from engine._names import (
     check_status,
     encode_payload,
 )
-from engine._observe import Observer, Waited
+from engine._observe import Ended, Observer, RunTrace, Waited
 from engine._quotas import Admission, Quota
-from engine._reads import Stalled
+from engine._reads import Page, Stalled
 from engine._replay import LoadRunner
-from engine._rows import HistoryEvent, NewInstanceRow, WatchedEvent
+from engine._rows import HistoryEvent, InstanceRow, NewInstanceRow, PagedStep, WatchedEvent
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
 from engine._traces import TraceParent, new_span_id, new_trace_id
@@ -119,6 +119,7 @@ class Engine:
             observer=observer or Observer(),
             tenant_name=tenant_name,
         )
+        self._observer = observer or Observer()
 
     def start(self) -> None:
         if self.db.dialect == "sqlite":
@@ -232,6 +233,9 @@ class Engine:
         (``DEFAULT_PAGE``, ``PAGE_BYTES``); then ``steps_next_cursor`` reads on from where
         the embedded list stops (``steps()``)."""
         row, page = self._store.instance(tenant_id, workflow, instance_id, *_page_of(None))
+        return self._view(row, page)
+
+    def _view(self, row: InstanceRow, page: Page[PagedStep]) -> InstanceView:
         view = instance_view(row, page.rows, self._clock.now())
         if page.more:
             view["steps_next_cursor"] = encode_cursor(page.rows[-1]["seq"])
@@ -340,8 +344,18 @@ class Engine:
         )
         status = self._committer.run(write)
         self._scheduler.look()  # a replay of it here stops at once
-        view = self.get_instance(tenant_id, workflow, instance_id)
+        row, page = self._store.instance(tenant_id, workflow, instance_id, *_page_of(None))
+        view = self._view(row, page)
         view["status"] = status
+        if status == "terminated" and row["trace_id"] and row["span_id"]:
+            # Ended without a replay: the run's span ends here.
+            trace = RunTrace(row["trace_id"], row["span_id"], row["parent_span_id"])
+            ended = row["ended_at"] or self._clock.now()
+            self._observer.ended(
+                Ended(
+                    tenant_id, workflow, instance_id, status, None, row["created_at"], ended, trace
+                )
+            )
         self._scheduler.wake()
         return view
 

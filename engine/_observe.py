@@ -71,7 +71,7 @@ class RunTrace:
 
 @dataclass(frozen=True)
 class Ended:
-    """An instance that a replay ended (complete, errored, or terminated after its rollback)."""
+    """An instance that ended: complete or errored by a replay, or terminated."""
 
     tenant_id: int
     workflow: str
@@ -94,7 +94,7 @@ class Observer:
         """A replay ended (whatever its outcome) after ``seconds`` in ``sandbox``."""
 
     def ended(self, run: Ended) -> None:
-        """A replay's commit ended an instance."""
+        """An instance ended (a replay's commit, or a terminate)."""
 
     def waited(self, waits: Sequence[Waited]) -> None:
         """A commit recorded the end of these sleeps and waits."""

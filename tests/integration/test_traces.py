@@ -220,3 +220,41 @@ def test_without_an_exporter_nothing_is_sent_and_runs_still_have_a_trace_id(
             server.stop()
         assert len(instance["trace_id"]) == 32 and instance["trace_id"] != "0" * 32
         assert receiver.spans == [] and receiver.traceparents == [""]
+
+
+WAITS = """
+from treadle import WorkflowEntrypoint
+
+class Waits(WorkflowEntrypoint):
+    def run(self, event, step):
+        step.do("one", lambda: 1)
+        return step.wait_for_event("go", type="go", timeout="1 hour")
+"""
+
+
+def test_a_run_terminated_through_the_api_ends_its_span(database_url: str, tmp_path: Path) -> None:
+    with Receiver().running() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        server = TreadleProcess(database_url, tmp_path, env=env)
+        server.start()
+        try:
+            with tenant_client(server.base, "acme") as client:
+                body = {"source": WAITS, "sandbox": "restricted"}
+                assert client.put("/v1/workflows/waits", json=body).status_code == 201
+                reply = client.post("/v1/workflows/waits/instances", json={"id": "w1"})
+                assert reply.status_code == 201, reply.text
+                path = "/v1/workflows/waits/instances/w1"
+                instance = _wait_status(client, path, "waiting")
+                change = client.patch(path + "/status", json={"status": "terminate"})
+                assert change.status_code == 200, change.text
+                deadline = time.monotonic() + 10
+                while not any(s.name == "workflow.run waits" for s in receiver.spans):
+                    assert time.monotonic() < deadline, receiver.spans
+                    time.sleep(0.05)
+        finally:
+            server.stop()
+        (run,) = [s for s in receiver.spans if s.name == "workflow.run waits"]
+        assert run.trace_id == instance["trace_id"] and run.parent == ""
+        assert run.status == 2 and run.attributes["treadle.status"] == "terminated"
+        (one,) = [s for s in receiver.spans if s.name == "step.do one"]
+        assert one.parent == run.span_id
