@@ -4,7 +4,7 @@ operator's overview of every tenant's instances and the stalled runs."""
 
 from __future__ import annotations
 
-import math
+import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,9 @@ from tenants import TenantStore
 from treadle.errors import InvalidInput
 from treadle.runtime import JSONObject, parse_instant
 
+SPAN_REFUSED = "usage.span"
+_FIRST = dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()
+_LAST = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
 DEFAULT_SPAN = 24 * 3600.0
 MAX_SPAN = 366 * 24 * 3600.0
 
@@ -83,18 +86,21 @@ class UsageApi:
         query = UsageQuery.model_validate(dict(request.query_params.items()))
         end = self._clock.now() if query.end is None else _instant(query.end, "to")
         start = end - DEFAULT_SPAN if query.start is None else _instant(query.start, "from")
+        # What a schema cannot say of two parameters: refused with a code of its own.
         if start > end:
-            raise InvalidInput("from: must not be after to")
+            raise InvalidInput("from: must not be after to", code=SPAN_REFUSED)
         if end - start > MAX_SPAN:
-            raise InvalidInput("from: the span from from to to must not exceed 366 days")
+            raise InvalidInput(
+                "from: the span from from to to must not exceed 366 days", code=SPAN_REFUSED
+            )
         return start, end
 
 
 def _instant(value: str, what: str) -> float:
+    """``value`` as epoch seconds, within the years 1 to 9999 in UTC (a time near either end
+    with an offset could fall outside them)."""
     at = parse_instant(value, what=what)  # InvalidInput, naming the parameter, when not ISO
-    if not math.isfinite(at) or at < 0:
-        raise InvalidInput(f"{what}: {value!r} is before 1970")
-    return at
+    return min(max(at, _FIRST), _LAST)
 
 
 def usage_view(tenant: str, start: float, end: float, report: UsageReport) -> JSONObject:

@@ -89,10 +89,15 @@ def accepted_unless_out_of_time(
 ) -> bool | None:
     """``positive_data_acceptance``, but a key's lifetime may also be refused as out of time:
     at most 365 days in any unit, and an expiry in the future, depend on the unit and on the
-    clock, which a schema cannot state. Any other refusal of a schema-valid request fails."""
+    clock, which a schema cannot state; so may a usage report's span, which depends on both of
+    its times. Any other refusal of a schema-valid request fails."""
     positive = case.meta is not None and case.meta.generation.mode.is_positive
     if positive and response.status_code == 400 and "/keys" in case.operation.path:
         assert response.json()["error"]["code"] in _OUT_OF_TIME, response.text
+        return None
+    # The same for a usage report's span: ``from`` after ``to``, or over 366 days.
+    if positive and response.status_code == 400 and case.operation.path.endswith("/usage"):
+        assert response.json()["error"]["code"] == "usage.span", response.text
         return None
     return positive_data_acceptance(ctx, response, case)  # type: ignore[no-any-return]
 

@@ -219,6 +219,12 @@ def test_usage_routes_answer_each_tenant_its_own_only(crashable_server: TreadleP
             reply = beta.get("/v1/usage", params=query)
             assert reply.status_code == 400, (query, reply.text)
             assert word in reply.text, (query, reply.text)
+        # Times at the ends of what ISO 8601 can say, with offsets, are taken (within them).
+        first = {"from": "0001-01-01T00:00:00+14:00", "to": "0001-01-02T00:00:00Z"}
+        early = beta.get("/v1/usage", params=first)
+        assert early.status_code == 200 and early.json()["from"].startswith("0001-01-01T00:00")
+        far = beta.get("/v1/usage", params={"to": "9999-12-31T23:59:59-23:59"})
+        assert far.status_code == 200 and far.json()["to"].startswith("9999-12-31T23:59:59")
         # An explicit span: the hour of the work is in it, the report says the span asked.
         span = {"from": "2000-01-01T00:00:00Z", "to": "2000-01-02T00:00:00Z"}
         empty = beta.get("/v1/usage", params=span).json()
