@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine._observe import RunTrace, run_trace
 from engine._reads import Journal, send_journal_reads
 from engine._rows import RUNNING, H, I, T, Write, workflow_event
 from storage import Database, pipelined
@@ -98,6 +99,10 @@ class Claimed:
     trace_id: str | None = None  # its trace, and the span of its run (engine._traces)
     span_id: str | None = None
     parent_span_id: str | None = None
+
+    @property
+    def trace(self) -> RunTrace | None:
+        return run_trace(self.trace_id, self.span_id, self.parent_span_id)
 
 
 @dataclass(frozen=True)

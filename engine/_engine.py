@@ -15,7 +15,7 @@ from engine._names import (
     check_status,
     encode_payload,
 )
-from engine._observe import Ended, Observer, RunTrace, Waited
+from engine._observe import Ended, Observer, Waited, run_trace
 from engine._quotas import Admission, Quota
 from engine._reads import Page, Stalled
 from engine._replay import LoadRunner
@@ -347,9 +347,9 @@ class Engine:
         row, page = self._store.instance(tenant_id, workflow, instance_id, *_page_of(None))
         view = self._view(row, page)
         view["status"] = status
-        if status == "terminated" and row["trace_id"] and row["span_id"]:
+        trace = run_trace(row["trace_id"], row["span_id"], row["parent_span_id"])
+        if status == "terminated" and trace is not None:
             # Ended without a replay: the run's span ends here.
-            trace = RunTrace(row["trace_id"], row["span_id"], row["parent_span_id"])
             ended = row["ended_at"] or self._clock.now()
             self._observer.ended(
                 Ended(

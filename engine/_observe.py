@@ -69,6 +69,13 @@ class RunTrace:
     parent_span_id: str | None
 
 
+def run_trace(
+    trace_id: str | None, span_id: str | None, parent_span_id: str | None
+) -> RunTrace | None:
+    """The trace of a run from an instance's stored ids (None when it has none)."""
+    return RunTrace(trace_id, span_id, parent_span_id) if trace_id and span_id else None
+
+
 @dataclass(frozen=True)
 class Ended:
     """An instance that ended: complete or errored by a replay, or terminated."""

@@ -96,11 +96,7 @@ class ReplayHost:
         # Attempts of each step already committed: a commit meters only the new ones.
         self._attempts = {(s["name"], s["count"]): len(s["attempts"] or []) for s in journal.steps}
         self._usage = Usage()  # metered since the last commit
-        self._trace = (
-            RunTrace(claimed.trace_id, claimed.span_id, claimed.parent_span_id)
-            if claimed.trace_id and claimed.span_id
-            else None
-        )
+        self._trace = claimed.trace
         self._usage_lock = threading.Lock()
         self._stop_lock = threading.Lock()
         self._stoppers: list[Callable[[BaseException], None]] = []
@@ -223,7 +219,7 @@ class ReplayHost:
                         trace=self._trace,
                     )
                 )
-            usage.step_attempts += max(0, len(attempts) - self._attempts.get(key, 0))
+            usage.step_attempts += max(0, len(attempts) - done)
             self._attempts[key] = len(attempts)
         self._counters.steps += usage.steps
         lease_until = now + self._lease_seconds

@@ -24,7 +24,7 @@ from engine._budget import StorageExhausted
 from engine._claims import Claimed
 from engine._fencing import LeaseLost, PauseRequested
 from engine._logcontext import logging_for
-from engine._observe import Observer, RunTrace, Woken
+from engine._observe import Observer, Woken
 from engine._presence import Presence
 from engine._reads import Journal
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, Stopping, request_for
@@ -262,14 +262,10 @@ class Scheduler:
             self._wake.set()
 
     def _replay(self, claimed: Claimed, journal: Journal) -> None:
-        trace = (
-            RunTrace(claimed.trace_id, claimed.span_id, claimed.parent_span_id)
-            if claimed.trace_id and claimed.span_id
-            else None
-        )
         ref = InstanceRef(
-            claimed.pk, claimed.tenant_id, claimed.workflow, claimed.version, claimed.id, trace
-        )
+            claimed.pk, claimed.tenant_id, claimed.workflow, claimed.version, claimed.id,
+            claimed.trace,
+        )  # fmt: skip
         host = ReplayHost(
             self._store,
             self._committer,
