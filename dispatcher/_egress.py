@@ -153,8 +153,10 @@ def _public(address: IPAddress) -> bool:
         embedded = address.ipv4_mapped or address.sixtofour
         if address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None and not _public(embedded):
-            return False
+        if embedded is not None:
+            # Reachable as what it embeds. Python 3.13 (and 3.11's and 3.12's security releases
+            # since 2024) calls all of 6to4's 2002::/16 not global, older ones all of it global.
+            return _public(embedded)
     return address.is_global and not address.is_multicast
 
 

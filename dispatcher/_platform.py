@@ -28,6 +28,7 @@ from sandbox import (
     Limits,
     Outcome,
     ReplayRequest,
+    RuntimeBuild,
     SandboxPool,
     Spent,
     Wall,
@@ -145,8 +146,10 @@ def storage_limits(policy: Policy) -> StorageLimits:
 class Platform:
     """Database, committer, sandbox pool, tenants, loader and engine of one process.
 
-    Opening a platform applies pending migrations (``serve`` and ``worker`` both do); the
-    engine starts with :meth:`start`; :meth:`close` releases everything.
+    Opening a platform applies pending migrations (``serve`` and ``worker`` both do) and
+    starts building the Python-in-Wasm runtime in the background if this machine has not built
+    it yet (``wasm_build``: the process's, unless given); the engine starts with :meth:`start`;
+    :meth:`close` releases everything.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class Platform:
         *,
         clock: Clock | None = None,
         progress: Callable[[str], None] | None = None,
+        wasm_build: RuntimeBuild | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or Clock()
@@ -175,6 +179,7 @@ class Platform:
                 uid_count=settings.sandbox_uid_count,
                 required=settings.sandbox_wall_required,
             ),
+            wasm_build=wasm_build,
         )
         # At start-up, not at the first replay: a layer that is off is said now (or refused).
         self._start_sandbox()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,14 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-import uvicorn
 
 from dispatcher._exporter import MetricsListener
 from dispatcher._logs import configure as configure_logs
 from dispatcher._platform import Platform
 from dispatcher._settings import Settings
 from dispatcher._startup import masked, open_platform
-from dispatcher.http._app import create_app
+from dispatcher.http._app import create_app, going_away
 from dispatcher.http._listener import Limits, Listener, connection_budget, raise_open_files_limit
 from storage import Database, current_version, normalize_url, reason, unreachable
 from storage import migrate as apply_migrations
@@ -31,6 +31,7 @@ from treadle.errors import Unavailable
 
 _log = logging.getLogger("treadle")
 _RULE = "=" * 72
+_FORCED_EXIT = 130  # a second SIGINT or SIGTERM: 128 + SIGINT, as shells report an interrupt
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -66,9 +67,8 @@ def _gave_up(exc: Unavailable) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    stop = threading.Event()
-    _on_stop_signals(stop.set)
-    platform = _open(settings, stop)
+    stop = _StopSignals()
+    platform = _open(settings, stop.event)
     if platform is None:
         return 0
     try:
@@ -81,8 +81,8 @@ def serve(args: argparse.Namespace) -> int:
             base,
             base,
         )
-        server = Listener(app, settings, _limits(settings))
-        _quiet_stop_signals(server)
+        server = Listener(app, settings, _limits(settings), on_shutdown=lambda: going_away(app))
+        stop.then(lambda: setattr(server, "should_exit", True))
         with _metrics_listener(platform, settings):
             server.run()
     finally:
@@ -131,30 +131,37 @@ def _metrics_listener(platform: Platform, settings: Settings) -> Iterator[None]:
         listener.close()
 
 
-def _quiet_stop_signals(server: uvicorn.Server) -> None:
-    """Handlers for SIGTERM and SIGINT for after uvicorn is done with them.
+class _StopSignals:
+    """SIGTERM and SIGINT: the first stops the process gracefully, a second exits at once.
 
-    uvicorn handles these signals while it runs, then raises the one it got again once it has
-    shut down; with the default handlers that would end the process before the sandbox pool
-    and the database are closed. With these, ``run()`` returns and the process exits cleanly.
+    Graceful: ``event`` is set and the callbacks given to :meth:`then` run (the HTTP listener
+    ends its streams and drains); the caller then closes the platform, whose replays get
+    ``TREADLE_SHUTDOWN_GRACE_SECONDS`` to reach their next commit, and returns 0. At once: one
+    line on stderr and exit status 130, without unwinding anything: what was running is
+    abandoned as after a crash, and taken up again by the next start (the engine is durable).
     """
 
-    def handler(_signum: int, _frame: Any) -> None:
-        server.should_exit = True
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handler)
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the first signal (now, if it has come already)."""
+        self._callbacks.append(callback)
+        if self.event.is_set():
+            callback()
 
-
-def _on_stop_signals(stop: Callable[[], None]) -> None:
-    """Call ``stop`` on SIGTERM and SIGINT."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        _log.info("received %s; stopping", signal.Signals(signum).name)
-        stop()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handler)
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            print(f"treadle: received {name} again; exiting at once", file=sys.stderr, flush=True)
+            os._exit(_FORCED_EXIT)
+        _log.info("received %s; stopping (send it again to exit at once)", name)
+        self.event.set()
+        for callback in self._callbacks:
+            callback()
 
 
 def _announce_credentials(platform: Platform, settings: Settings) -> None:
@@ -198,9 +205,8 @@ def _first_start_banner(created: Bootstrap, base: str) -> str:
 
 def worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    stop = threading.Event()
-    _on_stop_signals(stop.set)
-    platform = _open(settings, stop)
+    stop = _StopSignals()
+    platform = _open(settings, stop.event)
     if platform is None:
         return 0
     if platform.db.dialect == "sqlite":
@@ -209,7 +215,7 @@ def worker(args: argparse.Namespace) -> int:
         platform.start()
         with _metrics_listener(platform, settings):
             _log.info("worker running; stop it with SIGTERM or Ctrl-C")
-            stop.wait()
+            stop.event.wait()
     finally:
         platform.close()
     return 0

@@ -9,7 +9,7 @@ then one ``executemany`` per table, and history events for the live stream along
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -30,7 +30,7 @@ from engine._store import (
 )
 from engine._usage import Usage
 from storage import BatchWrite, pipelined
-from treadle.runtime import LogLine, StepRecord, as_json
+from treadle.runtime import JSONValue, LogLine, StepRecord, as_json
 
 
 class StepRow(StepRecord):
@@ -229,9 +229,21 @@ _STEP_EVENTS = {
 }
 
 
+_ATTEMPT_FAILED = ("attempt.failed", "rollback.attempt_failed")
+
+
+def _latest_error(row: StepRow) -> JSONValue:
+    attempts = row["attempts"] or []
+    return cast("JSONValue", attempts[-1]["error"]) if attempts else None
+
+
 def _step_event(row: StepRow, now: float) -> HistoryRow:
     kind = _STEP_EVENTS.get((row["type"], row["status"]), f"step.{row['status']}")
     data = {**as_json(step_record(row)), "attempts": len(row["attempts"] or [])}
+    if kind in _ATTEMPT_FAILED:
+        # The record waits for its retry and has no error of its own: the event says why the
+        # attempt failed, which is what someone following the run wants to see.
+        data["error"] = _latest_error(row)
     return {
         "instance_pk": row["instance_pk"],
         "ts": now,

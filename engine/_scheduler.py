@@ -29,11 +29,16 @@ from engine._presence import Presence
 from engine._reads import Journal
 from engine._replay import Counters, InstanceRef, LoadRunner, ReplayHost, Stopping, request_for
 from engine._store import EngineStore
+from sandbox import NotReady
 from storage import Clock, GroupCommitter, reason, transient, unreachable
 from treadle.errors import NotFound
 
 _log = logging.getLogger("treadle.engine")
 _RETRY_AFTER_FAILURE = 5.0
+# A run whose sandbox is not ready (the Python-in-Wasm runtime building) is tried again this
+# often, so it starts within seconds of the build's end; after a failed build, once a minute.
+_RETRY_WHILE_BUILDING = 5.0
+_RETRY_WITHOUT_SANDBOX = 60.0
 # How often the heartbeat looks for replays to stop, and how long a replay runs before it is
 # looked at (most end sooner, and their commits find out anyway).
 _WATCH_SECONDS = 0.5
@@ -250,6 +255,10 @@ class Scheduler:
         except Stopping:
             _log.info("instance %s given back: the process is stopping", claimed.id)
             self._release(claimed, at_once=True)
+        except NotReady as exc:
+            # Nothing ran: the run waits, holding no runner, instead of failing.
+            _log.info("instance %s waits for its sandbox: %s", claimed.id, exc)
+            self._release(claimed, after=_not_ready_delay(exc))
         except Exception as exc:
             if transient(exc):
                 self._outage.failed(f"replaying instance {claimed.id}", exc)
@@ -295,13 +304,21 @@ class Scheduler:
         host.finish(outcome)
         self.counters.replays += 1
 
-    def _release(self, claimed: Claimed, *, at_once: bool = False) -> None:
+    def _release(
+        self, claimed: Claimed, *, at_once: bool = False, after: float = _RETRY_AFTER_FAILURE
+    ) -> None:
         try:
-            retry_at = self._clock.now() + (0.0 if at_once else _RETRY_AFTER_FAILURE)
+            retry_at = self._clock.now() + (0.0 if at_once else after)
             self._committer.run(self._store.release(claimed, retry_at))
         except Exception as exc:
             self._outage.failed("releasing an instance", exc)
             self._orphans.append(claimed)  # the heartbeat tries again
+
+
+def _not_ready_delay(exc: NotReady) -> float:
+    if exc.seconds_left is None:
+        return _RETRY_WITHOUT_SANDBOX
+    return min(exc.seconds_left, _RETRY_WHILE_BUILDING)
 
 
 class Outage:

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from loader._admission import Admission, UploadLimits
-from sandbox import Artifact
-from treadle.errors import UploadBusy
+from sandbox import Artifact, NotReady
+from treadle.errors import UploadBusy, WasmBuilding, WasmUnavailable
 
 _log = logging.getLogger("treadle.loader")
 
@@ -25,8 +25,10 @@ class Validator(Protocol):
     """What checks code before it is stored: ``sandbox.SandboxPool`` in production.
 
     ``validate`` returns the entry class name, raises ``CodeInvalid`` with the problems found
-    (the module not loaded within ``timeout`` seconds among them), and ``RuntimeError`` when it
-    could not run the check at all (no sandbox worker could be started).
+    (the module not loaded within ``timeout`` seconds among them), ``NotReady`` at once while
+    the sandbox the code needs is not ready (the Python-in-Wasm runtime building, or its build
+    failed), and ``RuntimeError`` when it could not run the check at all (no sandbox worker
+    could be started).
     """
 
     def validate(self, tenant: str, artifact: Artifact, *, timeout: float | None = None) -> str: ...
@@ -46,7 +48,8 @@ class Checks:
 
         Raises ``CodeInvalid`` for code that is not valid or whose module did not finish
         loading in time, :class:`UploadBusy` when the tenant has too many uploads being checked
-        already, or none could be checked now.
+        already, or none could be checked now, :class:`WasmBuilding` while the Python-in-Wasm
+        runtime is being built and :class:`WasmUnavailable` when its build failed.
         """
         await self._admission.enter(tenant_id)
         try:
@@ -68,6 +71,8 @@ class Checks:
     def _check(self, tenant: str, artifact: Artifact) -> str:
         try:
             return self._validator.validate(tenant, artifact, timeout=self._limits.check_seconds)
+        except NotReady as exc:
+            raise _not_ready(exc) from None
         except RuntimeError as exc:
             # Not the code's fault (the pool is closing, or a fork was refused); the tenant may
             # try again. One line: an attack could make many.
@@ -79,3 +84,11 @@ class Checks:
         self._admission.leave(tenant_id)
         if not job.cancelled():
             job.exception()  # retrieved: a request that went away never reads it
+
+
+def _not_ready(exc: NotReady) -> WasmBuilding | WasmUnavailable:
+    # Nothing is kept of the upload: the client sends it again (simpler, and what it sees is
+    # what happened), and the server holds no uploads for a build that may yet fail.
+    if exc.seconds_left is None:
+        return WasmUnavailable(str(exc))
+    return WasmBuilding(str(exc), retry_after=exc.seconds_left)

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import PurePosixPath
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from treadle.errors import NotFound
@@ -81,7 +81,7 @@ def page_html(assets_url: str = _ASSETS_PATH, name: str = PAGE) -> str:
 
 def routes() -> list[BaseRoute]:
     """``GET /playground``, the operator console ``GET /console``, and their assets,
-    ``GET /playground/assets/<build id>/<name>``."""
+    ``GET /playground/assets/<build id>/<name>``; ``GET /`` redirects to the playground."""
     files = assets()
     build = build_id(files)
     html = page_html(f"{_ASSETS_PATH}/{build}")
@@ -105,7 +105,12 @@ def routes() -> list[BaseRoute]:
             return Response(found.gzipped, media_type=found.media_type, headers=headers)
         return Response(found.body, media_type=found.media_type, headers=headers)
 
+    async def home(request: Request) -> Response:
+        # Temporary (307), not permanent: browsers would keep a 308 for good.
+        return RedirectResponse("/playground", status_code=307)
+
     return [
+        Route("/", home, methods=["GET"]),
         Route("/playground", page, methods=["GET"]),
         Route("/console", console, methods=["GET"]),
         Mount(_ASSETS_PATH, routes=[Route("/{build}/{name}", asset, methods=["GET"])]),

@@ -16,12 +16,14 @@ from sandbox._types import (
     Failed,
     Host,
     Limits,
+    NotReady,
     Outcome,
     ReplayRequest,
     Spent,
     Suspended,
 )
 from sandbox._wall import LAYERS, Wall
+from sandbox.wasm._background import RuntimeBuild
 
 __all__ = [
     "LAYERS",
@@ -32,8 +34,10 @@ __all__ = [
     "Failed",
     "Host",
     "Limits",
+    "NotReady",
     "Outcome",
     "ReplayRequest",
+    "RuntimeBuild",
     "SandboxPool",
     "Spent",
     "Suspended",

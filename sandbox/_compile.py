@@ -15,7 +15,7 @@ from types import CodeType
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from sandbox.restricted._policy import ALLOWED_MODULES, MODULES
-from treadle.runtime import CodeInvalid
+from treadle.runtime import CodeInvalid, TenantSource
 from treadle.runtime.errors import Problem as Problem
 
 FILENAME = "<workflow>"
@@ -26,6 +26,7 @@ MAX_SOURCE_CHARS = 1024 * 1024
 class Compiled:
     code: CodeType
     class_name: str
+    source: TenantSource  # the frames of errors in it are shown from this
 
 
 def problem(line: int | None, column: int | None, message: str) -> Problem:
@@ -47,6 +48,17 @@ class _Collecting(RestrictingNodeTransformer):
         self.problems.append(problem(line, column, info))
         self.errors.append(info)
 
+    # Python 3.12's type parameters and ``type`` statements (and 3.13's defaults of type
+    # parameters) run code in annotation scopes of their own, evaluated lazily; refused here
+    # whatever a RestrictedPython release makes of them. A workflow needs none of them to run.
+    def visit_TypeAlias(self, node: ast.AST) -> None:
+        self.error(node, "type statements are not allowed in workflow code")
+
+    def _type_parameter(self, node: ast.AST) -> None:
+        self.error(node, "type parameters (def f[T], class C[T]) are not allowed in workflow code")
+
+    visit_TypeVar = visit_ParamSpec = visit_TypeVarTuple = _type_parameter
+
 
 def compile_workflow(source: str, class_name: str | None = None) -> Compiled:
     """Compile ``source``; raise :class:`CodeInvalid` listing every problem found."""
@@ -60,7 +72,7 @@ def compile_workflow(source: str, class_name: str | None = None) -> Compiled:
         tree = _Collecting(problems).visit(tree)
     if problems or tree is None or entry is None:
         raise _invalid(problems)
-    return Compiled(compile(tree, FILENAME, "exec"), entry)
+    return Compiled(compile(tree, FILENAME, "exec"), entry, TenantSource.of(source, FILENAME))
 
 
 def _parse(source: str) -> tuple[ast.Module | None, list[Problem]]:

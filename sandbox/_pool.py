@@ -20,10 +20,11 @@ from sandbox._compile import problem
 from sandbox._driver import ReplayDriver
 from sandbox._hostcalls import CALL_SECONDS
 from sandbox._spawner import Spawner
-from sandbox._types import Artifact, Host, Limits, Outcome, ReplayRequest
+from sandbox._types import Artifact, Host, Limits, NotReady, Outcome, ReplayRequest
 from sandbox._wall import Wall
 from sandbox._worker import Worker, WorkerGone
-from sandbox.wasm._build import prepare, prepare_in_background
+from sandbox.wasm._background import RuntimeBuild, process_build
+from sandbox.wasm._build import prepare
 from treadle.runtime import CodeInvalid
 
 # A worker's memory fragments and its caches grow; a fresh fork is cheap.
@@ -42,6 +43,7 @@ class SandboxPool:
         acquire_timeout: float = 60.0,
         call_seconds: float = CALL_SECONDS,
         wall: Wall | None = None,
+        wasm_build: RuntimeBuild | None = None,
     ) -> None:
         if max_workers < 1 or per_tenant < 1:
             raise ValueError("max_workers and per_tenant must be at least 1")
@@ -63,8 +65,10 @@ class SandboxPool:
         self._reaper = threading.Thread(target=self._reap_idle, name="treadle-sandbox-reaper")
         self._reaper.daemon = True
         self._reaper.start()
-        # The first start on a machine builds the Python-in-Wasm runtime (once, cached).
-        prepare_in_background()
+        # The first start on a machine builds the Python-in-Wasm runtime (once, cached), in the
+        # background: wasm uploads and replays are told to come back meanwhile (NotReady).
+        self.wasm_build = wasm_build or process_build()
+        self.wasm_build.start()
 
     def validate(
         self,
@@ -82,14 +86,17 @@ class SandboxPool:
 
         A validation never waits for a worker: when the tenant (or the pool) has none to spare,
         it runs in a worker of its own, outside ``per_tenant`` and ``max_workers``, stopped
-        afterwards. Callers bound how many validations run at once.
+        afterwards. Callers bound how many validations run at once. Nor does it wait for the
+        Python-in-Wasm runtime: :class:`~sandbox.NotReady` while it builds or after it failed.
         """
         if artifact.sandbox not in SANDBOXES:
             available = ", ".join(SANDBOXES)
             message = f"sandbox {artifact.sandbox!r} is not available (available: {available})"
             raise CodeInvalid(message, problems=[problem(1, 1, message)])
         try:
-            limits = prepare(artifact, limits, timeout)
+            limits = prepare(artifact, limits, self.wasm_build.require, timeout)
+        except NotReady:
+            raise  # not the code's fault: the upload is answered "come back in N s"
         except RuntimeError as exc:
             raise CodeInvalid(str(exc), problems=[problem(1, 1, str(exc)[:1000])]) from None
         try:
@@ -115,11 +122,15 @@ class SandboxPool:
         request: ReplayRequest,
         host: Host,
     ) -> Outcome:
-        """Replay one instance in one of ``tenant``'s workers; see ``docs/sandbox.md``."""
+        """Replay one instance in one of ``tenant``'s workers; see ``docs/sandbox.md``.
+
+        Raises :class:`~sandbox.NotReady` at once, before anything runs, while the
+        Python-in-Wasm runtime that a ``wasm`` artifact needs is being built, or after its
+        build failed."""
         if artifact.sandbox not in SANDBOXES:
             raise ValueError(f"sandbox {artifact.sandbox!r} is not available")
         asked = time.monotonic()
-        limits = prepare(artifact, limits) or limits
+        limits = prepare(artifact, limits, self.wasm_build.require) or limits
         for tries_left in (1, 0):
             with self._worker(tenant, limits) as worker:
                 worker.sandbox = artifact.sandbox

@@ -179,3 +179,14 @@ class Host(Protocol):
         deleted, or the process is shutting down): the engine calls ``stop`` with the exception
         the replay must end with, at most once, from another thread."""
         ...
+
+
+class NotReady(RuntimeError):
+    """The sandbox cannot take this code yet: the Python-in-Wasm runtime is being built
+    (``seconds_left`` is the estimate of the time it still takes), or its build failed
+    (``seconds_left`` is None; the message says why). Not the tenant's fault: the same code is
+    taken once the runtime is there."""
+
+    def __init__(self, message: str, *, seconds_left: float | None) -> None:
+        super().__init__(message)
+        self.seconds_left = seconds_left

@@ -22,13 +22,20 @@ from treadle.runtime import (
     MAX_DURATION_SECONDS,
     MAX_ERROR_MESSAGE_CHARS,
     MAX_ERROR_NAME_CHARS,
+    MAX_FRAME_FILE_CHARS,
+    MAX_FRAME_LINE,
+    MAX_FRAMES,
+    MAX_FUNCTION_CHARS,
     MAX_ID_CHARS,
     MAX_NAME_CHARS,
     MAX_RETRIES,
+    MAX_SOURCE_CHARS,
+    MAX_TRACED_ATTEMPTS,
     STEP_STATUSES,
     STEP_TYPES,
     AttemptRecord,
     ErrorValue,
+    Frame,
     JSONValue,
     LogLine,
     RollbackOutcome,
@@ -93,9 +100,30 @@ def error(value: Any, *, optional: bool = False) -> ErrorValue | None:
         return None
     if not isinstance(value, dict):
         raise _fail("error")
-    return {
+    checked: ErrorValue = {
         "name": _text(value.get("name"), MAX_ERROR_NAME_CHARS, "error name"),
         "message": _text(value.get("message"), MAX_ERROR_MESSAGE_CHARS, "error message"),
+    }
+    if "traceback" in value:
+        checked["traceback"] = _traceback(value["traceback"])
+    return checked
+
+
+def _traceback(value: Any) -> list[Frame]:
+    """Frames of tenant code: a worker clips them to their bounds, so more is a violation."""
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_FRAMES:
+        raise _fail("traceback")
+    return [_frame(f) for f in value]
+
+
+def _frame(value: Any) -> Frame:
+    if not isinstance(value, dict):
+        raise _fail("traceback frame")
+    return {
+        "file": _text(value.get("file"), MAX_FRAME_FILE_CHARS, "frame file"),
+        "line": _int(value.get("line"), 1, MAX_FRAME_LINE, "frame line"),
+        "function": _text(value.get("function"), MAX_FUNCTION_CHARS, "frame function"),
+        "source": _text(value.get("source"), MAX_SOURCE_CHARS, "frame source"),
     }
 
 
@@ -121,6 +149,8 @@ def record(value: Any, event_pks: Collection[int]) -> StepRecord:
         raise _fail("event_pk")
     if len(value["attempts"]) > MAX_RETRIES + 1:
         raise _fail("attempts")
+    if _traced(value["attempts"]) > MAX_TRACED_ATTEMPTS:
+        raise _fail("attempts")  # a worker keeps the tracebacks of the latest attempts only
     checked: StepRecord = {
         "name": _step_name(value.get("name"), value["type"]),
         "count": _int(value.get("count"), 1, _MAX_COUNT, "step count"),
@@ -136,6 +166,14 @@ def record(value: Any, event_pks: Collection[int]) -> StepRecord:
     if failure is not None:
         _fail_step(checked, failure)
     return checked
+
+
+def _traced(attempts: list[Any]) -> int:
+    return sum(
+        1
+        for a in attempts
+        if isinstance(a, dict) and isinstance(a.get("error"), dict) and "traceback" in a["error"]
+    )
 
 
 def output(value: Any) -> tuple[JSONValue, ErrorValue | None]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from sandbox import Artifact
-from sandbox.wasm._build import ensure_python_runtime
+from sandbox.wasm._build import BuildError, ensure_python_runtime
 from sandbox.wasm._engine import cache_dir, write_atomically
 
 GUEST = Path(__file__).resolve().parent.parent / "sandbox" / "wasm" / "guest"
@@ -25,6 +28,28 @@ ZIG_TIMEOUT = 600
 def python_runtime() -> Path:
     """The compiled Python-in-Wasm runtime (built on first use: about 20 s)."""
     return ensure_python_runtime()
+
+
+class StandInBuild:
+    """A build of the Python-in-Wasm runtime for a server on a fresh cache, as slow as a test
+    needs: it waits for ``release`` (at most ``seconds``), then puts ``runtime`` (this
+    machine's, built for real earlier) into place, or fails with ``fail``. What runs afterwards
+    is the real runtime; only the build's duration is the test's."""
+
+    def __init__(self, runtime: Path, *, seconds: float = 60.0, fail: str | None = None) -> None:
+        self.release = threading.Event()
+        self._runtime = runtime
+        self._seconds = seconds
+        self._fail = fail
+
+    def __call__(self, target: Path) -> None:
+        self.release.wait(self._seconds)
+        if self._fail is not None:
+            raise BuildError(self._fail)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._runtime, partial)
+        os.replace(partial, target)
 
 
 def _zig(arguments: list[str], inputs: list[Path], out_name: str) -> bytes:

@@ -2,12 +2,20 @@
 
 Each class's docstring is its default message and ``code`` is the dotted code the HTTP API puts
 in ``{"error": {"code": ...}}``. The errors of the platform live in :mod:`treadle.runtime` (a
-sandbox raises them too); those only the HTTP client raises live in :mod:`treadle.client`.
+sandbox raises them too); those only the HTTP client raises, and those of the API that no
+sandbox raises (``WasmBuilding``, ``WasmUnavailable``), live in :mod:`treadle.client`.
 """
 
 from __future__ import annotations
 
-from treadle.client._errors import ConnectionFailed, InstanceFailed, NotFinished, ServerError
+from treadle.client._errors import (
+    ConnectionFailed,
+    InstanceFailed,
+    NotFinished,
+    ServerError,
+    WasmBuilding,
+    WasmUnavailable,
+)
 from treadle.runtime.errors import (
     AlreadyExists,
     CodeInvalid,
@@ -60,4 +68,6 @@ __all__ = [
     "UploadBusy",
     "ValueNotStorable",
     "WaitTimeout",
+    "WasmBuilding",
+    "WasmUnavailable",
 ]

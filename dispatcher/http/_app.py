@@ -38,8 +38,12 @@ _RETRY = {"Retry-After": "2"}
 
 
 def create_app(platform: Platform) -> Starlette:
-    """The HTTP API of ``platform``; its lifespan starts and stops the platform's engine."""
-    routes = api_routes(platform)
+    """The HTTP API of ``platform``; its lifespan starts and stops the platform's engine.
+
+    Call :func:`going_away` with it when the server begins to stop.
+    """
+    streams = StreamApi(platform.engine, platform.tenants, platform.settings)
+    routes = api_routes(platform, streams)
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:
@@ -55,7 +59,7 @@ def create_app(platform: Platform) -> Starlette:
         finally:
             await run_in_threadpool(platform.stop)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(MeasureRequests, metrics=platform.metrics, routes=routes),
@@ -67,9 +71,18 @@ def create_app(platform: Platform) -> Starlette:
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    app.state.streams = streams
+    return app
 
 
-def api_routes(platform: Platform) -> list[BaseRoute]:
+def going_away(app: Starlette) -> None:
+    """The server made by :func:`create_app` begins to stop: its live streams end now, each
+    telling its client to connect again, rather than hold the process until they finish."""
+    streams: StreamApi = app.state.streams
+    streams.close_all()
+
+
+def api_routes(platform: Platform, streams: StreamApi) -> list[BaseRoute]:
     """Every route but ``/openapi.json`` (which describes these): the platform's own, then
     every operation of the API's table, each served by its handler."""
     handlers = {
@@ -77,7 +90,7 @@ def api_routes(platform: Platform) -> list[BaseRoute]:
         **WorkflowApi(platform.loader).handlers(),
         **InstanceApi(platform.engine, platform.loader, platform.tenants.policy).handlers(),
         **LifecycleApi(platform.engine, platform.loader).handlers(),
-        **StreamApi(platform.engine, platform.tenants, platform.settings).handlers(),
+        **streams.handlers(),
         **UsageApi(platform.engine, platform.tenants, platform.clock).handlers(),
     }
     return [

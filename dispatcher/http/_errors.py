@@ -37,6 +37,8 @@ from treadle.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
+    WasmBuilding,
+    WasmUnavailable,
 )
 from treadle.runtime import JSONObject
 
@@ -53,6 +55,7 @@ STATUS: dict[type[TreadleError], int] = {
     CodeInvalid: 422,
     QuotaExceeded: 429,
     Unavailable: 503,
+    WasmUnavailable: 503,
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 _log = logging.getLogger("treadle.http")
@@ -139,9 +142,19 @@ def _describe(error: Any) -> str:
 
 async def _treadle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TreadleError)
-    if status_of(exc) >= 500:
+    # A failed build of the wasm runtime was logged once, with its reason, when it failed.
+    if status_of(exc) >= 500 and not isinstance(exc, WasmUnavailable):
         _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error_response(exc)
+
+
+async def _building(request: Request, exc: Exception) -> Response:
+    """Not an error: nothing was stored, and the same request succeeds once the Python-in-Wasm
+    runtime is built. Answered at once, never held for the build (a minute on a first start)."""
+    assert isinstance(exc, WasmBuilding)
+    seconds = max(1, math.ceil(exc.retry_after))
+    body = {"status": "building", "message": exc.message, "retry_after": seconds}
+    return JSONResponse(body, status_code=202, headers={"Retry-After": str(seconds)})
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -163,6 +176,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 HANDLERS = {
+    WasmBuilding: _building,
     TreadleError: _treadle_error,
     ValidationError: _validation_error,
     HTTPException: _http_error,

@@ -25,11 +25,13 @@ The protocol is uvicorn's h11 one, pinned: the hooks below rely on how it drives
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import resource
 import socket
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -45,6 +47,9 @@ from dispatcher.http._notices import Notices
 from treadle.errors import RequestTimeout, TooManyConnections, TreadleError, Unavailable
 
 NOTICE_INTERVAL = 10.0
+# On stopping, how long requests under way may take to be answered; then they are cancelled.
+# Live streams end at once (``on_shutdown``), so only slow requests ever wait this long.
+DRAIN_SECONDS = 5
 _log = logging.getLogger("treadle.http")
 # What asyncio's accept loop reports when the process or the system is out of descriptors or
 # memory; it then stops accepting for a second by itself.
@@ -303,11 +308,32 @@ class _ProtocolWarnings(logging.Filter):
         return True
 
 
-class Listener(uvicorn.Server):
-    """uvicorn serving ``app`` on ``settings.host:port`` within :class:`Limits`."""
+class _CancelledAtShutdown(logging.Filter):
+    """Drops uvicorn's traceback of a request cancelled past :data:`DRAIN_SECONDS`: the
+    shutdown cancelled it on purpose, and said so in one line."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, limits: Limits) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
+class Listener(uvicorn.Server):
+    """uvicorn serving ``app`` on ``settings.host:port`` within :class:`Limits`.
+
+    It leaves SIGINT and SIGTERM to its caller, which sets ``should_exit`` to stop it. As it
+    begins to stop it calls ``on_shutdown`` (which ends the live streams), then gives the
+    requests under way :data:`DRAIN_SECONDS` to be answered.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        limits: Limits,
+        on_shutdown: Callable[[], None] = lambda: None,
+    ) -> None:
         self.limits = limits
+        self._on_shutdown = on_shutdown
         self.notices = Notices(_log, NOTICE_INTERVAL, _call_later)
         config = uvicorn.Config(
             app,
@@ -321,9 +347,16 @@ class Listener(uvicorn.Server):
             timeout_keep_alive=settings.http_keep_alive_timeout,
             backlog=settings.http_backlog,
             h11_max_incomplete_event_size=settings.http_max_head_bytes,
+            timeout_graceful_shutdown=DRAIN_SECONDS,
         )
         super().__init__(config)
         self._warnings = _ProtocolWarnings(self.notices)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn's own handlers would raise the signal again once it has stopped, and take a
+        # second Ctrl-C to mean "cancel everything", with a traceback per task.
+        yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio.get_running_loop().set_exception_handler(self._loop_error)
@@ -331,10 +364,14 @@ class Listener(uvicorn.Server):
         await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        cancelled = _CancelledAtShutdown()
+        logging.getLogger("uvicorn.error").addFilter(cancelled)
         try:
             await super().shutdown(sockets)
         finally:
             logging.getLogger("uvicorn.error").removeFilter(self._warnings)
+            logging.getLogger("uvicorn.error").removeFilter(cancelled)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")

@@ -22,6 +22,10 @@ working reaches a stream opened with it.
 Streams are counted here too: past ``max_streams`` in the process, or ``max_streams_per_tenant``
 of one tenant, opening one raises :class:`TooManyStreams`.
 
+When the server begins to stop, :meth:`Notifier.close_all` ends every stream (``closing``: the
+stream then tells its client to come back) and refuses new ones with 503, so that no stream
+holds the process open while it drains.
+
 Everything but the reads happens on the event loop, so the registry needs no lock. The loop
 runs while a stream is open and stops with the last one.
 """
@@ -41,7 +45,7 @@ import anyio.to_thread
 from engine import FINISHED, Engine, WatchedEvent
 from storage import reason
 from tenants import Caller, TenantStore
-from treadle.errors import TooManyStreams
+from treadle.errors import TooManyStreams, Unavailable
 
 BUFFER = 1000  # events a stream may hold unsent before it is left to catch up by itself
 TICK_SECONDS = 0.25
@@ -50,11 +54,13 @@ _BATCH = 500  # events read per statement; a tick that reads as many goes again 
 _CHUNK = 500  # instances per statement: (2 parameters each) far below either database's cap
 _RETRY_SECONDS = 1.0  # after a failed read (the database is out of reach)
 _RETRY_AFTER = 5.0  # what a refused stream is told: streams last as long as their instances
+_RETRY_AFTER_CLOSING = 1.0  # what a stream refused while the server stops is told
 _log = logging.getLogger("treadle.streams")
 
 FINISHED_END = "finished"  # the instance has finished: the stream ends once all is sent
 DELETED_END = "deleted"  # the instance is gone: nothing more is sent
 REVOKED_END = "revoked"  # the key no longer authenticates: nothing more is sent
+CLOSING_END = "closing"  # the server is stopping: the client is told to connect again
 
 
 @dataclass(eq=False)
@@ -138,13 +144,21 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._failing = False
+        self._closing = False
 
     @property
     def open_streams(self) -> int:
         return len(self._streams)
 
     def open(self, caller: Caller) -> Subscription:
-        """A new stream of ``caller``'s, counted; raises :class:`TooManyStreams` past a cap."""
+        """A new stream of ``caller``'s, counted; raises :class:`TooManyStreams` past a cap,
+        :class:`Unavailable` once the server is stopping."""
+        if self._closing:
+            raise Unavailable(
+                "the server is stopping; connect again in a moment",
+                code="server.stopping",
+                retry_after=_RETRY_AFTER_CLOSING,
+            )
         if self._per_tenant[caller.tenant_id] >= self._max_per_tenant:
             raise TooManyStreams(
                 f"tenant {caller.tenant_name!r} has {self._max_per_tenant} live streams open"
@@ -171,6 +185,13 @@ class Notifier:
             if not self._per_tenant[subscription.caller.tenant_id]:
                 del self._per_tenant[subscription.caller.tenant_id]
         subscription.instance_pk = None
+
+    def close_all(self) -> None:
+        """The server is stopping: end every stream now, so that its client is told to come
+        back (to this process once it is up again, or to another), and refuse new ones."""
+        self._closing = True
+        for subscription in self._streams:
+            subscription.end(CLOSING_END)
 
     def watch(self, subscription: Subscription, instance_pk: int) -> None:
         """Feed ``subscription`` the events of ``instance_pk`` after its ``cursor``."""

@@ -37,8 +37,14 @@ _ERRORS = {
     422: "The workflow code is not valid; ``problems`` says where.",
     429: "A quota or rate limit of the tenant's policy was reached; see Retry-After.",
     503: "The database is unreachable (``database.unavailable``) or every connection to it is "
-    "busy (``database.busy``); try again after Retry-After.",
+    "busy (``database.busy``); try again after Retry-After. For an upload of Python to the "
+    "``wasm`` sandbox also ``wasm.unavailable``: the Python-in-Wasm runtime could not be built "
+    "on this server (the message says why; retrying does not help until an operator fixes it).",
 }
+_BUILDING = (
+    "Nothing was stored yet: the server is building the Python-in-Wasm runtime (first start "
+    "only) that this upload needs. Send the same request again after Retry-After seconds."
+)
 _RETRY_AFTER: Schema = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
 _SECURITY = {"admin": "adminToken", "tenant": "apiKey"}
 _PARAMETER = re.compile(r"\{(\w+)\}")
@@ -99,6 +105,12 @@ _LINKS: dict[str, tuple[dict[str, JSONValue], dict[str, str]]] = {
 
 def _operation(op: Operation) -> Schema:
     responses: Schema = {str(op.status): _success(op)}
+    if op.building is not None:
+        responses["202"] = {
+            "description": _BUILDING,
+            "content": s.json(s.ref(_answer_name(op.building))),
+            "headers": _RETRY_AFTER,
+        }
     # Every API route checks its path (400) and credentials (401, in the database: 503 while
     # that is out of reach); every body is checked for size (413), media type (415) and
     # well-formed JSON (400) before the route sees it.
@@ -231,6 +243,19 @@ def _plain_paths() -> Schema:
                 "responses": {"200": {"description": "OpenAPI 3.1", "content": s.json({})}},
             }
         },
+        "/": {
+            "get": {
+                "summary": "Leads a browser to the playground",
+                "responses": {
+                    "307": {
+                        "description": "to /playground",
+                        "headers": {
+                            "Location": {"schema": {"type": "string"}, "description": "/playground"}
+                        },
+                    }
+                },
+            }
+        },
         "/playground": _page("The browser playground"),
         "/console": _page("The operator console (it asks for the admin token)"),
     }
@@ -266,7 +291,8 @@ def _request_schemas() -> dict[str, Schema]:
 def _answer_schemas(taken: Iterable[str]) -> dict[str, Schema]:
     """The schemas of the answers, from the client's models; a schema the document already
     has (``Policy``: the request's, which is stricter; ``JsonValue``) is not replaced."""
-    models = list(dict.fromkeys(op.answer for op in OPERATIONS if op.answer is not None))
+    answers = [model for op in OPERATIONS for model in (op.answer, op.building)]
+    models = list(dict.fromkeys(model for model in answers if model is not None))
     _, top = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
     schemas: dict[str, Schema] = {}
     for name, schema in top.get("$defs", {}).items():

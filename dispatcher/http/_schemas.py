@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from engine import MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
 from tenants import ACTIONS
-from treadle.runtime import MAX_SAFE_INTEGER, JSONObject, JSONValue
+from treadle.runtime import (
+    MAX_FRAME_FILE_CHARS,
+    MAX_FRAME_LINE,
+    MAX_FRAMES,
+    MAX_FUNCTION_CHARS,
+    MAX_SAFE_INTEGER,
+    MAX_SOURCE_CHARS,
+    JSONObject,
+    JSONValue,
+)
 
 Schema = JSONObject
 """A JSON Schema, or a piece of the OpenAPI document: JSON of any shape."""
@@ -154,17 +163,40 @@ ERROR = obj(
 """Every error answer: ``{"error": {"code", "message"}}``, ``problems`` for invalid code."""
 
 MAYBE_STR: Schema = {"type": ["string", "null"]}
+FRAME = obj(
+    {
+        "file": {"type": "string", "maxLength": MAX_FRAME_FILE_CHARS},
+        "line": {"type": "integer", "minimum": 1, "maximum": MAX_FRAME_LINE},
+        "function": {"type": "string", "maxLength": MAX_FUNCTION_CHARS},
+        "source": {"type": "string", "maxLength": MAX_SOURCE_CHARS},
+    }
+)
+ERROR_VALUE: Schema = {
+    "type": ["object", "null"],
+    "description": "why it failed: the error's type name and message; traceback (only when "
+    "the workflow's code raised it) holds the frames of that code, outermost first",
+    "properties": {
+        "name": STR,
+        "message": STR,
+        "traceback": {**array(FRAME), "maxItems": MAX_FRAMES},
+    },
+}
+"""An error of an instance, a step or an attempt (``treadle.runtime.ErrorValue``)."""
 
 # -- what the server knows of the answers' fields beyond their models ----------------------------
 
 # The answers' schemas come from the client's models (``treadle.client``), which read fields
 # loosely (a newer server may add a status); the document says exactly what this server sends.
 NARROWED: dict[tuple[str, str], Schema] = {
+    ("Building", "status"): {"type": "string", "enum": ["building"]},
+    ("Building", "retry_after"): {"type": "integer", "minimum": 1},
     ("Created", "status"): STATUS,
     ("InstanceSummary", "status"): STATUS,
     ("Instance", "status"): STATUS,
-    ("InstanceSummary", "error"): {"type": ["object", "null"]},
-    ("Instance", "error"): {"type": ["object", "null"]},
+    ("InstanceSummary", "error"): ERROR_VALUE,
+    ("Instance", "error"): ERROR_VALUE,
+    ("Step", "error"): ERROR_VALUE,
+    ("Attempt", "error"): ERROR_VALUE,
     ("Instance", "steps_next_cursor"): {
         "type": "string",
         "description": "only when the embedded steps are not all of them: the cursor "

@@ -5,6 +5,11 @@ has finished. The history (and whatever a stream falls behind by) is read by the
 batches, on a few threads kept for streams; live events come from the process's one
 :class:`~dispatcher.http._notifier.Notifier`, which also counts the streams (429 past a cap) and
 ends those whose key stops working.
+
+When the server begins to stop, every stream ends with one last event, ``server.closing``,
+whose SSE ``retry:`` field and ``retry_ms`` tell the client when to connect again. It has no
+``id:``: the client's ``Last-Event-ID`` stays the last event it was sent, so it resumes exactly
+where it stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from dispatcher._settings import Settings
 from dispatcher.http._instances import caller_of, ids_of, query_of
-from dispatcher.http._notifier import BUFFER, Notifier, Subscription
+from dispatcher.http._notifier import BUFFER, CLOSING_END, Notifier, Subscription
 from dispatcher.http._routing import Handlers, routes
 from engine import FINISHED, MAX_ROW_ID, Engine, HistoryEvent
 from storage import iso
@@ -37,6 +42,12 @@ _BATCH = 500
 _READERS = 4  # history reads of streams at once, beside the API's pool and the notifier
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _Batch = tuple[int, list[HistoryEvent], str] | None  # see StreamApi._history
+# A restart takes a second or two: sooner, the client would only find the port closed.
+_RECONNECT_MS = 1000
+CLOSING_EVENT = (
+    f"retry: {_RECONNECT_MS}\nevent: server.closing\n"
+    f"data: {json.dumps({'type': 'server.closing', 'retry_ms': _RECONNECT_MS})}\n\n"
+)
 
 
 class StreamApi:
@@ -78,6 +89,10 @@ class StreamApi:
         events = self._events(request, subscription, (caller, name, instance_id), first)
         return _EventStream(events, lambda: self.notifier.close(subscription))
 
+    def close_all(self) -> None:
+        """The server is stopping: end every stream with ``server.closing``; refuse new ones."""
+        self.notifier.close_all()
+
     async def _read(self, caller: Caller, name: str, instance_id: str, after: int) -> _Batch:
         if self._limiter is None:  # made on first use: a limiter belongs to its event loop
             self._limiter = anyio.CapacityLimiter(_READERS)
@@ -98,6 +113,21 @@ class StreamApi:
         instance: tuple[Caller, str, str],
         first: tuple[int, list[HistoryEvent], str],
     ) -> AsyncIterator[str]:
+        """The stream's events; the last one says so when the server cut it short to stop."""
+        history = self._history_then_live(request, subscription, instance, first)
+        async with contextlib.aclosing(history) as events:
+            async for text in events:
+                yield text
+        if subscription.ended == CLOSING_END:
+            yield CLOSING_EVENT
+
+    async def _history_then_live(
+        self,
+        request: Request,
+        subscription: Subscription,
+        instance: tuple[Caller, str, str],
+        first: tuple[int, list[HistoryEvent], str],
+    ) -> AsyncGenerator[str, None]:
         pk, rows, status = first
         while True:
             # From the database until caught up (at first, and after falling behind) ...

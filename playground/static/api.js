@@ -51,6 +51,23 @@ export class Api {
     return this.request("PUT", `/v1/workflows/${path(name)}`, { source, sandbox });
   }
 
+  // An upload that waits out the server's first start: while it builds the Python-in-Wasm
+  // runtime, a wasm upload is answered 202 {"status": "building", "retry_after"} and nothing is
+  // stored, so the same upload is sent again (at least every 5 s), telling onBuilding each time.
+  async deploy(name, source, sandbox, onBuilding, waitSeconds = 600) {
+    const deadline = Date.now() + waitSeconds * 1000;
+    for (;;) {
+      const answer = await this.upload(name, source, sandbox);
+      if (!answer || answer.status !== "building") return answer;
+      if (Date.now() >= deadline) {
+        throw new ApiError(202, "wasm.building", `${answer.message}; gave up after ${waitSeconds} s.`);
+      }
+      onBuilding(answer);
+      const delay = Math.min(answer.retry_after, 5) * 1000;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+
   create(name, params) {
     return this.request("POST", `/v1/workflows/${path(name)}/instances`, { params });
   }
@@ -89,17 +106,35 @@ function errorOf(reply, data, text) {
 }
 
 // Server-Sent Events over fetch(), since EventSource cannot send an Authorization header.
-// Reconnects with Last-Event-ID after a network error, so no event is lost or repeated; the
-// server ends the stream once the instance has finished and everything was sent.
+// The server ends the stream once the instance has finished and everything was sent. A stream
+// that stops before that is opened again with Last-Event-ID, so no event is lost or repeated:
+// a network error, the server stopping (its last event is server.closing, which says when to
+// come back) or answering 429/502/503/504 while it starts or is busy. The waits between attempts
+// double from 0.2 s to 5 s, from the first again once the server sends anything, for as long as
+// the page follows the run. Only an answer that asking again cannot change (401, 404, ...) ends
+// it for good ("failed").
+const FIRST_DELAY_MS = 200;
+const MAX_DELAY_MS = 5000;
+const RETRY_STATUSES = [0, 429, 502, 503, 504]; // 0: the server could not be reached
+const FINISHED_STATUSES = ["complete", "errored", "terminated"];
+const CLOSING = "server.closing";
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 export class Stream {
   constructor(api, name, id, { after = 0, onEvent, onState }) {
     this.api = api;
+    this.name = name;
+    this.id = id;
     this.url = api.streamUrl(name, id);
     this.after = after;
     this.onEvent = onEvent;
-    this.onState = onState;
+    this.onState = onState; // (state, why): connecting, live, reconnecting, ended, failed
     this.controller = null;
     this.closed = false;
+    this.finished = false; // the last event said the run ended
+    this.closing = null; // ms the server asked to wait, once it said it is stopping
+    this.heard = false; // the current connection brought something
   }
 
   start() {
@@ -113,28 +148,51 @@ export class Stream {
   }
 
   async loop() {
-    let delay = 500;
+    let failures = 0;
+    this.onState("connecting");
     while (!this.closed) {
-      this.onState("connecting");
+      let wait;
+      let why;
       try {
         await this.once();
-        if (!this.closed) this.onState("ended");
-        return;
+        if (this.closed) return;
+        if (this.finished || (this.closing === null && (await this.runFinished()))) {
+          this.onState("ended");
+          return;
+        }
+        why = this.closing === null ? "the stream ended early" : "the server is restarting";
+        wait = this.closing || 0;
       } catch (error) {
         if (this.closed) return;
-        if (error instanceof ApiError && error.status !== 0 && error.status < 500) {
+        if (!(error instanceof ApiError) || !RETRY_STATUSES.includes(error.status)) {
           this.onState("failed", error);
           return;
         }
-        this.onState("reconnecting", error);
-        await new Promise((resolve) => setTimeout(resolve, delay));
-        delay = Math.min(delay * 2, 8000);
+        why = error.status ? `the server answered ${error.status}` : "cannot reach the server";
+        wait = error.retryAfterMs || 0;
       }
+      failures = this.heard ? 1 : failures + 1;
+      const backoff = Math.min(FIRST_DELAY_MS * 2 ** (failures - 1), MAX_DELAY_MS);
+      this.onState("reconnecting", why);
+      await sleep(Math.max(backoff, Math.min(wait, MAX_DELAY_MS)));
+    }
+  }
+
+  // After a stream ended without saying why: ask whether the run has finished (a stream opened
+  // after its last event sends nothing more) rather than open it again and again.
+  async runFinished() {
+    try {
+      const instance = await this.api.instance(this.name, this.id);
+      return FINISHED_STATUSES.includes(instance.status);
+    } catch {
+      return false; // the next attempt finds out what is wrong
     }
   }
 
   async once() {
     this.controller = new AbortController();
+    this.heard = false;
+    this.closing = null;
     const headers = this.api.headers({ Accept: "text/event-stream" });
     if (this.after) headers["Last-Event-ID"] = String(this.after);
     let reply;
@@ -151,7 +209,9 @@ export class Stream {
       } catch {
         data = null;
       }
-      throw errorOf(reply, data, text);
+      const error = errorOf(reply, data, text);
+      error.retryAfterMs = Number(reply.headers.get("Retry-After") || 0) * 1000;
+      throw error;
     }
     this.onState("live");
     const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -164,6 +224,7 @@ export class Stream {
         throw new ApiError(0, "network", `The live stream was cut (${error.message}).`);
       }
       if (chunk.done) return;
+      this.heard = true;
       buffer += chunk.value.replace(/\r\n?/g, "\n");
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
@@ -176,16 +237,28 @@ export class Stream {
   dispatch(block) {
     const data = [];
     let id = null;
+    let type = null;
+    let retry = null;
     for (const line of block.split("\n")) {
       if (!line || line.startsWith(":")) continue; // a comment: the keep-alive
       const colon = line.indexOf(":");
       const field = colon < 0 ? line : line.slice(0, colon);
       const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
       if (field === "id") id = value;
+      else if (field === "event") type = value;
+      else if (field === "retry" && /^\d+$/.test(value)) retry = Number(value);
       else if (field === "data") data.push(value);
+    }
+    if (type === CLOSING) {
+      // Not an event of the run, and without an id: Last-Event-ID stays where it was.
+      this.closing = retry === null ? 1000 : retry;
+      return;
     }
     if (!data.length) return;
     if (id !== null) this.after = Number(id);
-    this.onEvent(JSON.parse(data.join("\n")));
+    const event = JSON.parse(data.join("\n"));
+    this.finished = event.type.startsWith("workflow.")
+      && FINISHED_STATUSES.includes(event.type.slice("workflow.".length));
+    this.onEvent(event);
   }
 }

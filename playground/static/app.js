@@ -2,10 +2,12 @@
 import { Api, ApiError, Stream } from "./api.js";
 import { createEditor } from "./editor.js";
 import { EXAMPLES } from "./examples.js";
-import { clock, duration, el, FINISHED, json, stepItem } from "./timeline.js";
+import { clock, duration, el, FINISHED, json, stepItem, tracebackList } from "./timeline.js";
 
 const KEY = "treadle.playground.key";
 const DRAFT = "treadle.playground.draft";
+const DRAFTS = "treadle.playground.drafts"; // the user's edits to each example, by its title
+const RUNS_EVERY_MS = 5000; // how often Past runs asks for runs started elsewhere
 const NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_-]*$/;
 // Which lifecycle action each status allows (docs/api.md, "Statuses and transitions").
 const ALLOWED = {
@@ -55,6 +57,7 @@ async function signIn(key) {
     if (error instanceof ApiError && error.status === 401) signOut();
     return false;
   }
+  if (page.api && page.api.key !== key) closeRun(); // another tenant's run is not this one's
   localStorage.setItem(KEY, key);
   page.api = api;
   $("signin").hidden = true;
@@ -85,21 +88,51 @@ function keyFromFragment() {
 
 // -- authoring ----------------------------------------------------------------------------------
 
+// Each example keeps the user's edits to it (its code, name and params), across reloads too:
+// switching examples never loses them, and Reset brings the example's original back. The
+// sandbox is the user's choice for every example.
+function exampleDraft(title) {
+  const example = EXAMPLES.find((e) => e.title === title) || EXAMPLES[0];
+  return { example: example.title, source: example.source, workflow: example.workflow,
+    params: json(example.params) };
+}
+
+function savedDraft(title) {
+  return JSON.parse(localStorage.getItem(DRAFTS) || "{}")[title] || exampleDraft(title);
+}
+
+function edited(draft) {
+  const original = exampleDraft(draft.example);
+  return ["source", "workflow", "params"].some((field) => draft[field] !== original[field]);
+}
+
 function saveDraft() {
+  if (page.showing) return; // half shown: the editor changed, the fields not yet
   const draft = {
+    example: $("example").value,
     source: page.editor.getDoc(),
     workflow: $("workflow").value,
     sandbox: $("sandbox").value,
     params: $("params").value,
   };
+  const drafts = JSON.parse(localStorage.getItem(DRAFTS) || "{}");
+  if (edited(draft)) drafts[draft.example] = draft;
+  else delete drafts[draft.example];
+  localStorage.setItem(DRAFTS, JSON.stringify(drafts));
   localStorage.setItem(DRAFT, JSON.stringify(draft));
+  $("example-reset").disabled = !edited(draft);
 }
 
-function loadExample(index) {
-  const example = EXAMPLES[index];
-  page.editor.setDoc(example.source);
-  $("workflow").value = example.workflow;
-  $("params").value = json(example.params);
+function showDraft(draft) {
+  page.showing = true;
+  try {
+    $("example").value = draft.example;
+    page.editor.setDoc(draft.source);
+    $("workflow").value = draft.workflow;
+    $("params").value = draft.params;
+  } finally {
+    page.showing = false;
+  }
   showProblems([]);
   checkParams();
   saveDraft();
@@ -153,7 +186,11 @@ async function run() {
   button.disabled = true;
   $("run-hint").textContent = "uploading…";
   try {
-    const uploaded = await page.api.upload(workflow, page.editor.getDoc(), $("sandbox").value);
+    const uploaded = await page.api.deploy(workflow, page.editor.getDoc(), $("sandbox").value,
+      (building) => {
+        $("run-hint").textContent =
+          `building the Python-in-Wasm runtime (first start only), about ${building.retry_after} s…`;
+      });
     showProblems([]);
     $("run-hint").textContent = `version ${uploaded.version.slice(0, 8)} · starting…`;
     const created = await page.api.create(workflow, params());
@@ -213,13 +250,15 @@ function follow(run, after) {
   const stream = new Stream(page.api, run.workflow, run.id, {
     after,
     onEvent: (event) => onEvent(run, event),
-    onState: (state, error) => {
+    onState: (state, why) => {
       if (page.run !== run || run.stream !== stream) return;
       const words = { connecting: "connecting…", live: "● live", reconnecting: "reconnecting…",
         ended: "stream ended", failed: "stream failed" };
-      $("stream-state").textContent = words[state];
+      // While reconnecting, why: the server is restarting, cannot be reached, ...
+      const text = state === "reconnecting" ? `${words[state]} ${why}` : words[state];
+      $("stream-state").textContent = text;
       $("stream-state").dataset.state = state;
-      if (state === "failed") showError(error);
+      if (state === "failed") showError(why);
       if (state === "ended") streamEnded(run, stream);
     },
   });
@@ -227,8 +266,8 @@ function follow(run, after) {
   stream.start();
 }
 
-// The server ends the stream once the run has finished; a stream that ended before (the server
-// restarting, a proxy timing out) is opened again where it stopped.
+// The stream ends once the run has finished (it reconnects by itself until then); a restart of
+// the run since brings it back to life.
 async function streamEnded(run, stream) {
   let instance;
   try {
@@ -294,9 +333,12 @@ const refreshInstance = coalesced(async (run) => {
       render();
     }
   } catch (error) {
-    if (page.run === run) showError(error);
+    // The server out of reach: the stream shows "reconnecting…", and its next event refreshes.
+    if (page.run === run && !outage(error)) showError(error);
   }
 });
+
+const outage = (error) => error instanceof ApiError && [0, 502, 503, 504].includes(error.status);
 
 function render() {
   const run = page.run;
@@ -315,7 +357,7 @@ function render() {
   // Rebuilt on every change: keep the results the user opened open.
   const opened = new Set([...$("timeline").querySelectorAll("details[open]")].map((d) => d.dataset.key));
   $("timeline").replaceChildren(
-    ...(steps.length ? steps.map((step) => stepItem(step, run, now))
+    ...(steps.length ? steps.map((step) => stepItem(step, run, now, goToLine))
       : [el("li", { class: "step none", text: "no step has committed yet" })]),
   );
   for (const details of $("timeline").querySelectorAll("details")) {
@@ -353,8 +395,15 @@ function renderEventForm(run) {
   $("event-form").classList.toggle("wanted", Boolean(waiting));
 }
 
+// A frame of an error's traceback was clicked: show that line of the code in the editor.
+function goToLine(line) {
+  page.editor.goTo(line, 1);
+}
+
 function renderResult(instance) {
   const box = $("result");
+  $("result-traceback").replaceChildren(
+    ...(tracebackList(instance.error, goToLine)?.childNodes ?? []));
   if (instance.status === "complete") {
     $("result-title").textContent = "Output";
     $("result-body").textContent = json(instance.output);
@@ -411,9 +460,11 @@ async function sendEvent(submit) {
 
 // -- past runs ----------------------------------------------------------------------------------
 
-// The newest runs of every workflow of the tenant.
-const refreshRuns = coalesced(async () => {
+// The newest runs of every workflow of the tenant. A refresh the user did not ask for is
+// `quiet`: it fails without a banner (every few seconds, a banner would hide any other).
+const refreshRuns = coalesced(async (quiet = false) => {
   if (!page.api) return;
+  const api = page.api;
   try {
     const { workflows } = await page.api.workflows();
     // One request per workflow: a tenant with very many asks about the one open first.
@@ -423,26 +474,64 @@ const refreshRuns = coalesced(async () => {
     const lists = await Promise.all(asked.map((name) => page.api.instances(name)));
     const runs = lists.flatMap((list) => list.instances);
     runs.sort((a, b) => b.created_at.localeCompare(a.created_at));
-    renderRuns(runs.slice(0, 30));
+    if (page.api === api) renderRuns(runs.slice(0, 30)); // not signed in as another meanwhile
   } catch (error) {
-    showError(error);
+    if (!quiet) showError(error);
   }
 });
 
-function renderRuns(runs) {
-  const items = runs.map((instance) => {
-    const button = el("button", { type: "button", class: "past-run" },
-      el("span", { class: "status", "data-status": instance.status, text: instance.status }),
-      el("b", { text: instance.workflow }),
-      el("span", { class: "run-id", text: instance.id.slice(0, 12) }),
-      el("span", { class: "when", text: clock(instance.created_at) }));
-    button.dataset.workflow = instance.workflow;
-    button.dataset.id = instance.id;
-    button.addEventListener("click", () => openRun(instance.workflow, instance.id));
-    return el("li", {}, button);
+// Runs started elsewhere (the CLI, another client) show up on their own: every few seconds
+// while the page is in sight, and as soon as it is back in sight.
+function refreshRunsOnTheirOwn() {
+  const visible = () => document.visibilityState === "visible";
+  setInterval(() => visible() && refreshRuns(true), RUNS_EVERY_MS);
+  window.addEventListener("focus", () => refreshRuns(true));
+  document.addEventListener("visibilitychange", () => visible() && refreshRuns(true));
+}
+
+const runKey = ({ workflow, id }) => `${workflow}/${id}`;
+
+function pastRun(instance) {
+  const button = el("button", { type: "button", class: "past-run",
+    title: `${instance.workflow} / ${instance.id}` },
+    el("b", { text: instance.workflow }),
+    el("span", { class: "status" }),
+    el("span", { class: "run-id", text: instance.id.slice(0, 12) }),
+    el("span", { class: "when", text: clock(instance.created_at) }));
+  button.dataset.workflow = instance.workflow;
+  button.dataset.id = instance.id;
+  button.addEventListener("click", () => {
+    openRun(instance.workflow, instance.id);
+    revealRunView();
   });
-  $("runs").replaceChildren(...(items.length ? items : [el("li", { class: "hint", text: "no runs yet" })]));
+  return el("li", {}, button);
+}
+
+// The cards shown are kept and updated, new ones inserted: the card in focus, the selection and
+// the list's scroll position stay as they were.
+function renderRuns(runs) {
+  const list = $("runs");
+  const shown = new Map([...list.querySelectorAll(".past-run")].map((b) => [runKey(b.dataset), b]));
+  const items = runs.map((instance) => {
+    const item = shown.has(runKey(instance)) ? shown.get(runKey(instance)).parentElement : pastRun(instance);
+    const status = item.querySelector(".status");
+    status.textContent = instance.status;
+    status.dataset.status = instance.status;
+    return item;
+  });
+  if (!items.length) items.push(el("li", { class: "hint", text: "no runs yet" }));
+  items.forEach((item, index) => {
+    if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+  });
+  while (list.children.length > items.length) list.lastElementChild.remove();
   markCurrentRun();
+}
+
+// A run opened from the list (below the run view on a narrow screen, or with the page scrolled
+// down) is shown where the user can see it.
+function revealRunView() {
+  const top = $("run-view").getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight * 0.6) $("run-view").scrollIntoView({ block: "start" });
 }
 
 function markCurrentRun() {
@@ -456,37 +545,36 @@ function markCurrentRun() {
 // -- start --------------------------------------------------------------------------------------
 
 function start() {
-  const draft = JSON.parse(localStorage.getItem(DRAFT) || "null");
-  page.editor = createEditor($("editor"), {
-    doc: draft ? draft.source : EXAMPLES[0].source,
-    onChange: saveDraft,
-  });
+  const saved = JSON.parse(localStorage.getItem(DRAFT) || "null");
+  const draft = { ...exampleDraft(EXAMPLES[0].title), ...saved };
+  // A draft saved before drafts named their example (or of an example since renamed): the first.
+  if (!EXAMPLES.some((e) => e.title === draft.example)) draft.example = EXAMPLES[0].title;
+  page.editor = createEditor($("editor"), { doc: draft.source, onChange: saveDraft });
   const examples = $("example");
-  examples.append(el("option", { value: "", text: "choose…" }),
-    ...EXAMPLES.map((example, index) => el("option", { value: String(index), text: example.title })));
-  examples.addEventListener("change", () => {
-    if (examples.value !== "") loadExample(Number(examples.value));
-  });
-  if (draft) {
-    $("workflow").value = draft.workflow;
-    $("sandbox").value = draft.sandbox;
-    $("params").value = draft.params;
-  } else {
-    examples.value = "0";
-    $("params").value = json(EXAMPLES[0].params);
-  }
-  for (const id of ["workflow", "sandbox"]) $(id).addEventListener("change", saveDraft);
+  examples.append(...EXAMPLES.map((e) => el("option", { value: e.title, text: e.title })));
+  examples.value = draft.example;
+  $("workflow").value = draft.workflow;
+  $("params").value = draft.params;
+  if (draft.sandbox) $("sandbox").value = draft.sandbox;
+  saveDraft();
+  examples.addEventListener("change", () => showDraft(savedDraft(examples.value)));
+  $("example-reset").addEventListener("click", () => showDraft(exampleDraft(examples.value)));
+  $("workflow").addEventListener("input", saveDraft);
+  $("sandbox").addEventListener("change", saveDraft);
   $("params").addEventListener("input", () => {
     checkParams();
     saveDraft();
   });
   $("run").addEventListener("click", run);
-  document.addEventListener("keydown", (key) => {
+  // Caught on its way down, before the editor, whose own Ctrl/Cmd+Enter inserts a blank line:
+  // the keys run the code as it is.
+  window.addEventListener("keydown", (key) => {
     if (key.key === "Enter" && (key.ctrlKey || key.metaKey)) {
       key.preventDefault();
+      key.stopPropagation();
       run();
     }
-  });
+  }, { capture: true });
   $("signin").addEventListener("submit", (submit) => {
     submit.preventDefault();
     const key = $("key").value.trim();
@@ -494,7 +582,7 @@ function start() {
   });
   $("signout").addEventListener("click", signOut);
   $("banner-close").addEventListener("click", clearError);
-  $("runs-refresh").addEventListener("click", refreshRuns);
+  $("runs-refresh").addEventListener("click", () => refreshRuns());
   $("event-type").addEventListener("input", () => ($("event-type").dataset.filled = "user"));
   $("event-form").addEventListener("submit", sendEvent);
   for (const button of document.querySelectorAll("[data-action]")) {
@@ -502,6 +590,12 @@ function start() {
   }
   // Countdowns and running times move on between events.
   setInterval(() => page.run && page.run.instance && !FINISHED.includes(page.run.instance.status) && render(), 1000);
+  refreshRunsOnTheirOwn();
+  // A #key= link opened in this tab while the page is open: sign in with that key.
+  window.addEventListener("hashchange", () => {
+    const linked = keyFromFragment();
+    if (linked) signIn(linked);
+  });
   const key = keyFromFragment() || localStorage.getItem(KEY);
   if (key) signIn(key);
   else {

@@ -56,7 +56,25 @@ function errorText(error) {
 
 const KINDS = { do: "step", sleep: "sleep", wait_for_event: "wait for event" };
 
-function attemptLine(attempt, index) {
+// The frames of the workflow's code an error went through, outermost first, as Python prints
+// them; clicking one calls goTo(line) (the editor puts its cursor there). Null without frames.
+export function tracebackList(error, goTo) {
+  const frames = (error && Array.isArray(error.traceback)) ? error.traceback : [];
+  if (!frames.length) return null;
+  return el(
+    "ol",
+    { class: "traceback" },
+    ...frames.map((frame) => {
+      const where = `File "${frame.file}", line ${frame.line}, in ${frame.function}`;
+      const button = el("button", { type: "button", class: "frame", "data-line": String(frame.line),
+        title: `Show line ${frame.line} in the editor`, text: where });
+      button.addEventListener("click", () => goTo(frame.line));
+      return el("li", {}, button, frame.source ? el("code", { text: frame.source }) : null);
+    }),
+  );
+}
+
+function attemptLine(attempt, index, goTo) {
   const took = duration((ms(attempt.ended_at) - ms(attempt.started_at)) / 1000);
   const outcome = attempt.success ? "succeeded" : `failed: ${errorText(attempt.error)}`;
   return el(
@@ -64,6 +82,7 @@ function attemptLine(attempt, index) {
     { class: attempt.success ? "attempt ok" : "attempt failed" },
     `attempt ${index + 1} ${outcome}`,
     took ? el("span", { class: "took", text: ` (${took})` }) : null,
+    attempt.success ? null : tracebackList(attempt.error, goTo),
   );
 }
 
@@ -114,13 +133,15 @@ function stepDetail(step, run, now) {
   return null;
 }
 
-export function stepItem(step, run, now) {
+export function stepItem(step, run, now, goTo = () => {}) {
   const attempts = step.attempts || [];
   const failures = attempts.filter((a) => !a.success).length;
   const name = step.count > 1 ? `${step.name} #${step.count}` : step.name;
   const badges = [el("span", { class: "kind", text: KINDS[step.type] || step.type })];
-  if (failures) {
-    const retries = step.status === "complete" ? attempts.length - 1 : failures;
+  // Every attempt after the first is a retry, whether the step then succeeded, failed for good
+  // or waits for its next one: three attempts are two retries.
+  const retries = Math.max(0, attempts.length - 1);
+  if (retries) {
     badges.push(el("span", { class: "retries", text: `${retries} ${retries === 1 ? "retry" : "retries"}` }));
   }
   const took = [stepStart(step, run), stepDuration(step, now)].filter(Boolean).join(" · ");
@@ -135,7 +156,8 @@ export function stepItem(step, run, now) {
         el("span", { class: "step-status", text: step.status }),
         took ? el("span", { class: "took", text: took }) : null),
       stepDetail(step, run, now),
-      failures ? el("ol", { class: "attempts" }, ...attempts.map(attemptLine)) : null,
+      failures ? el("ol", { class: "attempts" },
+        ...attempts.map((attempt, index) => attemptLine(attempt, index, goTo))) : null,
     ),
   );
   return item;

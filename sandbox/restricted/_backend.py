@@ -42,6 +42,7 @@ class RestrictedProgram:
     def __init__(self, compiled: Compiled) -> None:
         self._code = compiled.code
         self.class_name = compiled.class_name
+        self._source = compiled.source
 
     def check(self) -> None:
         """Execute the module once, as every replay will; raise CodeInvalid if that fails."""
@@ -58,7 +59,7 @@ class RestrictedProgram:
         self, request: Mapping[str, Any], limits: Limits, channel: Channel
     ) -> tuple[Outcome, bool]:
         """Run ``run()`` once; return the outcome message and whether the worker is spent."""
-        replay = Replay(request, limits, channel, parallel=run_all)
+        replay = Replay(request, limits, channel, parallel=run_all, source=self._source)
         reset_module_state()
         try:
             workflow = self._workflow_class(module_globals(MODULE_NAME, replay.log))()

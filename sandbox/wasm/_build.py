@@ -2,10 +2,12 @@
 
 - The **Python runtime**: one component (componentize-py: CPython 3.14, the SDK's
   ``treadle.runtime`` and its glue in ``sandbox/wasm/guest/python``) serves every tenant; tenant
-  source is data. It is built on the first start that needs it, compiled for the workers'
-  engine configuration, and kept in the cache, keyed by everything it is made of. Building
-  takes about 20 s on the 2-core development machine (componentize 11 s, compile 7 s);
-  afterwards loading it takes milliseconds.
+  source is data. It is built on the first start that needs it (in the background of a
+  server: :mod:`sandbox.wasm._background`), compiled for the workers' engine configuration,
+  and kept in the cache, keyed by everything it is made of. Building takes 12-19 s on the idle
+  2-core development machine, 40-80 s when it is loaded (how long the latest build took is
+  kept beside the cache, for the next one's estimate); afterwards loading it takes
+  milliseconds.
 - **Core modules**: compiled once into the cache, keyed by content hash, wasmtime version and
   engine configuration, so that new workers load them instead of compiling them again.
 
@@ -35,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sandbox._types import Artifact, Limits
@@ -59,7 +61,7 @@ _ready: Path | None = None
 _ready_lock = threading.Lock()
 _compiled_modules: set[str] = set()
 _compiled_versions: set[str] = set()
-_background: threading.Thread | None = None
+_SECONDS_FILE = ".python-runtime-build-seconds"
 
 
 class BuildError(RuntimeError):
@@ -107,7 +109,9 @@ def _locked(name: str) -> Iterator[None]:
 
 
 def ensure_python_runtime() -> Path:
-    """The compiled Python runtime, built first if it is not in the cache yet.
+    """The compiled Python runtime, built first if it is not in the cache yet, waiting for it
+    (the ahead-of-time build, tests, benchmarks; a server builds in the background instead:
+    :mod:`sandbox.wasm._background`).
 
     Raises :class:`BuildError` saying what failed (componentize-py missing, say).
     """
@@ -116,30 +120,54 @@ def ensure_python_runtime() -> Path:
         if _ready is not None and _ready.exists():
             return _ready
         target = runtime_path()
-        if not target.exists():
-            with _locked("python-runtime"):
-                if not target.exists():
-                    _build_runtime(target)
+        build_runtime(target)
         _ready = target
         return target
 
 
+def build_runtime(target: Path) -> None:
+    """Build the compiled Python runtime into ``target`` unless it is there, under the cache's
+    lock: a process that finds another building it waits for that build."""
+    if target.exists():
+        return
+    with _locked("python-runtime"):
+        if not target.exists():
+            _build_runtime(target)
+
+
 def _build_runtime(target: Path) -> None:
     started = time.monotonic()
-    _log.warning(
-        "building the Python-in-Wasm runtime into %s (first start only; about 20 s)", target
-    )
+    _log.info("building the Python-in-Wasm runtime into %s", target)
     component = component_path()
     if not component.exists():
         _componentize(component)
     built = time.monotonic()
     _run_child(["compile-component", str(component), str(target)], None, _BUILD_TIMEOUT)
-    _log.warning(
-        "built the Python-in-Wasm runtime in %.1f s (componentize %.1f s, compile %.1f s)",
-        time.monotonic() - started,
+    took = time.monotonic() - started
+    record_build_seconds(took)
+    _log.info(
+        "the Python-in-Wasm runtime took %.1f s (componentize %.1f s, compile %.1f s)",
+        took,
         built - started,
         time.monotonic() - built,
     )
+
+
+def recorded_build_seconds() -> float | None:
+    """How long the latest build of the runtime on this machine took, if one was recorded."""
+    try:
+        seconds = float((_wasm_engine.cache_dir() / "wasm" / _SECONDS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return seconds if 0 < seconds < _BUILD_TIMEOUT else None
+
+
+def record_build_seconds(seconds: float) -> None:
+    """Keep how long a build took: the next build on this machine (an upgrade changes the
+    runtime's inputs) tells those waiting for it how long it will take from this."""
+    with contextlib.suppress(OSError):
+        path = _wasm_engine.cache_dir() / "wasm" / _SECONDS_FILE
+        _wasm_engine.write_atomically(path, f"{seconds:.1f}\n".encode())
 
 
 def _componentize(out: Path) -> None:
@@ -210,40 +238,22 @@ def _run_child(arguments: list[str], stdin: bytes | None, timeout: float) -> Non
         raise BuildError(f"compiling for wasmtime failed: {detail}")
 
 
-def prepare_in_background() -> None:
-    """Start building the Python runtime if it is missing, without waiting for it."""
-    global _background
-    with _ready_lock:
-        if _background is not None or _ready is not None:
-            return
-        _background = threading.Thread(
-            target=_prepare_quietly, name="treadle-wasm-build", daemon=True
-        )
-        _background.start()
-
-
-def _prepare_quietly() -> None:
-    try:
-        ensure_python_runtime()
-    except BuildError as exc:
-        _log.error("the Python-in-Wasm runtime is not available: %s", exc)
-
-
 def prepare(
-    artifact: Artifact, limits: Limits | None, timeout: float | None = None
+    artifact: Artifact,
+    limits: Limits | None,
+    runtime: Callable[[], Path],
+    timeout: float | None = None,
 ) -> Limits | None:
     """What the pool does before a worker gets ``artifact``; the limits to ask a worker for.
 
     A worker serves one sandbox (it loads that sandbox's runtime when it starts), so the limits
-    name the artifact's. The Python runtime is built first if it is missing (RuntimeError if
-    that fails: not the tenant's fault, the engine retries later), and a core module is
-    compiled into the cache, within ``timeout`` seconds if given (else the worker compiles it).
+    name the artifact's. ``runtime`` returns the Python runtime or raises
+    :class:`sandbox.NotReady` at once while it builds, or when its build failed (never waits
+    for the build); a core module is compiled into the cache, within ``timeout`` seconds if
+    given (else the worker compiles it).
     """
     if artifact.sandbox == "wasm":
-        try:
-            ensure_python_runtime()
-        except BuildError as exc:
-            raise RuntimeError(f"the Python-in-Wasm runtime is not available: {exc}") from exc
+        runtime()
     elif artifact.sandbox == "wasm-module" and artifact.version not in _compiled_versions:
         ensure_module_compiled(artifact.source, timeout)
         _compiled_versions.add(artifact.version)

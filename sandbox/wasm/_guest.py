@@ -8,6 +8,7 @@ exceptions through a module global, which is not the place for per-run state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sandbox._types import Limits
@@ -16,6 +17,7 @@ from treadle.runtime import (
     Abort,
     Channel,
     ErrorValue,
+    Frame,
     JSONValue,
     Message,
     NonRetryableError,
@@ -185,12 +187,15 @@ class GuestRun:
         replay = self.replay
         return replay.failure is not None or replay.suspended is not None or replay.stopped
 
-    def failed(self, name: str, message: str) -> Outcome:
-        """The outcome when ``run()`` raised (or the guest died outside a step body)."""
+    def failed(self, name: str, message: str, traceback: Sequence[Frame] = ()) -> Outcome:
+        """The outcome when ``run()`` raised (or the guest died outside a step body), with the
+        frames of tenant code the guest reported."""
         if self.ended():
             return self.replay.finish()
         # StepError is how the replay takes an error by name and message, from any backend.
-        return self.replay.finish(exc=StepError(message, name=name))
+        raised = StepError(message, name=name)
+        raised.traceback = list(traceback)
+        return self.replay.finish(exc=raised)
 
     def stopped(self, exc: BaseException) -> Outcome:
         """The outcome once the guest trapped (or a host function stopped it) with ``exc``."""

@@ -37,6 +37,7 @@ from treadle.runtime import (
     CodeInvalid,
     Entry,
     ErrorValue,
+    Frame,
     HostError,
     JSONObject,
     JSONValue,
@@ -49,6 +50,7 @@ from treadle.runtime import (
     Suspend,
     check_args,
     check_instance_id,
+    clipped_traceback,
     error,
     fetch_args,
     message_of,
@@ -338,20 +340,23 @@ class PythonRun(GuestRun):
     def _raised(self, info: Any) -> Outcome:
         """``run()`` raised: the instance fails, as with an uncaught error in restricted code."""
         failure = self._run_failure(info)
-        return self.failed(failure["name"], failure["message"])
+        return self.failed(failure["name"], failure["message"], failure.get("traceback", []))
 
     def _run_failure(self, info: Any) -> ErrorValue:
         info = info if isinstance(info, dict) else {}
         kind = str(info.get("kind") or "Error")
         message = str(info.get("message") or "")
+        frames = clipped_traceback(info.get("traceback"))
         if kind == "StepError":
-            return error(str(info.get("name") or "Error"), message)
-        return self._error_of(kind, message)
+            return error(str(info.get("name") or "Error"), message, frames)
+        return self._error_of(kind, message, frames)
 
-    def _error_of(self, kind: str, message: str) -> ErrorValue:
+    def _error_of(self, kind: str, message: str, frames: list[Frame]) -> ErrorValue:
+        """The error of what the guest raised; its frames were clipped to their bounds (the
+        guest may send anything)."""
         if kind == "MemoryError":
             return error("MemoryError", f"out of memory (memory_mb={self.limits.memory_mb})")
-        return error(kind, message)
+        return error(kind, message, frames)
 
     # -- the guest's imports --------------------------------------------------------------------
 
@@ -467,7 +472,8 @@ class PythonRun(GuestRun):
 
     def _step_fail(self, args: JSONObject) -> Progress:
         call = self._body()
-        failure = self._error_of(str(args.get("kind") or "Error"), str(args.get("message")))
+        frames = clipped_traceback(args.get("traceback"))
+        failure = self._error_of(str(args.get("kind") or "Error"), str(args.get("message")), frames)
         self.replay.attempt_failed(call, failure, final=args.get("final") is True)
         return self._next(call)
 
@@ -532,6 +538,7 @@ class RaiseInfo(TypedDict):
     name: str
     message: str
     final: NotRequired[bool]
+    traceback: NotRequired[list[Frame]]
 
 
 class GuestSaga:
@@ -594,8 +601,13 @@ def _arguments(op: str, text: str) -> JSONObject:
 
 
 def _raise_info(exc: BaseException) -> RaiseInfo:
-    if isinstance(exc, StepError):
-        return {"kind": "StepError", "name": exc.name, "message": exc.message}
+    if isinstance(exc, StepError):  # a step failed for good: its body's frames go with it
+        return {
+            "kind": "StepError",
+            "name": exc.name,
+            "message": exc.message,
+            "traceback": exc.traceback,
+        }
     if isinstance(exc, HostError):  # the platform's name for it; final when retrying is futile
         final = isinstance(exc, NonRetryableError)
         return {"kind": exc.name, "name": exc.name, "message": exc.message, "final": final}

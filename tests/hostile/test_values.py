@@ -141,7 +141,9 @@ def test_a_step_result_that_cannot_be_stored_fails_the_step_once(
         assert message.startswith("the result of step 'poison' cannot be stored: "), message
         assert problem in message, message
         (step,) = instance["steps"]
-        assert (step["status"], step["error"]) == ("errored", instance["error"]), step
+        # The instance's error adds where run() called the step (a platform error: no body frame).
+        error = {**step["error"], "traceback": instance["error"]["traceback"]}
+        assert (step["status"], error) == ("errored", instance["error"]), step
         assert [a["success"] for a in step["attempts"]] == [False], step
         assert _logs(client, acme, case) == ["body ran"]
     assert ended["caught"]["status"] == "complete"
@@ -161,15 +163,19 @@ def test_names_messages_logs_and_outputs_that_cannot_be_stored(
 
     named = ended["step_name"]
     assert (named["status"], named["steps"]) == ("errored", []), named
-    assert named["error"] == {
-        "name": "ValueError",
-        "message": "a step name holds U+0000 (NUL), which cannot be stored",
-    }
+    assert (named["error"]["name"], named["error"]["message"]) == (
+        "ValueError",
+        "a step name holds U+0000 (NUL), which cannot be stored",
+    )
     assert ended["print"]["status"] == "complete", ended["print"]
     assert _logs(client, acme, "print") == ["a\ufffdb \ufffd"]
     failed = ended["message"]
-    assert failed["error"] == {"name": "NonRetryableError", "message": "bad\ufffdnews\ufffd"}
-    assert failed["steps"][0]["error"] == failed["error"]
+    error = failed["error"]
+    assert (error["name"], error["message"]) == ("NonRetryableError", "bad\ufffdnews\ufffd")
+    # The step's error is where its body raised; the instance's adds where run() called it.
+    step_error = failed["steps"][0]["error"]
+    assert step_error["traceback"] == error["traceback"][1:]
+    assert {**step_error, "traceback": error["traceback"]} == error
     assert _logs(client, acme, "message") == ["body ran"]
     output = ended["output"]
     assert output["error"]["name"] == "ValueNotStorable", output

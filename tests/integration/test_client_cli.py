@@ -300,6 +300,38 @@ def test_the_installed_command_end_to_end(
     assert "[instance.not_found]" in missing.stderr
 
 
+def test_a_closed_pipe_ends_every_command_quietly(
+    acme: Run, client: httpx.Client, config_file: Path
+) -> None:
+    """``treadle ... | head``: the reader has gone before the command prints a line."""
+    assert acme("run", "sum", "--params", '{"x": 1}', "--id", "p1", "--follow")[0] == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
+    env.update(TREADLE_CONFIG=str(config_file), TREADLE_URL=str(client.base_url).rstrip("/"))
+    commands = (
+        ["instances", "get", "sum", "p1"],
+        ["instances", "list", "sum", "--json"],
+        ["workflows", "list"],
+        ["logs", "sum", "p1", "--follow"],
+        ["run", "sum", "--params", '{"x": 2}', "--follow"],
+    )
+    for args in commands:
+        reader, writer = os.pipe()
+        os.close(reader)  # as `head` does once it has its lines
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "dispatcher", *args],
+                env=env,
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            os.close(writer)
+        assert done.returncode == 141, (args, done.stderr)
+        assert done.stderr == "", args  # no traceback, no "Exception ignored"
+
+
 def _until_status(treadle: Run, workflow: str, id: str, status: str) -> None:
     deadline = time.monotonic() + 30
     while json.loads(treadle("instances", "get", workflow, id, "--json")[1])["status"] != status:

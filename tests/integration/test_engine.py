@@ -87,7 +87,9 @@ def test_retries_record_every_attempt_then_succeed(h: Harness) -> None:
     assert done["output"] == {"attempt": 3, "key": "r1:flaky:1"}
     attempts = done["steps"][0]["attempts"]
     assert [a["success"] for a in attempts] == [False, False, True]
-    assert attempts[0]["error"] == {"name": "ValueError", "message": "attempt 1"}
+    error = attempts[0]["error"]
+    assert (error["name"], error["message"]) == ("ValueError", "attempt 1")
+    assert error["traceback"][-1]["file"] == "workflow.py"
 
 
 def test_a_failed_step_raises_into_run_where_it_can_be_caught(h: Harness) -> None:

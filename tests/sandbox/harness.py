@@ -42,6 +42,12 @@ def source(text: str) -> str:
     return textwrap.dedent(text).strip() + "\n"
 
 
+def named(error: Any) -> dict[str, Any]:
+    """An error's name and message, without the frames of its traceback (tests of those
+    assert them on their own)."""
+    return {"name": error["name"], "message": error["message"]}
+
+
 def artifact(text: str, class_name: str | None = None) -> Artifact:
     code = source(text)
     version = hashlib.sha256(f"{class_name}:{code}".encode()).hexdigest()[:16]

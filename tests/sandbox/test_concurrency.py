@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sandbox import Done, Failed, Limits, SandboxPool, Suspended
-from tests.sandbox.harness import SMALL, FakeHost, Instance, idle_pids
+from tests.sandbox.harness import SMALL, FakeHost, Instance, idle_pids, named
 
 TWO_SLOW = """
 from treadle import WorkflowEntrypoint
@@ -131,7 +131,7 @@ def test_a_cpu_limit_death_during_concurrent_bodies_fails_every_running_one(
     assert wf.journal[("spin", 1)]["error"] == wf.journal[("wait", 1)]["error"] == cpu
     assert wf.journal[("done", 1)]["status"] == "complete"
     final = wf.through(pool, "burn")
-    assert isinstance(final, Failed) and final.error == cpu
+    assert isinstance(final, Failed) and named(final.error) == cpu
 
 
 SAGA = """
@@ -156,7 +156,7 @@ def test_rollbacks_run_through_the_pool(pool: SandboxPool) -> None:
     host = FakeHost()
     outcome = wf.through(pool, "saga", host)
     assert isinstance(outcome, Failed)
-    assert outcome.error == {"name": "ValueError", "message": "shipping failed"}
+    assert named(outcome.error) == {"name": "ValueError", "message": "shipping failed"}
     assert outcome.rollback == {"outcome": "complete", "error": None}
     rollbacks = [(r["name"], r["type"], r["output"]) for r in wf.journal.values()]
     assert rollbacks[-2:] == [

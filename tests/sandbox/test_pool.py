@@ -208,9 +208,14 @@ def test_failures_are_outcomes_not_exceptions(pool: SandboxPool) -> None:
         """,
         limits=SMALL,
     )
-    assert wf.through(pool, "acme") == Failed(
-        {"name": "SystemExit", "message": "tenant code cannot stop the worker"}, [], []
-    )
+    frame = {
+        "file": "workflow.py",
+        "line": 5,
+        "function": "run",
+        "source": 'raise SystemExit("tenant code cannot stop the worker")',
+    }
+    failure = {"name": "SystemExit", "message": "tenant code cannot stop the worker"}
+    assert wf.through(pool, "acme") == Failed({**failure, "traceback": [frame]}, [], [])
     assert isinstance(Instance(GOOD, limits=SMALL).through(pool, "acme"), Done)
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sandbox import Done, Failed, Limits, SandboxPool, Suspended
-from tests.sandbox.harness import SMALL, Instance, alongside, idle_pids
+from tests.sandbox.harness import SMALL, Instance, alongside, idle_pids, named
 
 
 def in_a_step(body: str, retries: str = '{"limit": 0}', timeout: str = "None") -> str:
@@ -57,7 +57,7 @@ def test_cpu_abuse_in_a_step_fails_the_attempt(pool: SandboxPool, body: str) -> 
     assert record["attempts"][0]["error"] == expected
     assert first.wake_at == record["attempts"][0]["ended_at"]  # due now: the next replay raises
     final = wf.through(pool, "abuser")
-    assert isinstance(final, Failed) and final.error == expected
+    assert isinstance(final, Failed) and named(final.error) == expected
 
 
 def test_a_killed_attempt_is_retried_by_the_announced_config(pool: SandboxPool) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sandbox import Artifact, Done, Failed, SandboxPool, Suspended
-from tests.sandbox.harness import SMALL, Instance, alongside, idle_pids, source
+from tests.sandbox.harness import SMALL, Instance, alongside, idle_pids, named, source
 from tests.sandbox.test_resources import (
     GROWING_LIST,
     HUGE_STRING,
@@ -59,7 +59,7 @@ def test_an_endless_step_body_runs_out_of_cpu_and_the_worker_survives(
     assert attempt_error(wf) == CPU_LIMIT
     pids = idle_pids(pool, "wasm-abuser")
     final = wf.through(pool, "wasm-abuser")
-    assert isinstance(final, Failed) and final.error == CPU_LIMIT
+    assert isinstance(final, Failed) and named(final.error) == CPU_LIMIT
     assert idle_pids(pool, "wasm-abuser") == pids  # the trap stopped the guest, not the worker
 
 

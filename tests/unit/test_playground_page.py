@@ -43,6 +43,14 @@ def test_the_page_names_its_assets_under_one_build_id(client: httpx.Client) -> N
     assert "{{" not in page.text
 
 
+def test_the_root_redirects_to_the_playground(client: httpx.Client) -> None:
+    reply = client.get("/", follow_redirects=False)
+    assert reply.status_code == 307 and reply.headers["location"] == "/playground"
+    assert client.head("/", follow_redirects=False).status_code == 307
+    landed = client.get("/", follow_redirects=True)
+    assert landed.url.path == "/playground" and "treadle playground" in landed.text
+
+
 def test_assets_are_served_with_their_types_cached_for_good_and_gzipped(
     client: httpx.Client,
 ) -> None:

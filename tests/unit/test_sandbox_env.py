@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sandbox.harness import FakeHost, Instance
+from tests.sandbox.harness import FakeHost, Instance, named
 from treadle.runtime._calls import check_args, check_result, child_id
 
 FETCH = """
@@ -48,7 +48,7 @@ def test_fetch_outside_a_body_is_refused() -> None:
     )
     host = FakeHost()
     outcome = wf.inline(host).outcome
-    assert outcome["error"] == {
+    assert named(outcome["error"]) == {
         "name": "NonRetryableError",
         "message": "env.fetch is only allowed inside a step body, so that its result is recorded",
     }
@@ -95,7 +95,7 @@ def test_a_retryable_host_error_is_a_failed_attempt_under_its_own_name() -> None
     )
     assert wf.inline(FakeHost()).outcome["t"] == "suspended"
     (attempt,) = wf.journal[("get", 1)]["attempts"]
-    assert attempt["error"] == {"name": "Timeout", "message": "Timeout happened"}
+    assert named(attempt["error"]) == {"name": "Timeout", "message": "Timeout happened"}
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.sandbox.harness import FakeHost, Instance
+from tests.sandbox.harness import FakeHost, Instance, named
 
 FAN = """
 from treadle import WorkflowEntrypoint
@@ -197,7 +197,7 @@ def test_a_failed_dependency_stops_the_fan_out() -> None:
         """
     )
     result = wf.inline()
-    assert result.outcome["error"] == {"name": "NonRetryableError", "message": "no"}
+    assert named(result.outcome["error"]) == {"name": "NonRetryableError", "message": "no"}
     assert [r["name"] for r in result.records] == ["bad"]
 
 

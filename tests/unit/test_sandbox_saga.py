@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.sandbox.harness import FakeHost, Instance
+from tests.sandbox.harness import FakeHost, Instance, named
 
 SAGA = """
 from treadle import WorkflowEntrypoint, NonRetryableError
@@ -29,7 +29,7 @@ DECLINED = {"name": "NonRetryableError", "message": "card declined"}
 def test_rollbacks_run_in_reverse_order_of_completion_each_recorded() -> None:
     wf = Instance(SAGA, params={"fail": True})
     result = wf.inline()
-    assert result.outcome["t"] == "failed" and result.outcome["error"] == DECLINED
+    assert result.outcome["t"] == "failed" and named(result.outcome["error"]) == DECLINED
     assert result.outcome["rollback"] == {"outcome": "complete", "error": None}
     rollbacks = [r for r in result.records if r["type"] == "rollback"]
     assert [(r["name"], r["count"], r["status"]) for r in rollbacks] == [
@@ -37,11 +37,10 @@ def test_rollbacks_run_in_reverse_order_of_completion_each_recorded() -> None:
         ("rollback:hotel", 1, "complete"),
         ("rollback:flight", 1, "complete"),
     ]
-    assert rollbacks[1]["output"] == {
-        "undid": "H1",
-        "because": DECLINED,
-        "key": "inst-1:rollback:hotel:1",
-    }
+    output = rollbacks[1]["output"]
+    assert output["undid"] == "H1" and output["key"] == "inst-1:rollback:hotel:1"
+    assert named(output["because"]) == DECLINED  # ctx.error: the failure, its frames too
+    assert output["because"]["traceback"][-1]["function"] == "pay"
     assert len(rollbacks[1]["attempts"]) == 1 and rollbacks[1]["attempts"][0]["success"]
     assert [b.get("type") for b in result.begins][-3:] == ["rollback"] * 3
     assert [(x["step"], x["message"]) for x in result.logs] == [
@@ -68,7 +67,7 @@ def test_a_failure_without_handlers_reports_no_rollback() -> None:
         """
     )
     result = wf.inline()
-    assert result.outcome["error"] == {"name": "ValueError", "message": "boom"}
+    assert named(result.outcome["error"]) == {"name": "ValueError", "message": "boom"}
     assert "rollback" not in result.outcome
 
 
@@ -132,7 +131,7 @@ def test_a_pending_rollback_retry_suspends_and_the_next_replay_resumes_it() -> N
     assert ("rollback:a", 1) not in wf.journal  # a's handler waits for b's
     assert wf.inline().begins == []  # not due: nothing runs, the failure is raised again
     done = wf.settle_inline()
-    assert done.outcome["error"] == {"name": "KeyError", "message": "'lost'"}
+    assert named(done.outcome["error"]) == {"name": "KeyError", "message": "'lost'"}
     assert done.outcome["rollback"] == {"outcome": "complete", "error": None}
     assert len(wf.journal[("rollback:b", 1)]["attempts"]) == 3
     assert wf.journal[("rollback:a", 1)]["status"] == "complete"
@@ -155,10 +154,21 @@ def test_rollbacks_stop_at_the_first_that_fails_for_good() -> None:
         """
     )
     result = wf.inline()
-    assert result.outcome["error"] == {"name": "ValueError", "message": "failed"}
+    assert named(result.outcome["error"]) == {"name": "ValueError", "message": "failed"}
     assert result.outcome["rollback"] == {
         "outcome": "failed",
-        "error": {"name": "NonRetryableError", "message": "already shipped"},
+        "error": {
+            "name": "NonRetryableError",
+            "message": "already shipped",
+            "traceback": [
+                {
+                    "file": "workflow.py",
+                    "line": 6,
+                    "function": "cannot",
+                    "source": 'raise NonRetryableError("already shipped")',
+                }
+            ],
+        },
     }
     assert [r["name"] for r in result.records if r["type"] == "rollback"] == ["rollback:b"]
     assert wf.inline().outcome["rollback"] == result.outcome["rollback"]  # replays say the same

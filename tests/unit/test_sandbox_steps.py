@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sandbox import Limits
-from tests.sandbox.harness import SMALL, T0, Instance
+from tests.sandbox.harness import SMALL, T0, Instance, named
 
 
 def test_steps_run_once_and_replay_from_their_records() -> None:
@@ -153,7 +153,7 @@ def test_a_failed_attempt_waits_for_its_retry() -> None:
     assert first.outcome["t"] == "suspended"
     (record,) = first.records
     assert record["status"] == "waiting"
-    assert record["attempts"][0]["error"] == {"name": "ValueError", "message": "attempt 1"}
+    assert named(record["attempts"][0]["error"]) == {"name": "ValueError", "message": "attempt 1"}
     assert first.outcome["wake_at"] == record["wake_at"] == record["attempts"][0]["ended_at"] + 60
     assert wf.inline().outcome["t"] == "suspended"  # not due yet: the body does not run
     done = wf.settle_inline()
@@ -222,7 +222,7 @@ def test_an_uncaught_step_failure_fails_the_instance_with_the_original_name() ->
     )
     result = wf.inline()
     assert result.outcome["t"] == "failed"
-    assert result.outcome["error"] == {"name": "KeyError", "message": "'missing'"}
+    assert named(result.outcome["error"]) == {"name": "KeyError", "message": "'missing'"}
     assert len(wf.journal[("lookup", 1)]["attempts"]) == 2
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import treadle.testing
+from tests.sandbox.harness import named
 from treadle import NonRetryableError, StepError, WaitTimeout, WorkflowEntrypoint
 from treadle.testing import HarnessError, Limits, ReplayMismatch, StepTimeout, WorkflowTest
 
@@ -116,7 +117,7 @@ def test_an_event_sent_after_a_while_arrives_then() -> None:
 def test_a_wait_without_an_event_times_out_or_fails_loudly() -> None:
     result = checkout().run({"items": []})
     assert result.status == "errored"
-    assert result.error == {
+    assert named(result.error) == {
         "name": "WaitTimeout",
         "message": "step 'approval': no 'approved' event arrived before the timeout",
     }
@@ -183,7 +184,7 @@ def test_non_retryable_errors_stop_retries_and_an_uncaught_error_ends_errored() 
     t.mock_step("price", side_effect=NonRetryableError("bad cart"))
     result = t.run({"items": []})
     assert result.status == "errored"
-    assert result.error == {"name": "NonRetryableError", "message": "bad cart"}
+    assert named(result.error) == {"name": "NonRetryableError", "message": "bad cart"}
     assert result.steps["price"].attempts == 1
     assert "fetch stock" not in result.steps
 
@@ -196,7 +197,7 @@ def test_a_timeout_can_be_simulated() -> None:
     t = WorkflowTest(Slow)
     t.mock_step("slow", side_effect=StepTimeout)
     result = t.run()
-    assert result.error == {"name": "StepTimeout", "message": "step timed out after 30 s"}
+    assert named(result.error) == {"name": "StepTimeout", "message": "step timed out after 30 s"}
 
 
 def test_ctx_and_a_callable_mock_get_what_the_body_would() -> None:
@@ -230,7 +231,7 @@ def test_rollbacks_run_in_reverse_order_when_the_run_fails() -> None:
 
     result = WorkflowTest(Saga).run()
     assert result.status == "errored"
-    assert result.error == {"name": "ZeroDivisionError", "message": "division by zero"}
+    assert named(result.error) == {"name": "ZeroDivisionError", "message": "division by zero"}
     assert result.rollback == {"outcome": "complete", "error": None}
     assert [(line.step, line.message) for line in result.logs] == [
         ("rollback:charge", "refund"),
@@ -344,7 +345,7 @@ def test_children_run_in_the_harness_or_are_mocked() -> None:
     t = WorkflowTest(Parent)
     t.mock_workflow("child", error={"name": "Boom", "message": "no"}, after="1 hour")
     result = t.run()
-    assert result.error == {"name": "Boom", "message": "no"} and result.elapsed == 3600.0
+    assert named(result.error) == {"name": "Boom", "message": "no"} and result.elapsed == 3600.0
     with pytest.raises(HarnessError, match="knows no such workflow"):
         WorkflowTest(Parent).run()
 
@@ -415,7 +416,7 @@ def test_fetch_errors_keep_their_name_and_non_retryable_ones_fail_the_step() -> 
     t = WorkflowTest(Get)
     t.mock_fetch("https://x.example", side_effect=EgressDenied("not allowed"))
     result = t.run()
-    assert result.error == {"name": "EgressDenied", "message": "not allowed"}
+    assert named(result.error) == {"name": "EgressDenied", "message": "not allowed"}
     assert result.steps["get"].attempts == 1
     t = WorkflowTest(Get)
     t.mock_fetch("https://x.example", side_effect=ConnectionError("reset"))
@@ -441,7 +442,7 @@ def test_a_rollback_that_fails_once_is_retried_after_its_delay() -> None:
     result = WorkflowTest(Undo).run()
     assert result.rollback == {"outcome": "complete", "error": None}
     assert result.steps["rollback:book"].attempts == 2 and attempts == [1, 2]
-    assert result.elapsed == 60.0 and result.error == {
+    assert result.elapsed == 60.0 and named(result.error) == {
         "name": "NonRetryableError",
         "message": "give up",
     }

@@ -5,7 +5,14 @@ the ``treadle`` command line built on them."""
 from __future__ import annotations
 
 from treadle.client._client import Admin, AsyncAdmin, AsyncClient, Client
-from treadle.client._errors import ConnectionFailed, InstanceFailed, NotFinished, ServerError
+from treadle.client._errors import (
+    ConnectionFailed,
+    InstanceFailed,
+    NotFinished,
+    ServerError,
+    WasmBuilding,
+    WasmUnavailable,
+)
 from treadle.client._main import main
 from treadle.client._models import (
     ApiKey,
@@ -15,6 +22,7 @@ from treadle.client._models import (
     AuditPage,
     BatchResult,
     Created,
+    Frame,
     Instance,
     InstanceError,
     InstanceList,
@@ -49,6 +57,7 @@ __all__ = [
     "Client",
     "ConnectionFailed",
     "Created",
+    "Frame",
     "Instance",
     "InstanceError",
     "InstanceFailed",
@@ -66,6 +75,8 @@ __all__ = [
     "StreamEvent",
     "Tenant",
     "UsageReport",
+    "WasmBuilding",
+    "WasmUnavailable",
     "Workflow",
     "WorkflowSummary",
     "WorkflowVersion",

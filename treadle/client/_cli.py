@@ -29,10 +29,12 @@ from treadle.errors import (
     InvalidInput,
     NotFinished,
     TreadleError,
+    WasmBuilding,
 )
 from treadle.runtime import parse_duration
 
 Auth = Literal["tenant", "admin", "none"]
+_BUILD_WAIT = 600.0  # a first build takes 40-80 s on a busy machine; ten times that is broken
 Handler = Callable[[argparse.Namespace, Client, Output], int]
 Subparsers = argparse._SubParsersAction
 _FAILED = 1
@@ -89,6 +91,14 @@ class _Commands:
         deploy.add_argument("--name", help="workflow name (default: the file name's stem)")
         deploy.add_argument("--sandbox", choices=["restricted", "wasm"], default=None)
         deploy.add_argument("--class-name", help="the workflow class (default: the only one)")
+        deploy.add_argument(
+            "--wait",
+            type=float,
+            default=_BUILD_WAIT,
+            metavar="SECONDS",
+            help="while the server builds the Python-in-Wasm runtime (its first start only), "
+            f"try again for this long (default: {_BUILD_WAIT:g})",
+        )
         run = self.add(self._commands, "run", _run, "tenant", "start an instance")
         run.add_argument("workflow")
         run.add_argument("--params", type=_json_arg, default=None, help="params as JSON")
@@ -299,10 +309,25 @@ def _deploy(args: argparse.Namespace, client: Client, out: Output) -> int:
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{path} is neither UTF-8 Python source nor Wasm: {exc}") from exc
         stored = client.deploy(
-            name, text, sandbox=args.sandbox or "restricted", class_name=args.class_name
+            name,
+            text,
+            sandbox=args.sandbox or "restricted",
+            class_name=args.class_name,
+            wait=args.wait,
+            on_building=_building,
         )
     return out.result(
         stored, f"deployed {stored.name}: version {stored.version} ({stored.sandbox})"
+    )
+
+
+def _building(building: WasmBuilding) -> None:
+    # On stderr: with --json, stdout holds only the result.
+    print(
+        "the server is building the Python-in-Wasm runtime (first start only): "
+        f"about {building.retry_after:.0f} s left…",
+        file=sys.stderr,
+        flush=True,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar
 
@@ -18,6 +18,7 @@ import httpx
 
 from treadle.client import _requests
 from treadle.client._models import (
+    FINISHED,
     ApiKey,
     ApiKeyInfo,
     AuditEntry,
@@ -39,6 +40,7 @@ from treadle.client._models import (
 )
 from treadle.client._requests import (
     Auth,
+    BuildWait,
     Call,
     Duration,
     Instant,
@@ -48,7 +50,7 @@ from treadle.client._requests import (
     outcome,
 )
 from treadle.client._stream import Follow
-from treadle.errors import NotFinished, Unauthorized
+from treadle.errors import ConnectionFailed, NotFinished, Unauthorized, Unavailable, WasmBuilding
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8787"
@@ -84,7 +86,7 @@ class _Connection:
         api_key: str | None,
         admin_token: str | None,
         timeout: float | None,
-        reconnects: int,
+        reconnects: int | None,
     ) -> None:
         self.url = (url or os.environ.get(_ENV["url"]) or DEFAULT_URL).rstrip("/")
         self.timeout = timeout
@@ -143,8 +145,10 @@ class Client:
     ``$TREADLE_API_KEY`` and ``admin_token`` (for :attr:`admin`) to ``$TREADLE_ADMIN_TOKEN``.
     Every method raises a :class:`treadle.TreadleError` subclass when the request fails: the
     server's error (``NotFound``, ``Conflict``, ``CodeInvalid``, ...), or ``ConnectionFailed``.
-    ``timeout`` bounds each request; ``reconnects`` is how many times in a row a dropped
-    stream is opened again before ``subscribe`` gives up.
+    ``timeout`` bounds each request. A live stream (:meth:`subscribe`, :meth:`wait`) that
+    drops, or that the server ends because it is stopping, is opened again where it stopped,
+    after waits from 0.2 s doubling to 5 s, for as long as the instance has not finished;
+    ``reconnects`` bounds the attempts in a row that bring nothing (None: no bound).
     """
 
     def __init__(
@@ -154,7 +158,7 @@ class Client:
         api_key: str | None = None,
         admin_token: str | None = None,
         timeout: float | None = 30.0,
-        reconnects: int = 5,
+        reconnects: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
@@ -197,9 +201,27 @@ class Client:
         sandbox: Sandbox = "restricted",
         class_name: str | None = None,
         wasm: bytes | None = None,
+        wait: float = 0.0,
+        on_building: Callable[[WasmBuilding], None] | None = None,
     ) -> StoredCode:
-        """Upload workflow code: Python ``source``, or a Wasm core module ``wasm``."""
-        return self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
+        """Upload workflow code: Python ``source``, or a Wasm core module ``wasm``.
+
+        While the server builds the Python-in-Wasm runtime (its first start only), Python for
+        the ``wasm`` sandbox is not stored: :class:`~treadle.errors.WasmBuilding` is raised at
+        once, with ``retry_after``. With ``wait`` seconds, the upload is sent again until it is
+        deployed (``on_building`` is called with each such answer: a chance to show progress),
+        and ``WasmBuilding`` is raised once ``wait`` seconds have passed.
+        """
+        request = _requests.deploy(name, source, sandbox, class_name, wasm)
+        waiting = BuildWait(wait)
+        while True:
+            try:
+                return self.send(request)
+            except WasmBuilding as building:
+                delay = waiting.delay(building)
+                if on_building is not None:
+                    on_building(building)
+                time.sleep(delay)
 
     def workflows(self) -> list[WorkflowSummary]:
         return self.send(_requests.workflows())
@@ -293,8 +315,9 @@ class Client:
     def subscribe(self, workflow: str, id: str, after: int | None = None) -> Iterator[StreamEvent]:
         """The instance's events, history first, then live, until it has finished.
 
-        ``after`` is an event id: only later events are sent. A dropped connection is opened
-        again with ``Last-Event-ID``; no event is lost or repeated.
+        ``after`` is an event id: only later events are sent. A dropped connection, or a
+        stream the server ended because it is stopping or restarting, is opened again with
+        ``Last-Event-ID`` until the instance has finished; no event is lost or repeated.
         """
         return self._follow(self._conn.follow(workflow, id, after=after))
 
@@ -312,7 +335,10 @@ class Client:
                     pass
                 instance = self.get(workflow, id)
         except NotFinished:
-            status = self.status(workflow, id)
+            try:
+                status: str | None = self.status(workflow, id)
+            except (ConnectionFailed, Unavailable):
+                status = None  # the server is away (restarting): still, time is up
             raise NotFinished(follow.timed_out_message(status), status=status) from None
         return outcome(instance)
 
@@ -322,18 +348,31 @@ class Client:
                 with self._http.stream(**self._conn.stream(follow)) as r:
                     if r.is_error:
                         r.read()
-                    check(r)
-                    follow.opened()
-                    for line in r.iter_lines():
-                        event = follow.feed(line)
-                        if event is not None:
-                            yield event
-                        if follow.should_reconnect():  # raises once past the deadline
-                            break
+                        delay = follow.refused(r)  # raises unless the server may come round
                     else:
-                        return
+                        for line in r.iter_lines():
+                            event = follow.feed(line)
+                            if event is not None:
+                                yield event
+                            if follow.should_reconnect():  # raises once past the deadline
+                                delay = 0.0
+                                break
+                        else:
+                            if follow.finished or self._finished_meanwhile(follow):
+                                return
+                            delay = follow.ended()
             except httpx.TransportError as exc:
-                time.sleep(follow.dropped(exc))
+                delay = follow.dropped(exc)
+            time.sleep(delay)
+
+    def _finished_meanwhile(self, follow: Follow) -> bool:
+        """After a stream ended for no reason it gave: whether the instance has finished."""
+        if not follow.unexplained_end():
+            return False
+        try:
+            return self.status(follow.workflow, follow.instance_id) in FINISHED
+        except (ConnectionFailed, Unavailable):
+            return False  # the stream's next attempt finds out
 
 
 class AsyncClient:
@@ -349,7 +388,7 @@ class AsyncClient:
         api_key: str | None = None,
         admin_token: str | None = None,
         timeout: float | None = 30.0,
-        reconnects: int = 5,
+        reconnects: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._conn = _Connection(url, api_key, admin_token, timeout, reconnects)
@@ -390,8 +429,20 @@ class AsyncClient:
         sandbox: Sandbox = "restricted",
         class_name: str | None = None,
         wasm: bytes | None = None,
+        wait: float = 0.0,
+        on_building: Callable[[WasmBuilding], None] | None = None,
     ) -> StoredCode:
-        return await self.send(_requests.deploy(name, source, sandbox, class_name, wasm))
+        """Upload workflow code; see :meth:`Client.deploy` (``wait``, ``on_building``)."""
+        request = _requests.deploy(name, source, sandbox, class_name, wasm)
+        waiting = BuildWait(wait)
+        while True:
+            try:
+                return await self.send(request)
+            except WasmBuilding as building:
+                delay = waiting.delay(building)
+                if on_building is not None:
+                    on_building(building)
+                await asyncio.sleep(delay)
 
     async def workflows(self) -> list[WorkflowSummary]:
         return await self.send(_requests.workflows())
@@ -483,7 +534,10 @@ class AsyncClient:
                     pass
                 instance = await self.get(workflow, id)
         except NotFinished:
-            status = await self.status(workflow, id)
+            try:
+                status: str | None = await self.status(workflow, id)
+            except (ConnectionFailed, Unavailable):
+                status = None
             raise NotFinished(follow.timed_out_message(status), status=status) from None
         return outcome(instance)
 
@@ -493,18 +547,30 @@ class AsyncClient:
                 async with self._http.stream(**self._conn.stream(follow)) as r:
                     if r.is_error:
                         await r.aread()
-                    check(r)
-                    follow.opened()
-                    async for line in r.aiter_lines():
-                        event = follow.feed(line)
-                        if event is not None:
-                            yield event
-                        if follow.should_reconnect():  # raises once past the deadline
-                            break
+                        delay = follow.refused(r)  # raises unless the server may come round
                     else:
-                        return
+                        async for line in r.aiter_lines():
+                            event = follow.feed(line)
+                            if event is not None:
+                                yield event
+                            if follow.should_reconnect():  # raises once past the deadline
+                                delay = 0.0
+                                break
+                        else:
+                            if follow.finished or await self._finished_meanwhile(follow):
+                                return
+                            delay = follow.ended()
             except httpx.TransportError as exc:
-                await asyncio.sleep(follow.dropped(exc))
+                delay = follow.dropped(exc)
+            await asyncio.sleep(delay)
+
+    async def _finished_meanwhile(self, follow: Follow) -> bool:
+        if not follow.unexplained_end():
+            return False
+        try:
+            return await self.status(follow.workflow, follow.instance_id) in FINISHED
+        except (ConnectionFailed, Unavailable):
+            return False
 
 
 class Admin:

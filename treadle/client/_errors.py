@@ -1,4 +1,6 @@
-"""The errors only the HTTP client raises: they carry the client's models."""
+"""The errors only the HTTP client raises (they carry the client's models), and the errors of
+the API that no sandbox raises: ``treadle.runtime`` is compiled into the Python-in-Wasm runtime,
+so what is added there changes that runtime and rebuilds it on every machine."""
 
 from __future__ import annotations
 
@@ -46,3 +48,26 @@ class InstanceFailed(TreadleError):
         super().__init__(message)
         self.instance = instance
         self.name = name
+
+
+class WasmBuilding(TreadleError):
+    """The server is building the Python-in-Wasm runtime (first start only); try again shortly.
+
+    Not a failure: the upload was not stored, and the same upload succeeds once the runtime is
+    built. ``retry_after`` is the server's estimate of the seconds the build still takes. The
+    server answers such an upload ``202`` with ``{"status": "building", "message",
+    "retry_after"}``; ``Client.deploy(..., wait=...)`` retries until it is deployed.
+    """
+
+    code: str = "wasm.building"
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class WasmUnavailable(TreadleError):
+    """The Python-in-Wasm runtime could not be built on this server; wasm uploads of Python
+    source fail until its operator fixes the cause and restarts it."""
+
+    code: str = "wasm.unavailable"

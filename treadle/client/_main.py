@@ -10,6 +10,9 @@ stack and starts in a fraction of the time.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -23,10 +26,50 @@ Command = Callable[[argparse.Namespace], int]
 # An entry point of the group: called with the subparsers and the command's name, it adds it.
 AddCommand = Callable[[argparse._SubParsersAction, str], None]  # type: ignore[type-arg]
 GROUP = "treadle.commands"
+PIPE_CLOSED = 141  # the exit status when stdout's reader has gone
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``treadle`` command line; returns the process exit status."""
+    _notices_on_stderr()
+    try:
+        try:
+            return _command_line(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+class _Notice(logging.Handler):
+    """A line on stderr (the one of the moment: tests swap it) for what the client says while
+    it works, such as a followed stream lost while the server restarts, and back."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"treadle: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _notices_on_stderr() -> None:
+    notices = logging.getLogger("treadle.client")
+    if not any(isinstance(handler, _Notice) for handler in notices.handlers):
+        notices.addHandler(_Notice(logging.INFO))
+        notices.setLevel(logging.INFO)
+
+
+def _reader_gone() -> int:
+    """Stop quietly when stdout's reader has gone (``treadle ... | head``), with 141, the
+    status a shell reports for a program that SIGPIPE ended (128 + 13): 1 already means that
+    a followed instance failed. As the Python docs advise, stdout then points at /dev/null,
+    so that the flush at exit does not fail again."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor: e.g. captured in tests
+        stdout = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout)
+        os.close(devnull)
+    return PIPE_CLOSED
+
+
+def _command_line(argv: Sequence[str] | None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     args = parser(given).parse_args(given)
     command: Command = args.command

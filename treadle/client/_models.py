@@ -192,6 +192,16 @@ class StoredCode(Model):
     sandbox: str
 
 
+class Building(Model):
+    """The answer to an upload of Python for the ``wasm`` sandbox while the server builds the
+    Python-in-Wasm runtime (``202``, first start only): nothing was stored; send the same
+    upload again after ``retry_after`` seconds (also the ``Retry-After`` header)."""
+
+    status: str
+    message: str
+    retry_after: int
+
+
 class WorkflowVersion(Model):
     version: str
     sandbox: str
@@ -249,11 +259,24 @@ class Accepted(Model):
     """The answer to an event sent: an empty object."""
 
 
+class Frame(Model):
+    """One frame of the workflow's code that an error went through: ``file``
+    (``workflow.py``), 1-based ``line``, ``function`` and that line of ``source``."""
+
+    file: str = "workflow.py"
+    line: int = 1
+    function: str = ""
+    source: str = ""
+
+
 class InstanceError(Model):
-    """Why an instance (or a step) failed: the error's type name and message."""
+    """Why an instance (or a step) failed: the error's type name and message, and the frames
+    of the workflow's code it was raised in, outermost first (empty for the platform's own
+    errors)."""
 
     name: str = "Error"
     message: str = ""
+    traceback: list[Frame] = Field(default_factory=list)
 
 
 class Attempt(Model):

@@ -18,6 +18,7 @@ from treadle.client._models import (
     ApiKey,
     AuditPage,
     BatchResult,
+    Building,
     Created,
     Instance,
     InstanceList,
@@ -49,7 +50,9 @@ class Operation:
     ``name`` is its ``operationId`` and the key of its handler on the server; ``answer`` the
     model of a success's JSON (None: no JSON); ``body`` the name of the request body's schema
     (the model that parses it lives beside its handler); ``errors`` the error statuses it
-    answers besides those of every route; ``query`` which query parameters it takes.
+    answers besides those of every route; ``query`` which query parameters it takes;
+    ``building`` the model of a ``202`` it answers while the server builds something the
+    request needs (nothing done: send it again after ``Retry-After``).
     """
 
     name: str
@@ -64,6 +67,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     query: Query | None = None
     media: str = "application/json"
+    building: type[BaseModel] | None = None
 
     def url(self, **params: str) -> str:
         """The path with its ``{parameters}`` filled in, each as one path segment."""
@@ -221,6 +225,7 @@ DEPLOY = Operation(
     StoredCode,
     body="Upload",
     errors=(422, 429),
+    building=Building,
 )
 GET_WORKFLOW = Operation(
     "get_workflow",

@@ -96,6 +96,12 @@ def show_instance(out: Output, instance: Instance) -> None:
             else []
         )
     )
+    if error is not None and error.traceback:
+        out.line()
+        out.line("Traceback (most recent call last):")
+        for line in traceback_lines(error.model_dump()):
+            out.line(line)
+        out.line(f"{error.name}: {error.message}")
     if instance.steps:
         out.line()
         rows = [
@@ -116,7 +122,25 @@ def describe(event: StreamEvent) -> str:
     if event.type == "log":
         where = f"[{event.step}] " if event.step else ""
         return f"{when}  log  {where}{data.get('message', '')}"
-    return f"{when}  {event.type:<18} {_detail(event, data)}".rstrip()
+    text = f"{when}  {event.type:<18} {_detail(event, data)}".rstrip()
+    return "\n".join([text, *traceback_lines(data.get("error"))])
+
+
+def traceback_lines(error: Any) -> list[str]:
+    """The frames of an error's ``traceback`` as Python prints them (``  File "workflow.py",
+    line 7, in run`` and the source line under it); none for an error without frames."""
+    frames = error.get("traceback") if isinstance(error, dict) else None
+    lines = []
+    for frame in frames if isinstance(frames, list) else []:
+        if not isinstance(frame, dict):
+            continue
+        where = (
+            f'  File "{frame.get("file")}", line {frame.get("line")}, in {frame.get("function")}'
+        )
+        lines.append(where)
+        if frame.get("source"):
+            lines.append(f"    {frame['source']}")
+    return lines
 
 
 def _detail(event: StreamEvent, data: Mapping[str, object]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar, cast
@@ -25,6 +26,7 @@ from treadle.client._models import (
     ApiKeyInfo,
     AuditPage,
     BatchResult,
+    Building,
     Created,
     Instance,
     InstanceList,
@@ -58,6 +60,8 @@ from treadle.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
+    WasmBuilding,
+    WasmUnavailable,
 )
 from treadle.runtime.errors import Problem
 
@@ -85,7 +89,15 @@ _BY_STATUS: dict[int, type[TreadleError]] = {
     429: QuotaExceeded,
     503: Unavailable,
 }
-_SUBCLASSES: tuple[type[TreadleError], ...] = (InvalidDuration, LimitExceeded, AlreadyExists)
+_SUBCLASSES: tuple[type[TreadleError], ...] = (
+    InvalidDuration,
+    LimitExceeded,
+    AlreadyExists,
+    WasmUnavailable,
+)
+# A deploy sent again while the server builds the Python-in-Wasm runtime: at least this often,
+# so that it is deployed within seconds of the build's end (the server's estimate is rough).
+_BUILD_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -272,7 +284,35 @@ def deploy(
         body["source"] = source
     if class_name is not None:
         body["class_name"] = class_name
-    return call(op.DEPLOY, model(StoredCode), body, name=name)
+    return call(op.DEPLOY, _stored, body, name=name)
+
+
+def _stored(response: httpx.Response) -> StoredCode:
+    if response.status_code == 202:
+        answer = _validated(TypeAdapter(Building), _json(response))
+        retry_after = _retry_after(response.headers.get("retry-after", str(answer.retry_after)))
+        raise WasmBuilding(answer.message, retry_after=retry_after)
+    return model(StoredCode)(response)
+
+
+class BuildWait:
+    """How a deploy waits for the server's build of the Python-in-Wasm runtime: ``wait``
+    seconds in all (0: not at all)."""
+
+    def __init__(self, wait: float) -> None:
+        self._wait = wait
+        self._deadline = time.monotonic() + wait
+
+    def delay(self, building: WasmBuilding) -> float:
+        """Seconds to wait before sending the deploy again; raises ``building`` once the time
+        to wait is up (with what was waited, if anything)."""
+        left = self._deadline - time.monotonic()
+        if left > 0:
+            return min(building.retry_after, _BUILD_POLL_SECONDS, left)
+        if self._wait <= 0:
+            raise building
+        message = f"{building.message}; gave up after waiting {self._wait:g} s"
+        raise WasmBuilding(message, retry_after=building.retry_after) from building
 
 
 def workflows() -> Call[list[WorkflowSummary]]:

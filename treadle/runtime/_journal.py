@@ -55,6 +55,7 @@ from treadle.runtime._records import (
     waiting_for_event,
 )
 from treadle.runtime._retries import StepConfig, next_retry, resolve_step_config
+from treadle.runtime._tracebacks import Frame, TenantSource, clipped_traceback, joined
 from treadle.runtime._values import JSONObject, JSONValue, text_problem
 from treadle.runtime.errors import NonRetryableError, StepError, TreadleError, WaitTimeout
 
@@ -164,8 +165,11 @@ class Replay:
         channel: Channel,
         clock: Callable[[], float] = time.monotonic,
         parallel: Parallel = run_in_order,
+        source: TenantSource | None = None,
     ) -> None:
         self.limits = limits
+        # Tenant code that runs in this process: its errors carry the frames of its source.
+        self.source = source
         self._parallel = parallel
         self.instance_id: str = request["instance_id"]
         self._channel = channel
@@ -323,7 +327,10 @@ class Replay:
             self.attempt_failed(call, failure, final=False)
         else:
             final = isinstance(exc, NonRetryableError)
-            failure = error(exc.name, exc.message) if isinstance(exc, HostError) else error_of(exc)
+            if isinstance(exc, HostError):
+                failure = error(exc.name, exc.message, self._frames(exc))
+            else:
+                failure = error_of(exc, self.source)
             self.attempt_failed(call, failure, final=final)
 
     def attempt_failed(self, call: StepCall, failure: ErrorValue, *, final: bool) -> None:
@@ -587,13 +594,23 @@ class Replay:
 
     def _run_error(self, exc: BaseException) -> ErrorValue:
         if isinstance(exc, StepError):
-            return error(exc.name, exc.message)
+            # Where run() called the step, then where the step's body raised, as Python
+            # would show a step body called directly.
+            return error(
+                exc.name, exc.message, joined(self._frames(exc), clipped_traceback(exc.traceback))
+            )
         if isinstance(exc, MemoryError):
             self.out_of_memory = True
             return error("MemoryError", f"out of memory (memory_mb={self.limits.memory_mb})")
-        return error_of(exc)
+        return error_of(exc, self.source)
+
+    def _frames(self, exc: BaseException) -> list[Frame]:
+        return self.source.frames(exc) if self.source is not None else []
 
 
 def _step_error(failure: ErrorValue | None) -> StepError:
+    """What ``run()`` gets from a step that failed for good: its error, frames included."""
     assert failure is not None  # an errored record has its error
-    return StepError(str(failure.get("message", "")), name=str(failure.get("name", "Error")))
+    exc = StepError(str(failure.get("message", "")), name=str(failure.get("name", "Error")))
+    exc.traceback = clipped_traceback(failure.get("traceback"))
+    return exc

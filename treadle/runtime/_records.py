@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import Literal, TypedDict, TypeVar, cast
+from collections.abc import Sequence
+from typing import Literal, NotRequired, TypedDict, TypeVar, cast
 
+from treadle.runtime._tracebacks import MAX_TRACED_ATTEMPTS, Frame, TenantSource
 from treadle.runtime._values import JSONObject, JSONValue, clean_text, unstorable
 
 StepType = Literal["do", "sleep", "wait_for_event", "rollback"]
@@ -30,10 +32,12 @@ MAX_ERROR_MESSAGE_CHARS = 1000
 
 
 class ErrorValue(TypedDict):
-    """How a failure is recorded and reported: the error's class name and its message."""
+    """How a failure is recorded and reported: the error's class name and its message, and
+    the frames of tenant code it was raised in (``treadle.runtime._tracebacks``), if any."""
 
     name: str
     message: str
+    traceback: NotRequired[list[Frame]]
 
 
 class AttemptRecord(TypedDict):
@@ -111,10 +115,26 @@ def attempt_failed(
 ) -> StepRecord:
     """The step's attempt ``failed``: it waits for its retry at ``retry_at``, or, without
     one, it failed for good with the attempt's error."""
-    attempts = [*previous["attempts"], failed] if previous else [failed]
+    attempts = _untraced_beyond([*previous["attempts"], failed] if previous else [failed])
     if retry_at is None:
         return _record(key, type_, "errored", error=failed["error"], attempts=attempts)
     return _record(key, type_, "waiting", attempts=attempts, wake_at=retry_at)
+
+
+def _untraced_beyond(attempts: list[AttemptRecord]) -> list[AttemptRecord]:
+    """``attempts`` with the traceback kept on the errors of the latest
+    :data:`MAX_TRACED_ATTEMPTS` only."""
+    older = len(attempts) - MAX_TRACED_ATTEMPTS
+    if older <= 0:
+        return attempts
+    return [_untraced(a) if i < older else a for i, a in enumerate(attempts)]
+
+
+def _untraced(attempt: AttemptRecord) -> AttemptRecord:
+    failure = attempt["error"]
+    if failure is None or "traceback" not in failure:
+        return attempt
+    return {**attempt, "error": error(failure["name"], failure["message"])}
 
 
 def sleeping(key: _Key, wake_at: float) -> StepRecord:
@@ -203,17 +223,26 @@ def as_json(record: StepRecord) -> JSONObject:
 # -- error values ------------------------------------------------------------------------------
 
 
-def error(name: str, message: str) -> ErrorValue:
-    """An error value; characters that cannot be stored (U+0000, surrogates) become U+FFFD."""
-    return {
+def error(name: str, message: str, traceback: Sequence[Frame] = ()) -> ErrorValue:
+    """An error value; characters that cannot be stored (U+0000, surrogates) become U+FFFD.
+
+    ``traceback`` (frames already bounded) is kept only when it has frames: an error of the
+    platform's own has none, and its JSON stays ``{"name", "message"}``.
+    """
+    value: ErrorValue = {
         "name": clean_text(name[:MAX_ERROR_NAME_CHARS]),
         "message": clean_text(_truncate(message, MAX_ERROR_MESSAGE_CHARS)),
     }
+    if traceback:
+        value["traceback"] = list(traceback)
+    return value
 
 
-def error_of(exc: BaseException) -> ErrorValue:
-    """``{"name", "message"}`` of an exception raised by tenant code."""
-    return error(type(exc).__name__, message_of(exc))
+def error_of(exc: BaseException, source: TenantSource | None = None) -> ErrorValue:
+    """``{"name", "message", "traceback"?}`` of an exception raised by tenant code; its frames
+    in ``source`` when the caller knows the tenant's source."""
+    frames = source.frames(exc) if source is not None else ()
+    return error(type(exc).__name__, message_of(exc), frames)
 
 
 def message_of(exc: BaseException) -> str:

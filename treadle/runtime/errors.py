@@ -7,7 +7,10 @@ dispatcher; nothing here knows about HTTP.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from treadle.runtime._tracebacks import Frame
 
 
 class TreadleError(Exception):
@@ -39,7 +42,8 @@ class StepError(TreadleError):
 
     Raised into ``run()`` by ``step.do`` once a step has exhausted its retries (or raised
     :class:`NonRetryableError`). ``name`` is the type name of the step's original error and
-    ``message`` its message.
+    ``message`` its message; ``traceback`` the frames of tenant code it was raised in, when
+    the step's body raised it.
     """
 
     code: str = "step.failed"
@@ -47,6 +51,7 @@ class StepError(TreadleError):
     def __init__(self, message: str | None = None, *, name: str = "Error") -> None:
         super().__init__(message or name)
         self.name = name
+        self.traceback: list[Frame] = []
 
 
 class WaitTimeout(TreadleError):

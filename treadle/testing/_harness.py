@@ -21,6 +21,7 @@ import contextlib
 import copy
 import itertools
 import json
+import linecache
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from treadle.runtime import (
     Step,
     StepRecord,
     Suspend,
+    TenantSource,
     WorkflowEntrypoint,
     check_event_type,
     check_workflow_name,
@@ -49,6 +51,7 @@ from treadle.runtime import (
     invoker,
     parse_duration,
     parse_instant,
+    shown_name,
 )
 from treadle.runtime._messages import Outcome, ReplayInput, Suspended
 from treadle.testing._host import (
@@ -181,6 +184,7 @@ class WorkflowTest:
         self._channel: TestChannel | None = None
         self._fetches: list[FetchRequest] = []
         self._children: list[ChildStart] = []
+        self._tenant = _tenant_source(workflow)
 
     @classmethod
     def from_source(
@@ -202,7 +206,9 @@ class WorkflowTest:
         if class_name is None and len(found) != 1:
             classes = ", ".join(found) or "none"
             raise ValueError(f"set class_name to one workflow class of the source ({classes})")
-        return cls(found[class_name or next(iter(found))], **options)
+        test = cls(found[class_name or next(iter(found))], **options)
+        test._tenant = TenantSource.of(source, "<workflow>")
+        return test
 
     # -- preparing a run ------------------------------------------------------------------------
 
@@ -346,7 +352,7 @@ class WorkflowTest:
         """Execute ``run()`` once, as one replay of the engine; its outcome."""
         channel = self._channel = TestChannel(self, timeline.now, checking=checking)
         request = timeline.request()
-        replay = Replay(request, self.limits, channel, clock=_standing_still)
+        replay = Replay(request, self.limits, channel, clock=_standing_still, source=self._tenant)
         workflow = self.workflow()
         workflow.env = Env(self.vars, replay)
         with _printing(replay):
@@ -500,6 +506,14 @@ def _known(moment: float | None) -> float:
     of a failed attempt, the wake-up of a suspend."""
     assert moment is not None
     return float(moment)
+
+
+def _tenant_source(workflow: type[WorkflowEntrypoint]) -> TenantSource:
+    """The frames of errors shown from the workflow's module file (as the platform shows the
+    uploaded source's: the SDK's own frames are left out)."""
+    code = getattr(workflow.run, "__code__", None)  # None: a run() wrapped by a decorator
+    filename = code.co_filename if code is not None else "<unknown>"
+    return TenantSource(filename, linecache.getlines(filename), shown_name(filename))
 
 
 def _standing_still() -> float:

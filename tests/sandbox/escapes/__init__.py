@@ -108,6 +108,7 @@ def python_cases() -> list[Case]:
         exceptions,
         formatting,
         frames,
+        grammar,
         host,
         host_secrets,
         modules,
@@ -116,7 +117,7 @@ def python_cases() -> list[Case]:
 
     themes = (
         formatting, frames, exceptions, names, classes, builtin_names, modules, host,
-        host_secrets, abuse,
+        host_secrets, abuse, grammar,
     )  # fmt: skip
     cases = [case for theme in themes for case in theme.CASES]
     ids = [case.id for case in cases]

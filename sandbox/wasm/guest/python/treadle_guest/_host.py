@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from treadle.runtime import clipped_traceback
 from treadle.runtime.errors import InvalidDuration, NonRetryableError, StepError, WaitTimeout
 
 HostCall = Callable[[str, str], str]
@@ -61,7 +62,9 @@ def exception(info: Mapping[str, object]) -> BaseException:
     """The exception the host says to raise, as restricted code would see it."""
     kind, message = str(info.get("kind", "Exception")), str(info.get("message", ""))
     if kind == "StepError":
-        return StepError(message, name=str(info.get("name", "Error")))
+        failed = StepError(message, name=str(info.get("name", "Error")))
+        failed.traceback = clipped_traceback(info.get("traceback"))
+        return failed
     if kind == STOP_KIND:
         return Stopped(message)
     if info.get("final"):  # a platform error that retrying cannot help

@@ -31,6 +31,7 @@ from treadle.runtime import (
     StepConfig,
     StepError,
     StepRecord,
+    TenantSource,
     error,
     message_of,
     new_record,
@@ -69,7 +70,8 @@ class GuestLimits:
 class HostRuntime:
     """One replay of ``run()`` in the guest, its journal kept by the host."""
 
-    def __init__(self, request: Mapping[str, Any]) -> None:
+    def __init__(self, request: Mapping[str, Any], source: TenantSource) -> None:
+        self.source = source  # the tenant's: a body's error carries its frames
         self.instance_id: str = request["instance_id"]
         self.mode: str = request.get("mode") or "run"
         self.limits = GuestLimits(**request["limits"])
@@ -102,7 +104,8 @@ class HostRuntime:
             while "attempt" in began:
                 began = self._attempt(name, self._attempt_of(call, began["attempt"]), body)
         except StepError as exc:
-            self._settle(call, call.key[1], failure=error(exc.name, exc.message))
+            failure = error(exc.name, exc.message, exc.traceback)
+            self._settle(call, call.key[1], failure=failure)
             raise
         self._settle(call, int(began["count"]), output=began["output"])
         return call.output
@@ -175,7 +178,7 @@ class HostRuntime:
             self.current_step = None
             final = isinstance(exc, NonRetryableError)
             kind = type(exc).__name__
-            return _fail(kind, message_of(exc), final)
+            return _fail(kind, message_of(exc), final, self.source.frames(exc))
         self.current_step = None
         try:
             text = json.dumps(value, allow_nan=False, separators=(",", ":"))
@@ -206,8 +209,10 @@ class HostRuntime:
         call.record = record
 
 
-def _fail(kind: str, message: str, final: bool) -> Progress:
-    failed: Progress = _host.call("step-fail", kind=kind, message=message, final=final)
+def _fail(kind: str, message: str, final: bool, traceback: object = ()) -> Progress:
+    failed: Progress = _host.call(
+        "step-fail", kind=kind, message=message, final=final, traceback=traceback
+    )
     return failed
 
 

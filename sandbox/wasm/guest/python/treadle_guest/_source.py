@@ -16,11 +16,15 @@ from typing import Any, TypedDict
 from treadle.runtime import (
     Env,
     Event,
+    Frame,
     Step,
     StepError,
+    TenantSource,
     WorkflowEntrypoint,
+    clipped_traceback,
     message_of,
 )
+from treadle.runtime._tracebacks import joined
 
 from . import _host
 from ._runtime import HostRuntime, HostSaga
@@ -35,12 +39,14 @@ class Problem(TypedDict):
     message: str
 
 
-class Failure(TypedDict):
-    """What ``run()`` raised: the host names the instance's error after it."""
+class Failure(TypedDict, total=False):
+    """What ``run()`` raised: the host names the instance's error after it, with the frames of
+    tenant code it went through (``traceback``)."""
 
     kind: str
     name: str
     message: str
+    traceback: list[Frame]
 
 
 class Checked(TypedDict, total=False):
@@ -80,7 +86,8 @@ def check(source: str, class_name: str | None) -> Checked:
 def run(source: str, class_name: str | None, request: Mapping[str, Any]) -> Ran:
     """One replay of ``run()``: {"output_json"}, or {"error"} for what ``run()`` raised."""
     random.seed(request["instance_id"])
-    runtime = HostRuntime(request)
+    tenant = TenantSource.of(source, FILENAME)
+    runtime = HostRuntime(request, tenant)
     failure: Failure | None = None
     text = output = None
     try:
@@ -90,7 +97,7 @@ def run(source: str, class_name: str | None, request: Mapping[str, Any]) -> Ran:
         workflow.env = Env(request.get("vars") or {}, runtime)
         output = workflow.run(Event(request), Step(runtime))
     except BaseException as exc:
-        failure = _failure(exc)
+        failure = _failure(exc, tenant)
     if failure is None:
         try:
             text = json.dumps(output, allow_nan=False, separators=(",", ":"))
@@ -180,8 +187,11 @@ def _tenant_line(exc: BaseException) -> int | None:
     return line
 
 
-def _failure(exc: BaseException) -> Failure:
+def _failure(exc: BaseException, tenant: TenantSource) -> Failure:
+    frames = tenant.frames(exc)
     if isinstance(exc, StepError):
-        return {"kind": "StepError", "name": exc.name, "message": exc.message}
+        # Where run() called the step, then where its body raised (the host's record).
+        frames = joined(frames, clipped_traceback(exc.traceback))
+        return {"kind": "StepError", "name": exc.name, "message": exc.message, "traceback": frames}
     kind = type(exc).__name__
-    return {"kind": kind, "name": kind, "message": message_of(exc)}
+    return {"kind": kind, "name": kind, "message": message_of(exc), "traceback": frames}
