@@ -3,6 +3,7 @@ each failed attempt's error, and the frames of the code as Python prints them.""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.integration.test_client_cli import (  # noqa: F401 - the fixtures these tests use
@@ -41,3 +42,21 @@ def test_follow_prints_each_failed_attempt_with_its_error_and_frames(
     assert code == 0
     assert "error:     KeyError: 'missing'" in out
     assert "\n".join(["Traceback (most recent call last):", *FRAMES, "KeyError: 'missing'"]) in out
+
+
+def test_instances_get_shows_why_a_step_is_retrying(acme: Run, tmp_path: Path) -> None:  # noqa: F811
+    retries = ('retries={"limit": 1, "delay": 0}', 'retries={"limit": 3, "delay": 3600}')
+    later = PRICING.replace(*retries)
+    (tmp_path / "pricing.py").write_text(later)
+    assert acme("deploy", str(tmp_path / "pricing.py"))[0] == 0
+    assert acme("run", "pricing", "--id", "p2", "--params", "{}")[0] == 0
+    deadline = time.monotonic() + 15
+    out = ""
+    while "retrying after" not in out and time.monotonic() < deadline:
+        time.sleep(0.1)
+        code, out, _ = acme("instances", "get", "pricing", "p2")
+        assert code == 0, out
+    assert "error:     -" in out  # the run itself has not failed
+    assert "retrying after KeyError: 'missing'" in out  # the step's row
+    shown = ["step 'price' is retrying; attempt 1 failed:", *FRAMES[2:], "KeyError: 'missing'"]
+    assert "\n".join(shown) in out

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from treadle.client._models import Instance, StreamEvent
+from treadle.client._models import Attempt, Instance, Step, StreamEvent
 
 _WIDEST = 60  # a longer cell is cut: a table is for reading, --json has everything
 
@@ -105,14 +105,35 @@ def show_instance(out: Output, instance: Instance) -> None:
     if instance.steps:
         out.line()
         rows = [
-            (s.name, s.count, s.type, s.status, len(s.attempts), _step_result(s.output, s.error))
+            (s.name, s.count, s.type, s.status, len(s.attempts), _step_result(s))
             for s in instance.steps
         ]
         out.table(["STEP", "COUNT", "TYPE", "STATUS", "ATTEMPTS", "RESULT"], rows)
+    for step in instance.steps if error is None else ():
+        failed = _retrying(step)
+        if failed is not None and failed.error:
+            out.line()
+            out.line(f"step {step.name!r} is retrying; attempt {len(step.attempts)} failed:")
+            for line in traceback_lines(failed.error):
+                out.line(line)
+            out.line(_error_text(failed.error))
 
 
-def _step_result(output: Any, error: Any) -> Any:
-    return _error_text(error) if error else output
+def _step_result(step: Step) -> Any:
+    if step.error:
+        return _error_text(step.error)
+    failed = _retrying(step)
+    if failed is not None:
+        return f"retrying after {_error_text(failed.error)}"
+    return step.output
+
+
+def _retrying(step: Step) -> Attempt | None:
+    """The failed last attempt of a step that will be tried again, if it is one."""
+    last = step.attempts[-1] if step.attempts else None
+    if step.error or step.status == "complete" or last is None or last.success:
+        return None
+    return last
 
 
 def describe(event: StreamEvent) -> str:
