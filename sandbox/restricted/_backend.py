@@ -23,6 +23,7 @@ from treadle.runtime import (
     Replay,
     Step,
     Suspend,
+    TenantSource,
     WorkflowEntrypoint,
     message_of,
 )
@@ -82,11 +83,8 @@ class RestrictedProgram:
 
 
 def _tenant_line(exc: BaseException) -> int | None:
-    """The line of tenant code where ``exc`` was raised, from its traceback."""
-    line = getattr(exc, "lineno", None) if isinstance(exc, SyntaxError) else None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == FILENAME:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+    """The line of tenant code where ``exc`` was raised (its innermost tenant frame)."""
+    frames = TenantSource(FILENAME, ()).frames(exc)
+    if frames:
+        return frames[-1]["line"]
+    return getattr(exc, "lineno", None) if isinstance(exc, SyntaxError) else None

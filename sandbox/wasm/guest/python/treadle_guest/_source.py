@@ -178,13 +178,8 @@ def _problem(line: int | None, column: int | None, message: str) -> Problem:
 
 
 def _tenant_line(exc: BaseException) -> int | None:
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == FILENAME:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+    frames = TenantSource(FILENAME, ()).frames(exc)
+    return frames[-1]["line"] if frames else None
 
 
 def _failure(exc: BaseException, tenant: TenantSource) -> Failure:
