@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sandbox import _untrusted
 from sandbox._hostcalls import CALL_SECONDS, HostCalls
@@ -89,6 +90,9 @@ class ReplayDriver:
         self._bodies: dict[Key, _Body] = {}  # running step bodies, in begin order
         self._suspended = False
         self._source_sent = False
+        # Whether the worker said anything since the latest ``replay`` request: until it does,
+        # nothing else is sent to it, so its end closing with unread data means that request.
+        self._taken = False
         self._started = time.monotonic()
         self._cpu_mark = worker.cpu_ns() or 0
         self._wall_mark = time.monotonic_ns()
@@ -117,25 +121,31 @@ class ReplayDriver:
         try:
             self._send_replay(artifact, with_source=artifact.version not in self._worker.versions)
         except EOFError:
-            self._worker.close()
-            if self._stopped_by is not None:
-                raise self._stopped_by from None
-            raise WorkerGone("the sandbox worker was gone before the replay started") from None
+            self._gone()
         while True:
             try:
                 reply = self._worker.recv(self._deadline())
             except TimeoutError:
                 self._worker.close()
                 return self._stopped(None)
+            except ConnectionResetError:
+                # The worker's end was closed with data unread: if that is the request, it
+                # died (while idle, or was killed since) before it took it.
+                if not self._taken:
+                    self._gone()
+                return self._lost()
             except (EOFError, OSError):
                 return self._lost()
             except ProtocolError as exc:
                 return self._violation(exc)
+            self._taken = True
             self._quiet_until = time.monotonic() + self._worker.outside_budget
             try:
                 # Host.commit runs in here: its exceptions are not the worker's and propagate.
                 outcome = self._handle(reply, artifact)
             except EOFError:
+                if not self._taken:  # the request sent again with the source
+                    self._gone()
                 return self._lost()
             except ProtocolError as exc:
                 return self._violation(exc)
@@ -169,6 +179,14 @@ class ReplayDriver:
             self._stopped_by = reason
             self._worker.kill()  # the driver's read ends, and ``_lost`` raises the reason
 
+    def _gone(self) -> NoReturn:
+        """The worker died before it took the request: no tenant code ran, and the pool may
+        give the replay to another worker."""
+        self._worker.close()
+        if self._stopped_by is not None:
+            raise self._stopped_by from None
+        raise WorkerGone("the sandbox worker was gone before the replay started") from None
+
     def _lost(self) -> Outcome:
         self._worker.close()
         if self._stopped_by is not None:
@@ -186,6 +204,7 @@ class ReplayDriver:
         return self._stopped(("SandboxCrashed", f"the sandbox worker misbehaved: {exc}"))
 
     def _send_replay(self, artifact: Artifact, *, with_source: bool) -> None:
+        self._taken = False
         self._send(
             {
                 "t": "replay",

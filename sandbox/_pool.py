@@ -88,6 +88,9 @@ class SandboxPool:
         it runs in a worker of its own, outside ``per_tenant`` and ``max_workers``, stopped
         afterwards. Callers bound how many validations run at once. Nor does it wait for the
         Python-in-Wasm runtime: :class:`~sandbox.NotReady` while it builds or after it failed.
+
+        A worker that died before it took the request (while idle, say) is not the code's
+        fault: the check runs again in another worker, once; after that, ``WorkerGone``.
         """
         if artifact.sandbox not in SANDBOXES:
             available = ", ".join(SANDBOXES)
@@ -99,6 +102,17 @@ class SandboxPool:
             raise  # not the code's fault: the upload is answered "come back in N s"
         except RuntimeError as exc:
             raise CodeInvalid(str(exc), problems=[problem(1, 1, str(exc)[:1000])]) from None
+        for tries_left in (1, 0):
+            try:
+                return self._validate_in_a_worker(tenant, artifact, limits, timeout)
+            except WorkerGone:
+                if not tries_left:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _validate_in_a_worker(
+        self, tenant: str, artifact: Artifact, limits: Limits | None, timeout: float | None
+    ) -> str:
         try:
             worker = self._acquire(tenant, limits, wait=0.0)
         except TimeoutError:
@@ -141,8 +155,10 @@ class SandboxPool:
                 try:
                     outcome = ReplayDriver(worker, started, host, self._call_seconds).run(artifact)
                 except WorkerGone:
+                    # It died before it took the request (while idle, or just after it was
+                    # handed out): nothing ran, another worker may take it.
                     if tries_left:
-                        continue  # nothing ran: a fresh worker may take it
+                        continue
                     raise
                 worker.replays += 1
                 return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import time
@@ -21,7 +22,11 @@ _SEND_TIMEOUT = 30.0
 
 
 class WorkerGone(Exception):
-    """The worker died before it started on a request: nothing of the tenant's ran."""
+    """The worker died before it took a request: nothing of the tenant's ran.
+
+    Either the request could not be sent, or the worker's end of the socket was closed with
+    the request still unread in it (the kernel then reports ``ECONNRESET`` instead of the end
+    of the stream). A worker that took the request and then died is not gone: it failed."""
 
 
 # Linux's clock id of a process's CPU time: MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED).
@@ -41,9 +46,11 @@ class Worker:
         self.last_used = time.monotonic()
         self._spawner = spawner
         self._closed = False
+        self._pidfd: int | None = None
         self.pid, sock = spawner.fork(limits)
         max_message = 16 * 1024 * 1024 + 2 * limits.max_step_result_bytes
         self._conn = Connection(sock, max_message)
+        self._pidfd = _open_pidfd(self.pid)
         try:
             if self._conn.recv(time.monotonic() + _HELLO_TIMEOUT)["t"] != "hello":
                 raise ProtocolError("expected hello")
@@ -70,14 +77,25 @@ class Worker:
         return self._spawner.alive
 
     def idle_and_alive(self) -> bool:
-        """An idle worker never speaks first: anything to read, EOF included, means trouble."""
-        if self._closed:
+        """Whether an idle worker can be handed out: its process has not ended and it has
+        said nothing (an idle worker never speaks first: anything to read means trouble).
+
+        The end of its stream is no sign of a death in time: the worker's keeper holds the
+        socket until it has reaped the worker and exited, which takes a while on a busy
+        machine. Its pidfd is: readable as soon as the process has ended, reaped or not. Even
+        so a worker may die right after this check; a request it never took is retried on
+        another worker (``WorkerGone``)."""
+        if self._closed or not self._spawner.alive:
             return False
+        # poll, not select: a server's descriptors may number past select's 1024.
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([self._conn.fileno()], [], [], 0)
+            poller.register(self._conn.fileno(), select.POLLIN)
+            if self._pidfd is not None:
+                poller.register(self._pidfd, select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def send(self, message: Mapping[str, object]) -> None:
         """Send, or raise EOFError: a worker that does not read within a while is gone."""
@@ -104,6 +122,9 @@ class Worker:
             self._closed = True
             self._spawner.kill(self.pid)
             self._conn.close()
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
 
     def death(self) -> tuple[str, str]:
         """``(error name, message)`` saying why the process ended, from the zygote's report."""
@@ -112,7 +133,8 @@ class Worker:
 
     def validate(self, artifact: Artifact, timeout: float | None = None) -> str:
         """The entry class of ``artifact``; past ``timeout`` seconds (by default, the budget
-        outside a step) the process is killed and the code refused."""
+        outside a step) the process is killed and the code refused. Raises ``WorkerGone`` when
+        the worker died before it took the request."""
         request: Validate = {
             "t": "validate",
             "version": artifact.version,
@@ -120,7 +142,11 @@ class Worker:
             "source": artifact.source,
             "class_name": artifact.class_name,
         }
-        self.send(request)
+        try:
+            self.send(request)
+        except EOFError:
+            self.close()
+            raise WorkerGone("the sandbox worker was gone before the validation started") from None
         reply = self._validation_reply(self.outside_budget if timeout is None else timeout)
         if reply["t"] == "invalid":
             problems = _untrusted.problems(reply.get("problems"))
@@ -138,11 +164,23 @@ class Worker:
         except TimeoutError:
             self.close()
             reason = f"it did not finish loading within {seconds_text(budget)}"
+        except ConnectionResetError:
+            self.close()  # it ended with the request unread: none of the code ran
+            raise WorkerGone("the sandbox worker died before it took the validation") from None
         except (EOFError, OSError):
             self.close()
             reason = self.death()[1]
         message = f"the code could not be checked in the sandbox: {reason}"
         raise CodeInvalid(message, problems=[problem(1, 1, message)])
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A descriptor of the worker process that becomes readable when it ends (None where the
+    kernel has none: the end of the socket stream is the only sign there)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def describe_exit(status: Exited | None, limits: Limits) -> tuple[str, str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ import pytest
 
 from sandbox import Artifact, Done, Failed, Limits, SandboxPool, Suspended
 from sandbox._driver import ReplayDriver
+from sandbox._worker import Worker
 from tests.sandbox.harness import GOOD, SMALL, T0, FakeHost, Instance, artifact, idle_pids
 from treadle.errors import CodeInvalid
 
@@ -254,6 +258,106 @@ def test_a_worker_that_died_while_idle_is_replaced_silently(tiny: SandboxPool) -
     _wait_until(lambda: not Path(f"/proc/{pid}").exists())
     assert isinstance(Instance(GOOD).through(tiny, "fragile"), Done)
     assert idle_pids(tiny, "fragile") != [pid]
+
+
+@pytest.fixture
+def steady() -> Iterator[SandboxPool]:
+    """One worker per tenant, and none stopped for idling while a test holds it stopped."""
+    steady = SandboxPool(max_workers=2, per_tenant=1, acquire_timeout=5.0)
+    yield steady
+    steady.close()
+
+
+def _worker(pool: SandboxPool, pid: int) -> Worker:
+    with pool._lock:
+        return next(w for w in pool._live.values() if w.pid == pid)
+
+
+def _unread(worker: Worker) -> int:
+    """Bytes the parent sent that the worker has not read yet (``SIOCOUTQ``)."""
+    out = fcntl.ioctl(worker._conn.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+    return int(struct.unpack("i", out)[0])
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK")  # utime
+
+
+@pytest.mark.parametrize("request_kind", ["replay", "validate"])
+def test_a_worker_killed_before_it_took_the_request_is_replaced_silently(
+    steady: SandboxPool, request_kind: str
+) -> None:
+    # The worker passes the pool's check of idle workers, then dies with the request unread
+    # (it is stopped meanwhile, so it cannot read it): the request goes to a fresh worker.
+    Instance(GOOD).through(steady, "fragile")
+    (pid,) = idle_pids(steady, "fragile")
+    worker = _worker(steady, pid)
+    os.kill(pid, signal.SIGSTOP)
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            if request_kind == "replay":
+                results.append(Instance(GOOD).through(steady, "fragile"))
+            else:
+                results.append(steady.validate("fragile", artifact(GOOD)))
+        except BaseException as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        _wait_until(lambda: _unread(worker) > 0)  # handed out: the request waits in its socket
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    thread.join(30)
+    (result,) = results
+    if request_kind == "validate":
+        assert result == "Good"
+    else:
+        assert isinstance(result, Done) and result.output == 21, result
+    assert idle_pids(steady, "fragile") not in ([], [pid])
+
+
+def test_a_worker_killed_in_run_before_it_said_anything_fails_the_attempt(
+    steady: SandboxPool,
+) -> None:
+    # It took the request and ran tenant code: a death now is the attempt's, never retried
+    # elsewhere, even though the worker has sent nothing yet.
+    spin = Instance(
+        """
+        from treadle import WorkflowEntrypoint
+
+        class Spin(WorkflowEntrypoint):
+            def run(self, event, step):
+                while True:
+                    pass
+        """,
+        limits=Limits(step_cpu_ms=20000),
+    )
+    Instance(GOOD, limits=spin.limits).through(steady, "doomed")
+    (pid,) = idle_pids(steady, "doomed")
+    outcomes: list[object] = []
+    thread = threading.Thread(target=lambda: outcomes.append(spin.through(steady, "doomed")))
+    thread.start()
+    _wait_until(lambda: _cpu_seconds(pid) > 0.1)  # run() is spinning
+    os.kill(pid, signal.SIGKILL)
+    thread.join(30)
+    assert outcomes == [
+        Failed(
+            {
+                "name": "ResourceLimitExceeded",
+                "message": "the sandbox worker was killed (SIGKILL); it may have run out of "
+                "memory (memory_mb=256), while run() was executing outside a step body",
+            },
+            [],
+            [],
+        )
+    ]
 
 
 def test_a_dead_zygote_is_restarted_and_not_blamed_on_tenants(tiny: SandboxPool) -> None:
