@@ -4,8 +4,9 @@
 The backlog is inserted in one statement (queued W1 instances, due in creation order) while a
 `treadle serve` runs; after ``--warmup`` seconds the instances completed over ``--window``
 seconds give the dequeue rate. Then ``EXPLAIN (ANALYZE, BUFFERS)`` of the statements a claim
-runs, with the backlog still there: each tenant's next due time, the tenant's running count
-and the take itself (in a transaction that is rolled back).
+runs, with the backlog still there and the server stopped: the engine's own
+``Claims.next_due_by_tenant`` and one ``Claims.claim``, recorded and replayed by ``bench._plans``
+(in a transaction that is rolled back).
 
 Usage: python -m bench.queue [--small 20000] [--full 2000000] [--window 30] [--rounds 1]
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench._plans import explain_claim
 from bench._processes import TreadleProcess
 from bench._server import fresh_database, tenant_client
 from bench.w1 import SOURCE
@@ -31,27 +33,6 @@ SELECT %(tenant)s, 'w1', 'q' || g, %(version)s, 'queued', '{}'::jsonb, %(now)s,
        %(now)s - 1 + g * 1e-7, 0, 200, 0
 FROM generate_series(1, %(count)s) AS g
 """
-
-# The statements of a claim, as engine/_claims.py sends them for one tenant.
-_PLANS = {
-    "next due time per tenant (Claims.next_due_by_tenant)": (
-        "SELECT tenants.id, (SELECT min(instances.due_at) FROM instances"
-        " WHERE instances.tenant_id = tenants.id AND instances.due_at IS NOT NULL)"
-        " FROM tenants"
-    ),
-    "running count (Claims._lock_and_count)": (
-        "SELECT tenant_id, count(*) FROM instances WHERE tenant_id = ANY(%(tenants)s::integer[])"
-        " AND instances.status IN ('running', 'waitingForPause') AND due_at > %(now)s"
-        " GROUP BY tenant_id"
-    ),
-    "take 16 due instances (Claims.claim)": (
-        "UPDATE instances SET status = 'running', lease_owner = 'explain', due_at = %(lease)s,"
-        " epoch = epoch + 1, started_at = coalesce(started_at, %(now)s)"
-        " WHERE pk IN (SELECT pk FROM (SELECT pk FROM instances WHERE tenant_id = %(tenant)s"
-        " AND due_at <= %(now)s ORDER BY due_at LIMIT 16 FOR UPDATE SKIP LOCKED) AS due)"
-        " RETURNING pk"
-    ),
-}
 
 
 def _completed(conn: psycopg.Connection) -> int:
@@ -84,23 +65,19 @@ def run(backlog: int, warmup: float, window: float, explain: bool) -> float:
                 rate = (_completed(conn) - before) / (time.monotonic() - at)
                 print(f"  backlog {backlog}: {rate:.0f} instances/s dequeued and run", flush=True)
                 if explain:
-                    _explain(conn, tenant)
+                    # The server stopped first: its claims would hold the tenant's advisory
+                    # lock now and then, and the plans are of one claim on its own.
+                    server.stop()
+                    _explain(url)
         finally:
             server.stop()
     return rate
 
 
-def _explain(conn: psycopg.Connection, tenant: int) -> None:
-    now = time.time()
-    params = {"tenant": tenant, "tenants": [tenant], "now": now, "lease": now + 30}
-    for title, sql in _PLANS.items():
-        with conn.transaction(force_rollback=True):
-            plan = conn.execute(
-                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING ON) " + sql, params
-            ).fetchall()
-        print(f"  EXPLAIN {title}:")
-        for (line,) in plan:
-            print(f"    {line}")
+def _explain(url: str) -> None:
+    """The plans of the statements the engine's claim sends (``bench._plans``)."""
+    print("  EXPLAIN of the claim's statements (next_due_by_tenant, then one claim):")
+    explain_claim(url, indent="    ")
 
 
 def main() -> None:

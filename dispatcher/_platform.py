@@ -19,7 +19,7 @@ from dispatcher import _egress as egress
 from dispatcher import _tracing as tracing
 from dispatcher._metrics import PlatformMetrics
 from dispatcher._settings import Settings
-from engine import Engine, InstanceRef, Observers, Recorder, StorageLimits, Usage
+from engine import Engine, InstanceRef, Observers, Quota, Recorder, StorageLimits, Usage
 from loader import Loader, UploadLimits
 from sandbox import (
     NOTHING_SPENT,
@@ -139,6 +139,12 @@ def limits_of(policy: Policy) -> Limits:
     )
 
 
+def quota_of(policy: Policy) -> Quota:
+    """What a create of the tenant is admitted under (a schedule's fires too)."""
+    max_storage = policy.max_storage_mb * 1024 * 1024
+    return Quota(policy.creates_per_second, policy.max_queued_instances, max_storage)
+
+
 def storage_limits(policy: Policy) -> StorageLimits:
     return StorageLimits(policy.max_storage_mb * 1024 * 1024, policy.max_log_bytes_per_instance)
 
@@ -214,6 +220,7 @@ class Platform:
             shutdown_grace_seconds=settings.shutdown_grace_seconds,
             observer=observer,
             tenant_name=self.metrics.tenant,
+            quota=lambda tenant_id: quota_of(self.tenants.policy(tenant_id)),
         )
         self.metrics.attach(self.engine, self.pool)
         if self.tracing is not None:

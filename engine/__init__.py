@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine._engine import CreatedItem, Engine, ItemError, NewInstance
 from engine._fencing import LeaseLost
+from engine._flow import Flow
 from engine._logcontext import log_context, logging_for
 from engine._names import FINISHED, MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
 from engine._observe import Attempt, Ended, Observer, Observers, RunTrace, Waited, Woken
@@ -26,6 +27,7 @@ __all__ = [
     "CreatedItem",
     "Ended",
     "Engine",
+    "Flow",
     "HistoryEvent",
     "InstanceRef",
     "InstanceView",

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from engine._budget import StorageExhausted, bound, settle
 from engine._fencing import lock_and_fence
+from engine._flow import FlowStore
 from engine._observe import Attempt, Waited
 from engine._rows import HistoryRow
 from engine._store import (
@@ -190,6 +191,12 @@ def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) 
     if ended:
         conn.execute(store.end, ended)
         notify_parents(conn, store, [w for w in writes if w.final and w.final.status != "waiting"])
+        # A keyed instance that ends frees a slot of its key.
+        FlowStore.wake(conn, [
+            (w.claimed.tenant_id, w.claimed.workflow, w.claimed.flow_key)
+            for w in writes
+            if w.claimed.flow_key is not None and w.final and w.final.status != "waiting"
+        ])  # fmt: skip
     if suspended:
         conn.execute(store.suspend, suspended)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
+from engine._flow import DEFAULT_PRIORITY, Flow, check_key, check_priority
 from engine._lifecycle import Lifecycle
 from engine._names import (
     MAX_PAYLOAD_BYTES,
@@ -22,6 +23,7 @@ from engine._replay import LoadRunner
 from engine._rows import HistoryEvent, InstanceRow, NewInstanceRow, PagedStep, WatchedEvent
 from engine._scheduler import Scheduler
 from engine._store import EngineStore
+from engine._timetable import Schedules
 from engine._traces import TraceParent, new_span_id, new_trace_id
 from engine._usage import StorageLimits, UsageReport
 from engine._views import (
@@ -46,14 +48,23 @@ from treadle.runtime import JSONObject, JSONValue
 
 @dataclass(frozen=True)
 class NewInstance:
+    """One instance to create. ``key`` and ``priority`` are its flow control
+    (``engine._flow``); it starts no earlier than ``start_at`` (epoch seconds) or ``delay``
+    seconds from the create, whichever is given."""
+
     id: str | None = None
     params: JSONValue = None
+    key: str | None = None
+    priority: int = 5
+    start_at: float | None = None
+    delay: float | None = None
 
 
 class CreatedItem(TypedDict):
     id: str
     status: str
     version: str
+    debounced: NotRequired[bool]  # merged into the pending instance of its key, ``id``
 
 
 class ItemError(TypedDict):
@@ -63,6 +74,7 @@ class ItemError(TypedDict):
     id: str
     code: str
     message: str
+    existing_id: NotRequired[str]  # instance.singleton: the live instance of the key
 
 
 class Engine:
@@ -95,6 +107,7 @@ class Engine:
         shutdown_grace_seconds: float = 10.0,
         observer: Observer | None = None,
         tenant_name: Callable[[int], str] = str,
+        quota: Callable[[int], Quota | None] = lambda tenant_id: None,
     ) -> None:
         self.db = db
         self._committer = committer
@@ -104,6 +117,7 @@ class Engine:
             self._store.usage.limits = storage
         self._store.usage.attach(committer)
         self._lifecycle = Lifecycle(db.dialect == "postgresql")
+        self._running_cap = running_cap
         self._scheduler = Scheduler(
             self._store,
             committer,
@@ -120,6 +134,16 @@ class Engine:
             tenant_name=tenant_name,
         )
         self._observer = observer or Observer()
+        # Schedules fire as ordinary creates, under the tenant's quota (``quota``).
+        self.schedules = Schedules(
+            db,
+            clock,
+            owner,
+            lambda t, w, v, items, q: self.create_instances(
+                t, w, v, [NewInstance(i, p) for i, p in items], q
+            ),
+            quota,
+        )
 
     def start(self) -> None:
         if self.db.dialect == "sqlite":
@@ -127,8 +151,10 @@ class Engine:
             # to resume now, without waiting for the leases to expire.
             self._committer.run(self._store.recover_all(self._clock.now()))
         self._scheduler.start()
+        self.schedules.start()
 
     def stop(self) -> None:
+        self.schedules.stop()
         self._scheduler.stop()
 
     def create_instances(
@@ -139,10 +165,14 @@ class Engine:
         items: list[NewInstance],
         quota: Quota | None = None,
         caller: TraceParent | None = None,
+        flow: Flow | None = None,
     ) -> tuple[list[CreatedItem], list[ItemError]]:
         """Create instances; return (created, errors) with per-item errors as ``docs/api.md``
         describes them. With ``caller`` (a request's ``traceparent``), each instance's trace
-        is the caller's, its run a child of the caller's span.
+        is the caller's, its run a child of the caller's span. ``flow`` is the workflow's
+        flow control (``engine._flow``): a debounced create comes back as the instance it was
+        merged into (``"debounced": true``), a singleton refused as ``instance.singleton``
+        with the live instance's id in ``existing_id``.
 
         Under a ``quota``, what it refuses are per-item ``quota.rate_limited`` or
         ``quota.queue_full`` errors, and nothing of them is written; raises
@@ -157,6 +187,8 @@ class Engine:
             try:
                 check_instance_id(instance_id)
                 encode_payload(item.params, "params")
+                check_key(item.key)
+                check_priority(item.priority)
                 if instance_id in seen:
                     raise InvalidInput(
                         f"instance id {instance_id!r} appears twice in this batch",
@@ -167,11 +199,12 @@ class Engine:
                 continue
             seen[instance_id] = index
             row = _new_row(tenant_id, workflow, version, instance_id, item.params, now, caller)
+            _flow_row(row, item, flow, now)
             rows.append(row)
         if not rows:
             errors.sort(key=lambda e: e["index"])
             return [], errors
-        result = self._committer.run(self._store.create(tenant_id, rows, quota, now))
+        result = self._committer.run(self._store.create(tenant_id, rows, quota, now, flow))
         admission, inserted = result.admission, result.ids
         if admission.admitted == 0 and quota is not None:
             refused = StorageQuotaExceeded if admission.refused == "storage" else QuotaExceeded
@@ -189,6 +222,22 @@ class Engine:
         for row in rows[: admission.admitted]:
             if row["id"] in inserted:
                 created.append({"id": row["id"], "status": "queued", "version": version})
+            elif row["id"] in result.debounced:
+                survivor = result.debounced[row["id"]]
+                created.append(
+                    {"id": survivor, "status": "queued", "version": version, "debounced": True}
+                )
+            elif row["id"] in result.singleton:
+                live = result.singleton[row["id"]]
+                errors.append(
+                    {
+                        "index": seen[row["id"]],
+                        "id": row["id"],
+                        "code": "instance.singleton",
+                        "message": f"key {row['flow_key']!r} has a live instance: {live!r}",
+                        "existing_id": live,
+                    }
+                )
             else:
                 errors.append(
                     {
@@ -236,7 +285,9 @@ class Engine:
         return self._view(row, page)
 
     def _view(self, row: InstanceRow, page: Page[PagedStep]) -> InstanceView:
-        view = instance_view(row, page.rows, self._clock.now())
+        now = self._clock.now()
+        reasons = self._waiting_reasons([row], now)
+        view = instance_view(row, page.rows, now, reasons.get(row["pk"]))
         if page.more:
             view["steps_next_cursor"] = encode_cursor(page.rows[-1]["seq"])
         return view
@@ -295,7 +346,18 @@ class Engine:
         page = self._store.instances(tenant_id, workflow, status, before, limit, PAGE_BYTES)
         next_cursor = encode_cursor(page.rows[-1]["pk"]) if page.more else None
         now = self._clock.now()
-        return [instance_view(r, None, now) for r in page.rows], next_cursor
+        reasons = self._waiting_reasons(page.rows, now)
+        views = [instance_view(r, None, now, reasons.get(r["pk"])) for r in page.rows]
+        return views, next_cursor
+
+    def _waiting_reasons(self, rows: Sequence[InstanceRow], now: float) -> dict[int, str]:
+        """Why each queued instance of ``rows`` that is due has not started, where something
+        holds it back (``FlowStore.waiting_reasons``)."""
+        due = [r for r in rows if r["status"] == "queued" and (r["due_at"] or 0.0) <= now]
+        if not due:
+            return {}
+        cap = self._running_cap(due[0]["tenant_id"])
+        return self._store.claims.flow.waiting_reasons(self.db, due, now, cap)
 
     def send_event(
         self,
@@ -466,7 +528,27 @@ def _new_row(
         "trace_id": caller.trace_id if caller else new_trace_id(),
         "span_id": new_span_id(),
         "parent_span_id": caller.span_id if caller else None,
+        "flow_key": None,
+        "priority": DEFAULT_PRIORITY,
+        "flow_mode": None,
+        "waiting_reason": None,
     }
+
+
+def _flow_row(row: NewInstanceRow, item: NewInstance, flow: Flow | None, now: float) -> None:
+    """Give a new row its key, priority and start: no earlier than ``start_at`` or ``delay``,
+    and under a debounce no earlier than the debounce after now."""
+    row["flow_key"], row["priority"] = item.key, item.priority
+    start, reason = now, None
+    if item.start_at is not None and item.start_at > now:
+        start, reason = item.start_at, "start_at"
+    elif item.delay is not None and item.delay > 0:
+        start, reason = now + item.delay, "start_at"
+    if item.key is not None and flow is not None and flow.mode is not None:
+        row["flow_mode"] = flow.mode
+        if flow.debounce is not None and now + flow.debounce >= start:
+            start, reason = now + flow.debounce, "debounce"
+    row["due_at"], row["waiting_reason"] = start, reason
 
 
 _REFUSED_CODES = {

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from engine._flow import LIVE, Flow, FlowStore
 from engine._quotas import Admission, Quota, QuotaStore, grow_queue_bound
 from engine._rows import (
     E,
@@ -52,17 +53,20 @@ _SQLITE_INSERT = (
 # which the driver parses afresh each time: that was most of a batch create's CPU.)
 _PG_INSERT = (
     "INSERT INTO instances (tenant_id, workflow, id, version, status, params, created_at,"
-    " due_at, epoch, parent_pk, stored_bytes, trace_id, span_id, parent_span_id)"
+    " due_at, epoch, parent_pk, stored_bytes, trace_id, span_id, parent_span_id, flow_key,"
+    " priority, flow_mode, waiting_reason)"
     " SELECT * FROM unnest(%(tenant_id)s::integer[], %(workflow)s::text[], %(id)s::text[],"
     " %(version)s::text[], %(status)s::text[], %(params)s::text[]::jsonb[],"
     " %(created_at)s::float8[], %(due_at)s::float8[], %(epoch)s::bigint[],"
     " %(parent_pk)s::bigint[], %(stored_bytes)s::bigint[], %(trace_id)s::text[],"
-    " %(span_id)s::text[], %(parent_span_id)s::text[])"
+    " %(span_id)s::text[], %(parent_span_id)s::text[], %(flow_key)s::text[],"
+    " %(priority)s::smallint[], %(flow_mode)s::text[], %(waiting_reason)s::text[])"
     " ON CONFLICT (tenant_id, workflow, id) DO NOTHING RETURNING pk, id"
 )
 _PG_COLUMNS = (
     "tenant_id", "workflow", "id", "version", "status", "created_at", "due_at", "epoch",
-    "parent_pk", "stored_bytes", "trace_id", "span_id", "parent_span_id",
+    "parent_pk", "stored_bytes", "trace_id", "span_id", "parent_span_id", "flow_key",
+    "priority", "flow_mode", "waiting_reason",
 )  # fmt: skip
 
 
@@ -85,10 +89,14 @@ def _insert(conn: sa.Connection, rows: list[StoredInstanceRow]) -> dict[int, str
 @dataclass(frozen=True)
 class Created:
     """The ids a create inserted (of those admitted; the others existed already), and the
-    admission: ``admission.admitted`` rows were tried, the rest refused by a quota."""
+    admission: ``admission.admitted`` rows were tried, the rest refused by a quota. Under a
+    workflow's flow, ``debounced`` maps a create merged into its key's pending instance to
+    that instance's id, and ``singleton`` a create refused to the id of its key's live one."""
 
     ids: set[str]
     admission: Admission
+    debounced: dict[str, str] = field(default_factory=dict)
+    singleton: dict[str, str] = field(default_factory=dict)
 
 
 class InstanceWrites:
@@ -99,13 +107,19 @@ class InstanceWrites:
         self.quotas = quotas
         self.usage = usage
         self.postgresql = db.dialect == "postgresql"
+        self.flow = FlowStore(db.dialect)
 
     def create(
-        self, tenant_id: int, rows: list[NewInstanceRow], quota: Quota | None, now: float
+        self,
+        tenant_id: int,
+        rows: list[NewInstanceRow],
+        quota: Quota | None,
+        now: float,
+        flow: Flow | None = None,
     ) -> CreateWrite:
         """Insert those of the instance rows of one tenant that ``quota`` admits (all of them
-        without one); the write returns a :class:`Created`."""
-        return CreateWrite(self, tenant_id, rows, quota, now)
+        without one), under their workflow's ``flow``; the write returns a :class:`Created`."""
+        return CreateWrite(self, tenant_id, rows, quota, now, flow)
 
     def send_event(
         self,
@@ -184,6 +198,7 @@ class CreateWrite(BatchWrite):
     rows: list[NewInstanceRow]
     quota: Quota | None
     now: float
+    flow: Flow | None = None
     lock_order = 1  # quota rows, after the instance rows step commits lock
 
     @staticmethod
@@ -222,8 +237,33 @@ class CreateWrite(BatchWrite):
             for row, size in zip(self.rows[: admission.admitted], sizes, strict=False)
         ]
         inserted: dict[int, str] = {}
-        if rows:
-            inserted = _insert(conn, rows)
+        debounced: dict[str, str] = {}
+        singleton: dict[str, str] = {}
+        keyed = [row for row in rows if row["flow_key"] is not None]
+        if keyed:
+            # The key rows first: a claim holding one never waits for this create.
+            opened: dict[str, float] = {}
+            for row in keyed:
+                key, due = str(row["flow_key"]), row["due_at"] or self.now
+                opened[key] = min(opened.get(key, due), due)
+            self.store.flow.open(conn, self.tenant_id, rows[0]["workflow"], self.flow, opened)
+        plain = [row for row in rows if row["flow_mode"] is None]
+        if plain:
+            inserted = _insert(conn, plain)
+        for row in rows:
+            if row["flow_mode"] == "debounce":
+                merged = self._debounce(conn, row)
+                if merged is not None:
+                    debounced[row["id"]] = merged
+                    continue
+            elif row["flow_mode"] == "singleton":
+                live = self._live(conn, row)
+                if live is not None:
+                    singleton[row["id"]] = live
+                    continue
+            else:
+                continue
+            inserted.update(_insert(conn, [row]))
         writes: list[Callable[[], object]] = []
         if inserted:
             events = [workflow_event(pk, self.now, "queued") for pk in inserted]
@@ -243,7 +283,51 @@ class CreateWrite(BatchWrite):
                 write()
         else:
             later.extend(writes)
-        return Created(set(inserted.values()), admission)
+        return Created(set(inserted.values()), admission, debounced, singleton)
+
+    def _same_key(self, row: StoredInstanceRow) -> tuple[Any, ...]:
+        return (
+            I.c.tenant_id == self.tenant_id,
+            I.c.workflow == row["workflow"],
+            I.c.flow_key == row["flow_key"],
+        )
+
+    def _debounce(self, conn: sa.Connection, row: StoredInstanceRow) -> str | None:
+        """Merge a debounced create into its key's pending instance (queued, never started),
+        if there is one: the new params, started no earlier than the new create's time. Return
+        that instance's id; None when there is none (the create is inserted)."""
+        pending = sa.select(I.c.pk, I.c.id, I.c.params).where(
+            *self._same_key(row),
+            sa.text("instances.flow_mode = 'debounce' AND instances.status = 'queued'"),
+            I.c.started_at.is_(None),
+        )
+        found = conn.execute(lock_row(pending, self.store.postgresql)).first()
+        if found is None:
+            return None
+        grown = json_size(row["params"]) - json_size(found.params)
+        conn.execute(
+            sa.update(I)
+            .where(I.c.pk == found.pk)
+            .values(
+                params=row["params"],
+                due_at=row["due_at"],
+                waiting_reason=row["waiting_reason"],
+                stored_bytes=I.c.stored_bytes + grown,
+            )
+        )
+        conn.execute(
+            H.insert().values(workflow_event(found.pk, self.now, "queued", debounced=True))
+        )
+        if grown:
+            self.store.usage.charge(conn, {self.tenant_id: grown}, self.now)
+        return str(found.id)
+
+    def _live(self, conn: sa.Connection, row: StoredInstanceRow) -> str | None:
+        """The id of the live instance of a singleton create's key, if there is one."""
+        live = sa.select(I.c.id).where(
+            *self._same_key(row), sa.text("instances.flow_mode = 'singleton'"), LIVE
+        )
+        return conn.execute(live.limit(1)).scalar()
 
     def _storage_full(self, conn: sa.Connection, adding: int) -> bool:
         """Whether the creates would take the tenant past ``max_storage_mb`` (children, which

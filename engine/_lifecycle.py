@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine._flow import FlowStore
 from engine._names import FINISHED
 from engine._quotas import grow_queue_bound
 from engine._rows import E, H, I, S, Write, instance_key, not_found
@@ -89,6 +90,9 @@ class Lifecycle:
             )
             if status == "queued":  # queued again: it counts towards max_queued_instances
                 grow_queue_bound(conn, tenant_id, 1)
+            if row.flow_key is not None:
+                # Queued again, or a slot of its key freed: the key is looked at again.
+                FlowStore.wake(conn, [(tenant_id, workflow, row.flow_key)])
             conn.execute(
                 H.insert().values(
                     instance_pk=row.pk,
@@ -115,7 +119,7 @@ class Lifecycle:
             _update(conn, row.pk, status="running")
             return "running"
         if row.paused_due_at is None:
-            _update(conn, row.pk, status="queued", due_at=now, paused_at=None)
+            _update(conn, row.pk, status="queued", due_at=now, paused_at=None, waiting_reason=None)
             return "queued"
         shift = now - (row.paused_at or now)
         conn.execute(
@@ -174,6 +178,7 @@ class Lifecycle:
             "paused_at": None,
             "paused_due_at": None,
             "rollback": None,
+            "waiting_reason": None,
         }
         if kw["version"] is not None:
             values["version"] = kw["version"]
@@ -184,9 +189,13 @@ class Lifecycle:
         key = instance_key(tenant_id, workflow, instance_id)
 
         def write(conn: sa.Connection) -> None:
-            deleted = conn.execute(sa.delete(I).where(*key).returning(I.c.stored_bytes)).first()
+            deleted = conn.execute(
+                sa.delete(I).where(*key).returning(I.c.stored_bytes, I.c.flow_key)
+            ).first()
             if deleted is None:
                 raise not_found(instance_id)
+            if deleted.flow_key is not None:
+                FlowStore.wake(conn, [(tenant_id, workflow, deleted.flow_key)])
             charge(conn, {tenant_id: -int(deleted.stored_bytes)}, now)
 
         return write

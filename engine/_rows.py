@@ -48,6 +48,10 @@ class NewInstanceRow(TypedDict):
     trace_id: str | None
     span_id: str | None
     parent_span_id: str | None
+    flow_key: str | None
+    priority: int
+    flow_mode: str | None
+    waiting_reason: str | None
 
 
 class StoredInstanceRow(NewInstanceRow):

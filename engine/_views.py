@@ -47,6 +47,10 @@ class InstanceView(TypedDict):
     ended_at: str | None
     stalled: StalledView | None
     trace_id: str | None
+    key: str | None
+    priority: int
+    waiting_reason: str | None
+    start_at: str | None  # a queued instance held back by start_at, delay or debounce: until
     steps: NotRequired[list[StepView]]
     steps_next_cursor: NotRequired[str]
 
@@ -76,7 +80,20 @@ def stalled_view(row: InstanceRow, now: float) -> StalledView | None:
     return {"since": iso(due), "reason": _STALLED}
 
 
-def instance_view(row: InstanceRow, steps: Sequence[StepRecord] | None, now: float) -> InstanceView:
+def instance_view(
+    row: InstanceRow,
+    steps: Sequence[StepRecord] | None,
+    now: float,
+    waiting_reason: str | None = None,
+) -> InstanceView:
+    """The instance as the API shows it. A queued instance's ``waiting_reason`` is the one
+    stored (``start_at``, ``debounce``) while its time has not come, else ``waiting_reason``
+    as worked out by the caller (a key or the tenant at its limit), if any."""
+    stored, start_at = row.get("waiting_reason"), None
+    if row["status"] != "queued":
+        waiting_reason = None
+    elif stored is not None and (row["due_at"] or 0.0) > now:
+        waiting_reason, start_at = stored, row["due_at"]
     view: InstanceView = {
         "id": row["id"],
         "workflow": row["workflow"],
@@ -91,6 +108,10 @@ def instance_view(row: InstanceRow, steps: Sequence[StepRecord] | None, now: flo
         "ended_at": iso(row["ended_at"]),
         "stalled": stalled_view(row, now),
         "trace_id": row.get("trace_id"),
+        "key": row.get("flow_key"),
+        "priority": int(row.get("priority", 5)),
+        "waiting_reason": waiting_reason,
+        "start_at": iso(start_at),
     }
     if steps is not None:
         view["steps"] = [step_view(s) for s in steps]

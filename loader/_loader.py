@@ -26,6 +26,7 @@ from loader._upload import Upload
 from sandbox import Artifact
 from storage import Clock, Database
 from treadle.errors import CodeInvalid, InvalidInput, NotFound, TooLarge
+from treadle.runtime import JSONObject
 
 MAX_NAME = 64
 MAX_SOURCE_BYTES = 1024 * 1024
@@ -40,6 +41,7 @@ class Uploaded(TypedDict):
     name: str
     version: str
     sandbox: str
+    flow: JSONObject | None
 
 
 class Loader:
@@ -78,10 +80,11 @@ class Loader:
     async def upload(self, tenant_id: int, tenant: str, name: str, upload: Upload) -> Uploaded:
         """Validate and store code for workflow ``name`` and make it current.
 
-        Returns ``{"name", "version", "sandbox"}``; raises :class:`CodeInvalid` with the
+        Returns ``{"name", "version", "sandbox", "flow"}``; raises :class:`CodeInvalid` with the
         problems found, with their lines and columns, and ``UploadBusy`` when the tenant has
         too many uploads being checked already.
         """
+        flow = upload.flow.stored() if upload.flow is not None else None
         artifact, wasm = await run_in_threadpool(self._artifact, tenant_id, name, upload)
         entry: str | None = await self._checks.check(tenant_id, tenant, artifact)
         source: str | None = artifact.source
@@ -90,8 +93,8 @@ class Loader:
         code = Version(
             name, artifact.version, upload.sandbox, entry, source, self._clock.now(), wasm
         )
-        await run_in_threadpool(self._store.save, tenant_id, code)
-        return {"name": name, "version": artifact.version, "sandbox": upload.sandbox}
+        await run_in_threadpool(self._store.save, tenant_id, code, flow)
+        return {"name": name, "version": artifact.version, "sandbox": upload.sandbox, "flow": flow}
 
     def close(self) -> None:
         """Take no more uploads; checks under way finish within their deadline."""
@@ -131,6 +134,15 @@ class Loader:
         if version is None:
             raise _workflow_not_found(name)
         return version
+
+    def current_workflow(self, tenant_id: int, name: str) -> tuple[str, JSONObject | None]:
+        """The version new instances of workflow ``name`` run and the workflow's ``flow`` (as
+        ``engine.Flow.from_json`` reads it; None: none), in one read; raises
+        :class:`NotFound`."""
+        found = self._store.current_workflow(tenant_id, name)
+        if found is None:
+            raise _workflow_not_found(name)
+        return found
 
     def delete(self, tenant_id: int, name: str) -> None:
         """Delete a workflow, its instances and its code.

@@ -12,9 +12,11 @@ from typing import Any, NotRequired, TypedDict
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from loader._flow import key_limits
 from storage import Database, iso, tables
+from treadle.runtime import JSONObject
 
-W, V = tables.workflows, tables.workflow_versions
+W, V, K = tables.workflows, tables.workflow_versions, tables.flow_keys
 
 
 class VersionView(TypedDict):
@@ -34,6 +36,7 @@ class WorkflowView(TypedDict):
     sandbox: str
     created_at: str | None
     updated_at: str | None
+    flow: JSONObject | None
     versions: NotRequired[list[VersionView]]
 
 
@@ -63,8 +66,9 @@ class CodeStore:
         self._db = db
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
 
-    def save(self, tenant_id: int, code: Version) -> None:
-        """Store ``code`` (unless stored already) and make it its workflow's current version."""
+    def save(self, tenant_id: int, code: Version, flow: JSONObject | None = None) -> None:
+        """Store ``code`` (unless stored already) and make it its workflow's current version,
+        with ``flow`` (None: none). A changed flow applies to the workflow's keys at once."""
         version_row = {
             "tenant_id": tenant_id,
             "workflow": code.workflow,
@@ -81,15 +85,44 @@ class CodeStore:
             version=code.version,
             created_at=code.created_at,
             updated_at=code.created_at,
+            flow=flow,
+        )
+        # Locked (PostgreSQL; SQLite writes one at a time): a concurrent upload's flow is read
+        # once it is committed, so the keys end with the limits of the flow that is stored.
+        before = (
+            sa.select(W.c.flow)
+            .where(W.c.tenant_id == tenant_id, W.c.name == code.workflow)
+            .with_for_update()
         )
         with self._db.begin() as conn:
+            previous = conn.execute(before).first()
             conn.execute(self._insert(V).values(version_row).on_conflict_do_nothing())
             conn.execute(
                 workflow.on_conflict_do_update(
                     index_elements=[W.c.tenant_id, W.c.name],
-                    set_={"version": code.version, "updated_at": code.created_at},
+                    set_={"version": code.version, "updated_at": code.created_at, "flow": flow},
                 )
             )
+            if previous is not None and previous.flow != flow:
+                self._relimit(conn, tenant_id, code.workflow, flow, code.created_at)
+
+    def _relimit(
+        self, conn: sa.Connection, tenant_id: int, name: str, flow: JSONObject | None, now: float
+    ) -> None:
+        """Give the workflow's keys the limits of its new ``flow``; a key that waits for a slot
+        (``ready_at`` NULL) is looked at again now, so that a raised limit takes effect at once
+        (an idle key is looked at once and set aside again)."""
+        mine = sa.and_(K.c.tenant_id == tenant_id, K.c.workflow == name)
+        conn.execute(sa.update(K).where(mine).values(key_limits(flow)))
+        conn.execute(sa.update(K).where(mine, K.c.ready_at.is_(None)).values(ready_at=now))
+
+    def current_workflow(self, tenant_id: int, name: str) -> tuple[str, JSONObject | None] | None:
+        """The current version of a workflow and its ``flow``; None when there is no such
+        workflow."""
+        query = sa.select(W.c.version, W.c.flow).where(W.c.tenant_id == tenant_id, W.c.name == name)
+        with self._db.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (row.version, row.flow)
 
     def current(self, tenant_id: int, name: str) -> str | None:
         """The current version of a workflow, or None when there is no such workflow."""
@@ -100,7 +133,7 @@ class CodeStore:
 
     def workflows(self, tenant_id: int) -> list[WorkflowView]:
         query = (
-            sa.select(W.c.name, W.c.version, V.c.sandbox, W.c.created_at, W.c.updated_at)
+            sa.select(*_WORKFLOW_COLUMNS)
             .join(V, _current_version())
             .where(W.c.tenant_id == tenant_id)
             .order_by(W.c.name)
@@ -111,7 +144,7 @@ class CodeStore:
     def workflow(self, tenant_id: int, name: str) -> WorkflowView | None:
         """The workflow with every version of its code, newest first; None when not found."""
         query = (
-            sa.select(W.c.name, W.c.version, V.c.sandbox, W.c.created_at, W.c.updated_at)
+            sa.select(*_WORKFLOW_COLUMNS)
             .join(V, _current_version())
             .where(W.c.tenant_id == tenant_id, W.c.name == name)
         )
@@ -152,6 +185,9 @@ class CodeStore:
             )
 
 
+_WORKFLOW_COLUMNS = [W.c.name, W.c.version, V.c.sandbox, W.c.created_at, W.c.updated_at, W.c.flow]
+
+
 def _current_version() -> Any:
     return sa.and_(
         V.c.tenant_id == W.c.tenant_id, V.c.workflow == W.c.name, V.c.version == W.c.version
@@ -165,6 +201,7 @@ def _workflow_view(row: Any) -> WorkflowView:
         "sandbox": row.sandbox,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
+        "flow": row.flow,
     }
 
 

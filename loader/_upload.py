@@ -6,6 +6,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loader._flow import FlowBody
+
 
 class Upload(BaseModel):
     """Python source for the ``restricted`` (or wasm-python) sandbox, or a WebAssembly core
@@ -42,6 +44,8 @@ class Upload(BaseModel):
         default=None, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
     )
     wasm_base64: str | None = None
+    # Per-key flow control (docs/flow-control.md); an upload without it leaves none.
+    flow: FlowBody | None = None
 
     @model_validator(mode="after")
     def _one_kind_of_code(self) -> Self:

@@ -20,6 +20,14 @@ from storage._json import TextJSON
 JSONType = TextJSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _RUNNING = "status IN ('running', 'waitingForPause')"
+# An instance that has started and not finished: it holds a slot of its key's concurrency.
+_LIVE_STARTED = "status IN ('running', 'waiting', 'waitingForPause', 'paused')"
+_LIVE = "status IN ('queued', 'running', 'waiting', 'waitingForPause', 'paused')"
+
+
+def _partial(name: str, *columns: Any, where: str, **kw: Any) -> sa.Index:
+    condition = sa.text(where)
+    return sa.Index(name, *columns, sqlite_where=condition, postgresql_where=condition, **kw)
 
 
 def _json(nullable: bool = True) -> Any:
@@ -73,6 +81,9 @@ class Workflow(SQLModel, table=True):
     version: str = Field(max_length=64)
     created_at: float
     updated_at: float
+    # Per-key flow control (``engine._flow``): concurrency_per_key, rate_per_key, debounce,
+    # singleton, as uploaded; NULL: none (migration m0010).
+    flow: Any = _json()
 
 
 class WorkflowVersion(SQLModel, table=True):
@@ -99,13 +110,48 @@ class Instance(SQLModel, table=True):
         # Led by status: a lookup by key (tenant_id, workflow, id) must not match it, or
         # PostgreSQL may scan a workflow's instances for one id (migration m0007).
         sa.Index("ix_instances_listing", "status", "tenant_id", "workflow", "pk"),
-        # Fair claiming takes each tenant's oldest due instances, tenant by tenant.
-        sa.Index(
+        # Fair claiming takes each tenant's started work that is due (woken, retried, its lease
+        # expired) from here, tenant by tenant; queued instances come from the next two.
+        _partial(
             "ix_instances_tenant_due",
             "tenant_id",
             "due_at",
-            sqlite_where=sa.text("due_at IS NOT NULL"),
-            postgresql_where=sa.text("due_at IS NOT NULL"),
+            where="due_at IS NOT NULL AND (status <> 'queued' OR waiting_reason IS NOT NULL)",
+        ),
+        # A key's instances holding one of its concurrency slots, counted by the claim.
+        _partial(
+            "ix_instances_key_live",
+            "tenant_id",
+            "workflow",
+            "flow_key",
+            where=f"flow_key IS NOT NULL AND {_LIVE_STARTED}",
+        ),
+        # A key's starts within its rate period, counted by the claim.
+        _partial(
+            "ix_instances_key_started",
+            "tenant_id",
+            "workflow",
+            "flow_key",
+            "started_at",
+            where="flow_key IS NOT NULL AND started_at IS NOT NULL",
+        ),
+        # At most one live instance per key of a singleton workflow, and one pending instance
+        # per key of a debounced one: what holds them under concurrent creates.
+        _partial(
+            "uq_instances_singleton",
+            "tenant_id",
+            "workflow",
+            "flow_key",
+            where=f"flow_mode = 'singleton' AND {_LIVE}",
+            unique=True,
+        ),
+        _partial(
+            "uq_instances_debounce",
+            "tenant_id",
+            "workflow",
+            "flow_key",
+            where="flow_mode = 'debounce' AND status = 'queued' AND started_at IS NULL",
+            unique=True,
         ),
         # The instances holding a worker, counted against max_running_instances.
         sa.Index(
@@ -157,6 +203,15 @@ class Instance(SQLModel, table=True):
     trace_id: str | None = Field(default=None, max_length=32)
     span_id: str | None = Field(default=None, max_length=16)
     parent_span_id: str | None = Field(default=None, max_length=16)
+    # Flow control (migration m0010): the instance's key, its priority (0-9, higher first),
+    # the mode it was created under ("debounce" or "singleton", NULL otherwise) and why it
+    # waits when that is stored ("start_at", "debounce"; the other reasons are worked out).
+    flow_key: str | None = Field(default=None, max_length=128)
+    priority: int = Field(
+        default=5, sa_column=sa.Column(sa.SmallInteger, nullable=False, server_default="5")
+    )
+    flow_mode: str | None = Field(default=None, max_length=16)
+    waiting_reason: str | None = Field(default=None, max_length=16)
 
 
 class TenantQuota(SQLModel, table=True):
@@ -176,6 +231,77 @@ class TenantQuota(SQLModel, table=True):
     refilled_at: float
     queued_bound: int | None = None
     full_at: float
+
+
+class FlowKey(SQLModel, table=True):
+    """A key of a workflow with flow control: its limits (copied from the workflow's ``flow``
+    at each create and upload) and ``ready_at``, when a claim should next look at it: NULL
+    while it is full or has nothing queued, until a create or a ``flow_wakeups`` row reopens
+    it (``engine._flow``)."""
+
+    __tablename__ = "flow_keys"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "workflow"],
+            ["workflows.tenant_id", "workflows.name"],
+            ondelete="CASCADE",
+        ),
+        _partial("ix_flow_keys_ready", "tenant_id", "ready_at", where="ready_at IS NOT NULL"),
+    )
+
+    tenant_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    workflow: str = Field(primary_key=True, max_length=64)
+    flow_key: str = Field(primary_key=True, max_length=128)
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+    ready_at: float | None = None
+
+
+class FlowWakeup(SQLModel, table=True):
+    """A key one of whose slots was freed or that got an instance queued again (an instance
+    ended, was restarted, resumed or deleted): the next claim of its tenant reopens the key.
+    Appended without locking the key row, so that a commit never waits for a create."""
+
+    __tablename__ = "flow_wakeups"
+    __table_args__ = (sa.Index("ix_flow_wakeups_tenant", "tenant_id"),)
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    tenant_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    )
+    workflow: str = Field(max_length=64)
+    flow_key: str = Field(max_length=128)
+
+
+class Schedule(SQLModel, table=True):
+    """A schedule of a workflow: its ``spec`` as put (cron or every, timezone, params, overlap,
+    catch_up), when it fires next and last, and the lease of the process firing it."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "workflow"],
+            ["workflows.tenant_id", "workflows.name"],
+            ondelete="CASCADE",
+        ),
+        _partial("ix_schedules_next", "next_fire_at", where="next_fire_at IS NOT NULL"),
+        _partial("ix_schedules_held", "held_fire_at", where="held_fire_at IS NOT NULL"),
+    )
+
+    tenant_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    workflow: str = Field(primary_key=True, max_length=64)
+    id: str = Field(primary_key=True, max_length=64)
+    spec: Any = _json(nullable=False)
+    paused: bool
+    next_fire_at: float | None = None
+    last_fire_at: float | None = None
+    last_instance: str | None = Field(default=None, max_length=100)
+    held_fire_at: float | None = None
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+    created_at: float
+    updated_at: float
 
 
 class StorageUsage(SQLModel, table=True):
@@ -333,3 +459,28 @@ events: sa.Table = Event.__table__  # type: ignore[attr-defined]
 history: sa.Table = History.__table__  # type: ignore[attr-defined]
 audit_log: sa.Table = AuditEntry.__table__  # type: ignore[attr-defined]
 processes: sa.Table = Process.__table__  # type: ignore[attr-defined]
+flow_keys: sa.Table = FlowKey.__table__  # type: ignore[attr-defined]
+flow_wakeups: sa.Table = FlowWakeup.__table__  # type: ignore[attr-defined]
+schedules: sa.Table = Schedule.__table__  # type: ignore[attr-defined]
+
+# Ordered by priority descending (highest first), then due time: declared here, where the
+# columns exist to be ordered.
+_q = instances.c
+# Queued instances without a key, highest priority first, then oldest.
+_partial(
+    "ix_instances_queue",
+    _q.tenant_id,
+    _q.priority.desc(),
+    _q.due_at,
+    where="status = 'queued' AND flow_key IS NULL AND waiting_reason IS NULL",
+)
+# A key's queued instances, in the same order, reached through its flow_keys row.
+_partial(
+    "ix_instances_key_queue",
+    _q.tenant_id,
+    _q.workflow,
+    _q.flow_key,
+    _q.priority.desc(),
+    _q.due_at,
+    where="status = 'queued' AND flow_key IS NOT NULL AND waiting_reason IS NULL",
+)

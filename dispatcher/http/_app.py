@@ -27,6 +27,7 @@ from dispatcher.http._limits import BodyLimit
 from dispatcher.http._measure import MeasureRequests
 from dispatcher.http._openapi import openapi_document
 from dispatcher.http._routing import every_route
+from dispatcher.http._schedules import ScheduleApi
 from dispatcher.http._streams import StreamApi
 from dispatcher.http._usage import UsageApi
 from loader import WorkflowApi
@@ -90,6 +91,7 @@ def api_routes(platform: Platform, streams: StreamApi) -> list[BaseRoute]:
         **WorkflowApi(platform.loader).handlers(),
         **InstanceApi(platform.engine, platform.loader, platform.tenants.policy).handlers(),
         **LifecycleApi(platform.engine, platform.loader).handlers(),
+        **ScheduleApi(platform.engine, platform.loader).handlers(),
         **streams.handlers(),
         **UsageApi(platform.engine, platform.tenants, platform.clock).handlers(),
     }

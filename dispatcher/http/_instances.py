@@ -6,22 +6,34 @@ resolved to its current version here, and the instance is pinned to that version
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from dispatcher.http._routing import Handlers
-from dispatcher.http._schemas import NAME_PATTERN
+from dispatcher.http._schemas import (
+    BOTH_STARTS,
+    DEFAULT_PRIORITY,
+    DELAY,
+    KEY,
+    MAX_KEY,
+    NAME_PATTERN,
+    PRIORITIES,
+    PRIORITY,
+    START_AT,
+)
 from engine import (
     MAX_INSTANCE_ID,
     CreatedItem,
     Engine,
+    Flow,
     InstanceView,
     ItemError,
     NewInstance,
@@ -30,18 +42,30 @@ from engine import (
     parse_traceparent,
 )
 from loader import Loader
-from tenants import Caller, Policy
+from tenants import Caller, JsonInt, Policy
 from treadle.client import MAX_BATCH
-from treadle.errors import AlreadyExists, InvalidInput, TooLarge, TreadleError
+from treadle.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidDuration,
+    InvalidInput,
+    TooLarge,
+    TreadleError,
+)
+from treadle.runtime import parse_duration
 
 _PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
+SINGLETON = "instance.singleton"
+_LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60(?=[.zZ+-])", re.IGNORECASE)
 
 
 class NewInstanceBody(BaseModel):
-    """The body of ``POST .../instances``, and one item of a batch."""
+    """The body of ``POST .../instances``, and one item of a batch: its flow control
+    (``key``, ``priority``) and when it may start (``start_at`` or ``delay``) are checked here,
+    for the whole request (a bad one is a 400, in a batch too)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"not": BOTH_STARTS})
 
     # Checked by the engine (code instance.invalid_id); described here for the document.
     id: str | None = Field(
@@ -49,6 +73,39 @@ class NewInstanceBody(BaseModel):
         json_schema_extra={"minLength": 1, "maxLength": MAX_INSTANCE_ID, "pattern": NAME_PATTERN},
     )
     params: Any = None
+    key: str | None = Field(default=None, json_schema_extra=KEY)
+    priority: JsonInt | None = Field(default=None, json_schema_extra=PRIORITY)
+    start_at: str | None = Field(default=None, json_schema_extra=START_AT)
+    delay: float | str | None = Field(default=None, json_schema_extra=DELAY)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= len(value) <= MAX_KEY:
+            raise ValueError(f"must be 1 to {MAX_KEY} characters")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, value: int | None) -> int | None:
+        if value is not None and value not in PRIORITIES:
+            raise ValueError("must be an integer from 0 to 9")
+        return value
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Self:
+        if self.start_at is not None and self.delay is not None:
+            raise ValueError("give start_at or delay, not both")
+        return self
+
+    def new_instance(self, index: int | None = None) -> NewInstance:
+        """The instance to create; raises ``InvalidDuration`` (400 ``duration.invalid``)
+        naming the field for a ``start_at`` or ``delay`` the schema cannot refuse."""
+        where = "" if index is None else f"instances.{index}."
+        start_at = None if self.start_at is None else instant(self.start_at, where + "start_at")
+        delay = None if self.delay is None else parse_duration(self.delay, what=where + "delay")
+        priority = DEFAULT_PRIORITY if self.priority is None else self.priority
+        return NewInstance(self.id, self.params, self.key, priority, start_at, delay)
 
 
 class BatchItem(NewInstanceBody):
@@ -87,8 +144,9 @@ class InstanceApi:
         raw = await request.body()
         body = NewInstanceBody.model_validate_json(raw) if raw.strip() else NewInstanceBody()
         trace = parse_traceparent(request.headers.get("traceparent"))
+        new = [body.new_instance()]
         created, errors = await run_in_threadpool(
-            self._create, caller_of(request), request.path_params["name"], [body], trace
+            self._create, caller_of(request), request.path_params["name"], new, trace
         )
         if errors:
             raise _item_error(errors[0])
@@ -97,8 +155,9 @@ class InstanceApi:
     async def create_batch(self, request: Request) -> Response:
         body = BatchBody.model_validate_json(await request.body())
         trace = parse_traceparent(request.headers.get("traceparent"))
+        new = [item.new_instance(index) for index, item in enumerate(body.instances)]
         created, errors = await run_in_threadpool(
-            self._create, caller_of(request), request.path_params["name"], body.instances, trace
+            self._create, caller_of(request), request.path_params["name"], new, trace
         )
         limited = any(e["code"].startswith("quota.") for e in errors)
         headers = {"Retry-After": "1"} if limited else None
@@ -108,18 +167,17 @@ class InstanceApi:
         self,
         caller: Caller,
         workflow: str,
-        items: Sequence[NewInstanceBody],
+        new: list[NewInstance],
         trace: TraceParent | None,
     ) -> tuple[list[CreatedItem], list[ItemError]]:
         """Create what the tenant's quota allows (``creates_per_second`` across every API
         process, ``max_queued_instances``); the rest are per-item errors (a create refused
         whole answers 429), and nothing of them is written."""
-        version = self._loader.current(caller.tenant_id, workflow)
+        version, flow = self._loader.current_workflow(caller.tenant_id, workflow)
         policy = self._policy_of(caller.tenant_id)
         quota = Quota(policy.creates_per_second, policy.max_queued_instances, storage_bytes(policy))
-        new = [NewInstance(item.id, item.params) for item in items]
         return self._engine.create_instances(
-            caller.tenant_id, workflow, version, new, quota, caller=trace
+            caller.tenant_id, workflow, version, new, quota, caller=trace, flow=Flow.from_json(flow)
         )
 
     async def list_instances(self, request: Request) -> Response:
@@ -194,6 +252,23 @@ class InstanceApi:
         )
 
 
+def instant(value: str, what: str) -> float:
+    """An ISO 8601 time with a time zone (``2026-05-01T09:00:00Z``, ``...+02:00``) as epoch
+    seconds; raises ``InvalidDuration`` naming ``what``. A leap second is the second after."""
+    leap = _LEAP_SECOND.search(value)
+    text = value[: leap.start()] + ":59" + value[leap.end() :] if leap else value
+    try:
+        time = _dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if time.tzinfo is None:
+            raise ValueError("no time zone")
+        return time.timestamp() + (1 if leap else 0)
+    except (ValueError, OverflowError):
+        raise InvalidDuration(
+            f"{what}: {value[:64]!r} is not an ISO 8601 time with a time zone, "
+            "like 2026-05-01T09:00:00Z"
+        ) from None
+
+
 def storage_bytes(policy: Policy) -> int:
     return policy.max_storage_mb * 1024 * 1024
 
@@ -231,6 +306,8 @@ def _int_param(value: str | None, name: str, *, default: int) -> int:
 def _item_error(error: ItemError) -> TreadleError:
     """A per-item error of ``create_instances`` as the exception a single create raises."""
     code, message = str(error["code"]), str(error["message"])
+    if code == SINGLETON:
+        return Conflict(message, code=code, existing_id=error.get("existing_id"))
     if code.endswith("already_exists"):
         return AlreadyExists(message, code=code)
     if code == TooLarge.code:

@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 from dispatcher.http import _schemas as s
 from dispatcher.http._instances import BatchBody, NewInstanceBody
 from dispatcher.http._lifecycle import StatusBody
+from dispatcher.http._schedules import ScheduleBody
 from dispatcher.http._schemas import Schema
 from loader import Upload
 from tenants import KeyLifetime, NewTenant, Policy, Rotation
@@ -58,11 +59,13 @@ _REQUESTS: list[type[BaseModel]] = [
     StatusBody,
     KeyLifetime,
     Rotation,
+    ScheduleBody,
 ]
 # Fields that the request models take as any JSON, narrowed to what the server stores (no U+0000).
 _JSON_FIELDS: dict[tuple[str, str], Schema] = {
     ("NewInstanceBody", "params"): s.ref("JsonValue"),
     ("BatchItem", "params"): s.ref("JsonValue"),
+    ("ScheduleBody", "params"): s.ref("JsonValue"),
     # Any string (a bad id is the item's error), but no U+0000: the body itself is refused.
     ("BatchItem", "id"): {"anyOf": [s.TEXT, {"type": "null"}]},
 }
@@ -105,6 +108,8 @@ _LINKS: dict[str, tuple[dict[str, JSONValue], dict[str, str]]] = {
 
 def _operation(op: Operation) -> Schema:
     responses: Schema = {str(op.status): _success(op)}
+    if op.also is not None:
+        responses[str(op.also)] = _success(op)
     if op.building is not None:
         responses["202"] = {
             "description": _BUILDING,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from engine import MAX_EVENT_TYPE, MAX_INSTANCE_ID, MAX_ROW_ID, STATUSES
 from tenants import ACTIONS
 from treadle.runtime import (
+    MAX_DURATION_SECONDS,
     MAX_FRAME_FILE_CHARS,
     MAX_FRAME_LINE,
     MAX_FRAMES,
@@ -72,6 +73,38 @@ STATUS: Schema = {
     "enum": list(STATUSES),
 }
 
+# -- flow control of a create (docs/flow-control.md) ---------------------------------------------
+
+MAX_KEY = 128  # engine._flow.MAX_KEY
+PRIORITIES = range(10)
+DEFAULT_PRIORITY = 5
+KEY: Schema = {"anyOf": [{**TEXT, "minLength": 1, "maxLength": MAX_KEY}, {"type": "null"}]}
+PRIORITY: Schema = {
+    "anyOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "null"}],
+    "description": "0-9, higher first within the tenant; default 5",
+}
+# A time zone is required; a time in the past starts the instance now.
+START_AT: Schema = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+    "description": "ISO 8601 with a time zone: the instance starts no earlier",
+}
+# What the document can say of a duration; a unit that does not exist, or over 365 days in
+# another unit than seconds, is a 400 ``duration.invalid`` naming the field.
+DELAY: Schema = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_SECONDS},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]+\s*$"},
+        {"type": "null"},
+    ],
+    "description": "seconds, or '<n> <unit>': the instance starts no earlier than this after "
+    "the create",
+}
+BOTH_STARTS: Schema = {
+    "required": ["start_at", "delay"],
+    "properties": {"start_at": {"not": {"type": "null"}}, "delay": {"not": {"type": "null"}}},
+}
+WAITING_REASONS = ["concurrency_key", "rate_limit", "debounce", "tenant_limit", "start_at"]
+
 
 def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -102,6 +135,7 @@ PATH_PARAMS: dict[str, Schema] = {
     "id": INSTANCE_ID,
     "key_id": KEY_ID,
     "type": EVENT_TYPE,
+    "schedule": NAME,
 }
 """The schema of each path parameter of the API's paths, by its name."""
 
@@ -147,6 +181,10 @@ ERROR = obj(
         "error": obj(
             {"code": STR, "message": STR},
             {
+                "existing_id": {
+                    **STR,
+                    "description": "instance.singleton: the live instance of the key",
+                },
                 "problems": array(
                     obj(
                         {
@@ -155,7 +193,7 @@ ERROR = obj(
                             "message": STR,
                         }
                     )
-                )
+                ),
             },
         )
     }
@@ -184,6 +222,14 @@ ERROR_VALUE: Schema = {
 """An error of an instance, a step or an attempt (``treadle.runtime.ErrorValue``)."""
 
 # -- what the server knows of the answers' fields beyond their models ----------------------------
+
+_WAITING: Schema = {
+    "type": ["string", "null"],
+    "enum": [*WAITING_REASONS, None],
+    "description": "why a queued instance waits; null when it does not",
+}
+_PRIORITY: Schema = {"type": "integer", "minimum": 0, "maximum": 9}
+_KEY: Schema = {"type": ["string", "null"], "maxLength": MAX_KEY}
 
 # The answers' schemas come from the client's models (``treadle.client``), which read fields
 # loosely (a newer server may add a status); the document says exactly what this server sends.
@@ -216,6 +262,22 @@ NARROWED: dict[tuple[str, str], Schema] = {
     ("AuditEntry", "target"): {**MAYBE_STR, "description": "the key concerned, if any"},
     ("AuditEntry", "outcome"): {"type": "string", "enum": ["ok", "denied"]},
     ("AuditEntry", "details"): {"type": "object"},
+    ("InstanceSummary", "waiting_reason"): _WAITING,
+    ("Instance", "waiting_reason"): _WAITING,
+    ("InstanceSummary", "priority"): _PRIORITY,
+    ("Instance", "priority"): _PRIORITY,
+    ("InstanceSummary", "key"): _KEY,
+    ("Instance", "key"): _KEY,
+    ("Created", "debounced"): {
+        "type": "boolean",
+        "const": True,
+        "description": "only when the create was merged into the key's queued instance, "
+        "whose id this is",
+    },
+    ("ItemError", "existing_id"): {
+        **STR,
+        "description": "only for instance.singleton: the live instance of the key",
+    },
 }
 # Fields that the server may leave out of an answer.
 OPTIONAL = {
@@ -224,4 +286,10 @@ OPTIONAL = {
     ("Step", "wake_at"),
     ("Attempt", "error"),
     ("WorkflowVersion", "class_name"),
+    ("Created", "debounced"),
+    ("ItemError", "existing_id"),
+    ("FlowControl", "concurrency_per_key"),
+    ("FlowControl", "rate_per_key"),
+    ("FlowControl", "debounce"),
+    ("FlowControl", "singleton"),
 }

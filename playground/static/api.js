@@ -47,17 +47,25 @@ export class Api {
     return this.request("GET", "/v1/workflows");
   }
 
-  upload(name, source, sandbox) {
-    return this.request("PUT", `/v1/workflows/${path(name)}`, { source, sandbox });
+  // `flow` (per-key flow control, docs/flow-control.md) is sent only when given: an upload
+  // without it leaves the workflow with none.
+  upload(name, source, sandbox, flow = null) {
+    const body = { source, sandbox };
+    if (flow !== null && flow !== undefined) body.flow = flow;
+    return this.request("PUT", `/v1/workflows/${path(name)}`, body);
+  }
+
+  workflow(name) {
+    return this.request("GET", `/v1/workflows/${path(name)}`);
   }
 
   // An upload that waits out the server's first start: while it builds the Python-in-Wasm
   // runtime, a wasm upload is answered 202 {"status": "building", "retry_after"} and nothing is
   // stored, so the same upload is sent again (at least every 5 s), telling onBuilding each time.
-  async deploy(name, source, sandbox, onBuilding, waitSeconds = 600) {
+  async deploy(name, source, sandbox, onBuilding, waitSeconds = 600, flow = null) {
     const deadline = Date.now() + waitSeconds * 1000;
     for (;;) {
-      const answer = await this.upload(name, source, sandbox);
+      const answer = await this.upload(name, source, sandbox, flow);
       if (!answer || answer.status !== "building") return answer;
       if (Date.now() >= deadline) {
         throw new ApiError(202, "wasm.building", `${answer.message}; gave up after ${waitSeconds} s.`);
@@ -68,8 +76,14 @@ export class Api {
     }
   }
 
-  create(name, params) {
-    return this.request("POST", `/v1/workflows/${path(name)}/instances`, { params });
+  // `options`: the create's flow control, each sent only when given: {key, priority, delay,
+  // start_at} (docs/flow-control.md).
+  create(name, params, options = {}) {
+    const body = { params };
+    for (const [field, value] of Object.entries(options)) {
+      if (value !== null && value !== undefined && value !== "") body[field] = value;
+    }
+    return this.request("POST", `/v1/workflows/${path(name)}/instances`, body);
   }
 
   instances(name, limit = 20) {
@@ -89,6 +103,19 @@ export class Api {
   sendEvent(name, id, type, payload) {
     const url = `/v1/workflows/${path(name, "instances", id, "events", type)}`;
     return this.request("POST", url, payload);
+  }
+
+  // Schedules (docs/schedules.md): pausing or resuming one puts its spec back with `paused`.
+  schedules(name) {
+    return this.request("GET", `/v1/workflows/${path(name)}/schedules`);
+  }
+
+  putSchedule(name, id, spec) {
+    return this.request("PUT", `/v1/workflows/${path(name, "schedules", id)}`, spec);
+  }
+
+  deleteSchedule(name, id) {
+    return this.request("DELETE", `/v1/workflows/${path(name, "schedules", id)}`);
   }
 
   streamUrl(name, id) {

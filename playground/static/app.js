@@ -2,11 +2,15 @@
 import { Api, ApiError, Stream } from "./api.js";
 import { createEditor } from "./editor.js";
 import { EXAMPLES } from "./examples.js";
-import { clock, duration, el, FINISHED, json, stepItem, tracebackList } from "./timeline.js";
+import {
+  clock, duration, el, FINISHED, json, moment, seconds, stepItem, tracebackList, waitingText,
+} from "./timeline.js";
 
 const KEY = "treadle.playground.key";
 const DRAFT = "treadle.playground.draft";
 const DRAFTS = "treadle.playground.drafts"; // the user's edits to each example, by its title
+const OPTIONS = "treadle.playground.options"; // the run form's flow control: key, priority, ...
+const SCHEDULES_EVERY_MS = 2500; // how often the schedules panel asks for next and last fires
 const RUNS_EVERY_MS = 5000; // how often Past runs asks for runs started elsewhere
 const NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_-]*$/;
 // Which lifecycle action each status allows (docs/api.md, "Statuses and transitions").
@@ -20,12 +24,15 @@ const ALLOWED = {
 const $ = (id) => document.getElementById(id);
 const page = {
   api: null,
-  run: null, // the open run: {workflow, id, instance, waitingFor, stream}
+  run: null, // the open run: {workflow, id, instance, waitingFor, stream, queuedAt, flow}
+  starts: new Map(), // "workflow/id" -> ms: when a run this page created with a delay starts
+  schedules: null, // the schedules panel: {workflow, list}
 };
 
 // -- banners and sign-in ------------------------------------------------------------------------
 
-function showError(error) {
+// `action`, if given, is a button in the banner: {label, run} (open the live instance, ...).
+function showError(error, action = null) {
   let text = error.message || String(error);
   if (error instanceof ApiError && error.status === 401) {
     text = `The server refused the API key (${error.message}). Sign in again with a tenant API key.`;
@@ -35,9 +42,17 @@ function showError(error) {
   $("banner-text").textContent = text;
   $("banner").hidden = false;
   $("banner").classList.remove("notice");
+  const button = $("banner-action");
+  button.hidden = !action;
+  button.textContent = action ? action.label : "";
+  button.onclick = action ? () => {
+    clearError();
+    action.run();
+  } : null;
 }
 
 function showNotice(text) {
+  $("banner-action").hidden = true;
   $("banner-text").textContent = text;
   $("banner").hidden = false;
   $("banner").classList.add("notice");
@@ -65,6 +80,7 @@ async function signIn(key) {
   $("signed-in-text").textContent = `Signed in with key ${key.slice(0, 8)}…`;
   clearError();
   refreshRuns();
+  refreshSchedules(true);
   return true;
 }
 
@@ -75,6 +91,7 @@ function signOut() {
   $("signin").hidden = false;
   $("signed-in").hidden = true;
   $("runs").replaceChildren(el("li", { class: "hint", text: "Sign in to see the tenant's runs." }));
+  showSchedules($("workflow").value.trim(), [], "Sign in to see the workflow's schedules.");
 }
 
 // A key in the address's fragment (#key=..., as `treadle serve` prints it) never reaches the
@@ -136,6 +153,7 @@ function showDraft(draft) {
   showProblems([]);
   checkParams();
   saveDraft();
+  refreshSchedules(true); // of the workflow now named
 }
 
 function params() {
@@ -173,6 +191,82 @@ function showProblems(problems) {
   list.hidden = problems.length === 0;
 }
 
+// -- the run form's flow control (docs/flow-control.md) ----------------------------------------
+
+const OPTION_FIELDS = { key: "run-key", priority: "run-priority", delay: "run-delay", flow: "flow" };
+
+function saveOptions() {
+  const saved = Object.fromEntries(Object.entries(OPTION_FIELDS).map(([name, id]) => [name, $(id).value]));
+  localStorage.setItem(OPTIONS, JSON.stringify(saved));
+  summarizeOptions();
+}
+
+function showOptions() {
+  const saved = JSON.parse(localStorage.getItem(OPTIONS) || "{}");
+  for (const [name, id] of Object.entries(OPTION_FIELDS)) $(id).value = saved[name] || "";
+  summarizeOptions();
+  if (Object.values(saved).some(Boolean)) $("run-options").open = true;
+}
+
+// What is set, beside the summary, so that a closed section still says it is in effect.
+function summarizeOptions() {
+  const parts = [];
+  if ($("run-key").value.trim()) parts.push(`key '${$("run-key").value.trim()}'`);
+  if ($("run-priority").value.trim()) parts.push(`priority ${$("run-priority").value.trim()}`);
+  if ($("run-delay").value.trim()) parts.push(`delay ${$("run-delay").value.trim()}`);
+  if ($("flow").value.trim()) parts.push("flow");
+  $("run-options-summary").textContent = parts.length ? `· ${parts.join(", ")}` : "";
+}
+
+// The flow sent with the upload and the create's options; an Error naming the field if one is
+// not valid (the server checks them again, and its refusal names the field too).
+function runOptions() {
+  const field = (id) => $(id).value.trim();
+  let flow = null;
+  if (field("flow")) {
+    try {
+      flow = JSON.parse(field("flow"));
+    } catch (error) {
+      throw Object.assign(new Error(`Workflow flow is not valid JSON: ${error.message}`), { field: "flow" });
+    }
+  }
+  const options = {};
+  if (field("run-key")) options.key = field("run-key");
+  if (field("run-priority")) {
+    const priority = Number(field("run-priority"));
+    if (!Number.isInteger(priority) || priority < 0 || priority > 9) {
+      throw Object.assign(new Error("Priority must be a whole number from 0 to 9."), { field: "run-priority" });
+    }
+    options.priority = priority;
+  }
+  if (field("run-delay")) {
+    const delay = field("run-delay");
+    options.delay = /^\d+(\.\d+)?$/.test(delay) ? Number(delay) : delay;
+  }
+  return { flow, options };
+}
+
+function showOptionsError(error) {
+  const box = $("run-options-error");
+  for (const id of Object.values(OPTION_FIELDS)) $(id).classList.remove("invalid");
+  box.hidden = !error;
+  box.textContent = error ? error.message : "";
+  if (error && error.field) {
+    $("run-options").open = true;
+    $(error.field).classList.add("invalid");
+    $(error.field).focus();
+  }
+}
+
+// The field of the run form a refusal of the server names ("invalid request: priority: ...",
+// "flow.debounce: ..."), if any.
+function optionFieldOf(error) {
+  const named = /^(?:invalid request: )?(?:instances\.\d+\.)?([a-z_]+)[.:]/.exec(error.message || "");
+  const fields = { key: "run-key", priority: "run-priority", delay: "run-delay", start_at: "run-delay",
+    flow: "flow" };
+  return named && fields[named[1]];
+}
+
 async function run() {
   if ($("run").disabled) return; // one upload at a time
   clearError();
@@ -182,6 +276,14 @@ async function run() {
     return showError(new Error("The workflow name may hold letters, digits, '_' and '-' only."));
   }
   if (!checkParams()) return $("params").focus();
+  let flow;
+  let options;
+  try {
+    ({ flow, options } = runOptions());
+    showOptionsError(null);
+  } catch (error) {
+    return showOptionsError(error);
+  }
   const button = $("run");
   button.disabled = true;
   $("run-hint").textContent = "uploading…";
@@ -190,16 +292,33 @@ async function run() {
       (building) => {
         $("run-hint").textContent =
           `building the Python-in-Wasm runtime (first start only), about ${building.retry_after} s…`;
-      });
+      }, 600, flow);
     showProblems([]);
     $("run-hint").textContent = `version ${uploaded.version.slice(0, 8)} · starting…`;
-    const created = await page.api.create(workflow, params());
-    $("run-hint").textContent = "";
+    const asked = Date.now();
+    const created = await page.api.create(workflow, params(), options);
+    if (options.delay !== undefined && seconds(options.delay) !== null) {
+      page.starts.set(`${workflow}/${created.id}`, asked + seconds(options.delay) * 1000);
+    }
+    $("run-hint").textContent = created.debounced
+      ? `debounced into ${created.id}: it runs once, with these params` : "";
     await openRun(workflow, created.id);
     refreshRuns();
+    refreshSchedules(true); // the workflow may be new: its (empty) list, not "not uploaded"
   } catch (error) {
     $("run-hint").textContent = "";
-    if (error instanceof ApiError && error.code === "code.invalid") {
+    if (error instanceof ApiError && error.code === "instance.singleton") {
+      // The key has a live instance: say so, and offer it.
+      const existing = error.details.existing_id;
+      showError(error, existing ? { label: `Open ${existing}`, run: () => {
+        openRun(workflow, existing);
+        revealRunView();
+      } } : null);
+    } else if (error instanceof ApiError && error.status === 400 && optionFieldOf(error)) {
+      const field = optionFieldOf(error);
+      showOptionsError(Object.assign(new Error(error.message), { field }));
+      showError(error);
+    } else if (error instanceof ApiError && error.code === "code.invalid") {
       showProblems(error.details.problems || []);
       const count = (error.details.problems || []).length;
       showError(new Error(`The code was not accepted: ${count} problem${count === 1 ? "" : "s"}, marked in the editor.`));
@@ -222,7 +341,8 @@ function closeRun() {
 
 async function openRun(workflow, id) {
   closeRun();
-  const run = { workflow, id, instance: null, waitingFor: null, stream: null };
+  const run = { workflow, id, instance: null, waitingFor: null, stream: null, queuedAt: null,
+    flow: undefined };
   page.run = run;
   $("run-empty").hidden = true;
   $("run-view").hidden = false;
@@ -291,6 +411,9 @@ function onEvent(run, event) {
     $("logs").textContent += `${clock(event.ts)}${where} ${event.data.message}\n`;
     return;
   }
+  if (event.type === "workflow.queued") {
+    run.queuedAt = Date.parse(event.ts); // a debounced create pushes the start back from here
+  }
   if (event.type === "workflow.queued" && event.data.action === "restart") {
     $("logs").textContent += `── restarted at ${clock(event.ts)} ──\n`;
   }
@@ -356,7 +479,9 @@ function render() {
   const steps = instance.steps || [];
   // Rebuilt on every change: keep the results the user opened open.
   const opened = new Set([...$("timeline").querySelectorAll("details[open]")].map((d) => d.dataset.key));
+  const waiting = waitingItem(run);
   $("timeline").replaceChildren(
+    ...(waiting ? [waiting] : []),
     ...(steps.length ? steps.map((step) => stepItem(step, run, now, goToLine))
       : [el("li", { class: "step none", text: "no step has committed yet" })]),
   );
@@ -376,6 +501,39 @@ function renderMeta(instance, now) {
   ];
   $("run-meta").textContent = parts.join(" · ");
   $("run-meta").title = `params: ${JSON.stringify(instance.params)}`;
+  // Flow control, when set: the key, and a priority other than the default.
+  const flow = [];
+  if (instance.key !== null && instance.key !== undefined) flow.push(`key '${instance.key}'`);
+  if (instance.priority !== undefined && instance.priority !== 5) flow.push(`priority ${instance.priority}`);
+  else if (flow.length) flow.push("priority 5");
+  $("run-flow").textContent = flow.join(" · ");
+  $("run-flow").hidden = !flow.length;
+}
+
+// A queued run's first line in the timeline: why it has not started (its waiting_reason).
+function waitingItem(run) {
+  const text = waitingText(run.instance, startsAt(run));
+  if (!text) return null;
+  return el("li", { id: "waiting-reason", class: "step queued", "data-reason": run.instance.waiting_reason },
+    el("span", { class: "dot", "aria-hidden": "true" }),
+    el("div", { class: "step-main" }, el("div", { class: "detail waiting", text })));
+}
+
+// When a delayed or debounced run starts, if the page can tell: a delay it sent itself, or the
+// workflow's debounce counted from the last create of the key (its last workflow.queued event).
+function startsAt(run) {
+  const reason = run.instance.waiting_reason;
+  if (reason === "start_at") return page.starts.get(`${run.workflow}/${run.id}`) || null;
+  if (reason !== "debounce" || run.queuedAt === null) return null;
+  if (run.flow === undefined) {
+    run.flow = null; // asked once per run
+    page.api.workflow(run.workflow).then((found) => {
+      run.flow = found.flow || {};
+      if (page.run === run) render();
+    }, () => {});
+  }
+  const debounce = run.flow && seconds(run.flow.debounce);
+  return debounce ? run.queuedAt + debounce * 1000 : null;
 }
 
 function renderEventForm(run) {
@@ -542,6 +700,267 @@ function markCurrentRun() {
   }
 }
 
+// -- the schedules of the workflow named in the form (docs/schedules.md) ------------------------
+
+const SCHEDULE_FIELDS = { id: "schedule-id", cron: "schedule-when", every: "schedule-when",
+  timezone: "schedule-timezone", params: "schedule-params", overlap: "schedule-overlap",
+  catch_up: "schedule-catch-up" };
+
+// The id of the instance a fire made: `{schedule id}-{due time in UTC, YYYYMMDDTHHMMSSZ}`.
+function firedId(scheduleId, iso) {
+  const utc = new Date(iso).toISOString().replace(/\.\d+Z$/, "Z");
+  return `${scheduleId}-${utc.replace(/[-:]/g, "")}`;
+}
+
+// A period in its largest whole unit: "every 2 s", "every 90 min", "every 1 d".
+function period(total) {
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (total >= size && total % size === 0) return `${total / size} ${unit}`;
+  }
+  return `${total} s`;
+}
+
+const whenText = (schedule) => (schedule.cron !== null && schedule.cron !== undefined
+  ? `cron ${schedule.cron}` : `every ${period(seconds(schedule.every))}`);
+
+// The spec of a schedule as read, to put it back (paused or resumed).
+function specOf(schedule, paused) {
+  const spec = { timezone: schedule.timezone, params: schedule.params, overlap: schedule.overlap,
+    catch_up: schedule.catch_up, paused };
+  if (schedule.cron !== null && schedule.cron !== undefined) spec.cron = schedule.cron;
+  else spec.every = schedule.every;
+  return spec;
+}
+
+// Every few seconds while in sight (next and last fires move on), on ↻, after a change, and
+// when the workflow's name changes. `quiet`: a failure says so in the panel's hint only.
+const refreshSchedules = coalesced(async (quiet = false) => {
+  const workflow = $("workflow").value.trim();
+  $("schedules-workflow").textContent = workflow || "…";
+  if (!page.api) return;
+  if (!NAME.test(workflow)) return showSchedules(workflow, [], "Name the workflow to see its schedules.");
+  const api = page.api;
+  try {
+    const { schedules } = await api.schedules(workflow);
+    if (page.api === api && $("workflow").value.trim() === workflow) showSchedules(workflow, schedules);
+  } catch (error) {
+    if (page.api !== api || $("workflow").value.trim() !== workflow) return;
+    if (error instanceof ApiError && error.status === 404) {
+      showSchedules(workflow, [], `Workflow '${workflow}' is not uploaded yet: run it once, then schedule it.`);
+    } else if (quiet || outage(error)) {
+      $("schedules-hint").textContent = `Could not list the schedules: ${error.message}`;
+    } else {
+      showError(error);
+    }
+  }
+});
+
+// The rows shown are kept and updated in place, new ones added: the button in focus stays.
+function showSchedules(workflow, schedules, hint = "") {
+  const rows = $("schedule-rows");
+  if (!page.schedules || page.schedules.workflow !== workflow) rows.replaceChildren();
+  page.schedules = { workflow, list: schedules };
+  $("schedules-workflow").textContent = workflow || "…";
+  const shown = new Map([...rows.children].map((row) => [row.dataset.id, row]));
+  schedules.forEach((schedule, index) => {
+    const row = shown.get(schedule.id) || scheduleRow(workflow, schedule.id);
+    updateScheduleRow(row, schedule);
+    if (rows.children[index] !== row) rows.insertBefore(row, rows.children[index] || null);
+    shown.delete(schedule.id);
+  });
+  for (const gone of shown.values()) gone.remove();
+  $("schedules").hidden = !schedules.length;
+  $("schedules-hint").textContent = hint || (schedules.length ? ""
+    : `No schedule yet: add one below to run '${workflow}' on a timetable.`);
+}
+
+function scheduleRow(workflow, scheduleId) {
+  const fired = el("button", { type: "button", class: "fired link" });
+  fired.addEventListener("click", () => {
+    openRun(workflow, fired.dataset.instance);
+    revealRunView();
+  });
+  const toggle = el("button", { type: "button", "data-schedule-action": "toggle" });
+  toggle.addEventListener("click", () => toggleSchedule(workflow, scheduleId));
+  const edit = el("button", { type: "button", "data-schedule-action": "edit", text: "Edit",
+    "aria-label": `Edit schedule ${scheduleId}` });
+  edit.addEventListener("click", () => editSchedule(scheduleId));
+  const remove = el("button", { type: "button", "data-schedule-action": "delete", text: "Delete",
+    "aria-label": `Delete schedule ${scheduleId}` });
+  remove.addEventListener("click", () => deleteSchedule(workflow, scheduleId, remove));
+  const row = el("tr", {},
+    el("th", { scope: "row", class: "schedule-id", text: scheduleId }),
+    // The labels head each line where the list is shown as cards (a narrow screen).
+    el("td", { class: "when", "data-label": "when" }),
+    el("td", { class: "timezone", "data-label": "time zone" }),
+    el("td", { class: "next", "data-label": "next fire" }),
+    el("td", { class: "last", "data-label": "last fire" }, el("span", { class: "last-time" }), fired),
+    el("td", { "data-label": "state" }, el("span", { class: "status state" })),
+    el("td", { class: "schedule-buttons" }, toggle, edit, remove));
+  row.dataset.id = scheduleId;
+  return row;
+}
+
+function updateScheduleRow(row, schedule) {
+  const cell = (name) => row.querySelector(`.${name}`);
+  row.dataset.paused = String(schedule.paused);
+  cell("when").textContent = whenText(schedule);
+  cell("timezone").textContent = schedule.timezone;
+  cell("next").textContent = schedule.paused ? "paused" : (moment(schedule.next_fire_at) || "—");
+  cell("next").title = schedule.next_fire_at || "";
+  cell("last-time").textContent = schedule.last_fire_at ? moment(schedule.last_fire_at) : "—";
+  cell("last-time").title = schedule.last_fire_at || "";
+  const fired = cell("fired");
+  fired.hidden = !schedule.last_fire_at;
+  if (schedule.last_fire_at) {
+    fired.dataset.instance = firedId(schedule.id, schedule.last_fire_at);
+    fired.textContent = fired.dataset.instance;
+    fired.title = `Open the run this fire made, ${fired.dataset.instance}`;
+  }
+  const state = cell("state");
+  state.textContent = schedule.paused ? "paused" : "active";
+  state.dataset.status = schedule.paused ? "paused" : "running";
+  const toggle = row.querySelector('[data-schedule-action="toggle"]');
+  toggle.textContent = schedule.paused ? "Resume" : "Pause";
+  toggle.setAttribute("aria-label", `${toggle.textContent} schedule ${schedule.id}`);
+}
+
+const scheduleNamed = (id) => (page.schedules ? page.schedules.list.find((s) => s.id === id) : null);
+
+async function toggleSchedule(workflow, scheduleId) {
+  const schedule = scheduleNamed(scheduleId);
+  if (!schedule) return;
+  showScheduleError(null);
+  try {
+    const changed = await page.api.putSchedule(workflow, scheduleId, specOf(schedule, !schedule.paused));
+    $("schedule-result").textContent = `${scheduleId} ${changed.paused ? "paused" : "resumed"}`;
+  } catch (error) {
+    showScheduleError(error);
+  }
+  await refreshSchedules();
+}
+
+// A first click asks to confirm (for 5 s), a second deletes: nothing is lost by a stray key.
+async function deleteSchedule(workflow, scheduleId, button) {
+  if (button.dataset.confirm !== "yes") {
+    button.dataset.confirm = "yes";
+    button.textContent = "Confirm delete";
+    setTimeout(() => {
+      button.dataset.confirm = "";
+      button.textContent = "Delete";
+    }, 5000);
+    return;
+  }
+  showScheduleError(null);
+  try {
+    await page.api.deleteSchedule(workflow, scheduleId);
+    $("schedule-result").textContent = `deleted ${scheduleId} (the runs it made stay)`;
+  } catch (error) {
+    showScheduleError(error);
+  }
+  await refreshSchedules();
+}
+
+function editSchedule(scheduleId) {
+  const schedule = scheduleNamed(scheduleId);
+  if (!schedule) return;
+  const cron = schedule.cron !== null && schedule.cron !== undefined;
+  $("schedule-id").value = schedule.id;
+  $("schedule-kind").value = cron ? "cron" : "every";
+  $("schedule-when").value = cron ? schedule.cron : String(schedule.every);
+  $("schedule-timezone").value = schedule.timezone;
+  $("schedule-params").value = json(schedule.params);
+  $("schedule-overlap").value = schedule.overlap;
+  $("schedule-catch-up").value = schedule.catch_up;
+  showScheduleError(null);
+  $("schedule-when").focus();
+}
+
+// An error of the form: its message under the form, the field it names marked.
+function showScheduleError(error) {
+  for (const id of new Set(Object.values(SCHEDULE_FIELDS))) {
+    $(id).classList.remove("invalid");
+    $(id).removeAttribute("aria-invalid");
+  }
+  const box = $("schedule-error");
+  box.hidden = !error;
+  if (!error) return;
+  let text = error.message || String(error);
+  if (error instanceof ApiError && error.status) text = `${error.message} (${error.code}, HTTP ${error.status})`;
+  box.textContent = text;
+  let field = error.field;
+  if (!field && error instanceof ApiError) {
+    const named = /^(?:invalid request: )?([a-z_]+)[.:]/.exec(error.message || "");
+    field = error.code === "schedule.invalid_id" ? "id" : named && named[1];
+  }
+  const id = SCHEDULE_FIELDS[field];
+  if (id) {
+    $(id).classList.add("invalid");
+    $(id).setAttribute("aria-invalid", "true");
+    $(id).setAttribute("aria-errormessage", "schedule-error");
+  }
+}
+
+async function saveSchedule(submit) {
+  submit.preventDefault();
+  if (!page.api) return showError(new Error("Sign in with a tenant API key first."));
+  const workflow = $("workflow").value.trim();
+  const scheduleId = $("schedule-id").value.trim();
+  const fail = (field, message) => {
+    showScheduleError(Object.assign(new Error(message), { field }));
+    $(SCHEDULE_FIELDS[field]).focus();
+  };
+  if (!NAME.test(workflow)) return fail("id", "Name the workflow first (letters, digits, '_' and '-').");
+  if (!NAME.test(scheduleId)) return fail("id", "id: letters, digits, '_' and '-' only, 1 to 64 of them.");
+  const kind = $("schedule-kind").value;
+  const when = $("schedule-when").value.trim();
+  if (!when) return fail(kind, `${kind}: ${kind === "cron" ? "5 fields, such as 30 2 * * *" : "a period, such as 2 seconds"}`);
+  let params;
+  try {
+    params = JSON.parse($("schedule-params").value.trim() || "null");
+  } catch (error) {
+    return fail("params", `params: not valid JSON: ${error.message}`);
+  }
+  const existing = scheduleNamed(scheduleId);
+  const spec = {
+    [kind]: kind === "every" && /^\d+(\.\d+)?$/.test(when) ? Number(when) : when,
+    timezone: $("schedule-timezone").value.trim() || "UTC",
+    params,
+    overlap: $("schedule-overlap").value,
+    catch_up: $("schedule-catch-up").value,
+    paused: existing ? existing.paused : false, // a replaced schedule stays paused or not
+  };
+  showScheduleError(null);
+  $("schedule-result").textContent = "saving…";
+  try {
+    const saved = await page.api.putSchedule(workflow, scheduleId, spec);
+    const next = saved.paused ? "paused" : `next fire ${moment(saved.next_fire_at)}`;
+    $("schedule-result").textContent = `${existing ? "replaced" : "created"} ${scheduleId}: ${next}`;
+  } catch (error) {
+    $("schedule-result").textContent = "";
+    if (error instanceof ApiError && [0, 401].includes(error.status)) showError(error);
+    else showScheduleError(error);
+  }
+  await refreshSchedules();
+}
+
+function startSchedules() {
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  $("timezones").append(...["UTC", ...zones.filter((zone) => zone !== "UTC")].map((zone) => el("option", { value: zone })));
+  $("schedule-kind").addEventListener("change", () => {
+    $("schedule-when").placeholder = $("schedule-kind").value === "cron" ? "30 2 * * *" : "2 seconds";
+  });
+  $("schedule-form").addEventListener("submit", saveSchedule);
+  $("schedules-refresh").addEventListener("click", () => refreshSchedules());
+  let typing = null;
+  $("workflow").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => refreshSchedules(true), 400);
+  });
+  setInterval(() => document.visibilityState === "visible" && refreshSchedules(true), SCHEDULES_EVERY_MS);
+  $("schedules-workflow").textContent = $("workflow").value.trim() || "…";
+}
+
 // -- start --------------------------------------------------------------------------------------
 
 function start() {
@@ -566,6 +985,14 @@ function start() {
     saveDraft();
   });
   $("run").addEventListener("click", run);
+  showOptions();
+  for (const id of Object.values(OPTION_FIELDS)) {
+    $(id).addEventListener("input", () => {
+      $(id).classList.remove("invalid");
+      saveOptions();
+    });
+  }
+  startSchedules();
   // Caught on its way down, before the editor, whose own Ctrl/Cmd+Enter inserts a blank line:
   // the keys run the code as it is.
   window.addEventListener("keydown", (key) => {
@@ -590,6 +1017,14 @@ function start() {
   }
   // Countdowns and running times move on between events.
   setInterval(() => page.run && page.run.instance && !FINISHED.includes(page.run.instance.status) && render(), 1000);
+  // A queued run's reason to wait changes without an event of its own (another run of its key
+  // ends, the tenant's runs): asked again every 2 s while it is queued.
+  setInterval(() => {
+    const run = page.run;
+    if (run && run.instance && run.instance.status === "queued" && document.visibilityState === "visible") {
+      refreshInstance(run);
+    }
+  }, 2000);
   refreshRunsOnTheirOwn();
   // A #key= link opened in this tab while the page is open: sign in with that key.
   window.addEventListener("hashchange", () => {

@@ -29,6 +29,52 @@ export function clock(iso) {
   return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "";
 }
 
+// A time of day, with the date too when it is not today (a schedule's next fire, a start).
+export function moment(iso) {
+  if (!iso) return "";
+  const when = new Date(iso);
+  const time = when.toLocaleTimeString([], { hour12: false });
+  if (when.toDateString() === new Date().toDateString()) return time;
+  return `${when.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" })} ${time}`;
+}
+
+// A duration as the API takes it (seconds, or "<n> <unit>"), in seconds; null if unknown.
+const UNITS = { s: 1, sec: 1, second: 1, m: 60, min: 60, minute: 60, h: 3600, hour: 3600,
+  d: 86400, day: 86400, w: 604800, week: 604800 };
+
+export function seconds(value) {
+  if (typeof value === "number") return value;
+  const found = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*?)s?\s*$/i.exec(String(value));
+  if (!found) return null;
+  const unit = found[2].toLowerCase();
+  if (!unit) return Number(found[1]);
+  return unit in UNITS ? Number(found[1]) * UNITS[unit] : null;
+}
+
+// Why a queued instance has not started, in words (its `waiting_reason`, docs/flow-control.md);
+// `startsAt` (ms) is when a delayed or debounced one starts, when the page knows it. Null for
+// an instance that waits for nothing.
+export function waitingText(instance, startsAt = null) {
+  const reason = instance.waiting_reason;
+  if (instance.status !== "queued" || !reason) return null;
+  const key = instance.key === null || instance.key === undefined ? "" : ` '${instance.key}'`;
+  const at = startsAt ? moment(new Date(startsAt).toISOString()) : "";
+  switch (reason) {
+    case "concurrency_key":
+      return `waiting: key${key} is at its concurrency limit`;
+    case "rate_limit":
+      return `waiting: rate limit of its key${key}`;
+    case "debounce":
+      return at ? `waiting: debounced — starts at ${at}` : "waiting: debounced — a later create of its key pushes its start back";
+    case "start_at":
+      return at ? `waiting: starts at ${at}` : "waiting: starts at its start_at (or after its delay)";
+    case "tenant_limit":
+      return "waiting: the tenant is at max_running_instances";
+    default:
+      return `waiting: ${reason}`;
+  }
+}
+
 function flat(value) {
   if (value === null || typeof value !== "object") return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(flat).join(", ")}]`;

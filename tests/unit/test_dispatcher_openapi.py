@@ -43,7 +43,7 @@ def test_request_bodies_come_from_the_models_that_parse_them() -> None:
     document = openapi_document()
     upload = document["paths"]["/v1/workflows/{name}"]["put"]["requestBody"]
     schema = _resolve(document, upload["content"]["application/json"]["schema"])
-    assert set(schema["properties"]) == {"sandbox", "source", "class_name", "wasm_base64"}
+    assert set(schema["properties"]) == {"sandbox", "source", "class_name", "wasm_base64", "flow"}
     assert schema["additionalProperties"] is False
     policy = document["components"]["schemas"]["Policy"]
     assert policy["properties"]["memory_mb"]["default"] == 256

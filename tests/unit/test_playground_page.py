@@ -111,3 +111,14 @@ def test_the_page_imports_only_files_that_exist() -> None:
             continue
         for imported in re.findall(r'from "\./([^"]+)"', script.read_text()):
             assert (STATIC / imported).is_file(), (script.name, imported)
+
+
+def test_every_element_the_page_script_names_is_on_the_page() -> None:
+    """``$("id")`` in app.js, and the fields of its forms (run options, schedules), exist."""
+    script = (STATIC / "app.js").read_text()
+    ids = set(re.findall(r'\bid="([\w-]+)"', (STATIC / "index.html").read_text()))
+    named = set(re.findall(r'\$\("([\w-]+)"\)', script))
+    for table in re.findall(r"const (?:OPTION|SCHEDULE)_FIELDS = \{([^}]+)\}", script):
+        named |= set(re.findall(r':\s*"([\w-]+)"', table))
+    assert named and named <= ids, sorted(named - ids)
+    assert {"schedules-panel", "schedule-form", "run-key", "run-priority", "run-delay"} <= ids

@@ -22,6 +22,7 @@ from treadle.client import _config as config
 from treadle.client._client import Client
 from treadle.client._models import Instance, Policy, UsageCounts, UsageReport
 from treadle.client._output import Output, cell, describe, plain, show_instance
+from treadle.client._schedule_cli import add_schedule_commands
 from treadle.errors import (
     CodeInvalid,
     InstanceFailed,
@@ -82,6 +83,7 @@ class _Commands:
     def add_all(self) -> None:
         self._workflow_commands()
         self._instance_commands()
+        add_schedule_commands(self)
         self._tenant_commands()
         self._config_commands()
 
@@ -99,11 +101,13 @@ class _Commands:
             help="while the server builds the Python-in-Wasm runtime (its first start only), "
             f"try again for this long (default: {_BUILD_WAIT:g})",
         )
+        _flow_arguments(deploy)
         run = self.add(self._commands, "run", _run, "tenant", "start an instance")
         run.add_argument("workflow")
         run.add_argument("--params", type=_json_arg, default=None, help="params as JSON")
         run.add_argument("--id", help="instance id (default: one made up by the server)")
         run.add_argument("--follow", action="store_true", help="print live progress until done")
+        _start_arguments(run)
         workflows = self.group("workflows", "list, show and delete workflows")
         self.add(workflows, "list", _workflows, "tenant", "list workflows")
         self.add(workflows, "get", _workflow, "tenant", "show a workflow").add_argument("name")
@@ -284,6 +288,58 @@ def _duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def _flow_arguments(deploy: argparse.ArgumentParser) -> None:
+    """The workflow's per-key flow control (docs/flow-control.md): each deploy sets it whole."""
+    flow = deploy.add_argument_group("flow control per key (each deploy sets it; none: none)")
+    flow.add_argument(
+        "--concurrency-per-key", type=int, metavar="N", help="at most N running per key"
+    )
+    flow.add_argument(
+        "--rate-per-key",
+        type=_rate_arg,
+        metavar="LIMIT/PERIOD",
+        help="at most LIMIT starts per key per PERIOD, e.g. 10/1m",
+    )
+    merge = flow.add_mutually_exclusive_group()
+    merge.add_argument(
+        "--debounce",
+        type=_duration_arg,
+        metavar="DURATION",
+        help="a create for a key with one queued replaces its params, starts after this",
+    )
+    merge.add_argument(
+        "--singleton", action="store_true", help="refuse a create for a key with a live instance"
+    )
+
+
+def _start_arguments(run: argparse.ArgumentParser) -> None:
+    # --key is the API key of every command: the instance's key is --flow-key.
+    run.add_argument("--flow-key", metavar="KEY", help="the instance's flow control key")
+    run.add_argument("--priority", type=int, help="0-9, higher first in the tenant (default 5)")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--delay", type=_duration_arg, help="start no earlier than this from now")
+    start.add_argument("--start-at", help="start no earlier than this (ISO 8601 with time zone)")
+
+
+def _rate_arg(text: str) -> dict[str, Any]:
+    """``LIMIT/PERIOD``: ``10/1m``, ``100/1h``, ``5/30``."""
+    limit, slash, period = text.partition("/")
+    if not slash or not limit.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not LIMIT/PERIOD, like 10/1m")
+    return {"limit": int(limit), "period": _duration_arg(period)}
+
+
+def _flow(args: argparse.Namespace) -> dict[str, Any] | None:
+    given = {
+        "concurrency_per_key": args.concurrency_per_key,
+        "rate_per_key": args.rate_per_key,
+        "debounce": args.debounce,
+        "singleton": args.singleton or None,
+    }
+    flow = {name: value for name, value in given.items() if value is not None}
+    return flow or None
+
+
 def _json_arg(text: str) -> Any:
     try:
         return json.loads(text)
@@ -302,7 +358,7 @@ def _deploy(args: argparse.Namespace, client: Client, out: Output) -> int:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
     name = args.name or path.stem.replace(".", "_")
     if path.suffix == ".wasm" or code.startswith(b"\0asm"):
-        stored = client.deploy(name, wasm=code, sandbox="wasm")
+        stored = client.deploy(name, wasm=code, sandbox="wasm", flow=_flow(args))
     else:
         try:
             text = code.decode("utf-8")
@@ -313,6 +369,7 @@ def _deploy(args: argparse.Namespace, client: Client, out: Output) -> int:
             text,
             sandbox=args.sandbox or "restricted",
             class_name=args.class_name,
+            flow=_flow(args),
             wait=args.wait,
             on_building=_building,
         )
@@ -346,7 +403,14 @@ def _workflow(args: argparse.Namespace, client: Client, out: Output) -> int:
     if out.as_json:
         out.json(found)
         return 0
-    out.fields([("name", found.name), ("version", found.version), ("sandbox", found.sandbox)])
+    fields: list[tuple[str, object]] = [
+        ("name", found.name),
+        ("version", found.version),
+        ("sandbox", found.sandbox),
+    ]
+    if found.flow is not None:
+        fields.append(("flow", found.flow.model_dump(exclude_defaults=True)))
+    out.fields(fields)
     out.line()
     rows = [(v.version, v.sandbox, v.class_name, v.created_at) for v in found.versions]
     out.table(["VERSION", "SANDBOX", "CLASS", "CREATED"], rows)
@@ -362,9 +426,19 @@ def _delete_workflow(args: argparse.Namespace, client: Client, out: Output) -> i
 
 
 def _run(args: argparse.Namespace, client: Client, out: Output) -> int:
-    created = client.create(args.workflow, args.params, id=args.id)
+    created = client.create(
+        args.workflow,
+        args.params,
+        id=args.id,
+        key=args.flow_key,
+        priority=args.priority,
+        start_at=args.start_at,
+        delay=args.delay,
+    )
     if not args.follow:
         text = f"created {created.id} ({args.workflow} version {created.version})"
+        if created.debounced:
+            text = f"debounced into {created.id} ({args.workflow} version {created.version})"
         return out.result(created, text)
     if not out.as_json:
         out.line(f"created {created.id}; following it (Ctrl-C stops following, not the run)")
@@ -386,8 +460,13 @@ def _instances(args: argparse.Namespace, client: Client, out: Output) -> int:
     if out.as_json:
         out.json(page)
         return 0
-    rows = [(i.id, i.status, i.version, i.created_at, i.ended_at) for i in page.instances]
-    out.table(["ID", "STATUS", "VERSION", "CREATED", "ENDED"], rows)
+    keyed = any(i.key is not None for i in page.instances)  # a column of flow control keys
+    rows: list[tuple[object, ...]] = [
+        (i.id, i.status, i.version, i.created_at, i.ended_at, *([i.key] if keyed else []))
+        for i in page.instances
+    ]
+    headers = ["ID", "STATUS", "VERSION", "CREATED", "ENDED", *(["KEY"] if keyed else [])]
+    out.table(headers, rows)
     if page.next_cursor:
         print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
     return 0

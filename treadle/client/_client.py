@@ -8,6 +8,7 @@ awaited).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -25,12 +26,14 @@ from treadle.client._models import (
     AuditPage,
     BatchResult,
     Created,
+    FlowControl,
     Instance,
     InstanceList,
     LogLine,
     Overview,
     Policy,
     RotatedKey,
+    Schedule,
     StoredCode,
     StreamEvent,
     Tenant,
@@ -45,6 +48,9 @@ from treadle.client._requests import (
     Duration,
     Instant,
     Sandbox,
+    ScheduleCatchUp,
+    ScheduleOverlap,
+    ScheduleSpec,
     check,
     connection_failed,
     outcome,
@@ -201,6 +207,7 @@ class Client:
         sandbox: Sandbox = "restricted",
         class_name: str | None = None,
         wasm: bytes | None = None,
+        flow: Mapping[str, Any] | FlowControl | None = None,
         wait: float = 0.0,
         on_building: Callable[[WasmBuilding], None] | None = None,
     ) -> StoredCode:
@@ -211,8 +218,12 @@ class Client:
         once, with ``retry_after``. With ``wait`` seconds, the upload is sent again until it is
         deployed (``on_building`` is called with each such answer: a chance to show progress),
         and ``WasmBuilding`` is raised once ``wait`` seconds have passed.
+
+        ``flow`` is the workflow's per-key flow control (docs/flow-control.md), e.g.
+        ``{"concurrency_per_key": 2, "rate_per_key": {"limit": 10, "period": "1 minute"},
+        "debounce": 5}``; each upload sets it, and an upload without it leaves none.
         """
-        request = _requests.deploy(name, source, sandbox, class_name, wasm)
+        request = _requests.deploy(name, source, sandbox, class_name, wasm, flow)
         waiting = BuildWait(wait)
         while True:
             try:
@@ -235,12 +246,37 @@ class Client:
 
     # -- instances --------------------------------------------------------------------------
 
-    def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
-        """Start an instance; ``id`` defaults to one the server makes up."""
-        return self.send(_requests.create(workflow, params, id))
+    def create(
+        self,
+        workflow: str,
+        params: Any = None,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        priority: int | None = None,
+        start_at: Instant | None = None,
+        delay: Duration | None = None,
+    ) -> Created:
+        """Start an instance; ``id`` defaults to one the server makes up.
+
+        ``key`` puts it under its workflow's per-key flow control, ``priority`` (0-9, default
+        5) orders it within the tenant, and it starts no earlier than ``start_at`` (a datetime,
+        ISO 8601 with a time zone, or epoch seconds) or ``delay`` (seconds, ``"5 minutes"`` or
+        a timedelta) from now (docs/flow-control.md). A singleton workflow refuses a key that
+        has a live instance: :class:`~treadle.errors.Conflict` with ``code``
+        ``"instance.singleton"`` and that instance's id in ``details["existing_id"]``.
+        """
+        start: _requests.Start = {
+            "key": key,
+            "priority": priority,
+            "start_at": start_at,
+            "delay": delay,
+        }
+        return self.send(_requests.create(workflow, params, id, start))
 
     def create_batch(self, workflow: str, instances: Iterable[Mapping[str, Any]]) -> BatchResult:
-        """Start up to 100 instances, each ``{"params"?, "id"?}``; failures are per item."""
+        """Start up to 100 instances, each ``{"params"?, "id"?, "key"?, "priority"?,
+        "start_at"?, "delay"?}``; failures are per item."""
         return self.send(_requests.create_batch(workflow, instances))
 
     def get(self, workflow: str, id: str) -> Instance:
@@ -309,6 +345,46 @@ class Client:
         by hour: instances created, step results and attempts, CPU and wall time, egress and
         storage."""
         return self.send(_requests.usage(None, start, end))
+
+    # -- schedules (docs/schedules.md) ------------------------------------------------------
+
+    def put_schedule(
+        self,
+        workflow: str,
+        id: str,
+        *,
+        cron: str | None = None,
+        every: Duration | None = None,
+        timezone: str | None = None,
+        params: Any = None,
+        overlap: ScheduleOverlap | None = None,
+        catch_up: ScheduleCatchUp | None = None,
+        paused: bool | None = None,
+    ) -> Schedule:
+        """Create or replace a schedule: ``cron`` (5 fields, in ``timezone``, default UTC) or
+        ``every`` (e.g. ``"2 seconds"``); each fire creates ``{id}-YYYYMMDDTHHMMSSZ``."""
+        spec = _schedule_spec(cron, every, timezone, params, overlap, catch_up, paused)
+        return self.send(_requests.put_schedule(workflow, id, spec))
+
+    def schedules(self, workflow: str) -> list[Schedule]:
+        return self.send(_requests.schedules(workflow))
+
+    def schedule(self, workflow: str, id: str) -> Schedule:
+        return self.send(_requests.schedule(workflow, id))
+
+    def delete_schedule(self, workflow: str, id: str) -> None:
+        """Delete a schedule; the instances it made stay."""
+        self.send(_requests.delete_schedule(workflow, id))
+
+    def pause_schedule(self, workflow: str, id: str) -> Schedule:
+        """Stop firing until resumed (its spec is put back with ``paused``)."""
+        found = self.schedule(workflow, id)
+        return self.send(_requests.put_schedule(workflow, id, _requests.spec_of(found, True)))
+
+    def resume_schedule(self, workflow: str, id: str) -> Schedule:
+        """Fire again, from now on: fires missed while paused are not made."""
+        found = self.schedule(workflow, id)
+        return self.send(_requests.put_schedule(workflow, id, _requests.spec_of(found, False)))
 
     # -- following an instance --------------------------------------------------------------
 
@@ -429,11 +505,13 @@ class AsyncClient:
         sandbox: Sandbox = "restricted",
         class_name: str | None = None,
         wasm: bytes | None = None,
+        flow: Mapping[str, Any] | FlowControl | None = None,
         wait: float = 0.0,
         on_building: Callable[[WasmBuilding], None] | None = None,
     ) -> StoredCode:
-        """Upload workflow code; see :meth:`Client.deploy` (``wait``, ``on_building``)."""
-        request = _requests.deploy(name, source, sandbox, class_name, wasm)
+        """Upload workflow code; see :meth:`Client.deploy` (``flow``, ``wait``,
+        ``on_building``)."""
+        request = _requests.deploy(name, source, sandbox, class_name, wasm, flow)
         waiting = BuildWait(wait)
         while True:
             try:
@@ -453,8 +531,25 @@ class AsyncClient:
     async def delete_workflow(self, name: str) -> None:
         await self.send(_requests.delete_workflow(name))
 
-    async def create(self, workflow: str, params: Any = None, *, id: str | None = None) -> Created:
-        return await self.send(_requests.create(workflow, params, id))
+    async def create(
+        self,
+        workflow: str,
+        params: Any = None,
+        *,
+        id: str | None = None,
+        key: str | None = None,
+        priority: int | None = None,
+        start_at: Instant | None = None,
+        delay: Duration | None = None,
+    ) -> Created:
+        """Start an instance; see :meth:`Client.create`."""
+        start: _requests.Start = {
+            "key": key,
+            "priority": priority,
+            "start_at": start_at,
+            "delay": delay,
+        }
+        return await self.send(_requests.create(workflow, params, id, start))
 
     async def create_batch(
         self, workflow: str, instances: Iterable[Mapping[str, Any]]
@@ -519,6 +614,41 @@ class AsyncClient:
 
     async def usage(self, start: Instant | None = None, end: Instant | None = None) -> UsageReport:
         return await self.send(_requests.usage(None, start, end))
+
+    async def put_schedule(
+        self,
+        workflow: str,
+        id: str,
+        *,
+        cron: str | None = None,
+        every: Duration | None = None,
+        timezone: str | None = None,
+        params: Any = None,
+        overlap: ScheduleOverlap | None = None,
+        catch_up: ScheduleCatchUp | None = None,
+        paused: bool | None = None,
+    ) -> Schedule:
+        spec = _schedule_spec(cron, every, timezone, params, overlap, catch_up, paused)
+        return await self.send(_requests.put_schedule(workflow, id, spec))
+
+    async def schedules(self, workflow: str) -> list[Schedule]:
+        return await self.send(_requests.schedules(workflow))
+
+    async def schedule(self, workflow: str, id: str) -> Schedule:
+        return await self.send(_requests.schedule(workflow, id))
+
+    async def delete_schedule(self, workflow: str, id: str) -> None:
+        await self.send(_requests.delete_schedule(workflow, id))
+
+    async def pause_schedule(self, workflow: str, id: str) -> Schedule:
+        found = await self.schedule(workflow, id)
+        spec = _requests.spec_of(found, True)
+        return await self.send(_requests.put_schedule(workflow, id, spec))
+
+    async def resume_schedule(self, workflow: str, id: str) -> Schedule:
+        found = await self.schedule(workflow, id)
+        spec = _requests.spec_of(found, False)
+        return await self.send(_requests.put_schedule(workflow, id, spec))
 
     def subscribe(
         self, workflow: str, id: str, after: int | None = None
@@ -724,3 +854,30 @@ class AsyncAdmin:
                 yield entry
             if (cursor := page.next_cursor) is None:
                 return
+
+
+def _schedule_spec(
+    cron: str | None,
+    every: Duration | None,
+    timezone: str | None,
+    params: Any,
+    overlap: ScheduleOverlap | None,
+    catch_up: ScheduleCatchUp | None,
+    paused: bool | None,
+) -> ScheduleSpec:
+    spec: ScheduleSpec = {}
+    if cron is not None:
+        spec["cron"] = cron
+    if every is not None:
+        spec["every"] = every.total_seconds() if isinstance(every, dt.timedelta) else every
+    if timezone is not None:
+        spec["timezone"] = timezone
+    if params is not None:
+        spec["params"] = params
+    if overlap is not None:
+        spec["overlap"] = overlap
+    if catch_up is not None:
+        spec["catch_up"] = catch_up
+    if paused is not None:
+        spec["paused"] = paused
+    return spec

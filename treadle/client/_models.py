@@ -184,12 +184,31 @@ class Overview(Model):
 # -- workflows ----------------------------------------------------------------------------------
 
 
+class RatePerKey(Model):
+    """At most ``limit`` instances of a key start per ``period`` seconds."""
+
+    limit: int
+    period: float
+
+
+class FlowControl(Model):
+    """A workflow's per-key flow control (docs/flow-control.md), durations in seconds; a
+    limit not set is None."""
+
+    concurrency_per_key: int | None = None
+    rate_per_key: RatePerKey | None = None
+    debounce: float | None = None
+    singleton: bool = False
+
+
 class StoredCode(Model):
-    """What ``deploy`` stored: the workflow's current version (a hash of its code)."""
+    """What ``deploy`` stored: the workflow's current version (a hash of its code) and its
+    flow control (None: none)."""
 
     name: str
     version: str
     sandbox: str
+    flow: FlowControl | None = None
 
 
 class Building(Model):
@@ -215,6 +234,7 @@ class WorkflowSummary(Model):
     sandbox: str
     created_at: _dt.datetime
     updated_at: _dt.datetime
+    flow: FlowControl | None = None
 
 
 class Workflow(WorkflowSummary):
@@ -231,9 +251,13 @@ class WorkflowList(Model):
 
 
 class Created(Model):
+    """A created instance. ``debounced``: the create was merged into the key's instance that
+    was queued already (``id`` is that one's), with the new params and a later start."""
+
     id: str
     status: str = "queued"
     version: str | None = None
+    debounced: bool = False
 
 
 class ItemError(Model):
@@ -243,6 +267,7 @@ class ItemError(Model):
     id: str | None = None
     code: str
     message: str
+    existing_id: str | None = None  # instance.singleton: the key's live instance
 
 
 class BatchResult(Model):
@@ -320,6 +345,13 @@ class InstanceSummary(Model):
     ended_at: _dt.datetime | None = None
     stalled: Stalled | None = None
     trace_id: str | None = None  # its OpenTelemetry trace (32 hex digits)
+    key: str | None = None  # its flow control key (docs/flow-control.md)
+    priority: int = 5  # 0-9, higher first within the tenant
+    # Why a queued instance waits: concurrency_key, rate_limit, debounce, tenant_limit or
+    # start_at; None when it does not (or is not queued).
+    waiting_reason: str | None = None
+    # When a queued instance held back by start_at, delay or debounce may start.
+    start_at: _dt.datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -376,3 +408,30 @@ class StreamEvent(Model):
     def final(self) -> bool:
         """Whether this event says the instance ended (it may still be restarted later)."""
         return self.type in {f"workflow.{status}" for status in FINISHED}
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+
+class Schedule(Model):
+    """A schedule of a workflow (docs/schedules.md): ``cron`` (5 fields, in ``timezone``) or
+    ``every`` (seconds), each fire creating the instance ``{id}-YYYYMMDDTHHMMSSZ`` of its
+    time with ``params``. ``next_fire_at`` is None while it is paused."""
+
+    id: str
+    workflow: str
+    cron: str | None = None
+    every: float | None = None
+    timezone: str = "UTC"
+    params: Any = None
+    overlap: str = "skip"
+    catch_up: str = "latest"
+    paused: bool = False
+    next_fire_at: _dt.datetime | None = None
+    last_fire_at: _dt.datetime | None = None
+    created_at: _dt.datetime
+    updated_at: _dt.datetime
+
+
+class ScheduleList(Model):
+    schedules: list[Schedule]

@@ -27,6 +27,8 @@ from treadle.client._models import (
     Overview,
     Policy,
     RotatedKey,
+    Schedule,
+    ScheduleList,
     StepPage,
     StoredCode,
     Tenant,
@@ -68,6 +70,7 @@ class Operation:
     query: Query | None = None
     media: str = "application/json"
     building: type[BaseModel] | None = None
+    also: int | None = None  # another success status with the same answer (200 for 201)
 
     def url(self, **params: str) -> str:
         """The path with its ``{parameters}`` filled in, each as one path segment."""
@@ -338,6 +341,48 @@ STREAM = Operation(
     media="text/event-stream",
 )
 
+# -- schedules ------------------------------------------------------------------------------------
+
+_SCHEDULES = _WORKFLOW + "/schedules"
+PUT_SCHEDULE = Operation(
+    "put_schedule",
+    "PUT",
+    _SCHEDULES + "/{schedule}",
+    "Create (201) or replace (200) a schedule of the workflow",
+    201,
+    Schedule,
+    body="ScheduleBody",
+    errors=(404,),
+    also=200,
+)
+LIST_SCHEDULES = Operation(
+    "list_schedules",
+    "GET",
+    _SCHEDULES,
+    "List the workflow's schedules",
+    200,
+    ScheduleList,
+    errors=(404,),
+)
+GET_SCHEDULE = Operation(
+    "get_schedule",
+    "GET",
+    _SCHEDULES + "/{schedule}",
+    "Get a schedule",
+    200,
+    Schedule,
+    errors=(404,),
+)
+DELETE_SCHEDULE = Operation(
+    "delete_schedule",
+    "DELETE",
+    _SCHEDULES + "/{schedule}",
+    "Delete a schedule (the instances it made stay)",
+    204,
+    None,
+    errors=(404,),
+)
+
 OPERATIONS: tuple[Operation, ...] = (
     CREATE_TENANT,
     LIST_TENANTS,
@@ -366,5 +411,9 @@ OPERATIONS: tuple[Operation, ...] = (
     CHANGE_STATUS,
     DELETE_INSTANCE,
     STREAM,
+    PUT_SCHEDULE,
+    LIST_SCHEDULES,
+    GET_SCHEDULE,
+    DELETE_SCHEDULE,
 )
 """Every operation of the API, in the order the server matches them."""

@@ -75,6 +75,22 @@ def cell(value: Any, widest: int | None = _WIDEST) -> str:
     return text
 
 
+def _waiting(instance: Instance) -> list[tuple[str, object]]:
+    """Flow control (docs/flow-control.md): why a queued instance waits, its key and priority
+    when it has them."""
+    fields: list[tuple[str, object]] = []
+    if instance.status == "queued" and instance.waiting_reason:
+        reason = instance.waiting_reason
+        if instance.start_at is not None:
+            reason = f"{reason}, until {cell(instance.start_at)} UTC"
+        fields.append(("waiting", reason))
+    if instance.key is not None:
+        fields.append(("key", instance.key))
+    if instance.key is not None or instance.priority != 5:
+        fields.append(("priority", instance.priority))
+    return fields
+
+
 def show_instance(out: Output, instance: Instance) -> None:
     error = instance.error
     out.fields(
@@ -83,6 +99,9 @@ def show_instance(out: Output, instance: Instance) -> None:
             ("workflow", instance.workflow),
             ("version", instance.version),
             ("status", instance.status),
+        ]
+        + _waiting(instance)
+        + [
             ("params", instance.params),
             ("output", instance.output),
             ("error", f"{error.name}: {error.message}" if error else None),

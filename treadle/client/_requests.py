@@ -28,12 +28,14 @@ from treadle.client._models import (
     BatchResult,
     Building,
     Created,
+    FlowControl,
     Instance,
     InstanceList,
     LogPage,
     Overview,
     Policy,
     RotatedKey,
+    Schedule,
     Step,
     StepPage,
     StoredCode,
@@ -231,11 +233,25 @@ class UploadBody(TypedDict):
     source: NotRequired[str | None]
     wasm_base64: NotRequired[str]
     class_name: NotRequired[str]
+    flow: NotRequired[dict[str, Any]]
 
 
 class NewInstance(TypedDict):
     params: Any
     id: NotRequired[str]
+    key: NotRequired[str]
+    priority: NotRequired[int]
+    start_at: NotRequired[str]
+    delay: NotRequired[float | str]
+
+
+class Start(TypedDict, total=False):
+    """A create's flow control and when it may start (docs/flow-control.md)."""
+
+    key: str | None
+    priority: int | None
+    start_at: Instant | None
+    delay: Duration | None
 
 
 class StepRef(TypedDict):
@@ -274,6 +290,7 @@ def deploy(
     sandbox: Sandbox,
     class_name: str | None,
     wasm: bytes | None,
+    flow: Mapping[str, Any] | FlowControl | None = None,
 ) -> Call[StoredCode]:
     if (source is None) == (wasm is None):
         raise InvalidInput("give exactly one of source and wasm")
@@ -284,7 +301,20 @@ def deploy(
         body["source"] = source
     if class_name is not None:
         body["class_name"] = class_name
+    if flow is not None:
+        body["flow"] = _flow(flow)
     return call(op.DEPLOY, _stored, body, name=name)
+
+
+def _flow(flow: Mapping[str, Any] | FlowControl) -> dict[str, Any]:
+    """A flow as the API takes it, with timedeltas in seconds."""
+    given = flow.model_dump(exclude_defaults=True) if isinstance(flow, FlowControl) else dict(flow)
+    if given.get("debounce") is not None:
+        given["debounce"] = _seconds(given["debounce"])
+    rate = given.get("rate_per_key")
+    if isinstance(rate, Mapping) and rate.get("period") is not None:
+        given["rate_per_key"] = {**rate, "period": _seconds(rate["period"])}
+    return given
 
 
 def _stored(response: httpx.Response) -> StoredCode:
@@ -327,14 +357,20 @@ def delete_workflow(name: str) -> Call[None]:
     return call(op.DELETE_WORKFLOW, nothing, name=name)
 
 
-def create(workflow: str, params: Any, instance_id: str | None) -> Call[Created]:
-    body = _new_instance(params, instance_id)
+def create(
+    workflow: str, params: Any, instance_id: str | None, start: Start | None = None
+) -> Call[Created]:
+    body = _new_instance(params, instance_id, start or {})
     return call(op.CREATE_INSTANCE, model(Created), body, name=workflow)
 
 
 def create_batch(workflow: str, instances: Iterable[Mapping[str, Any]]) -> Call[BatchResult]:
-    items = [_new_instance(item.get("params"), item.get("id")) for item in instances]
+    items = [_new_instance(item.get("params"), item.get("id"), _start(item)) for item in instances]
     return call(op.CREATE_BATCH, _batch_result, {"instances": items}, name=workflow)
+
+
+def _start(item: Mapping[str, Any]) -> Start:
+    return cast("Start", {name: item.get(name) for name in Start.__annotations__})
 
 
 def _batch_result(response: httpx.Response) -> BatchResult:
@@ -344,10 +380,18 @@ def _batch_result(response: httpx.Response) -> BatchResult:
     return result.model_copy(update={"retry_after": _retry_after(header)})
 
 
-def _new_instance(params: Any, instance_id: str | None) -> NewInstance:
+def _new_instance(params: Any, instance_id: str | None, start: Start) -> NewInstance:
     body: NewInstance = {"params": params}
     if instance_id is not None:
         body["id"] = instance_id
+    if (key := start.get("key")) is not None:
+        body["key"] = key
+    if (priority := start.get("priority")) is not None:
+        body["priority"] = priority
+    if (start_at := _iso(start.get("start_at"))) is not None:
+        body["start_at"] = start_at
+    if (delay := start.get("delay")) is not None:
+        body["delay"] = _seconds(delay)
     return body
 
 
@@ -436,6 +480,57 @@ def delete(workflow: str, instance_id: str) -> Call[None]:
 def stream_path(workflow: str, instance_id: str) -> str:
     """The path of the instance's live stream (followed by :mod:`treadle.client._stream`)."""
     return op.STREAM.url(name=workflow, id=instance_id)
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+ScheduleOverlap = Literal["skip", "buffer_one", "allow"]
+ScheduleCatchUp = Literal["none", "latest", "all"]
+
+
+class ScheduleSpec(TypedDict, total=False):
+    """The body of a schedule's put: exactly one of ``cron`` and ``every``."""
+
+    cron: str
+    every: float | str
+    timezone: str
+    params: Any
+    overlap: ScheduleOverlap
+    catch_up: ScheduleCatchUp
+    paused: bool
+
+
+def put_schedule(workflow: str, schedule_id: str, spec: ScheduleSpec) -> Call[Schedule]:
+    return call(op.PUT_SCHEDULE, model(Schedule), dict(spec), name=workflow, schedule=schedule_id)
+
+
+def schedules(workflow: str) -> Call[list[Schedule]]:
+    return call(op.LIST_SCHEDULES, field("schedules", list[Schedule]), name=workflow)
+
+
+def schedule(workflow: str, schedule_id: str) -> Call[Schedule]:
+    return call(op.GET_SCHEDULE, model(Schedule), name=workflow, schedule=schedule_id)
+
+
+def delete_schedule(workflow: str, schedule_id: str) -> Call[None]:
+    return call(op.DELETE_SCHEDULE, nothing, name=workflow, schedule=schedule_id)
+
+
+def spec_of(found: Schedule, paused: bool) -> ScheduleSpec:
+    """The spec of a schedule as read, to put it back paused or not."""
+    spec: ScheduleSpec = {
+        "timezone": found.timezone,
+        "params": found.params,
+        "overlap": cast(Any, found.overlap),
+        "catch_up": cast(Any, found.catch_up),
+        "paused": paused,
+    }
+    if found.cron is not None:
+        spec["cron"] = found.cron
+    elif found.every is not None:
+        spec["every"] = found.every
+    return spec
 
 
 # -- the admin API ------------------------------------------------------------------------------
