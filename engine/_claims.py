@@ -232,8 +232,7 @@ class Claims:
         flow_tenants = [t for t, _ in shares if t in keyed]
         keys: dict[int, list[KeyState]] = {}
         if flow_tenants:
-            self.flow.apply_wakeups(conn, flow_tenants, now)
-            keys = {t: self.flow.ready(conn, t, n, now) for t, n in shares if t in keyed}
+            keys = self.flow.ready_keys(conn, [(t, n) for t, n in shares if t in keyed], now)
         parts = [self._candidates(t, n, now, keys.get(t, [])) for t, n in shares]
         if len(parts) > 1:
             # Each a subquery of its own: compound members cannot carry ORDER BY or LIMIT.
@@ -260,7 +259,7 @@ class Claims:
         # A delayed keyed instance that joined its key's queue reopens the key.
         woken = [(int(r[1]), r[2], r[13]) for r in released if r[13] is not None]
         if woken:
-            later.append(functools.partial(self.flow.wake, conn, woken))
+            later.append(functools.partial(self.flow.wake, conn, woken, now))
         return claimed, len(released), later
 
     def _candidates(

@@ -196,7 +196,7 @@ def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) 
             (w.claimed.tenant_id, w.claimed.workflow, w.claimed.flow_key)
             for w in writes
             if w.claimed.flow_key is not None and w.final and w.final.status != "waiting"
-        ])  # fmt: skip
+        ], writes[0].now)  # fmt: skip
     if suspended:
         conn.execute(store.suspend, suspended)
 

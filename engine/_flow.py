@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage import Database, tables
+from storage import Database, pipelined, tables
 from treadle.errors import InvalidInput
 from treadle.runtime import JSONObject
 
@@ -121,22 +121,38 @@ _HAS_QUEUED = sa.exists().where(
     I.c.flow_key == K.c.flow_key,
     KEY_QUEUED,
 )
-_PG_APPLY_WAKEUPS = sa.text(
+_PG_APPLY_WAKEUPS = (
     "WITH woken AS ("
-    " DELETE FROM flow_wakeups WHERE tenant_id = ANY(:tenants)"
+    " DELETE FROM flow_wakeups WHERE tenant_id = ANY(%(tenants)s)"
     " RETURNING tenant_id, workflow, flow_key),"
     " reopened AS ("
     " SELECT k.tenant_id, k.workflow, k.flow_key FROM flow_keys AS k"
     " WHERE (k.tenant_id, k.workflow, k.flow_key) IN (SELECT * FROM woken)"
-    " AND (k.ready_at IS NULL OR k.ready_at > :now)"
+    " AND (k.ready_at IS NULL OR k.ready_at > %(now)s)"
     " AND EXISTS (SELECT 1 FROM instances WHERE instances.tenant_id = k.tenant_id"
     " AND instances.workflow = k.workflow AND instances.flow_key = k.flow_key"
     " AND instances.status = 'queued' AND instances.flow_key IS NOT NULL"
     " AND instances.waiting_reason IS NULL)"
     " FOR UPDATE OF k SKIP LOCKED)"
-    " UPDATE flow_keys AS k SET ready_at = :now FROM reopened AS r"
+    " UPDATE flow_keys AS k SET ready_at = %(now)s FROM reopened AS r"
     " WHERE k.tenant_id = r.tenant_id AND k.workflow = r.workflow AND k.flow_key = r.flow_key"
 )
+
+
+_APPEND_WAKEUP = (
+    WAKE.insert().inline().values(tenant_id=_b("t"), workflow=_b("w"), flow_key=_b("k"))
+)
+_REOPEN = (
+    sa.update(K)
+    .where(K.c.tenant_id == _b("t"), K.c.workflow == _b("w"), K.c.flow_key == _b("k"))
+    .where(sa.or_(K.c.ready_at.is_(None), K.c.ready_at > _b("now")), _HAS_QUEUED)
+    .values(ready_at=_b("now"))
+)
+
+
+def _key_state(row: Any) -> KeyState:
+    w, k, conc, rate, period, head, second, live, recent, oldest = row
+    return KeyState(w, k, conc, rate, period, head, second is not None, live, recent, oldest)
 
 
 def _same_key(k: Any = K) -> tuple[Any, ...]:
@@ -226,11 +242,31 @@ class FlowStore:
                 .offset(1)
                 .limit(1)
                 .scalar_subquery(),
-                sa.select(sa.func.count())
-                .where(*_same_key(), KEY_LIVE, I.c.started_at.is_not(None))
-                .scalar_subquery(),
-                sa.select(sa.func.count()).where(recent).scalar_subquery(),
-                sa.select(sa.func.min(I.c.started_at)).where(recent).scalar_subquery(),
+                # Counted only for the limits a key has (a CASE reads its subquery only
+                # when it gets to it).
+                sa.case(
+                    (
+                        K.c.concurrency.is_not(None),
+                        sa.select(sa.func.count())
+                        .where(*_same_key(), KEY_LIVE, I.c.started_at.is_not(None))
+                        .scalar_subquery(),
+                    ),
+                    else_=0,
+                ),
+                sa.case(
+                    (
+                        K.c.rate_limit.is_not(None),
+                        sa.select(sa.func.count()).where(recent).scalar_subquery(),
+                    ),
+                    else_=0,
+                ),
+                sa.case(
+                    (
+                        K.c.rate_limit.is_not(None),
+                        sa.select(sa.func.min(I.c.started_at)).where(recent).scalar_subquery(),
+                    ),
+                    else_=None,
+                ),
             )
             .where(K.c.tenant_id == _b("t"), K.c.ready_at <= _b("now"))
             .order_by(K.c.ready_at)
@@ -239,6 +275,8 @@ class FlowStore:
         if self._pg:
             ready = ready.with_for_update(of=K, skip_locked=True)
         self._ready = ready
+        self._ready_sql: str | None = None  # as the driver takes it (PostgreSQL)
+        self._ready_params: dict[str, Any] = {}
         self._k = k = K.alias("k")
         recent_k = sa.and_(
             *_same_key(k), KEY_STARTED,
@@ -285,14 +323,43 @@ class FlowStore:
             conn.execute(self._open, rows)
 
     @staticmethod
-    def wake(conn: sa.Connection, keys: list[tuple[int, str, str]]) -> None:
-        """Append wakeups of ``keys`` (tenant, workflow, key): one of their slots was freed or
-        an instance of theirs queued again."""
-        if keys:
-            conn.execute(
-                WAKE.insert().inline(),
-                [{"tenant_id": t, "workflow": w, "flow_key": k} for t, w, k in sorted(set(keys))],
-            )
+    def wake(conn: sa.Connection, keys: list[tuple[int, str, str]], now: float) -> None:
+        """Wake ``keys`` (tenant, workflow, key): one of their slots was freed or an instance
+        of theirs queued again. On PostgreSQL a wakeup is appended, for the next claim of the
+        tenant to reopen the key (locking the key row here could deadlock with a create that
+        holds it); on SQLite, where transactions never overlap, the key is reopened at once
+        if it has an instance queued."""
+        if not keys:
+            return
+        rows = [{"t": t, "w": w, "k": k, "now": now} for t, w, k in sorted(set(keys))]
+        if conn.dialect.name == "postgresql":
+            conn.execute(_APPEND_WAKEUP, rows)
+        else:
+            conn.execute(_REOPEN, rows)
+
+    def ready_keys(
+        self, conn: sa.Connection, shares: list[tuple[int, int]], now: float
+    ) -> dict[int, list[KeyState]]:
+        """For each (tenant, n) of ``shares``: the keys woken since the tenant's last claim
+        that have an instance queued are reopened (:meth:`apply_wakeups`), then up to n keys
+        whose ``ready_at`` has come are read (:meth:`ready`). On PostgreSQL in one round trip.
+        """
+        if not self._pg:
+            self.apply_wakeups(conn, [t for t, _ in shares], now)
+            return {t: self.ready(conn, t, n, now) for t, n in shares}
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        if self._ready_sql is None:
+            compiled = self._ready.compile(dialect=conn.dialect)
+            self._ready_sql, self._ready_params = str(compiled), dict(compiled.params)
+        cursors = []
+        with pipelined(conn):
+            driver.execute(_PG_APPLY_WAKEUPS, {"tenants": [t for t, _ in shares], "now": now})
+            for t, n in shares:
+                cursor = driver.cursor()
+                cursor.execute(self._ready_sql, {**self._ready_params, "t": t, "n": n, "now": now})
+                cursors.append((t, cursor))
+        return {t: [_key_state(row) for row in cursor.fetchall()] for t, cursor in cursors}
 
     def apply_wakeups(self, conn: sa.Connection, tenants: list[int], now: float) -> None:
         """Reopen the keys woken since the last claim of ``tenants`` that have an instance
@@ -302,32 +369,24 @@ class FlowStore:
         if self._pg:
             # One statement: the wakeups go, and the keys they name are reopened (looked up
             # by their primary key).
-            conn.execute(_PG_APPLY_WAKEUPS, {"tenants": tenants, "now": now})
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute(_PG_APPLY_WAKEUPS, {"tenants": tenants, "now": now})
             return
+        # SQLite reopens keys at once (:meth:`wake`): only wakeups of a database written by
+        # PostgreSQL's rules are left, none in practice.
         woken = conn.execute(
             sa.delete(WAKE)
             .where(WAKE.c.tenant_id.in_(tenants))
             .returning(WAKE.c.tenant_id, WAKE.c.workflow, WAKE.c.flow_key)
         ).all()
-        groups: dict[tuple[int, str], set[str]] = {}
-        for t, w, k in woken:
-            groups.setdefault((int(t), w), set()).add(k)
-        for (t, w), keys in sorted(groups.items()):
-            conn.execute(
-                sa.update(K)
-                .where(K.c.tenant_id == t, K.c.workflow == w, K.c.flow_key.in_(sorted(keys)))
-                .where(sa.or_(K.c.ready_at.is_(None), K.c.ready_at > now), _HAS_QUEUED)
-                .values(ready_at=now)
-            )
+        self.wake(conn, [(int(t), w, k) for t, w, k in woken], now)
 
     def ready(self, conn: sa.Connection, tenant_id: int, limit: int, now: float) -> list[KeyState]:
         """Up to ``limit`` keys of a tenant whose ``ready_at`` has come, longest ready first,
         locked (PostgreSQL: skipping those another transaction holds)."""
         rows = conn.execute(self._ready, {"t": tenant_id, "n": limit, "now": now}).all()
-        return [
-            KeyState(w, k, conc, rate, period, head, second is not None, live, recent, oldest)
-            for w, k, conc, rate, period, head, second, live, recent, oldest in rows
-        ]
+        return [_key_state(row) for row in rows]
 
     def set_ready(
         self, conn: sa.Connection, tenant_id: int, ready: dict[tuple[str, str], float]

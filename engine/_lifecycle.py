@@ -92,7 +92,7 @@ class Lifecycle:
                 grow_queue_bound(conn, tenant_id, 1)
             if row.flow_key is not None:
                 # Queued again, or a slot of its key freed: the key is looked at again.
-                FlowStore.wake(conn, [(tenant_id, workflow, row.flow_key)])
+                FlowStore.wake(conn, [(tenant_id, workflow, row.flow_key)], now)
             conn.execute(
                 H.insert().values(
                     instance_pk=row.pk,
@@ -195,7 +195,7 @@ class Lifecycle:
             if deleted is None:
                 raise not_found(instance_id)
             if deleted.flow_key is not None:
-                FlowStore.wake(conn, [(tenant_id, workflow, deleted.flow_key)])
+                FlowStore.wake(conn, [(tenant_id, workflow, deleted.flow_key)], now)
             charge(conn, {tenant_id: -int(deleted.stored_bytes)}, now)
 
         return write

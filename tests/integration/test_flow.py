@@ -176,18 +176,25 @@ def test_a_singleton_key_refuses_a_second_live_instance_with_its_id(h: Harness) 
 
 
 def test_priority_nine_overtakes_a_queued_backlog_of_priority_five(database_url: str) -> None:
-    h = Harness(database_url, concurrency=1, per_tenant=1)
+    # The tenant may run nothing while the backlog and then the urgent instance are queued;
+    # once it may run one at a time, the urgent one starts first, though it is the newest.
+    cap = [0]
+    h = Harness(database_url, concurrency=1, per_tenant=1, running_cap=lambda t: cap[0])
     try:
         version = h.deploy(SLEEPER)
         backlog = [f"b{n}" for n in range(30)]
-        created, errors = _create(h, version, [NewInstance(i, {"nap": 0.02}) for i in backlog])
+        created, errors = _create(h, version, [NewInstance(i) for i in backlog])
         assert not errors and len(created) == 30
-        time.sleep(0.2)
-        urgent = _one(h, version, NewInstance("urgent", {"nap": 0}, priority=9))
-        h.wait(urgent, "complete", timeout=20)
-        _wait_all(h, backlog)
+        time.sleep(0.05)
+        urgent = _one(h, version, NewInstance("urgent", priority=9))
+        time.sleep(0.3)
+        assert h.get(urgent)["waiting_reason"] == "tenant_limit"
+        assert not _rows(h, I.c.pk, where=I.c.started_at.is_not(None))
+        cap[0] = 1
+        _wait_all(h, [urgent, *backlog])
         order = [i for (i, _) in sorted(_rows(h, I.c.id, I.c.started_at), key=lambda r: r[1])]
-        assert order.index("urgent") < 15, order
+        assert order[0] == "urgent", order
+        assert order[1:] == backlog  # the rest oldest first
         assert h.get(urgent)["priority"] == 9 and h.get("b0")["priority"] == 5
     finally:
         h.close()
