@@ -8,8 +8,9 @@ others), counts the key's live instances and its starts within the rate period o
 indexes (a handful of index entries: never more than the limits), and sets ``ready_at`` again:
 
 - full (as many live instances as ``concurrency_per_key``): NULL, until one of them ends,
-  is restarted, resumed or deleted, which appends a ``flow_wakeups`` row for the next claim
-  of the tenant to reopen the key (an append locks nothing a claim or create holds);
+  is restarted, resumed or deleted, which wakes the key (:meth:`FlowStore.wake`): on
+  PostgreSQL it appends a ``flow_wakeups`` row for the next claim of the tenant to reopen the
+  key (an append locks nothing a claim or create holds), on SQLite it reopens it at once;
 - its rate spent: when the oldest start within the period leaves it;
 - nothing queued: NULL, until a create reopens it;
 - otherwise: now, behind every key that was ready before it.
