@@ -110,7 +110,12 @@ def test_a_storm_of_endless_uploads_costs_another_tenant_nothing(
         report("endless uploads", database_url, before, during)
 
         assert mine.status_code == 201, mine.text
-        assert mine.json() == {"name": "mine", "version": ANY, "sandbox": "restricted"}
+        assert mine.json() == {
+            "name": "mine",
+            "version": ANY,
+            "sandbox": "restricted",
+            "flow": None,
+        }
         assert mine.elapsed.total_seconds() < 3.0, mine.elapsed
         assert_unharmed(during)
         for reply in results:

@@ -149,9 +149,9 @@ def test_unknown_fields_are_a_400_that_names_them(client: Client, acme: dict[str
     for method, path, body in OBJECT_ROUTES:
         reply = _send(client, acme, method, path, json.dumps({**body, "colour": 1}).encode())
         _error(reply, 400, "request.invalid", "colour", "unknown field")
-    nested = {"instances": [{"id": "n1", "priority": 9}]}
+    nested = {"instances": [{"id": "n1", "prio": 9}]}
     reply = _send(client, acme, "POST", f"{BASE}/batch", json.dumps(nested).encode())
-    _error(reply, 400, "request.invalid", "instances.0.priority: unknown field")
+    _error(reply, 400, "request.invalid", "instances.0.prio: unknown field")
 
 
 WRONG_TYPES = [
