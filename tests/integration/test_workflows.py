@@ -28,6 +28,7 @@ def test_uploaded_code_gets_a_content_version_and_becomes_current(
         "name": "sum",
         "version": content_version("restricted", None, SUM),
         "sandbox": "restricted",
+        "flow": None,
     }
     workflow = client.get("/v1/workflows/sum", headers=acme).json()
     assert (workflow["name"], workflow["version"], workflow["sandbox"]) == (
