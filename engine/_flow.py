@@ -225,6 +225,13 @@ class FlowStore:
         )
         period = sa.func.coalesce(K.c.rate_period, 0.0)
         recent = sa.and_(*_same_key(), KEY_STARTED, I.c.started_at > _b("now") - period)
+        # A key's instances holding one of its slots, and its starts within its rate period.
+        live = (
+            sa.select(sa.func.count())
+            .where(*_same_key(), KEY_LIVE, I.c.started_at.is_not(None))
+            .scalar_subquery()
+        )
+        recent_count = sa.select(sa.func.count()).where(recent).scalar_subquery()
         ready = (
             sa.select(
                 K.c.workflow,
@@ -248,16 +255,14 @@ class FlowStore:
                 sa.case(
                     (
                         K.c.concurrency.is_not(None),
-                        sa.select(sa.func.count())
-                        .where(*_same_key(), KEY_LIVE, I.c.started_at.is_not(None))
-                        .scalar_subquery(),
+                        live,
                     ),
                     else_=0,
                 ),
                 sa.case(
                     (
                         K.c.rate_limit.is_not(None),
-                        sa.select(sa.func.count()).where(recent).scalar_subquery(),
+                        recent_count,
                     ),
                     else_=0,
                 ),
@@ -278,19 +283,7 @@ class FlowStore:
         self._ready = ready
         self._ready_sql: str | None = None  # as the driver takes it (PostgreSQL)
         self._ready_params: dict[str, Any] = {}
-        self._k = k = K.alias("k")
-        recent_k = sa.and_(
-            *_same_key(k), KEY_STARTED,
-            I.c.started_at > _b("now") - sa.func.coalesce(k.c.rate_period, 0.0),
-        )  # fmt: skip
-        self._state = sa.select(
-            k.c.concurrency,
-            k.c.rate_limit,
-            sa.select(sa.func.count())
-            .where(*_same_key(k), KEY_LIVE, I.c.started_at.is_not(None))
-            .scalar_subquery(),
-            sa.select(sa.func.count()).where(recent_k).scalar_subquery(),
-        )
+        self._state = sa.select(K.c.concurrency, K.c.rate_limit, live, recent_count)
         self._set_ready = (
             sa.update(K)
             .where(
@@ -413,12 +406,11 @@ class FlowStore:
         with db.connect() as conn:
             keys = sorted({(r["workflow"], r["flow_key"]) for r in rows if r["flow_key"]})
             for workflow, key in keys:
-                k = self._k
                 state = conn.execute(
                     self._state.where(
-                        k.c.tenant_id == rows[0]["tenant_id"],
-                        k.c.workflow == workflow,
-                        k.c.flow_key == key,
+                        K.c.tenant_id == rows[0]["tenant_id"],
+                        K.c.workflow == workflow,
+                        K.c.flow_key == key,
                     ),
                     {"now": now},
                 ).first()

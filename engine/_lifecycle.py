@@ -32,14 +32,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine._flow import FlowStore
-from engine._names import FINISHED
+from engine._names import FINISHED, LIVE
 from engine._quotas import grow_queue_bound
 from engine._rows import E, H, I, S, Write, instance_key, not_found
 from engine._usage import charge
 from treadle.errors import Conflict, InvalidInput, NotFound
 from treadle.runtime import JSONObject
 
-LIVE = ("queued", "running", "waiting", "paused", "waitingForPause")
 ALLOWED = {
     "pause": ("queued", "running", "waiting"),
     "resume": ("paused", "waitingForPause"),

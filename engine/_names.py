@@ -27,6 +27,7 @@ STATUSES = (
     "terminated",
 )
 FINISHED = ("complete", "errored", "terminated")
+LIVE = ("queued", "running", "waiting", "paused", "waitingForPause")  # not finished
 
 
 def check_instance_id(value: Any) -> str:

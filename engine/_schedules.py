@@ -18,13 +18,12 @@ from typing import Any, TypedDict
 import sqlalchemy as sa
 
 from engine._cron import Spec, invalid
-from engine._names import encode_payload
+from engine._names import LIVE, encode_payload
 from storage import Database, iso, tables
 from treadle.errors import InvalidInput, NotFound
 from treadle.runtime import JSONValue
 
 S, W, I = tables.schedules, tables.workflows, tables.instances  # noqa: E741
-LIVE = ("queued", "running", "waiting", "paused", "waitingForPause")
 MAX_SCHEDULE_ID = 64
 _ID = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]*")
 
