@@ -28,6 +28,9 @@ def add_command(commands: argparse._SubParsersAction, name: str) -> None:  # typ
     if name == "serve":
         sub.add_argument("--host", help="address to listen on")
         sub.add_argument("--port", type=int, help="port to listen on")
+        sub.add_argument(
+            "--public-url", help="where clients reach this server: the start of approval links"
+        )
     if name in ("serve", "worker"):
         sub.add_argument("--workers", type=int, help="instances replayed at once")
     sub.add_argument("--database-url", help="sqlite:///path or postgresql://...")

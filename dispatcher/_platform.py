@@ -19,7 +19,16 @@ from dispatcher import _egress as egress
 from dispatcher import _tracing as tracing
 from dispatcher._metrics import PlatformMetrics
 from dispatcher._settings import Settings
-from engine import Engine, InstanceRef, Observers, Quota, Recorder, StorageLimits, Usage
+from engine import (
+    Engine,
+    InstanceRef,
+    Minted,
+    Observers,
+    Quota,
+    Recorder,
+    StorageLimits,
+    Usage,
+)
 from loader import Loader, UploadLimits
 from sandbox import (
     NOTHING_SPENT,
@@ -33,7 +42,7 @@ from sandbox import (
     Spent,
     Wall,
 )
-from storage import Clock, Database, GroupCommitter, migrate
+from storage import Clock, Database, GroupCommitter, iso, migrate
 from tenants import Policy, TenantStore
 from treadle.errors import (
     AlreadyExists,
@@ -100,6 +109,8 @@ class TenantHost:
                 return self._fetch(args, deadline)
             if method == "workflows.create":
                 return {"id": self._create_child(args)}
+            if method == "links.create":
+                return self._create_link(args)
             raise InvalidInput(f"unknown host call {method!r}")
         except (InvalidInput, LimitExceeded, NotFound, AlreadyExists) as exc:
             # Bad arguments, a missing workflow, an id taken: the same on every retry.
@@ -128,6 +139,25 @@ class TenantHost:
         return self._platform.engine.create_child(
             tenant_id, workflow, version, instance_id, args.get("params"), self._ref.pk
         )
+
+    def _create_link(self, args: JSONObject) -> JSONObject:
+        """``step.approval_link``: a link to this instance, keyed by the step that mints it."""
+        step, event_type = args.get("step"), args.get("type")
+        ttl, uses = args.get("ttl"), args.get("uses")
+        if not isinstance(step, str) or not isinstance(event_type, str):
+            raise InvalidInput("approval_link needs a step key and an event type")
+        if not isinstance(ttl, float | int) or not isinstance(uses, int):
+            raise InvalidInput("approval_link needs a ttl and a number of uses")
+        ref = self._ref
+        minted = self._platform.engine.links.mint(
+            ref.tenant_id, ref.workflow, ref.id, event_type, float(ttl), uses, step_key=step
+        )
+        return link_answer(self._platform.settings.link_base(), minted)
+
+
+def link_answer(base: str, minted: Minted) -> JSONObject:
+    """What minting a link answers: its absolute ``url`` and ``expires_at`` (ISO 8601)."""
+    return {"url": f"{base}/v1/links/{minted.token}", "expires_at": iso(minted.expires_at)}
 
 
 def limits_of(policy: Policy) -> Limits:

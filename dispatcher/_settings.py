@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Where clients reach this server, e.g. https://treadle.example.com: the start of the url of
+    # an approval link (docs/approval-links.md). Unset: http://<host>:<port> of `serve`; a link
+    # minted through the API then starts with the request's own base URL.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     # The HTTP listener of `serve` holds without a reverse proxy in front (docs/deploy.md):
     # a request's head must arrive within http_header_timeout seconds of the connection (or of
     # the previous response), its body within http_body_timeout of the head; a response under
@@ -100,6 +104,13 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: str) -> str:
         _networks(value)  # one that is not an address or a network fails here, at start
         return value
+
+    def link_base(self) -> str:
+        """The start of an approval link's url: ``public_url``, else this server's address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def admin_token_value(self) -> str | None:
         return self.admin_token.get_secret_value() if self.admin_token else None

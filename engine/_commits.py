@@ -18,6 +18,7 @@ from engine._fencing import lock_and_fence
 from engine._flow import FlowStore
 from engine._observe import Attempt, Waited
 from engine._rows import HistoryRow
+from engine._search import error_name
 from engine._store import (
     Claimed,
     EngineStore,
@@ -184,6 +185,7 @@ def _finish(conn: sa.Connection, store: EngineStore, writes: list[RecordWrite]) 
                     "b_status": final.status,
                     "b_output": final.output,
                     "b_error": final.error,
+                    "b_error_name": error_name(final.error),
                     "b_rollback": final.rollback,
                     "b_now": w.now,
                 }

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NotRequired, TypedDict
 
+from engine._bulk import BatchDone, Bulk
 from engine._flow import DEFAULT_PRIORITY, Flow, check_key, check_priority
+from engine._instances import CreateWrite
 from engine._lifecycle import Lifecycle
+from engine._links import Links
 from engine._names import (
     MAX_PAYLOAD_BYTES,
     check_event_type,
@@ -20,8 +23,16 @@ from engine._observe import Ended, Observer, Waited, run_trace
 from engine._quotas import Admission, Quota
 from engine._reads import Page, Stalled
 from engine._replay import LoadRunner
-from engine._rows import HistoryEvent, InstanceRow, NewInstanceRow, PagedStep, WatchedEvent
+from engine._rows import (
+    HistoryEvent,
+    InstanceRow,
+    NewInstanceRow,
+    PagedStep,
+    WatchedEvent,
+    Write,
+)
 from engine._scheduler import Scheduler
+from engine._search import InstanceFilter, check_tags
 from engine._store import EngineStore
 from engine._timetable import Schedules
 from engine._traces import TraceParent, new_span_id, new_trace_id
@@ -58,6 +69,7 @@ class NewInstance:
     priority: int = 5
     start_at: float | None = None
     delay: float | None = None
+    tags: dict[str, str] | None = None  # checked by ``engine._search.check_tags``
 
 
 class CreatedItem(TypedDict):
@@ -134,6 +146,11 @@ class Engine:
             tenant_name=tenant_name,
         )
         self._observer = observer or Observer()
+        # Approval links (``engine._links``): a send wakes the scheduler as any event does.
+        self.links = Links(self._store, committer, clock, lambda: self._scheduler.wake())
+        # Bulk actions (``engine._bulk``): a batch that changed instances stops their replays
+        # here and wakes the scheduler, as a single change does.
+        self.bulk = Bulk(db, clock, owner, self._lifecycle, self._bulk_changed, lease_seconds)
         # Schedules fire as ordinary creates, under the tenant's quota (``quota``).
         self.schedules = Schedules(
             db,
@@ -152,8 +169,10 @@ class Engine:
             self._committer.run(self._store.recover_all(self._clock.now()))
         self._scheduler.start()
         self.schedules.start()
+        self.bulk.start()
 
     def stop(self) -> None:
+        self.bulk.stop()
         self.schedules.stop()
         self._scheduler.stop()
 
@@ -166,13 +185,15 @@ class Engine:
         quota: Quota | None = None,
         caller: TraceParent | None = None,
         flow: Flow | None = None,
+        wrap: Callable[[CreateWrite], Write] | None = None,
     ) -> tuple[list[CreatedItem], list[ItemError]]:
         """Create instances; return (created, errors) with per-item errors as ``docs/api.md``
         describes them. With ``caller`` (a request's ``traceparent``), each instance's trace
         is the caller's, its run a child of the caller's span. ``flow`` is the workflow's
         flow control (``engine._flow``): a debounced create comes back as the instance it was
         merged into (``"debounced": true``), a singleton refused as ``instance.singleton``
-        with the live instance's id in ``existing_id``.
+        with the live instance's id in ``existing_id``. ``wrap`` makes the write that commits
+        the create (a webhook's delivery row in the same transaction: ``engine._hooks``).
 
         Under a ``quota``, what it refuses are per-item ``quota.rate_limited`` or
         ``quota.queue_full`` errors, and nothing of them is written; raises
@@ -189,6 +210,7 @@ class Engine:
                 encode_payload(item.params, "params")
                 check_key(item.key)
                 check_priority(item.priority)
+                tags = check_tags(item.tags)
                 if instance_id in seen:
                     raise InvalidInput(
                         f"instance id {instance_id!r} appears twice in this batch",
@@ -200,11 +222,13 @@ class Engine:
             seen[instance_id] = index
             row = _new_row(tenant_id, workflow, version, instance_id, item.params, now, caller)
             _flow_row(row, item, flow, now)
+            row["tags"] = tags or None
             rows.append(row)
         if not rows:
             errors.sort(key=lambda e: e["index"])
             return [], errors
-        result = self._committer.run(self._store.create(tenant_id, rows, quota, now, flow))
+        write = self._store.create(tenant_id, rows, quota, now, flow)
+        result = self._committer.run(write if wrap is None else wrap(write))
         admission, inserted = result.admission, result.ids
         if admission.admitted == 0 and quota is not None:
             refused = StorageQuotaExceeded if admission.refused == "storage" else QuotaExceeded
@@ -332,18 +356,26 @@ class Engine:
     def list_instances(
         self,
         tenant_id: int,
-        workflow: str,
+        workflow: str | None,
         *,
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        match: InstanceFilter | None = None,
     ) -> tuple[list[InstanceView], str | None]:
+        """The tenant's instances newest first: of ``workflow`` (None: of every workflow),
+        with ``status`` and matching ``match`` (``engine._search``), a page and its cursor."""
         if status is not None:
             check_status(status)
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
         before = decode_cursor(cursor)
-        page = self._store.instances(tenant_id, workflow, status, before, limit, PAGE_BYTES)
+        found = replace(
+            match or InstanceFilter(),
+            workflow=workflow,
+            statuses=(status,) if status is not None else (match.statuses if match else ()),
+        )
+        page = self._store.instances(tenant_id, found, before, limit, PAGE_BYTES)
         next_cursor = encode_cursor(page.rows[-1]["pk"]) if page.more else None
         now = self._clock.now()
         reasons = self._waiting_reasons(page.rows, now)
@@ -420,6 +452,12 @@ class Engine:
             )
         self._scheduler.wake()
         return view
+
+    def _bulk_changed(self, batch: BatchDone) -> None:
+        self._scheduler.look()  # replays of what it terminated or restarted here stop at once
+        self._scheduler.wake()
+        for ended in batch.ended:  # ended without a replay: the run's span ends here
+            self._observer.ended(ended)
 
     def delete_instance(self, tenant_id: int, workflow: str, instance_id: str) -> None:
         now = self._clock.now()
@@ -532,6 +570,7 @@ def _new_row(
         "priority": DEFAULT_PRIORITY,
         "flow_mode": None,
         "waiting_reason": None,
+        "tags": None,
     }
 
 

@@ -120,6 +120,7 @@ END = (
         status=_b("b_status"),
         output=_b("b_output", type_=I.c.output.type),
         error=_b("b_error", type_=I.c.error.type),
+        error_name=_b("b_error_name"),
         rollback=_b("b_rollback", type_=I.c.rollback.type),
         ended_at=_b("b_now"),
         due_at=None,

@@ -17,11 +17,11 @@ schedule refused is logged once, and once more when it fires again.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine._background import Background
 from engine._cron import fire_id
 from engine._quotas import Quota
 from engine._schedules import Due, ScheduleStore
@@ -61,7 +61,10 @@ def plan(due: Due, now: float, last_live: bool) -> Plan:
     return Plan(make, rest[0] if spec.overlap == "buffer_one" and rest else None)
 
 
-class Firer:
+class Firer(Background):
+    name = "treadle-firer"
+    what = "firing schedules"
+
     def __init__(
         self,
         store: ScheduleStore,
@@ -70,48 +73,16 @@ class Firer:
         create: Create,
         quota: Callable[[int], Quota | None],
     ) -> None:
+        super().__init__(_log)
         self._store = store
         self._clock = clock
         self._owner = owner
         self._create = create
         self._quota = quota
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._refused: set[tuple[int, str, str]] = set()
-        self._failing = False
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="treadle-firer", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def wake(self) -> None:
-        """A schedule was put: look again now."""
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                fired = self.fire_due()
-                delay = 0.0 if fired else self._idle_delay()
-                if self._failing:
-                    self._failing = False
-                    _log.info("firing schedules works again")
-            except Exception:
-                if not self._failing:
-                    _log.exception("firing schedules failed; retrying")
-                self._failing = True
-                delay = POLL_SECONDS
-            if delay > 0:
-                self._wake.wait(delay)
-                self._wake.clear()
+    def run_pass(self) -> float:
+        return 0.0 if self.fire_due() else self._idle_delay()
 
     def _idle_delay(self) -> float:
         next_at = self._store.next_fire_at()

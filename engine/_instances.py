@@ -54,13 +54,14 @@ _SQLITE_INSERT = (
 _PG_INSERT = (
     "INSERT INTO instances (tenant_id, workflow, id, version, status, params, created_at,"
     " due_at, epoch, parent_pk, stored_bytes, trace_id, span_id, parent_span_id, flow_key,"
-    " priority, flow_mode, waiting_reason)"
+    " priority, flow_mode, waiting_reason, tags)"
     " SELECT * FROM unnest(%(tenant_id)s::integer[], %(workflow)s::text[], %(id)s::text[],"
     " %(version)s::text[], %(status)s::text[], %(params)s::text[]::jsonb[],"
     " %(created_at)s::float8[], %(due_at)s::float8[], %(epoch)s::bigint[],"
     " %(parent_pk)s::bigint[], %(stored_bytes)s::bigint[], %(trace_id)s::text[],"
     " %(span_id)s::text[], %(parent_span_id)s::text[], %(flow_key)s::text[],"
-    " %(priority)s::smallint[], %(flow_mode)s::text[], %(waiting_reason)s::text[])"
+    " %(priority)s::smallint[], %(flow_mode)s::text[], %(waiting_reason)s::text[],"
+    " %(tags)s::text[]::jsonb[])"
     " ON CONFLICT (tenant_id, workflow, id) DO NOTHING RETURNING pk, id"
 )
 _PG_COLUMNS = (
@@ -76,6 +77,7 @@ def _insert(conn: sa.Connection, rows: list[StoredInstanceRow]) -> dict[int, str
         return {pk: id_ for pk, id_ in conn.execute(_SQLITE_INSERT, rows)}
     arrays: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in _PG_COLUMNS}
     arrays["params"] = [None if r["params"] is None else dumps(r["params"]) for r in rows]
+    arrays["tags"] = [None if r.get("tags") is None else dumps(r["tags"]) for r in rows]
     # A new instance has nothing in the other columns (``_new_row``), which the array insert
     # leaves to their defaults.
     assert all(v is None for r in rows for c, v in r.items() if c not in arrays), rows[0]
@@ -226,7 +228,10 @@ class CreateWrite(BatchWrite):
         quotas = self.store.quotas
         ticket = None
         admission = Admission(len(self.rows))
-        sizes = [2 * ROW_OVERHEAD + json_size(row["params"]) for row in self.rows]
+        sizes = [
+            2 * ROW_OVERHEAD + json_size(row["params"]) + json_size(row["tags"])
+            for row in self.rows
+        ]
         if self._storage_full(conn, sum(sizes)):
             return Created(set(), Admission(0, "storage", STORAGE_RETRY_AFTER))
         if self.quota is not None:
@@ -310,6 +315,7 @@ class CreateWrite(BatchWrite):
             .where(I.c.pk == found.pk)
             .values(
                 params=row["params"],
+                tags=row["tags"],  # the merged create's tags replace them, as its params
                 due_at=row["due_at"],
                 waiting_reason=row["waiting_reason"],
                 stored_bytes=I.c.stored_bytes + grown,

@@ -105,6 +105,49 @@ class Lifecycle:
 
         return write
 
+    def change_rows(
+        self, conn: sa.Connection, tenant_id: int, rows: list[Any], action: str, now: float
+    ) -> list[str | None]:
+        """Apply ``action`` to each instance row of ``rows`` (read in ``conn``'s transaction,
+        locked on PostgreSQL), as :meth:`change` does to one (no ``from``, ``upgrade`` or
+        ``rollback``): the new status of each, or None where its status does not allow the
+        action (it is left as it is). For bulk actions: the rows that change alike change in
+        one statement, and the queue bound, keys and history are written once for all."""
+        allowed = [row for row in rows if row.status in ALLOWED[action]]
+        new = _change_many(conn, allowed, action, now, self)
+        history = [
+            {
+                "instance_pk": row.pk,
+                "ts": now,
+                "type": f"workflow.{new[row.pk]}",
+                "step": None,
+                "data": {"action": action, "status": new[row.pk]},
+            }
+            for row in allowed
+        ]
+        grow_queue_bound(conn, tenant_id, sum(1 for s in new.values() if s == "queued"))
+        keys = {(tenant_id, r.workflow, r.flow_key) for r in allowed if r.flow_key is not None}
+        if keys:
+            FlowStore.wake(conn, sorted(keys), now)
+        if history:
+            conn.execute(H.insert(), history)
+        return [new.get(row.pk) for row in rows]
+
+    def delete_rows(self, conn: sa.Connection, tenant_id: int, pks: list[int], now: float) -> int:
+        """Delete the instances ``pks`` of a tenant, as :meth:`delete` does one; how many
+        there were."""
+        deleted = conn.execute(
+            sa.delete(I)
+            .where(I.c.tenant_id == tenant_id, I.c.pk.in_(pks))
+            .returning(I.c.workflow, I.c.stored_bytes, I.c.flow_key)
+        ).all()
+        keys = {(tenant_id, r.workflow, r.flow_key) for r in deleted if r.flow_key is not None}
+        if keys:
+            FlowStore.wake(conn, sorted(keys), now)
+        if deleted:
+            charge(conn, {tenant_id: -sum(int(r.stored_bytes) for r in deleted)}, now)
+        return len(deleted)
+
     def _pause(self, conn: sa.Connection, row: Any, now: float, **_: Any) -> str:
         if row.status == "running":
             _update(conn, row.pk, status="waitingForPause")
@@ -173,6 +216,7 @@ class Lifecycle:
             "epoch": I.c.epoch + 1,
             "output": None,
             "error": None,
+            "error_name": None,
             "ended_at": None,
             "paused_at": None,
             "paused_due_at": None,
@@ -215,6 +259,66 @@ class Lifecycle:
             return len(purged)
 
         return write
+
+
+def _change_many(
+    conn: sa.Connection, rows: list[Any], action: str, now: float, one: Lifecycle
+) -> dict[int, str]:
+    """The statements of ``Lifecycle._<action>`` for many rows (their statuses allow it),
+    alike rows in one statement; each row's new status, by pk."""
+    new: dict[int, str] = {}
+
+    def many(status: str, chosen: list[Any], **values: Any) -> None:
+        if chosen:
+            pks = [row.pk for row in chosen]
+            conn.execute(sa.update(I).where(I.c.pk.in_(pks)).values(status=status, **values))
+            new.update(dict.fromkeys(pks, status))
+
+    if action == "terminate":
+        many("terminated", rows, ended_at=now, due_at=None, lease_owner=None, epoch=I.c.epoch + 1)
+        for row in rows:
+            if row.parent_pk is not None:
+                _tell_parent(conn, row, now)
+    elif action == "pause":
+        many("waitingForPause", [r for r in rows if r.status == "running"])
+        # SET reads the row as it was: a waiting instance keeps when it was due.
+        due = sa.case((I.c.status == "waiting", I.c.due_at), else_=None)
+        rest = [r for r in rows if r.status != "running"]
+        many("paused", rest, paused_at=now, paused_due_at=due, due_at=None)
+    elif action == "resume":
+        many("running", [r for r in rows if r.status == "waitingForPause"])
+        paused = [r for r in rows if r.status == "paused"]
+        queued = [r for r in paused if r.paused_due_at is None]
+        many("queued", queued, due_at=now, paused_at=None, waiting_reason=None)
+        for row in paused:
+            if row.paused_due_at is not None:  # its timers shift: one by one
+                new[row.pk] = one._resume(conn, row, now)
+    elif action == "restart":
+        pks = [row.pk for row in rows]
+        if pks:
+            consumed = sa.select(S.c.event_pk).where(
+                S.c.instance_pk.in_(pks), S.c.event_pk.is_not(None)
+            )
+            conn.execute(sa.update(E).where(E.c.pk.in_(consumed)).values(consumed_at=None))
+            conn.execute(sa.delete(S).where(S.c.instance_pk.in_(pks)))
+        many(
+            "queued",
+            rows,
+            due_at=now,
+            lease_owner=None,
+            epoch=I.c.epoch + 1,
+            output=None,
+            error=None,
+            error_name=None,
+            ended_at=None,
+            paused_at=None,
+            paused_due_at=None,
+            rollback=None,
+            waiting_reason=None,
+        )
+    else:
+        raise AssertionError(action)
+    return new
 
 
 def _lock_with_parent(conn: sa.Connection, key: tuple[Any, ...]) -> None:

@@ -25,6 +25,7 @@ from engine._rows import (
     not_found,
     step_record,
 )
+from engine._search import InstanceFilter, listing
 from engine._usage import json_size
 from storage import Database
 from treadle.runtime import StepRecord
@@ -109,19 +110,14 @@ class Reads:
     def instances(
         self,
         tenant_id: int,
-        workflow: str,
-        status: str | None,
+        match: InstanceFilter,
         before: int | None,
         limit: int,
         budget: int,
     ) -> Page[InstanceRow]:
-        """The newest instances before ``before``, paged as :meth:`steps`."""
-        query = sa.select(I).where(I.c.tenant_id == tenant_id, I.c.workflow == workflow)
-        if status is not None:
-            query = query.where(I.c.status == status)
-        if before is not None:
-            query = query.where(I.c.pk < before)
-        newest_first = query.order_by(I.c.pk.desc())
+        """The newest of the tenant's instances that ``match``, before ``before``, paged as
+        :meth:`steps`."""
+        newest_first = listing(tenant_id, match, before)
         with self.db.connect(server_cursor=True) as conn:
             return _page(conn, newest_first, limit, budget, _instance_size, _instance_row)
 

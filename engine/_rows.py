@@ -52,6 +52,7 @@ class NewInstanceRow(TypedDict):
     priority: int
     flow_mode: str | None
     waiting_reason: str | None
+    tags: dict[str, str] | None
 
 
 class StoredInstanceRow(NewInstanceRow):

@@ -51,6 +51,7 @@ class InstanceView(TypedDict):
     priority: int
     waiting_reason: str | None
     start_at: str | None  # a queued instance held back by start_at, delay or debounce: until
+    tags: dict[str, str]
     steps: NotRequired[list[StepView]]
     steps_next_cursor: NotRequired[str]
 
@@ -112,6 +113,7 @@ def instance_view(
         "priority": int(row.get("priority", 5)),
         "waiting_reason": waiting_reason,
         "start_at": iso(start_at),
+        "tags": row.get("tags") or {},
     }
     if steps is not None:
         view["steps"] = [step_view(s) for s in steps]

@@ -167,6 +167,9 @@ class Host(Protocol):
         - ``"workflows.create"``, args ``{"workflow", "params", "id"}`` → ``{"id"}``: start an
           instance of the tenant's workflow as a child of this one. It must be idempotent by
           id: after a crash the step runs again with the same id.
+        - ``"links.create"``, args ``{"step", "type", "ttl", "uses"}`` → ``{"url",
+          "expires_at"}``: an approval link to this instance (``step.approval_link``), replacing
+          the one the same step (``<name>#<count>``) minted before.
 
         Raise a ``treadle.runtime.errors.TreadleError`` to fail the call: tenant code gets its class
         name and message, and a ``NonRetryableError`` (subclass) makes the step fail for good.

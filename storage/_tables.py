@@ -161,6 +161,29 @@ class Instance(SQLModel, table=True):
             sqlite_where=sa.text(_RUNNING),
             postgresql_where=sa.text(_RUNNING),
         ),
+        # Search (``engine._search``, migration m0013): a tenant's instances newest first, by
+        # status, by id prefix, by creation time, by key, by error name and (PostgreSQL) by tag.
+        sa.Index("ix_instances_tenant_pk", "tenant_id", "pk"),
+        sa.Index("ix_instances_tenant_status", "tenant_id", "status", "pk"),
+        sa.Index("ix_instances_tenant_id", "tenant_id", "id"),
+        sa.Index("ix_instances_tenant_created", "tenant_id", "created_at"),
+        _partial(
+            "ix_instances_tenant_key", "tenant_id", "flow_key", "pk", where="flow_key IS NOT NULL"
+        ),
+        _partial(
+            "ix_instances_error_name",
+            "tenant_id",
+            "error_name",
+            "pk",
+            where="error_name IS NOT NULL",
+        ),
+        sa.Index(
+            "ix_instances_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+            postgresql_where=sa.text("tags IS NOT NULL"),
+        ).ddl_if(dialect="postgresql"),
         # Counted against max_queued_instances, only when a tenant nears it.
         sa.Index(
             "ix_instances_queued",
@@ -212,6 +235,10 @@ class Instance(SQLModel, table=True):
     )
     flow_mode: str | None = Field(default=None, max_length=16)
     waiting_reason: str | None = Field(default=None, max_length=16)
+    # The tags given at create (NULL: none) and the name of the error it ended with, for
+    # search (migration m0013).
+    tags: Any = _json()
+    error_name: str | None = Field(default=None, max_length=256)
 
 
 class TenantQuota(SQLModel, table=True):
@@ -484,3 +511,113 @@ _partial(
     _q.due_at,
     where="status = 'queued' AND flow_key IS NOT NULL AND waiting_reason IS NULL",
 )
+
+
+class ApprovalLink(SQLModel, table=True):
+    """A link that sends one event to one instance without an API key (``engine._links``):
+    only its token's SHA-256 is kept. ``step_key``: the step of the workflow that minted it."""
+
+    __tablename__ = "approval_links"
+    __table_args__ = (
+        sa.Index("uq_approval_links_token", "token_hash", unique=True),
+        sa.Index("uq_approval_links_step", "instance_pk", "step_key", unique=True),
+    )
+
+    pk: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    instance_pk: int = Field(
+        sa_column=sa.Column(
+            BigId, sa.ForeignKey("instances.pk", ondelete="CASCADE"), nullable=False
+        )
+    )
+    token_hash: str = Field(max_length=64)
+    event_type: str = Field(max_length=100)
+    step_key: str | None = Field(default=None, max_length=300)
+    uses: int
+    uses_left: int
+    expires_at: float
+    created_at: float
+
+
+approval_links: sa.Table = ApprovalLink.__table__  # type: ignore[attr-defined]
+
+
+class Hook(SQLModel, table=True):
+    """A signed webhook of a workflow (``engine._hooks``): ``id`` (``hk_...``, unguessable)
+    is its public address, ``name`` the tenant's name for it. ``secret`` is kept as it is,
+    since an HMAC needs it; after a rotation ``previous_secret`` verifies too until
+    ``previous_expires_at`` (migration m0011)."""
+
+    __tablename__ = "hooks"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "workflow"],
+            ["workflows.tenant_id", "workflows.name"],
+            ondelete="CASCADE",
+        ),
+        sa.UniqueConstraint("tenant_id", "workflow", "name", name="uq_hooks_name"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    tenant_id: int
+    workflow: str = Field(max_length=64)
+    name: str = Field(max_length=64)
+    secret: str = Field(max_length=128)
+    previous_secret: str | None = Field(default=None, max_length=128)
+    previous_expires_at: float | None = None
+    created_at: float
+    updated_at: float
+
+
+class HookDelivery(SQLModel, table=True):
+    """The ``Idempotency-Key`` of a delivery to a hook and the instance it created, inserted
+    in the transaction of that create."""
+
+    __tablename__ = "hook_deliveries"
+    __table_args__ = (sa.Index("ix_hook_deliveries_created", "created_at"),)
+
+    hook_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("hooks.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    idempotency_key: str = Field(primary_key=True, max_length=255)
+    instance_id: str = Field(max_length=100)
+    created_at: float
+
+
+hooks: sa.Table = Hook.__table__  # type: ignore[attr-defined]
+hook_deliveries: sa.Table = HookDelivery.__table__  # type: ignore[attr-defined]
+
+
+class BulkJob(SQLModel, table=True):
+    """A bulk action over the instances of a tenant that a filter matched (``engine._bulk``):
+    ``matched`` counted when it was created, up to ``high_pk``; batches walk the pks after
+    ``cursor_pk`` under a short lease and count each instance ``done`` or ``failed``
+    (``failures``: how many failed, by error code)."""
+
+    __tablename__ = "bulk_jobs"
+    __table_args__ = (
+        sa.Index("ix_bulk_jobs_tenant", "tenant_id", "created_at"),
+        _partial("ix_bulk_jobs_running", "lease_until", where="status = 'running'"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    )
+    filter: Any = _json(nullable=False)
+    action: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    matched: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    done: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    failed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    failures: Any = _json()
+    high_pk: int = Field(sa_column=sa.Column(BigId, nullable=False))
+    cursor_pk: int = Field(sa_column=sa.Column(BigId, nullable=False))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+    created_at: float
+    ended_at: float | None = None
+
+
+bulk_jobs: sa.Table = BulkJob.__table__  # type: ignore[attr-defined]

@@ -19,11 +19,14 @@ import playground
 from dispatcher import _metrics
 from dispatcher._platform import Platform
 from dispatcher.http._auth import Authenticate
+from dispatcher.http._bulk import BulkApi
 from dispatcher.http._errors import HANDLERS, DatabaseOutage
 from dispatcher.http._guard import RequestGuard
+from dispatcher.http._hooks import HookApi
 from dispatcher.http._instances import InstanceApi
 from dispatcher.http._lifecycle import LifecycleApi
 from dispatcher.http._limits import BodyLimit
+from dispatcher.http._links import LinkApi
 from dispatcher.http._measure import MeasureRequests
 from dispatcher.http._openapi import openapi_document
 from dispatcher.http._routing import every_route
@@ -92,6 +95,15 @@ def api_routes(platform: Platform, streams: StreamApi) -> list[BaseRoute]:
         **InstanceApi(platform.engine, platform.loader, platform.tenants.policy).handlers(),
         **LifecycleApi(platform.engine, platform.loader).handlers(),
         **ScheduleApi(platform.engine, platform.loader).handlers(),
+        **LinkApi(platform.engine, platform.tenants.policy, platform.settings).handlers(),
+        **HookApi(
+            platform.engine,
+            platform.loader,
+            platform.tenants.policy,
+            platform.clock,
+            platform.settings,
+        ).handlers(),
+        **BulkApi(platform.engine).handlers(),
         **streams.handlers(),
         **UsageApi(platform.engine, platform.tenants, platform.clock).handlers(),
     }

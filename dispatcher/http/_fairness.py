@@ -17,7 +17,7 @@ one reader per process (``dispatcher.http._notifier``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
 READS_PER_TENANT = 4
@@ -26,12 +26,13 @@ READS_PER_TENANT = 4
 class ReadShares:
     def __init__(self, limit: int = READS_PER_TENANT) -> None:
         self._limit = limit
-        self._turns: dict[int, asyncio.Semaphore] = {}
-        self._waiting: dict[int, int] = {}
+        self._turns: dict[Hashable, asyncio.Semaphore] = {}
+        self._waiting: dict[Hashable, int] = {}
 
     @asynccontextmanager
-    async def turn(self, tenant_id: int) -> AsyncIterator[None]:
-        """Wait for one of the tenant's turns and hold it for the block."""
+    async def turn(self, tenant_id: Hashable) -> AsyncIterator[None]:
+        """Wait for one of the tenant's turns and hold it for the block (an anonymous
+        caller's turns are its address's)."""
         turns = self._turns.setdefault(tenant_id, asyncio.Semaphore(self._limit))
         self._waiting[tenant_id] = self._waiting.get(tenant_id, 0) + 1
         try:

@@ -6,7 +6,6 @@ resolved to its current version here, and the instance is pinned to that version
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from collections.abc import Callable
 from typing import Any, Self
@@ -28,17 +27,21 @@ from dispatcher.http._schemas import (
     PRIORITIES,
     PRIORITY,
     START_AT,
+    TAGS,
 )
 from engine import (
     MAX_INSTANCE_ID,
     CreatedItem,
     Engine,
     Flow,
+    InstanceFilter,
     InstanceView,
     ItemError,
     NewInstance,
     Quota,
     TraceParent,
+    iso_seconds,
+    not_iso,
     parse_traceparent,
 )
 from loader import Loader
@@ -57,7 +60,6 @@ from treadle.runtime import parse_duration
 _PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 SINGLETON = "instance.singleton"
-_LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60(?=[.zZ+-])", re.IGNORECASE)
 
 
 class NewInstanceBody(BaseModel):
@@ -77,6 +79,8 @@ class NewInstanceBody(BaseModel):
     priority: JsonInt | None = Field(default=None, json_schema_extra=PRIORITY)
     start_at: str | None = Field(default=None, json_schema_extra=START_AT)
     delay: float | str | None = Field(default=None, json_schema_extra=DELAY)
+    # Checked by the engine (code instance.invalid_tags); described here for the document.
+    tags: Any = Field(default=None, json_schema_extra=TAGS)
 
     @field_validator("key")
     @classmethod
@@ -105,7 +109,9 @@ class NewInstanceBody(BaseModel):
         start_at = None if self.start_at is None else instant(self.start_at, where + "start_at")
         delay = None if self.delay is None else parse_duration(self.delay, what=where + "delay")
         priority = DEFAULT_PRIORITY if self.priority is None else self.priority
-        return NewInstance(self.id, self.params, self.key, priority, start_at, delay)
+        return NewInstance(
+            self.id, self.params, self.key, priority, start_at, delay, tags=self.tags
+        )
 
 
 class BatchItem(NewInstanceBody):
@@ -133,6 +139,7 @@ class InstanceApi:
         return {
             "create_instance": self.create,
             "list_instances": self.list_instances,
+            "list_all_instances": self.list_all_instances,
             "create_batch": self.create_batch,
             "get_instance": self.get_instance,
             "send_event": self.send_event,
@@ -181,24 +188,29 @@ class InstanceApi:
         )
 
     async def list_instances(self, request: Request) -> Response:
-        query = query_of(request, "status", "limit", "cursor")
-        limit = _int_param(query.get("limit"), "limit", default=50)
-        instances, cursor = await run_in_threadpool(
-            self._list,
-            caller_of(request),
-            request.path_params["name"],
-            query.get("status"),  # "status=" is an unknown status, not "any status"
-            limit,
-            query.get("cursor") or None,
+        return await self._search(request, request.path_params["name"])
+
+    async def list_all_instances(self, request: Request) -> Response:
+        """The instances of every workflow of the tenant, newest first."""
+        return await self._search(request, None)
+
+    async def _search(self, request: Request, workflow: str | None) -> Response:
+        # Unknown parameters, statuses ("status=" too), tags and times are refused here.
+        match = InstanceFilter.from_query(request.query_params, workflow)
+        limit = _int_param(request.query_params.get("limit"), "limit", default=50)
+        cursor = request.query_params.get("cursor") or None
+        instances, after = await run_in_threadpool(
+            self._list, caller_of(request), match, limit, cursor
         )
-        return JSONResponse({"instances": instances, "next_cursor": cursor})
+        return JSONResponse({"instances": instances, "next_cursor": after})
 
     def _list(
-        self, caller: Caller, workflow: str, status: str | None, limit: int, cursor: str | None
+        self, caller: Caller, match: InstanceFilter, limit: int, cursor: str | None
     ) -> tuple[list[InstanceView], str | None]:
-        self._loader.current(caller.tenant_id, workflow)  # 404 for a workflow that is not there
+        if match.workflow is not None:  # 404 for a workflow that is not there
+            self._loader.current(caller.tenant_id, match.workflow)
         return self._engine.list_instances(
-            caller.tenant_id, workflow, status=status, limit=limit, cursor=cursor
+            caller.tenant_id, match.workflow, limit=limit, cursor=cursor, match=match
         )
 
     async def get_instance(self, request: Request) -> Response:
@@ -255,18 +267,10 @@ class InstanceApi:
 def instant(value: str, what: str) -> float:
     """An ISO 8601 time with a time zone (``2026-05-01T09:00:00Z``, ``...+02:00``) as epoch
     seconds; raises ``InvalidDuration`` naming ``what``. A leap second is the second after."""
-    leap = _LEAP_SECOND.search(value)
-    text = value[: leap.start()] + ":59" + value[leap.end() :] if leap else value
     try:
-        time = _dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if time.tzinfo is None:
-            raise ValueError("no time zone")
-        return time.timestamp() + (1 if leap else 0)
-    except (ValueError, OverflowError):
-        raise InvalidDuration(
-            f"{what}: {value[:64]!r} is not an ISO 8601 time with a time zone, "
-            "like 2026-05-01T09:00:00Z"
-        ) from None
+        return iso_seconds(value)
+    except ValueError:
+        raise InvalidDuration(not_iso(what, value)) from None
 
 
 def storage_bytes(policy: Policy) -> int:

@@ -17,8 +17,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from dispatcher.http import _schemas as s
+from dispatcher.http._bulk import BulkBody
 from dispatcher.http._instances import BatchBody, NewInstanceBody
 from dispatcher.http._lifecycle import StatusBody
+from dispatcher.http._links import LinkBody
 from dispatcher.http._schedules import ScheduleBody
 from dispatcher.http._schemas import Schema
 from loader import Upload
@@ -33,6 +35,8 @@ _ERRORS = {
     401: "Missing or invalid credentials.",
     404: "Not found (also for another tenant's objects).",
     409: "Conflicts with what exists.",
+    410: "The approval link has expired (``link.expired``): used up, out of time, or its "
+    "instance has ended. Nothing was sent.",
     413: "The request body or a value in it is too large.",
     415: "The request body is not declared as JSON (Content-Type: application/json).",
     422: "The workflow code is not valid; ``problems`` says where.",
@@ -60,6 +64,8 @@ _REQUESTS: list[type[BaseModel]] = [
     KeyLifetime,
     Rotation,
     ScheduleBody,
+    LinkBody,
+    BulkBody,
 ]
 # Fields that the request models take as any JSON, narrowed to what the server stores (no U+0000).
 _JSON_FIELDS: dict[tuple[str, str], Schema] = {
@@ -123,11 +129,15 @@ def _operation(op: Operation) -> Schema:
     common = ((400, 401, 503) if secured else ()) + ((400, 413, 415) if op.body else ())
     for status in op.errors + common:
         responses[str(status)] = _error(status)
+    if op.media == "text/html" and 410 in op.errors:  # an expired link's page is a page too
+        responses["410"] = {"description": _ERRORS[410], "content": _HTML}
     operation: Schema = {
         "operationId": op.name,
         "summary": op.summary,
         "responses": dict(sorted(responses.items())),
     }
+    if op.query == "list":
+        operation["description"] = _TAG_FILTER
     if secured:
         operation["security"] = [{_SECURITY[op.auth]: []}]
     if parameters := _parameters(op):
@@ -135,15 +145,25 @@ def _operation(op: Operation) -> Schema:
     if op.body is not None:
         body = s.ref(op.body)
         if op.body == "JsonValue":
-            body["description"] = "the event payload: any JSON value"
+            what = "the instance's params" if op.name == "send_hook" else "the event payload"
+            body["description"] = f"{what}: any JSON value"
         operation["requestBody"] = {"required": not op.optional_body, "content": s.json(body)}
     return operation
+
+
+_HTML: Schema = {"text/html": {"schema": {"type": "string"}}}
+_TAG_FILTER = (
+    "Besides the parameters below, `tag.<key>=<value>` (repeatable, e.g. "
+    "`tag.team=ml&tag.env=prod`) keeps the instances that carry every one of those tags."
+)
 
 
 def _success(op: Operation) -> Schema:
     response: Schema = {"description": op.summary}
     if op.media == "text/event-stream":
         response["content"] = {op.media: {"schema": s.SSE_EVENT}}
+    elif op.media == "text/html":
+        response["content"] = _HTML
     elif op.answer is not None:
         response["content"] = s.json(s.ref(_answer_name(op.answer)))
     return response

@@ -73,6 +73,21 @@ STATUS: Schema = {
     "enum": list(STATUSES),
 }
 
+# Tags of a create (``engine._search``): strings, searched by ``tag.<key>=<value>``.
+TAGS: Schema = {
+    "anyOf": [
+        {
+            "type": "object",
+            "maxProperties": 16,
+            "propertyNames": {"pattern": "^[A-Za-z0-9_.:/-]{1,64}$"},
+            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\\x00]*$"},
+        },
+        {"type": "null"},
+    ],
+    "description": "at most 16 pairs; keys of 1-64 of A-Z a-z 0-9 _ . : / -, values of at "
+    "most 256 characters",
+}
+
 # -- flow control of a create (docs/flow-control.md) ---------------------------------------------
 
 MAX_KEY = 128  # engine._flow.MAX_KEY
@@ -136,6 +151,15 @@ PATH_PARAMS: dict[str, Schema] = {
     "key_id": KEY_ID,
     "type": EVENT_TYPE,
     "schedule": NAME,
+    "job": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"},
+    "hook": NAME,
+    "hook_id": {
+        "type": "string",
+        "minLength": 4,
+        "maxLength": 64,
+        "pattern": "^hk_[A-Za-z0-9_-]+$",
+    },
+    "token": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"},
 }
 """The schema of each path parameter of the API's paths, by its name."""
 
@@ -150,9 +174,22 @@ def query(name: str, schema: Schema, description: str | None = None) -> Schema:
 _CURSOR = query("cursor", STR, "the next_cursor of the previous page (anything else is a 400)")
 _LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50})
 _ACTION = query("action", {"type": "string", "enum": list(ACTIONS)})
+_FILTER_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 256}
 _EVENT_ID: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID}
 QUERIES: dict[str, list[JSONValue]] = {
-    "list": [query("status", STATUS), _LIMIT, _CURSOR],
+    # The filters of a listing (``engine._search``): every one given must match.
+    "list": [
+        {**query("status", array(STATUS), "repeatable: any of these"), "explode": True},
+        # ``tag.<key>=<value>`` has a name of the caller's making, which OpenAPI cannot state
+        # as a parameter: the operation's description says it (``dispatcher.http._openapi``).
+        query("key", _FILTER_TEXT, "the flow control key"),
+        query("created_after", TIME, "ISO 8601 with a time zone"),
+        query("created_before", TIME, "ISO 8601 with a time zone"),
+        query("id_prefix", _FILTER_TEXT, "instances whose id starts with this"),
+        query("error_name", _FILTER_TEXT, "errored instances whose error has this name"),
+        _LIMIT,
+        _CURSOR,
+    ],
     # A page of an instance's logs or steps: at most ``limit`` items and about 4 MiB of them.
     "page": [
         query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}),

@@ -90,8 +90,28 @@ export class Api {
     return this.request("GET", `/v1/workflows/${path(name)}/instances?limit=${limit}`);
   }
 
+  // The newest instances of every workflow matching `filter`, the query of GET /v1/instances:
+  // {status, "tag.<k>", key, id_prefix, ...}; a list value is a repeated parameter.
+  allInstances(filter = {}, limit = 30) {
+    const query = new URLSearchParams({ limit: String(limit) });
+    for (const [name, value] of Object.entries(filter)) {
+      for (const one of [].concat(value)) query.append(name, one);
+    }
+    return this.request("GET", `/v1/instances?${query}`);
+  }
+
   instance(name, id) {
     return this.request("GET", `/v1/workflows/${path(name, "instances", id)}`);
+  }
+
+  // Bulk actions (docs/bulk.md): `filter` as the body takes it ({status: [...], tags: {...},
+  // key, id_prefix, ...}); the answer is {job, matched}, the job's progress is bulkJob(job).
+  bulk(filter, action) {
+    return this.request("POST", "/v1/instances/bulk", { filter, action });
+  }
+
+  bulkJob(job) {
+    return this.request("GET", `/v1/instances/bulk/${path(job)}`);
   }
 
   changeStatus(name, id, status) {

@@ -618,25 +618,111 @@ async function sendEvent(submit) {
 
 // -- past runs ----------------------------------------------------------------------------------
 
-// The newest runs of every workflow of the tenant. A refresh the user did not ask for is
-// `quiet`: it fails without a banner (every few seconds, a banner would hide any other).
+// The filter of Past runs as the query of GET /v1/instances ({status, "tag.<k>", key,
+// id_prefix}, only what is filled in): the one place that says which runs the panel is about.
+function currentFilter() {
+  const filter = {};
+  const status = $("runs-status").value;
+  if (status) filter.status = status;
+  for (const pair of $("runs-tag").value.split(/[\s,]+/).filter(Boolean)) {
+    const at = pair.indexOf("=");
+    if (at < 1) throw new Error(`Filter runs by tag as k=v, not '${pair}'.`);
+    filter[`tag.${pair.slice(0, at)}`] = pair.slice(at + 1);
+  }
+  const key = $("runs-key").value.trim();
+  if (key) filter.key = key;
+  const prefix = $("runs-id-prefix").value.trim();
+  if (prefix) filter.id_prefix = prefix;
+  return filter;
+}
+
+// The newest runs of every workflow of the tenant that match the filter. A refresh the user did
+// not ask for is `quiet`: it fails without a banner (every few seconds, a banner would hide any
+// other).
 const refreshRuns = coalesced(async (quiet = false) => {
   if (!page.api) return;
   const api = page.api;
   try {
-    const { workflows } = await page.api.workflows();
-    // One request per workflow: a tenant with very many asks about the one open first.
-    const names = workflows.map((w) => w.name);
-    const open = page.run ? [page.run.workflow] : [];
-    const asked = [...new Set([...open.filter((n) => names.includes(n)), ...names])].slice(0, 25);
-    const lists = await Promise.all(asked.map((name) => page.api.instances(name)));
-    const runs = lists.flatMap((list) => list.instances);
-    runs.sort((a, b) => b.created_at.localeCompare(a.created_at));
-    if (page.api === api) renderRuns(runs.slice(0, 30)); // not signed in as another meanwhile
+    const filter = currentFilter();
+    const { instances } = await page.api.allInstances(filter, 30);
+    const filtered = Object.keys(filter).length > 0;
+    if (page.api === api) renderRuns(instances, filtered); // not signed in as another meanwhile
   } catch (error) {
     if (!quiet) showError(error);
   }
 });
+
+// A filter typed in applies once the typing pauses; a status chosen, at once.
+function filterRunsAsTyped() {
+  let timer = null;
+  const later = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => refreshRuns(), 300);
+  };
+  for (const id of ["runs-tag", "runs-key", "runs-id-prefix"]) $(id).addEventListener("input", later);
+  $("runs-status").addEventListener("change", () => refreshRuns());
+  $("runs-filter").addEventListener("submit", (submit) => {
+    submit.preventDefault();
+    refreshRuns();
+  });
+}
+
+// -- bulk actions on the runs that match the filter (docs/bulk.md) ------------------------------
+
+const BULK_EVERY_MS = 500; // how often a bulk job's progress is read until it is over
+
+// The filter of Past runs (currentFilter(), a query) as the body of a bulk action.
+function bulkFilter() {
+  const filter = {};
+  const tags = {};
+  for (const [name, value] of Object.entries(currentFilter())) {
+    if (name.startsWith("tag.")) tags[name.slice(4)] = value;
+    else if (name === "status") filter.status = [].concat(value);
+    else filter[name] = value;
+  }
+  if (Object.keys(tags).length) filter.tags = tags;
+  return filter;
+}
+
+function bulkText(job) {
+  const failed = job.failed ? `, ${job.failed} failed` : "";
+  return `${job.action}: ${job.done + job.failed}/${job.matched} (${job.done} done${failed}) — ${job.status}`;
+}
+
+async function applyBulk(submit) {
+  submit.preventDefault();
+  if (!page.api) return;
+  const action = $("bulk-action").value;
+  let filter;
+  try {
+    filter = bulkFilter();
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  const which = Object.keys(filter).length ? "every run matching the filter" : "EVERY run of every workflow";
+  if (!window.confirm(`${action[0].toUpperCase()}${action.slice(1)} ${which}?`)) return;
+  const api = page.api;
+  const output = $("bulk-progress");
+  $("bulk-apply").disabled = true;
+  try {
+    const { job, matched } = await api.bulk(filter, action);
+    output.textContent = `${action}: 0/${matched} — running`;
+    let found = await api.bulkJob(job);
+    while (found.status === "running") {
+      output.textContent = bulkText(found);
+      await new Promise((resolve) => setTimeout(resolve, BULK_EVERY_MS));
+      found = await api.bulkJob(job);
+    }
+    output.textContent = bulkText(found);
+    output.dataset.status = found.status;
+    refreshRuns();
+  } catch (error) {
+    showError(error);
+  } finally {
+    $("bulk-apply").disabled = false;
+  }
+}
 
 // Runs started elsewhere (the CLI, another client) show up on their own: every few seconds
 // while the page is in sight, and as soon as it is back in sight.
@@ -649,13 +735,19 @@ function refreshRunsOnTheirOwn() {
 
 const runKey = ({ workflow, id }) => `${workflow}/${id}`;
 
+function tagsOf(instance) {
+  const pairs = Object.entries(instance.tags || {}).map(([k, v]) => `${k}=${v}`);
+  return pairs.length ? [el("span", { class: "tags", text: pairs.join(" ") })] : [];
+}
+
 function pastRun(instance) {
   const button = el("button", { type: "button", class: "past-run",
     title: `${instance.workflow} / ${instance.id}` },
     el("b", { text: instance.workflow }),
     el("span", { class: "status" }),
     el("span", { class: "run-id", text: instance.id.slice(0, 12) }),
-    el("span", { class: "when", text: clock(instance.created_at) }));
+    el("span", { class: "when", text: clock(instance.created_at) }),
+    ...tagsOf(instance));
   button.dataset.workflow = instance.workflow;
   button.dataset.id = instance.id;
   button.addEventListener("click", () => {
@@ -667,7 +759,7 @@ function pastRun(instance) {
 
 // The cards shown are kept and updated, new ones inserted: the card in focus, the selection and
 // the list's scroll position stay as they were.
-function renderRuns(runs) {
+function renderRuns(runs, filtered = false) {
   const list = $("runs");
   const shown = new Map([...list.querySelectorAll(".past-run")].map((b) => [runKey(b.dataset), b]));
   const items = runs.map((instance) => {
@@ -677,7 +769,7 @@ function renderRuns(runs) {
     status.dataset.status = instance.status;
     return item;
   });
-  if (!items.length) items.push(el("li", { class: "hint", text: "no runs yet" }));
+  if (!items.length) items.push(el("li", { class: "hint", text: filtered ? "no runs match" : "no runs yet" }));
   items.forEach((item, index) => {
     if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
   });
@@ -1010,6 +1102,8 @@ function start() {
   $("signout").addEventListener("click", signOut);
   $("banner-close").addEventListener("click", clearError);
   $("runs-refresh").addEventListener("click", () => refreshRuns());
+  filterRunsAsTyped();
+  $("runs-bulk").addEventListener("submit", applyBulk);
   $("event-type").addEventListener("input", () => ($("event-type").dataset.filled = "user"));
   $("event-form").addEventListener("submit", sendEvent);
   for (const button of document.querySelectorAll("[data-action]")) {

@@ -56,6 +56,7 @@ from treadle.runtime import (
     message_of,
     resolve_rollback_config,
 )
+from treadle.runtime._calls import link_args
 from treadle.runtime._messages import Outcome, Progress
 
 KIND = "python"  # its engine configuration (see _wasm_engine.KINDS)
@@ -85,13 +86,14 @@ _OPERATIONS = {
     "wait-for-event": "_wait_for_event",
     "fetch": "_fetch",
     "workflows-create": "_workflows_create",
+    "links-create": "_links_create",
     "check-call": "_check_call",
     "rollback-register": "_rollback_register",
     "unwind": "_unwind",
     "rollback-begin": "_rollback_begin",
 }
 # The kinds of step call the guest's step API checks (``check-call``), as the replay names them.
-_CALL_KINDS = frozenset({"do", "env.workflows.create"})
+_CALL_KINDS = frozenset({"do", "env.workflows.create", "approval_link"})
 # Raised in the guest when a terminate-with-rollback replay reaches a step without a final
 # record: run() ends there and the guest runs the rollback handlers.
 STOP_KIND = "treadle.stop"
@@ -413,6 +415,16 @@ class PythonRun(GuestRun):
             )
         limit = self.replay.limits.max_step_result_bytes
         return self.replay.call("workflows.create", check_args("workflows.create", args, limit))
+
+    def _links_create(self, args: JSONObject) -> Any:
+        """The host call of a ``step.approval_link`` step's body: keyed by the step that runs
+        it here, whatever key the guest says."""
+        call = self.call
+        if call is None:
+            raise NonRetryableError("approval_link is only allowed in the body of its own step")
+        name, count = call.key
+        checked = link_args(f"{name}#{count}", args.get("type"), args.get("ttl"), args.get("uses"))
+        return self.replay.call("links.create", checked)
 
     def _check_call(self, args: JSONObject) -> None:
         kind = args.get("kind")

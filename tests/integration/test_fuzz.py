@@ -61,9 +61,9 @@ CONFIG = """
 [generation]
 with-security-parameters = false
 [checks.positive_data_acceptance]
-expected-statuses = ["2xx", "401", "404", "409", "413", "422", "429"]
+expected-statuses = ["2xx", "401", "404", "409", "410", "413", "422", "429"]
 [checks.negative_data_rejection]
-expected-statuses = ["400", "401", "404", "405", "409", "413", "415", "422", "429"]
+expected-statuses = ["400", "401", "404", "405", "409", "410", "413", "415", "422", "429"]
 """
 # Reads first, destructive operations last, so that the seeded objects live long enough.
 ORDER = {"get": 0, "put": 1, "post": 2, "patch": 3, "delete": 4}
@@ -72,7 +72,7 @@ INSTANCES = "/v1/workflows/sum/instances"
 
 def error_shape(ctx: Any, response: schemathesis.Response, case: Case) -> bool | None:
     """Every error is ``{"error": {"code": "<dotted.code>", "message": "..."}}``."""
-    if response.status_code < 400:
+    if response.status_code < 400 or _link_page(case, response):
         return None
     body = response.json()
     assert isinstance(body, dict) and set(body) == {"error"}, body
@@ -84,8 +84,15 @@ def error_shape(ctx: Any, response: schemathesis.Response, case: Case) -> bool |
     return None
 
 
+def _link_page(case: Case, response: schemathesis.Response) -> bool:
+    """An approval link's page: HTML for a browser, also when it says the link has expired."""
+    html = response.headers.get("content-type", [""])[0].startswith("text/html")
+    return case.operation.method.upper() == "GET" and html
+
+
 _OUT_OF_TIME = {"duration.invalid", "key.invalid_expiry"}
 _SCHEDULE_SPEC = {"schedule.invalid", "schedule.invalid_id"}
+_LINK_TTL = {"duration.invalid", "request.invalid"}
 
 
 def accepted_unless_out_of_time(
@@ -112,6 +119,10 @@ def accepted_unless_out_of_time(
     # period not positive (docs/schedules.md), which the schema cannot state either.
     if positive and response.status_code == 400 and "/schedules/" in case.operation.path:
         assert response.json()["error"]["code"] in _SCHEDULE_SPEC, response.text
+        return None
+    # The same for a link's ttl: a duration's unit, or more than 30 days in another unit.
+    if positive and response.status_code == 400 and case.operation.path.endswith("/links"):
+        assert response.json()["error"]["code"] in _LINK_TTL, response.text
         return None
     if case.operation.path == "/" and response.status_code == 307:
         return None  # the root leads a browser to the playground
@@ -210,7 +221,10 @@ def admin_only(path: str) -> bool:
 
 
 def secured(path: str) -> bool:
-    return path.startswith("/v1/") or admin_only(path)
+    """Every route but the two a caller without an API key reaches: a webhook's delivery (its
+    signature is its credential) and an approval link (its token is)."""
+    public = path.startswith(("/v1/hooks/", "/v1/links/"))
+    return not public and (path.startswith("/v1/") or admin_only(path))
 
 
 @pytest.fixture
@@ -228,6 +242,10 @@ def seeded(client: Client) -> Seeded:
     wait_status(client, acme, f"{approval}/w1", "waiting")
     nightly = {"cron": "30 2 * * *", "timezone": "Europe/Berlin"}
     assert client.put("/v1/workflows/sum/schedules/nightly", json=nightly, headers=acme).is_success
+    bulk = {"filter": {"workflow": "sum", "status": "complete"}, "action": "pause"}
+    job = client.post("/v1/instances/bulk", json=bulk, headers=acme).json()["job"]
+    hook = client.put("/v1/workflows/sum/hooks/shop", headers=acme).json()["url"]
+    link = client.post(f"{approval}/w1/events/approved/links", json={"uses": 100}, headers=acme)
     # The admin operations work on a tenant of their own, so acme's key and policy survive.
     new_tenant(client, "fuzzed")
     spare = client.post("/v1/admin/tenants/fuzzed/keys", headers=ADMIN).json()["id"]
@@ -238,6 +256,10 @@ def seeded(client: Client) -> Seeded:
         "id": ["i1", "w1"],
         "type": ["approved"],
         "schedule": ["nightly"],
+        "job": [job],
+        "hook": ["shop"],
+        "hook_id": [hook.rsplit("/", 1)[1]],
+        "token": [link.json()["url"].rsplit("/", 1)[1]],
     }
     return Seeded(str(client.base_url).rstrip("/"), acme, known, cursor)
 

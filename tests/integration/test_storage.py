@@ -52,8 +52,13 @@ def test_migrations_build_the_declared_schema_and_are_idempotent(empty_database_
     declared = {
         t.name: {c.name: bool(c.nullable) for c in t.columns} for t in tables.metadata.sorted_tables
     }
+    dialect = db.engine.dialect.name
     declared_indexes = {
-        t.name: {(str(i.name), tuple(c.name for c in i.columns)) for i in t.indexes}
+        t.name: {
+            (str(i.name), tuple(c.name for c in i.columns))
+            for i in t.indexes
+            if i._ddl_if is None or i._ddl_if.dialect in (None, dialect)  # e.g. GIN: PostgreSQL
+        }
         for t in tables.metadata.sorted_tables
     }
     with db.connect() as conn:
@@ -99,9 +104,12 @@ def test_a_lookup_by_key_probes_the_key_whatever_the_statistics(postgresql_url: 
             nodes += node.get("Plans", [])
             if "Scan" in node["Node Type"]:
                 scans.append(node)
-        assert [(s["Node Type"], s.get("Index Name")) for s in scans] == [
-            ("Index Scan", "uq_instances_tenant_workflow_id")
-        ], plan
+        # The key's index, or the tenant's ids (search's, migration m0013): either probes the id.
+        assert len(scans) == 1 and scans[0]["Node Type"] == "Index Scan", plan
+        assert scans[0]["Index Name"] in (
+            "uq_instances_tenant_workflow_id",
+            "ix_instances_tenant_id",
+        )
         assert scans[0]["Actual Rows"] == 1 and scans[0].get("Rows Removed by Filter", 0) == 0
     finally:
         db.dispose()

@@ -17,6 +17,10 @@ def _scheme(path: str) -> str | None:
     """Who may call ``path``: the admin (its API, and the platform-wide metrics) or a tenant."""
     if path == "/metrics" or path.startswith("/v1/admin/"):
         return "adminToken"
+    if path.startswith("/v1/links/"):
+        return None  # an approval link: its token is the credential
+    if path.startswith("/v1/hooks/"):
+        return None  # a webhook's delivery: its signature is the credential
     return "apiKey" if path.startswith("/v1/") else None
 
 

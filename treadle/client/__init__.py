@@ -17,13 +17,18 @@ from treadle.client._main import main
 from treadle.client._models import (
     ApiKey,
     ApiKeyInfo,
+    ApprovalLink,
     Attempt,
     AuditEntry,
     AuditPage,
     BatchResult,
+    BulkJob,
+    BulkStarted,
     Created,
     FlowControl,
     Frame,
+    Hook,
+    HookSecret,
     Instance,
     InstanceError,
     InstanceList,
@@ -44,6 +49,7 @@ from treadle.client._models import (
     WorkflowVersion,
 )
 from treadle.client._operations import MAX_BATCH, OPERATIONS, Operation
+from treadle.client._signing import sign_webhook
 
 __all__ = [
     "MAX_BATCH",
@@ -51,17 +57,22 @@ __all__ = [
     "Admin",
     "ApiKey",
     "ApiKeyInfo",
+    "ApprovalLink",
     "AsyncAdmin",
     "AsyncClient",
     "Attempt",
     "AuditEntry",
     "AuditPage",
     "BatchResult",
+    "BulkJob",
+    "BulkStarted",
     "Client",
     "ConnectionFailed",
     "Created",
     "FlowControl",
     "Frame",
+    "Hook",
+    "HookSecret",
     "Instance",
     "InstanceError",
     "InstanceFailed",
@@ -87,4 +98,5 @@ __all__ = [
     "WorkflowSummary",
     "WorkflowVersion",
     "main",
+    "sign_webhook",
 ]

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from treadle.client import _config as config
+from treadle.client._bulk_cli import add_bulk_commands
 from treadle.client._client import Client
+from treadle.client._hook_cli import add_hook_commands
 from treadle.client._models import Instance, Policy, UsageCounts, UsageReport
 from treadle.client._output import Output, cell, describe, plain, show_instance
 from treadle.client._schedule_cli import add_schedule_commands
+from treadle.client._search_cli import add_filter_arguments, add_tag_argument, filters_of, tags_of
 from treadle.errors import (
     CodeInvalid,
     InstanceFailed,
@@ -84,6 +87,7 @@ class _Commands:
         self._workflow_commands()
         self._instance_commands()
         add_schedule_commands(self)
+        add_hook_commands(self)
         self._tenant_commands()
         self._config_commands()
 
@@ -108,6 +112,7 @@ class _Commands:
         run.add_argument("--id", help="instance id (default: one made up by the server)")
         run.add_argument("--follow", action="store_true", help="print live progress until done")
         _start_arguments(run)
+        add_tag_argument(run, "tag the instance (repeatable, at most 16)")
         workflows = self.group("workflows", "list, show and delete workflows")
         self.add(workflows, "list", _workflows, "tenant", "list workflows")
         self.add(workflows, "get", _workflow, "tenant", "show a workflow").add_argument("name")
@@ -117,10 +122,14 @@ class _Commands:
     def _instance_commands(self) -> None:
         instances = self.group("instances", "list, inspect and control instances")
         listing = self.add(instances, "list", _instances, "tenant", "list instances, newest first")
-        listing.add_argument("workflow")
-        listing.add_argument("--status", help="only instances with this status")
+        listing.add_argument("workflow", nargs="?", help="default: every workflow")
+        listing.add_argument(
+            "--all", action="store_true", help="of every workflow (WORKFLOW is then ignored)"
+        )
+        add_filter_arguments(listing)
         listing.add_argument("--limit", type=int, help="at most this many (default 50)")
         listing.add_argument("--cursor", help="the next page, as the last page said")
+        add_bulk_commands(self, instances)
         for name, handler, help in (
             ("get", _get, "show an instance and its steps"),
             ("pause", _change("pause"), "pause an instance"),
@@ -147,6 +156,14 @@ class _Commands:
         send.add_argument("id")
         send.add_argument("type")
         send.add_argument("--payload", type=_json_arg, default=None, help="payload as JSON")
+        link = self.add(
+            events, "link", _link_event, "tenant", "mint an approval link that sends the event"
+        )
+        link.add_argument("workflow")
+        link.add_argument("id")
+        link.add_argument("type")
+        link.add_argument("--ttl", default=None, help="how long the link works (default 7 days)")
+        link.add_argument("--uses", type=int, default=None, help="how many sends (default 1)")
         usage = self.add(self._commands, "usage", _usage, "tenant", "what you used, by hour")
         _span_arguments(usage)
         logs = self.add(self._commands, "logs", _logs, "tenant", "print an instance's log")
@@ -434,6 +451,7 @@ def _run(args: argparse.Namespace, client: Client, out: Output) -> int:
         priority=args.priority,
         start_at=args.start_at,
         delay=args.delay,
+        tags=tags_of(args),
     )
     if not args.follow:
         text = f"created {created.id} ({args.workflow} version {created.version})"
@@ -456,16 +474,33 @@ def _follow(client: Client, out: Output, workflow: str, id: str, *, progress: bo
 
 
 def _instances(args: argparse.Namespace, client: Client, out: Output) -> int:
-    page = client.instances(args.workflow, status=args.status, limit=args.limit, cursor=args.cursor)
+    every = args.all or args.workflow is None
+    status, limit, cursor, filters = args.status, args.limit, args.cursor, filters_of(args)
+    if every:
+        page = client.all_instances(status=status, limit=limit, cursor=cursor, **filters)
+    else:
+        page = client.instances(args.workflow, status=status, limit=limit, cursor=cursor, **filters)
     if out.as_json:
         out.json(page)
         return 0
     keyed = any(i.key is not None for i in page.instances)  # a column of flow control keys
     rows: list[tuple[object, ...]] = [
-        (i.id, i.status, i.version, i.created_at, i.ended_at, *([i.key] if keyed else []))
+        (
+            *([i.workflow] if every else []),
+            i.id,
+            i.status,
+            i.version,
+            i.created_at,
+            i.ended_at,
+            *([i.key] if keyed else []),
+        )
         for i in page.instances
     ]
-    headers = ["ID", "STATUS", "VERSION", "CREATED", "ENDED", *(["KEY"] if keyed else [])]
+    headers = [
+        *(["WORKFLOW"] if every else []),
+        *("ID", "STATUS", "VERSION", "CREATED", "ENDED"),
+        *(["KEY"] if keyed else []),
+    ]
     out.table(headers, rows)
     if page.next_cursor:
         print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
@@ -512,6 +547,11 @@ def _wait(args: argparse.Namespace, client: Client, out: Output) -> int:
 def _send_event(args: argparse.Namespace, client: Client, out: Output) -> int:
     client.send_event(args.workflow, args.id, args.type, args.payload)
     return _done(out, f"sent {args.type} to {args.id}")
+
+
+def _link_event(args: argparse.Namespace, client: Client, out: Output) -> int:
+    link = client.create_link(args.workflow, args.id, args.type, ttl=args.ttl, uses=args.uses)
+    return out.result(link, f"{link.url}\nexpires {link.expires_at:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def _logs(args: argparse.Namespace, client: Client, out: Output) -> int:

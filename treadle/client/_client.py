@@ -11,22 +11,27 @@ import asyncio
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypedDict, TypeVar
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 import httpx
 
-from treadle.client import _requests
+from treadle.client import _bulk, _hook_requests, _requests
 from treadle.client._models import (
     FINISHED,
     ApiKey,
     ApiKeyInfo,
+    ApprovalLink,
     AuditEntry,
     AuditPage,
     BatchResult,
+    BulkJob,
+    BulkStarted,
     Created,
     FlowControl,
+    Hook,
+    HookSecret,
     Instance,
     InstanceList,
     LogLine,
@@ -46,6 +51,7 @@ from treadle.client._requests import (
     BuildWait,
     Call,
     Duration,
+    Filters,
     Instant,
     Sandbox,
     ScheduleCatchUp,
@@ -69,7 +75,7 @@ class _RequestArgs(TypedDict):
     method: str
     url: str
     content: bytes | None
-    params: Mapping[str, str | int] | None
+    params: Mapping[str, str | int | list[str]] | None
     headers: dict[str, str]
 
 
@@ -256,6 +262,7 @@ class Client:
         priority: int | None = None,
         start_at: Instant | None = None,
         delay: Duration | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Created:
         """Start an instance; ``id`` defaults to one the server makes up.
 
@@ -265,12 +272,14 @@ class Client:
         a timedelta) from now (docs/flow-control.md). A singleton workflow refuses a key that
         has a live instance: :class:`~treadle.errors.Conflict` with ``code``
         ``"instance.singleton"`` and that instance's id in ``details["existing_id"]``.
+        ``tags`` (at most 16 string pairs) are shown with it and searched by :meth:`instances`.
         """
         start: _requests.Start = {
             "key": key,
             "priority": priority,
             "start_at": start_at,
             "delay": delay,
+            "tags": tags,
         }
         return self.send(_requests.create(workflow, params, id, start))
 
@@ -297,12 +306,26 @@ class Client:
         self,
         workflow: str,
         *,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        **filters: Unpack[Filters],
     ) -> InstanceList:
-        """One page of instances, newest first; pass ``next_cursor`` for the next page."""
-        return self.send(_requests.instances(workflow, status, limit, cursor))
+        """One page of instances, newest first; pass ``next_cursor`` for the next page.
+        ``status`` (one or several) and the ``filters`` (``tags``: every pair; ``key``,
+        ``created_after``, ``created_before``, ``id_prefix``, ``error_name``) narrow it."""
+        return self.send(_requests.instances(workflow, status, limit, cursor, filters))
+
+    def all_instances(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        **filters: Unpack[Filters],
+    ) -> InstanceList:
+        """Like :meth:`instances`, over every workflow of the tenant."""
+        return self.send(_requests.instances(None, status, limit, cursor, filters))
 
     def pause(self, workflow: str, id: str) -> Instance:
         return self.send(_requests.pause(workflow, id))
@@ -328,6 +351,19 @@ class Client:
     def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
         self.send(_requests.send_event(workflow, id, type, payload))
 
+    def create_link(
+        self,
+        workflow: str,
+        id: str,
+        type: str,
+        *,
+        ttl: Duration | None = None,
+        uses: int | None = None,
+    ) -> ApprovalLink:
+        """An approval link (``url``, ``expires_at``) that sends the event ``type`` to the
+        instance without an API key, ``uses`` times (1) within ``ttl`` (7 days)."""
+        return self.send(_requests.create_link(workflow, id, type, ttl, uses))
+
     def logs(self, workflow: str, id: str) -> list[LogLine]:
         """Every log line of the instance, read page by page."""
         page = self.send(_requests.logs(workflow, id, None))
@@ -345,6 +381,75 @@ class Client:
         by hour: instances created, step results and attempts, CPU and wall time, egress and
         storage."""
         return self.send(_requests.usage(None, start, end))
+
+    # -- bulk actions (docs/bulk.md) --------------------------------------------------------
+
+    def bulk(
+        self,
+        action: str,
+        *,
+        workflow: str | None = None,
+        status: str | Iterable[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        key: str | None = None,
+        created_after: Instant | None = None,
+        created_before: Instant | None = None,
+        id_prefix: str | None = None,
+        error_name: str | None = None,
+    ) -> BulkStarted:
+        """Start ``action`` (pause, resume, terminate, restart, delete) on every instance the
+        filter matches (every instance of the tenant when none is given); the server works
+        through them in the background. Follow the job with :meth:`bulk_job` or
+        :meth:`wait_bulk`."""
+        flt = _bulk.bulk_filter(
+            workflow=workflow,
+            status=status,
+            tags=tags,
+            key=key,
+            created_after=created_after,
+            created_before=created_before,
+            id_prefix=id_prefix,
+            error_name=error_name,
+        )
+        return self.send(_bulk.start(action, flt))
+
+    def bulk_job(self, job: str) -> BulkJob:
+        """A bulk job and its progress (``matched``, ``done``, ``failed``, ``status``)."""
+        return self.send(_bulk.job(job))
+
+    def bulk_jobs(self) -> list[BulkJob]:
+        """The tenant's bulk jobs, newest first."""
+        return self.send(_bulk.jobs())
+
+    def cancel_bulk(self, job: str) -> BulkJob:
+        """Stop a running bulk job after its current batch; what it did stays done."""
+        return self.send(_bulk.cancel(job))
+
+    def wait_bulk(
+        self,
+        job: str,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.5,
+        progress: Callable[[BulkJob], None] | None = None,
+    ) -> BulkJob:
+        """The bulk job once it is over (``status`` no longer ``running``), read every
+        ``poll`` seconds (``progress`` is called with each read); raises
+        :class:`treadle.errors.NotFinished` after ``timeout`` seconds."""
+        until = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = self.bulk_job(job)
+            if progress is not None:
+                progress(found)
+            if found.finished:
+                return found
+            if until is not None and time.monotonic() >= until:
+                raise NotFinished(
+                    f"bulk job {job} is still {found.status} after {timeout} s "
+                    f"({found.done + found.failed} of {found.matched})",
+                    status=found.status,
+                )
+            time.sleep(poll)
 
     # -- schedules (docs/schedules.md) ------------------------------------------------------
 
@@ -385,6 +490,37 @@ class Client:
         """Fire again, from now on: fires missed while paused are not made."""
         found = self.schedule(workflow, id)
         return self.send(_requests.put_schedule(workflow, id, _requests.spec_of(found, False)))
+
+    # -- webhooks (docs/webhooks.md) ---------------------------------------------------------
+
+    def put_hook(self, workflow: str, hook: str) -> HookSecret:
+        """Create a webhook of the workflow, or give an existing one a new secret (the previous
+        one verifies for 24 more hours); the secret is in this answer only."""
+        return self.send(_hook_requests.put_hook(workflow, hook))
+
+    def hooks(self, workflow: str) -> list[Hook]:
+        return self.send(_hook_requests.hooks(workflow))
+
+    def hook(self, workflow: str, hook: str) -> Hook:
+        return self.send(_hook_requests.hook(workflow, hook))
+
+    def delete_hook(self, workflow: str, hook: str) -> None:
+        """Delete a webhook: deliveries to its url are refused from now on."""
+        self.send(_hook_requests.delete_hook(workflow, hook))
+
+    def send_hook(
+        self, url_or_id: str, params: Any, secret: str, idempotency_key: str | None = None
+    ) -> Created:
+        """Deliver ``params`` (JSON, or ``bytes`` as they are) to a webhook, signed with its
+        secret (no API key): the instance created, or, for an ``idempotency_key`` sent
+        before, the one created then."""
+        args = _hook_requests.delivery(url_or_id, params, secret, idempotency_key)
+        try:
+            response = self._http.post(**args)
+        except httpx.TransportError as exc:
+            raise connection_failed(self.url, exc) from exc
+        check(response)
+        return _hook_requests.delivered(response)
 
     # -- following an instance --------------------------------------------------------------
 
@@ -541,6 +677,7 @@ class AsyncClient:
         priority: int | None = None,
         start_at: Instant | None = None,
         delay: Duration | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Created:
         """Start an instance; see :meth:`Client.create`."""
         start: _requests.Start = {
@@ -548,6 +685,7 @@ class AsyncClient:
             "priority": priority,
             "start_at": start_at,
             "delay": delay,
+            "tags": tags,
         }
         return await self.send(_requests.create(workflow, params, id, start))
 
@@ -572,11 +710,22 @@ class AsyncClient:
         self,
         workflow: str,
         *,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        **filters: Unpack[Filters],
     ) -> InstanceList:
-        return await self.send(_requests.instances(workflow, status, limit, cursor))
+        return await self.send(_requests.instances(workflow, status, limit, cursor, filters))
+
+    async def all_instances(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        **filters: Unpack[Filters],
+    ) -> InstanceList:
+        return await self.send(_requests.instances(None, status, limit, cursor, filters))
 
     async def pause(self, workflow: str, id: str) -> Instance:
         return await self.send(_requests.pause(workflow, id))
@@ -601,6 +750,17 @@ class AsyncClient:
     async def send_event(self, workflow: str, id: str, type: str, payload: Any = None) -> None:
         await self.send(_requests.send_event(workflow, id, type, payload))
 
+    async def create_link(
+        self,
+        workflow: str,
+        id: str,
+        type: str,
+        *,
+        ttl: Duration | None = None,
+        uses: int | None = None,
+    ) -> ApprovalLink:
+        return await self.send(_requests.create_link(workflow, id, type, ttl, uses))
+
     async def logs(self, workflow: str, id: str) -> list[LogLine]:
         page = await self.send(_requests.logs(workflow, id, None))
         lines = list(page.logs)
@@ -614,6 +774,54 @@ class AsyncClient:
 
     async def usage(self, start: Instant | None = None, end: Instant | None = None) -> UsageReport:
         return await self.send(_requests.usage(None, start, end))
+
+    async def bulk(
+        self,
+        action: str,
+        *,
+        workflow: str | None = None,
+        status: str | Iterable[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        key: str | None = None,
+        created_after: Instant | None = None,
+        created_before: Instant | None = None,
+        id_prefix: str | None = None,
+        error_name: str | None = None,
+    ) -> BulkStarted:
+        flt = _bulk.bulk_filter(
+            workflow=workflow,
+            status=status,
+            tags=tags,
+            key=key,
+            created_after=created_after,
+            created_before=created_before,
+            id_prefix=id_prefix,
+            error_name=error_name,
+        )
+        return await self.send(_bulk.start(action, flt))
+
+    async def bulk_job(self, job: str) -> BulkJob:
+        return await self.send(_bulk.job(job))
+
+    async def bulk_jobs(self) -> list[BulkJob]:
+        return await self.send(_bulk.jobs())
+
+    async def cancel_bulk(self, job: str) -> BulkJob:
+        return await self.send(_bulk.cancel(job))
+
+    async def wait_bulk(
+        self, job: str, timeout: float | None = None, *, poll: float = 0.5
+    ) -> BulkJob:
+        until = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = await self.bulk_job(job)
+            if found.finished:
+                return found
+            if until is not None and time.monotonic() >= until:
+                raise NotFinished(
+                    f"bulk job {job} is still {found.status} after {timeout} s", status=found.status
+                )
+            await asyncio.sleep(poll)
 
     async def put_schedule(
         self,
@@ -649,6 +857,29 @@ class AsyncClient:
         found = await self.schedule(workflow, id)
         spec = _requests.spec_of(found, False)
         return await self.send(_requests.put_schedule(workflow, id, spec))
+
+    async def put_hook(self, workflow: str, hook: str) -> HookSecret:
+        return await self.send(_hook_requests.put_hook(workflow, hook))
+
+    async def hooks(self, workflow: str) -> list[Hook]:
+        return await self.send(_hook_requests.hooks(workflow))
+
+    async def hook(self, workflow: str, hook: str) -> Hook:
+        return await self.send(_hook_requests.hook(workflow, hook))
+
+    async def delete_hook(self, workflow: str, hook: str) -> None:
+        await self.send(_hook_requests.delete_hook(workflow, hook))
+
+    async def send_hook(
+        self, url_or_id: str, params: Any, secret: str, idempotency_key: str | None = None
+    ) -> Created:
+        args = _hook_requests.delivery(url_or_id, params, secret, idempotency_key)
+        try:
+            response = await self._http.post(**args)
+        except httpx.TransportError as exc:
+            raise connection_failed(self.url, exc) from exc
+        check(response)
+        return _hook_requests.delivered(response)
 
     def subscribe(
         self, workflow: str, id: str, after: int | None = None

@@ -284,6 +284,14 @@ class Accepted(Model):
     """The answer to an event sent: an empty object."""
 
 
+class ApprovalLink(Model):
+    """An approval link (docs/approval-links.md): a ``POST`` of JSON to ``url``, without an API
+    key, sends the event; it works until its uses are spent or ``expires_at``."""
+
+    url: str
+    expires_at: _dt.datetime
+
+
 class Frame(Model):
     """One frame of the workflow's code that an error went through: ``file``
     (``workflow.py``), 1-based ``line``, ``function`` and that line of ``source``."""
@@ -352,6 +360,7 @@ class InstanceSummary(Model):
     waiting_reason: str | None = None
     # When a queued instance held back by start_at, delay or debounce may start.
     start_at: _dt.datetime | None = None
+    tags: dict[str, str] = Field(default_factory=dict)  # as given at create
 
     @property
     def finished(self) -> bool:
@@ -435,3 +444,61 @@ class Schedule(Model):
 
 class ScheduleList(Model):
     schedules: list[Schedule]
+
+
+class HookSecret(Model):
+    """A webhook just put (docs/webhooks.md): ``url`` takes signed ``POST``\\ s without an API
+    key; ``secret`` signs them, and is shown this once."""
+
+    hook: str
+    url: str
+    secret: str
+
+
+class Hook(Model):
+    """A webhook of a workflow (never its secret). ``previous_expires_at``: after a rotation,
+    until when the previous secret still verifies (None: only the current one does)."""
+
+    hook: str
+    workflow: str
+    url: str
+    created_at: _dt.datetime
+    updated_at: _dt.datetime
+    previous_expires_at: _dt.datetime | None = None
+
+
+class HookList(Model):
+    hooks: list[Hook]
+
+
+class BulkStarted(Model):
+    """A bulk action accepted (docs/bulk.md): its ``job`` id and how many instances its filter
+    matched, all of which it will count ``done`` or ``failed``."""
+
+    job: str
+    matched: int
+
+
+class BulkJob(Model):
+    """A bulk action and how far it got: ``status`` is ``running``, then ``done`` (or
+    ``canceled``, ``failed``); ``failures`` counts the failed instances by error code."""
+
+    job: str
+    action: str
+    filter: dict[str, Any] = Field(default_factory=dict)
+    status: str
+    matched: int
+    done: int = 0
+    failed: int = 0
+    failures: dict[str, int] = Field(default_factory=dict)
+    created_at: _dt.datetime | None = None
+    ended_at: _dt.datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job is over (nothing more will change)."""
+        return self.status != "running"
+
+
+class BulkJobList(Model):
+    jobs: list[BulkJob]

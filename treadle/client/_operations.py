@@ -16,10 +16,17 @@ from pydantic import BaseModel
 from treadle.client._models import (
     Accepted,
     ApiKey,
+    ApprovalLink,
     AuditPage,
     BatchResult,
     Building,
+    BulkJob,
+    BulkJobList,
+    BulkStarted,
     Created,
+    Hook,
+    HookList,
+    HookSecret,
     Instance,
     InstanceList,
     KeyList,
@@ -272,6 +279,16 @@ LIST_INSTANCES = Operation(
     errors=(400, 404),
     query="list",
 )
+LIST_ALL_INSTANCES = Operation(
+    "list_all_instances",
+    "GET",
+    "/v1/instances",
+    "List the instances of every workflow, newest first",
+    200,
+    InstanceList,
+    errors=(400,),
+    query="list",
+)
 CREATE_BATCH = Operation(
     "create_batch",
     "POST",
@@ -295,6 +312,40 @@ SEND_EVENT = Operation(
     body="JsonValue",
     optional_body=True,
     errors=(404, 409, 429),
+)
+CREATE_LINK = Operation(
+    "create_link",
+    "POST",
+    _INSTANCE + "/events/{type}/links",
+    "Mint an approval link that sends this event without an API key",
+    201,
+    ApprovalLink,
+    body="LinkBody",
+    optional_body=True,
+    errors=(404, 409),
+)
+LINK_PAGE = Operation(
+    "link_page",
+    "GET",
+    "/v1/links/{token}",
+    "The page of an approval link, for a browser (410 once it has expired)",
+    200,
+    None,
+    auth="none",
+    errors=(400, 410, 503),
+    media="text/html",
+)
+USE_LINK = Operation(
+    "use_link",
+    "POST",
+    "/v1/links/{token}",
+    "Send the approval link's event with this payload (no API key)",
+    202,
+    Accepted,
+    auth="none",
+    body="JsonValue",
+    optional_body=True,
+    errors=(410, 503),
 )
 GET_LOGS = Operation(
     "get_logs",
@@ -341,6 +392,36 @@ STREAM = Operation(
     media="text/event-stream",
 )
 
+# -- bulk actions ---------------------------------------------------------------------------------
+
+_BULK = "/v1/instances/bulk"
+START_BULK = Operation(
+    "start_bulk",
+    "POST",
+    _BULK,
+    "Pause, resume, terminate, restart or delete every instance a filter matches, in the "
+    "background; follow the job it answers",
+    202,
+    BulkStarted,
+    body="BulkBody",
+    errors=(404,),
+)
+LIST_BULK = Operation(
+    "list_bulk", "GET", _BULK, "The tenant's bulk jobs, newest first", 200, BulkJobList
+)
+GET_BULK = Operation(
+    "get_bulk", "GET", _BULK + "/{job}", "A bulk job and its progress", 200, BulkJob, errors=(404,)
+)
+CANCEL_BULK = Operation(
+    "cancel_bulk",
+    "DELETE",
+    _BULK + "/{job}",
+    "Cancel a running bulk job (what it did stays done)",
+    200,
+    BulkJob,
+    errors=(404, 409),
+)
+
 # -- schedules ------------------------------------------------------------------------------------
 
 _SCHEDULES = _WORKFLOW + "/schedules"
@@ -383,6 +464,48 @@ DELETE_SCHEDULE = Operation(
     errors=(404,),
 )
 
+# -- webhooks -------------------------------------------------------------------------------------
+
+_HOOKS = _WORKFLOW + "/hooks"
+PUT_HOOK = Operation(
+    "put_hook",
+    "PUT",
+    _HOOKS + "/{hook}",
+    "Create a webhook (201), or give an existing one a new secret (200); the secret is shown once",
+    201,
+    HookSecret,
+    errors=(404,),
+    also=200,
+)
+LIST_HOOKS = Operation(
+    "list_hooks", "GET", _HOOKS, "List the workflow's webhooks", 200, HookList, errors=(404,)
+)
+GET_HOOK = Operation(
+    "get_hook", "GET", _HOOKS + "/{hook}", "Get a webhook", 200, Hook, errors=(404,)
+)
+DELETE_HOOK = Operation(
+    "delete_hook",
+    "DELETE",
+    _HOOKS + "/{hook}",
+    "Delete a webhook (the instances it made stay)",
+    204,
+    None,
+    errors=(404,),
+)
+SEND_HOOK = Operation(
+    "send_hook",
+    "POST",
+    "/v1/hooks/{hook_id}",
+    "Create an instance whose params are the body, signed with the hook's secret (no API key)",
+    201,
+    Created,
+    auth="none",
+    body="JsonValue",
+    optional_body=True,
+    errors=(400, 401, 409, 413, 429, 503),
+    also=200,
+)
+
 OPERATIONS: tuple[Operation, ...] = (
     CREATE_TENANT,
     LIST_TENANTS,
@@ -397,15 +520,21 @@ OPERATIONS: tuple[Operation, ...] = (
     TENANT_USAGE,
     OVERVIEW,
     USAGE,
+    START_BULK,
+    LIST_BULK,
+    GET_BULK,
+    CANCEL_BULK,
     LIST_WORKFLOWS,
     DEPLOY,
     GET_WORKFLOW,
     DELETE_WORKFLOW,
     CREATE_INSTANCE,
     LIST_INSTANCES,
+    LIST_ALL_INSTANCES,
     CREATE_BATCH,
     GET_INSTANCE,
     SEND_EVENT,
+    CREATE_LINK,
     GET_LOGS,
     GET_STEPS,
     CHANGE_STATUS,
@@ -415,5 +544,12 @@ OPERATIONS: tuple[Operation, ...] = (
     LIST_SCHEDULES,
     GET_SCHEDULE,
     DELETE_SCHEDULE,
+    PUT_HOOK,
+    LIST_HOOKS,
+    GET_HOOK,
+    DELETE_HOOK,
+    SEND_HOOK,
+    LINK_PAGE,
+    USE_LINK,
 )
 """Every operation of the API, in the order the server matches them."""

@@ -114,6 +114,11 @@ def show_instance(out: Output, instance: Instance) -> None:
             if instance.stalled
             else []
         )
+        + (
+            [("tags", " ".join(f"{k}={v}" for k, v in instance.tags.items()))]
+            if instance.tags
+            else []
+        )
     )
     if error is not None and error.traceback:
         out.line()

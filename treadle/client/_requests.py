@@ -13,7 +13,7 @@ import base64
 import datetime as _dt
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar, cast
 
@@ -24,6 +24,7 @@ from treadle.client import _operations as op
 from treadle.client._models import (
     ApiKey,
     ApiKeyInfo,
+    ApprovalLink,
     AuditPage,
     BatchResult,
     Building,
@@ -53,6 +54,7 @@ from treadle.errors import (
     InvalidDuration,
     InvalidInput,
     LimitExceeded,
+    LinkExpired,
     NotFound,
     QuotaExceeded,
     RequestTimeout,
@@ -85,6 +87,7 @@ _BY_STATUS: dict[int, type[TreadleError]] = {
     404: NotFound,
     408: RequestTimeout,
     409: Conflict,
+    410: LinkExpired,
     413: TooLarge,
     422: CodeInvalid,
     415: UnsupportedMediaType,
@@ -110,7 +113,7 @@ class Call(Generic[T]):
     path: str
     read: Callable[[httpx.Response], T]
     body: Any = _NO_BODY
-    params: Mapping[str, str | int] | None = None
+    params: Mapping[str, str | int | list[str]] | None = None
     auth: Auth = "tenant"
 
     def content(self) -> bytes | None:
@@ -121,7 +124,7 @@ def call(
     operation: op.Operation,
     read: Callable[[httpx.Response], T],
     body: Any = _NO_BODY,
-    params: Mapping[str, str | int] | None = None,
+    params: Mapping[str, str | int | list[str]] | None = None,
     **path: str,
 ) -> Call[T]:
     """The request of ``operation`` (a row of the table) with ``path`` filled in."""
@@ -243,6 +246,7 @@ class NewInstance(TypedDict):
     priority: NotRequired[int]
     start_at: NotRequired[str]
     delay: NotRequired[float | str]
+    tags: NotRequired[dict[str, str]]
 
 
 class Start(TypedDict, total=False):
@@ -252,6 +256,19 @@ class Start(TypedDict, total=False):
     priority: int | None
     start_at: Instant | None
     delay: Duration | None
+    tags: Mapping[str, str] | None  # at most 16 pairs, searched by ``instances(tags=...)``
+
+
+class Filters(TypedDict, total=False):
+    """Which instances a listing shows: those matching every filter given (docs/api.md),
+    and its ``status`` (any of those given) if given."""
+
+    tags: Mapping[str, str] | None  # every pair
+    key: str | None
+    created_after: Instant | None
+    created_before: Instant | None
+    id_prefix: str | None
+    error_name: str | None
 
 
 class StepRef(TypedDict):
@@ -392,6 +409,8 @@ def _new_instance(params: Any, instance_id: str | None, start: Start) -> NewInst
         body["start_at"] = start_at
     if (delay := start.get("delay")) is not None:
         body["delay"] = _seconds(delay)
+    if (tags := start.get("tags")) is not None:
+        body["tags"] = dict(tags)
     return body
 
 
@@ -400,10 +419,32 @@ def get(workflow: str, instance_id: str) -> Call[Instance]:
 
 
 def instances(
-    workflow: str, status: str | None, limit: int | None, cursor: str | None
+    workflow: str | None,
+    status: str | Sequence[str] | None,
+    limit: int | None,
+    cursor: str | None,
+    filters: Filters | None = None,
 ) -> Call[InstanceList]:
-    params = _query(status=status, limit=limit, cursor=cursor)
+    """A page of a workflow's instances (None: of every workflow) matching ``filters``."""
+    params = {**_filters(status, filters or {}), **_query(limit=limit, cursor=cursor)}
+    if workflow is None:
+        return call(op.LIST_ALL_INSTANCES, model(InstanceList), params=params)
     return call(op.LIST_INSTANCES, model(InstanceList), params=params, name=workflow)
+
+
+def _filters(status: str | Sequence[str] | None, given: Filters) -> dict[str, str | list[str]]:
+    params: dict[str, str | list[str]] = {}
+    if status is not None:
+        params["status"] = [status] if isinstance(status, str) else list(status)
+    for key, value in (given.get("tags") or {}).items():
+        params[f"tag.{key}"] = value
+    for name in ("key", "id_prefix", "error_name"):
+        if (text := given.get(name)) is not None:
+            params[name] = str(text)
+    for name in ("created_after", "created_before"):
+        if (time := _iso(given.get(name))) is not None:  # type: ignore[arg-type]
+            params[name] = time
+    return params
 
 
 def _query(**given: str | int | None) -> dict[str, str | int]:
@@ -452,6 +493,25 @@ def restart_body(from_step: str | None, count: int | None, upgrade: bool) -> Sta
 
 def send_event(workflow: str, instance_id: str, type_: str, payload: Any) -> Call[None]:
     return call(op.SEND_EVENT, nothing, payload, name=workflow, id=instance_id, type=type_)
+
+
+def create_link(
+    workflow: str, instance_id: str, type_: str, ttl: Duration | None, uses: int | None
+) -> Call[ApprovalLink]:
+    """Mint an approval link that sends the event ``type_`` to the instance."""
+    body: dict[str, Any] = {}
+    if ttl is not None:
+        body["ttl"] = _seconds(ttl)
+    if uses is not None:
+        body["uses"] = uses
+    return call(
+        op.CREATE_LINK,
+        model(ApprovalLink),
+        body or _NO_BODY,
+        name=workflow,
+        id=instance_id,
+        type=type_,
+    )
 
 
 def logs(workflow: str, instance_id: str, cursor: str | None) -> Call[LogPage]:

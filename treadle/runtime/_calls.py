@@ -1,6 +1,7 @@
 """Host calls: what tenant code may ask the platform to do, and the shapes of their arguments.
 
-``env.fetch`` and ``env.workflows.create`` become ``call {id, method, args}`` messages. Both
+``env.fetch``, ``env.workflows.create`` and ``step.approval_link`` become
+``call {id, method, args}`` messages. Both
 sides check them with the same functions: the worker so that tenant code gets a ``TypeError``
 or ``ValueError`` at the call, and the parent because the worker may be compromised (there a
 failed check is a protocol violation and kills it). The parent also checks what the host
@@ -19,7 +20,7 @@ from typing import Any
 from treadle.runtime._values import JSONObject, JSONValue
 from treadle.runtime.errors import StepError
 
-METHODS = ("fetch", "workflows.create")
+METHODS = ("fetch", "workflows.create", "links.create")
 FETCH_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_URL_CHARS = 8192
 MAX_HEADERS = 100
@@ -34,6 +35,10 @@ CHILD_EVENT_PREFIX = "child."  # child.<id>: dots cannot be sent through the pub
 MAX_DEFAULT_ID_CHARS = 100 - len(CHILD_EVENT_PREFIX)
 MAX_EVENT_TYPE_CHARS = 100
 _CHILD_STATUSES = ("complete", "errored", "terminated")
+MAX_LINK_USES = 100
+MAX_LINK_TTL = 30 * 86400.0
+MAX_LINK_URL_CHARS = 2048
+MAX_LINK_STEP_CHARS = 300
 
 
 class Response:
@@ -100,6 +105,21 @@ def create_args(workflow: Any, params: Any, id: Any, max_params_bytes: int) -> J
     return {"workflow": workflow, "params": params, "id": id}
 
 
+def link_args(step: Any, event_type: Any, ttl: Any, uses: Any) -> JSONObject:
+    """The ``links.create`` arguments of ``step.approval_link``, checked: the step's key
+    (``<name>#<count>``), the event type, ``ttl`` in seconds and ``uses``."""
+    if not isinstance(step, str) or not 0 < len(step) <= MAX_LINK_STEP_CHARS:
+        raise ValueError("approval_link: the step key is missing or too long")
+    check_event_type(event_type)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_LINK_TTL:
+        raise ValueError(
+            f"approval_link: ttl must be more than 0 and at most {MAX_LINK_TTL / 86400:g} days"
+        )
+    if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_LINK_USES:
+        raise ValueError(f"approval_link: uses must be an integer from 1 to {MAX_LINK_USES}")
+    return {"step": step, "type": event_type, "ttl": float(ttl), "uses": uses}
+
+
 def check_workflow_name(workflow: Any) -> None:
     if not _name(workflow, MAX_WORKFLOW_CHARS):
         raise ValueError(
@@ -131,6 +151,8 @@ def check_args(method: Any, args: Any, max_params_bytes: int) -> JSONObject:
     if method == "fetch":
         get = args.get
         return fetch_args(get("url"), get("method"), get("headers"), get("body"))
+    if method == "links.create":
+        return link_args(args.get("step"), args.get("type"), args.get("ttl"), args.get("uses"))
     return create_args(args.get("workflow"), args.get("params"), args.get("id"), max_params_bytes)
 
 
@@ -138,6 +160,13 @@ def check_result(method: str, result: Any) -> JSONObject:
     """A clean copy of what the host returned for ``method``, or ValueError."""
     if not isinstance(result, Mapping):
         raise ValueError(f"the host returned {type(result).__name__} for {method}, not a dict")
+    if method == "links.create":
+        url, expires_at = result.get("url"), result.get("expires_at")
+        if not isinstance(url, str) or not 0 < len(url) <= MAX_LINK_URL_CHARS:
+            raise ValueError("links.create: the host returned no valid url")
+        if not isinstance(expires_at, str) or len(expires_at) > 64:
+            raise ValueError("links.create: the host returned no valid expiry")
+        return {"url": url, "expires_at": expires_at}
     if method == "workflows.create":
         child = result.get("id")
         if not _name(child, MAX_ID_CHARS):

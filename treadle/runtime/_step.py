@@ -17,6 +17,7 @@ from treadle.runtime._context import Context, Event, Key, StepInfo, function_nam
 from treadle.runtime._durations import Duration
 from treadle.runtime._env import Env
 from treadle.runtime._fanout import Node, resolve
+from treadle.runtime._links import approval_link
 from treadle.runtime._retries import RetryOptions, StepConfig, resolve_rollback_config
 from treadle.runtime._runtime import Runtime
 from treadle.runtime._saga import Saga
@@ -80,6 +81,12 @@ class Step:
 
     def wait_for_event(self, name: str, *, type: str, timeout: Any = "24 hours") -> Any:
         return self._replay.wait_for_event(name, type, timeout)
+
+    def approval_link(self, name: str, type: str, ttl: Any = "7 days", uses: int = 1) -> Any:
+        """A link that sends an event of ``type`` to this instance without an API key:
+        ``{"url", "expires_at"}``, for ``uses`` sends within ``ttl``. A step of its own,
+        ``name``: a replay returns the same link, and a retried mint replaces the last."""
+        return approval_link(self._replay, name, type, ttl, uses)
 
 
 class _Options:

@@ -116,6 +116,12 @@ class Conflict(TreadleError):
     code: str = "conflict"
 
 
+class LinkExpired(TreadleError):
+    """This link has expired: it was used up, its time ran out, or its instance has ended."""
+
+    code: str = "link.expired"
+
+
 class TooLarge(TreadleError):
     """The request is too large."""
 

@@ -12,6 +12,8 @@ execution is over, whatever the workflow did with the failed call.
 from __future__ import annotations
 
 import copy
+import datetime as _dt
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any, NotRequired, Protocol, TypedDict, cast
 
@@ -148,6 +150,8 @@ class TestChannel:
         try:
             if method == "fetch":
                 result = check_result("fetch", self._platform._fetch(cast(FetchRequest, args)))
+            elif method == "links.create":
+                result = check_result("links.create", fake_link(args, self._now))
             else:
                 child = cast(_CreateRequest, args)
                 self._platform._create(child["workflow"], child["params"], child["id"], self._now)
@@ -159,6 +163,18 @@ class TestChannel:
         except Exception as exc:  # a mock's side_effect: the call fails with its name
             return {"error": error_of(exc), "retryable": not isinstance(exc, NonRetryableError)}
         return {"result": result}
+
+
+def fake_link(args: JSONObject, now: float) -> JSONObject:
+    """What ``step.approval_link`` returns in a test: a link of the same shape, on a host that
+    does not exist (``treadle.test``), with a fresh token."""
+    ttl = args["ttl"]
+    assert isinstance(ttl, float | int)
+    expires = _dt.datetime.fromtimestamp(now + ttl, tz=_dt.UTC)
+    return {
+        "url": f"https://treadle.test/v1/links/{secrets.token_urlsafe(32)}",
+        "expires_at": expires.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
 
 
 class FetchMock:

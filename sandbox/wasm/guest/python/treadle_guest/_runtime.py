@@ -44,7 +44,11 @@ from . import _host
 
 Body = Callable[[Attempt], Any]
 # The host operation of each host call (``Runtime.call``).
-_CALLS = {"fetch": "fetch", "workflows.create": "workflows-create"}
+_CALLS = {
+    "fetch": "fetch",
+    "workflows.create": "workflows-create",
+    "links.create": "links-create",
+}
 
 
 # A pending step's ``config`` until the host resolves its options (never read meanwhile).
