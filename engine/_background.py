@@ -2,14 +2,17 @@
 (``engine._firer``) and the bulk worker (``engine._bulk``).
 
 Each pass returns how long to sleep before the next (0: go on at once); :meth:`wake` cuts a
-sleep short. A pass that raises (the database away, say) is logged once, not once a second,
-until a pass succeeds again, and the next comes after :data:`RETRY_SECONDS`.
+sleep short. A pass that raises is logged once, not once a second, until a pass succeeds
+again (the database away or no descriptor left: one line, without a traceback), and the next
+comes after :data:`RETRY_SECONDS`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+
+from storage import reason, transient
 
 RETRY_SECONDS = 1.0
 
@@ -51,8 +54,12 @@ class Background:
                 if self._failing:
                     self._failing = False
                     self._log.info("%s works again", self.what)
-            except Exception:
-                if not self._failing:
+            except Exception as exc:
+                if self._failing:
+                    pass
+                elif transient(exc):  # the database away, or no descriptor left: one line
+                    self._log.warning("%s failed (%s); retrying", self.what, reason(exc))
+                else:
                     self._log.exception("%s failed; retrying", self.what)
                 self._failing = True
                 delay = RETRY_SECONDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 
 from playwright.sync_api import Page, expect
 
@@ -13,6 +14,15 @@ from treadle import Client
 
 def shown(page: Page) -> list[str]:
     return [str(b.get_attribute("data-id")) for b in page.locator(".past-run").all()]
+
+
+def until_shown(page: Page, ids: list[str], timeout: float = 10.0) -> None:
+    """Wait for the panel to list exactly ``ids``: a filter's answer replaces the list a moment
+    after the input changes, and the list before may have as many runs."""
+    deadline = time.monotonic() + timeout
+    while (now := shown(page)) != ids:
+        assert time.monotonic() < deadline, f"the panel shows {now}, not {ids}"
+        page.wait_for_timeout(50)
 
 
 def test_past_runs_are_filtered_by_status_tag_key_and_id_prefix(
@@ -28,28 +38,23 @@ def test_past_runs_are_filtered_by_status_tag_key_and_id_prefix(
         sdk.wait("search-sum", "srch-done")
 
     page.locator("#runs-id-prefix").fill("srch-")
-    expect(page.locator(".past-run")).to_have_count(3)
-    assert shown(page) == ["srch-wait-2", "srch-wait-1", "srch-done"]
+    until_shown(page, ["srch-wait-2", "srch-wait-1", "srch-done"])
 
     page.locator("#runs-tag").fill("team=ml")
-    expect(page.locator(".past-run")).to_have_count(2)
-    assert shown(page) == ["srch-wait-1", "srch-done"]
+    until_shown(page, ["srch-wait-1", "srch-done"])
     expect(page.locator('.past-run[data-id="srch-done"] .tags')).to_have_text("team=ml")
     shot("tag")
 
     page.locator("#runs-tag").fill("team=ml env=prod")
-    expect(page.locator(".past-run")).to_have_count(1)
-    assert shown(page) == ["srch-wait-1"]
+    until_shown(page, ["srch-wait-1"])
 
     page.locator("#runs-tag").fill("")
     page.locator("#runs-status").select_option("complete")
-    expect(page.locator(".past-run")).to_have_count(1)
-    assert shown(page) == ["srch-done"]
+    until_shown(page, ["srch-done"])
 
     page.locator("#runs-status").select_option("")
     page.locator("#runs-key").fill("acme-key")
-    expect(page.locator(".past-run")).to_have_count(1)
-    assert shown(page) == ["srch-wait-2"]
+    until_shown(page, ["srch-wait-2"])
 
     page.locator("#runs-key").fill("no-such-key")
     expect(page.locator("#runs .hint")).to_have_text("no runs match")

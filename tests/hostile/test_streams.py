@@ -252,8 +252,10 @@ def test_a_stream_ends_when_its_key_is_revoked_or_rotated_away(
         path = f"{WAITS}/r1/stream"
         with victim.watching() as during:
             doomed, kept = sockets.open(server, path, first), sockets.open(server, path, second)
+            # Until the instance has suspended (its last event before the send), so nothing
+            # of it reaches the stream after ``seen`` but what follows the revocation.
             for stream in (doomed, kept):
-                stream.wait_for(lambda s: "wait.started" in _types(s), timeout=5)
+                stream.wait_for(lambda s: "workflow.waiting" in _types(s), timeout=5)
             seen = max(int(e["id"]) for e in doomed.events())
             revoked = server.http.delete(f"/v1/admin/tenants/acme/keys/{revoked_id}", headers=ADMIN)
             assert revoked.status_code == 204, revoked.text
