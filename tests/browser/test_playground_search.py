@@ -13,7 +13,9 @@ from treadle import Client
 
 
 def shown(page: Page) -> list[str]:
-    return [str(b.get_attribute("data-id")) for b in page.locator(".past-run").all()]
+    """The ids the panel lists, read at one moment: the list may be replaced at any time."""
+    ids = page.eval_on_selector_all(".past-run", "runs => runs.map((run) => run.dataset.id)")
+    return [str(id) for id in ids]
 
 
 def until_shown(page: Page, ids: list[str], timeout: float = 10.0) -> None:
