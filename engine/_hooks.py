@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine._instances import Created, CreateWrite
-from engine._rows import notify
+from engine._rows import notify, put_racing
 from storage import Database, iso, tables
 from treadle.errors import InvalidInput, NotFound, TreadleError, Unauthorized
 
@@ -131,14 +131,9 @@ class HookStore:
         verifies for :data:`ROTATION_OVERLAP` more seconds): (its view, the new secret, True
         when it was created)."""
         check_hook_name(name)
-        for attempt in range(2):
-            try:
-                with self.db.begin() as conn:
-                    return self._put(conn, tenant_id, workflow, name, now, url)
-            except sa.exc.IntegrityError:
-                if attempt:  # created meanwhile by another put: rotate it now
-                    raise
-        raise AssertionError("unreachable")
+        return put_racing(  # created meanwhile by another put: rotated then
+            self.db, lambda conn: self._put(conn, tenant_id, workflow, name, now, url)
+        )
 
     def _put(
         self,

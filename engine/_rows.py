@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import sqlalchemy as sa
 
 from engine._usage import STORAGE_RETRY_AFTER
-from storage import tables
+from storage import Database, tables
 from treadle.errors import NotFound, StorageQuotaExceeded
 from treadle.runtime import JSONObject, JSONValue, StepRecord
 
 I, S, E, H = tables.instances, tables.steps, tables.events, tables.history  # noqa: E741
 T = tables.tenants
+_Put = TypeVar("_Put")
 Write = Callable[[sa.Connection], Any]
 """A write to run in a transaction of the group committer (``storage.GroupCommitter``)."""
 
@@ -181,3 +182,15 @@ def storage_full(max_bytes: int) -> StorageQuotaExceeded:
 
 def not_found(instance_id: str) -> NotFound:
     return NotFound(f"instance {instance_id!r} not found", code="instance.not_found")
+
+
+def put_racing(db: Database, write: Callable[[sa.Connection], _Put]) -> _Put:
+    """Run ``write``, a put that inserts its row or changes the one there, in a transaction
+    of its own; if another put inserted the row meanwhile (a conflict), once more, which then
+    finds it."""
+    try:
+        with db.begin() as conn:
+            return write(conn)
+    except sa.exc.IntegrityError:
+        with db.begin() as conn:
+            return write(conn)

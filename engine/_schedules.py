@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from engine._cron import Spec, invalid
 from engine._names import LIVE, encode_payload
+from engine._rows import put_racing
 from storage import Database, iso, tables
 from treadle.errors import InvalidInput, NotFound
 from treadle.runtime import JSONValue
@@ -107,14 +108,10 @@ class ScheduleStore:
             encode_payload(spec.params, "params")
         except InvalidInput as exc:
             raise invalid("params", exc.message) from None
-        for attempt in range(2):
-            try:
-                with self.db.begin() as conn:
-                    return self._put(conn, tenant_id, workflow, schedule_id, spec, paused, now)
-            except sa.exc.IntegrityError:
-                if attempt:  # created meanwhile by another put: replace it now
-                    raise
-        raise AssertionError("unreachable")
+        return put_racing(  # created meanwhile by another put: replaced then
+            self.db,
+            lambda conn: self._put(conn, tenant_id, workflow, schedule_id, spec, paused, now),
+        )
 
     def _put(
         self,
