@@ -71,11 +71,20 @@ def open_platform(
 def warn_about_database(platform: Platform) -> None:
     """Log a warning for a PostgreSQL setting that will hurt: autovacuum off leaves the
     instance rows that every step updates as dead tuples, so queues and tables grow without
-    bound, and leaves the planner without statistics."""
+    bound, and leaves the planner without statistics. A database that goes away meanwhile
+    skips the check."""
     if platform.db.dialect != "postgresql":
         return
-    with platform.db.connect() as conn:
-        autovacuum = conn.execute(sa.text("SELECT current_setting('autovacuum')")).scalar()
+    try:
+        with platform.db.connect() as conn:
+            autovacuum = conn.execute(sa.text("SELECT current_setting('autovacuum')")).scalar()
+    except sa.exc.DBAPIError as exc:
+        # The server went away right after it answered: the platform waits outages out from
+        # here on; the advice is not worth ending the process for.
+        if not unreachable(exc):
+            raise
+        _log.warning("could not check PostgreSQL's autovacuum setting (%s)", reason(exc))
+        return
     if autovacuum != "on":
         _log.warning(
             "PostgreSQL runs with autovacuum off: the rows every step updates are never "

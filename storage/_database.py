@@ -6,6 +6,7 @@ import itertools
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypedDict
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from storage._json import dumps, loads, loads_postgresql
+from storage._outage import short_of_descriptors
 from treadle.errors import InvalidInput
 
 # The execution option that marks a connection of Database.begin (SQLite: BEGIN IMMEDIATE).
@@ -65,6 +67,11 @@ class Database:
     ``pool_timeout`` seconds, then gets ``sqlalchemy.exc.TimeoutError``. With ``max_overflow=0``
     a handle never has more than ``pool_size`` connections open: its share of the server's
     ``max_connections``.
+
+    A new connection that cannot be opened because the process holds as many descriptors as it
+    may waits for one to close, up to ``pool_timeout`` like a wait for a pooled connection,
+    then fails (:func:`storage.transient` says so). That holds once the database has been
+    opened once: at the first connection the same error is a bad path, and fails at once.
     """
 
     def __init__(
@@ -80,6 +87,8 @@ class Database:
         self._commits = itertools.count()
         self._committed = 0
         self._count_lock = threading.Lock()
+        self._pool_timeout = pool_timeout
+        self._opened = False
         pool: _PoolOptions = {
             "pool_size": pool_size,
             "max_overflow": pool_size if max_overflow is None else max_overflow,
@@ -94,7 +103,6 @@ class Database:
                 json_serializer=dumps,
                 json_deserializer=loads,
             )
-            event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
             # A server that does not answer at all (not even to refuse) must not hold a caller
@@ -110,6 +118,7 @@ class Database:
                 json_serializer=dumps,
                 json_deserializer=loads_postgresql,
             )
+        event.listen(self.engine, "do_connect", self._open)
 
     def _prepare_sqlite_file(self) -> None:
         path = self.url.database
@@ -120,6 +129,29 @@ class Database:
         if not os.path.exists(path):
             # Owner-only: sandbox workers run as another user and must not read the database.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+    def _open(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        # SQLAlchemy's do_connect hook: the DB-API connection it returns is the one pooled.
+        deadline = time.monotonic() + self._pool_timeout
+        pause = 0.01
+        while True:
+            try:
+                dbapi_conn = dialect.connect(*cargs, **cparams)
+                if self.dialect == "sqlite":
+                    try:
+                        _prepare_sqlite_connection(dbapi_conn)
+                    except BaseException:
+                        dbapi_conn.close()
+                        raise
+            except Exception as exc:
+                left = deadline - time.monotonic()
+                if not (self._opened and short_of_descriptors(exc)) or left <= 0:
+                    raise
+                time.sleep(min(pause, left))
+                pause = min(2 * pause, 0.2)
+                continue
+            self._opened = True
+            return dbapi_conn
 
     @property
     def commits(self) -> int:
@@ -182,7 +214,7 @@ class Database:
         self.engine.dispose()
 
 
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+def _prepare_sqlite_connection(dbapi_conn: Any) -> None:
     # Let SQLAlchemy, not pysqlite, decide when transactions start (see _sqlite_on_begin).
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()

@@ -8,6 +8,7 @@ found out: the same work may succeed once the server is back. Callers wait (star
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 
 import psycopg
@@ -18,6 +19,8 @@ import sqlalchemy as sa
 _UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 _SQLITE_CANTOPEN = 14
+# How libpq reports a socket it could not create for want of a descriptor (it has no errno).
+_NO_DESCRIPTOR_TEXTS = tuple(os.strerror(code) for code in sorted(_NO_DESCRIPTORS))
 # What libpq puts before the reason of a failed connection attempt.
 _ATTEMPT = " failed: "
 
@@ -46,7 +49,8 @@ def short_of_descriptors(exc: BaseException) -> bool:
 
     SQLite reports that only as "unable to open database file" (SQLITE_CANTOPEN), which a bad
     path gives too; a bad path fails at start-up, which does not ask this, so past start-up the
-    file that opened before is taken to be short of a descriptor.
+    file that opened before is taken to be short of a descriptor. libpq reports it in the text
+    of a failed connection attempt ("could not create socket: Too many open files").
     """
     seen: set[int] = set()
     at: BaseException | None = exc
@@ -55,6 +59,10 @@ def short_of_descriptors(exc: BaseException) -> bool:
         if isinstance(at, OSError) and at.errno in _NO_DESCRIPTORS:
             return True
         if isinstance(at, sqlite3.OperationalError) and at.sqlite_errorcode == _SQLITE_CANTOPEN:
+            return True
+        if isinstance(at, psycopg.OperationalError) and any(
+            text in str(at) for text in _NO_DESCRIPTOR_TEXTS
+        ):
             return True
         if isinstance(at, sa.exc.DBAPIError) and isinstance(at.orig, BaseException):
             at = at.orig

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from storage import (
@@ -285,5 +287,34 @@ def test_a_start_warns_when_postgresql_runs_without_autovacuum(
             warn_about_database(platform)
         warned = [r for r in caplog.records if "autovacuum off" in r.getMessage()]
         assert len(warned) == (1 if expected else 0)
+    finally:
+        platform.close()
+
+
+def test_a_database_gone_during_the_autovacuum_check_does_not_end_the_start(
+    postgresql_url: str, caplog: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL crashing between the platform's opening and the check (seen under chaos):
+    the check is skipped with a warning, and a worker does not exit over advice."""
+    import psycopg
+
+    from dispatcher import Platform
+    from dispatcher._startup import warn_about_database
+    from tests.integration.app import settings
+
+    platform = Platform(settings(postgresql_url))
+    try:
+
+        @contextmanager
+        def gone() -> Iterator[Any]:
+            lost = psycopg.OperationalError("consuming input failed: server closed the connection")
+            raise sa.exc.OperationalError("SELECT current_setting('autovacuum')", {}, lost)
+            yield
+
+        monkeypatch.setattr(platform.db, "connect", gone)
+        with caplog.at_level("WARNING", logger="treadle"):
+            warn_about_database(platform)
+        said = [r.getMessage() for r in caplog.records]
+        assert any("could not check PostgreSQL's autovacuum" in line for line in said), said
     finally:
         platform.close()
