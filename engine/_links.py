@@ -31,6 +31,9 @@ L = tables.approval_links
 DEFAULT_TTL = 7 * 86400.0
 MAX_TTL = 30 * 86400.0
 MAX_USES = 100
+MAX_LIVE = 100
+"""Live links an instance may have at once: its links are bounded like everything else a
+tenant stores. A link used up or expired gives its place back (its row goes at the next mint)."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,9 @@ class Links:
         step_key: str | None = None,
     ) -> Minted:
         """A new link to the instance, which must be live (404 ``instance.not_found``
-        otherwise, 409 ``instance.finished``). With ``step_key``, the link replaces the one
-        that step of the instance minted before, if any."""
+        otherwise, 409 ``instance.finished``) and have fewer than :data:`MAX_LIVE` live links
+        (409 ``link.too_many``). With ``step_key``, the link replaces the one that step of the
+        instance minted before, if any."""
         check_event_type(event_type)
         check_link(ttl, uses)
         token, now = secrets.token_urlsafe(32), self._clock.now()
@@ -99,14 +103,23 @@ class Links:
             query = sa.select(I.c.pk, I.c.status).where(
                 *instance_key(tenant_id, workflow, instance_id)
             )
-            row = conn.execute(query).first()
+            # Locked on PostgreSQL: two mints racing for the last place count one after the
+            # other.
+            row = conn.execute(lock_row(query, self._store.db.dialect == "postgresql")).first()
             if row is None:
                 raise not_found(instance_id)
             if row.status in FINISHED:
                 raise _finished(instance_id, row.status)
+            dead = sa.or_(L.c.uses_left <= 0, L.c.expires_at <= now)
             if step_key is not None:
-                conn.execute(
-                    sa.delete(L).where(L.c.instance_pk == row.pk, L.c.step_key == step_key)
+                dead = sa.or_(dead, L.c.step_key == step_key)
+            conn.execute(sa.delete(L).where(L.c.instance_pk == row.pk, dead))
+            count = sa.select(sa.func.count()).select_from(L).where(L.c.instance_pk == row.pk)
+            if conn.execute(count).scalar_one() >= MAX_LIVE:
+                raise Conflict(
+                    f"instance {instance_id!r} has {MAX_LIVE} live links, the most it may have; "
+                    "a link gives its place back once used up or expired",
+                    code="link.too_many",
                 )
             conn.execute(
                 L.insert().values(

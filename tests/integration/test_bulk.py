@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from dispatcher import Platform
 from storage import tables
 from tests.integration.app import deploy, new_tenant, wait_for
+from tests.integration.slow_server import SlowServer
 from tests.integration.test_client_cli import Run, acme, config_file, treadle
 from treadle import AsyncClient, Client
 from treadle.client import BulkJob
@@ -237,6 +238,67 @@ def test_batches_resume_exactly_and_take_turns(client: httpx.Client, platform: P
         job = client.get(f"{BULK}/{started['job']}", headers=headers).json()
         assert (job["status"], job["matched"], job["done"], job["failed"]) == ("done", 10, 10, 0)
         assert set(_statuses(client, headers).values()) == {"paused"}
+
+
+LONG = """
+from treadle import WorkflowEntrypoint
+
+class Long(WorkflowEntrypoint):
+    def run(self, event, step):
+        url = event.payload["url"] + "&tag=" + event.instance_id
+        slept = step.do("long", lambda: self.env.fetch(url).json()["slept"])
+        return {"slept": slept, "after": step.do("after", lambda: "done")}
+"""
+
+
+def _long_path(instance_id: str) -> str:
+    return f"/v1/workflows/long/instances/{instance_id}"
+
+
+def test_actions_on_instances_whose_step_is_running(client: httpx.Client) -> None:
+    """Bodies in flight when their batch comes: a pause waits for the step to finish and keeps
+    its result (it never runs again); a terminate fences it (its result is never recorded, and
+    the instance stays terminated); a restart runs the instance again from the beginning. (Two
+    tenants: a tenant runs at most two bodies at once here, ``sandbox_per_tenant``.)"""
+    acme = new_tenant(client, "acme", egress_allow=["127.0.0.1"])
+    beta = new_tenant(client, "beta", egress_allow=["127.0.0.1"])
+    with SlowServer().running() as slow:
+        plan = ((acme, "pause"), (acme, "terminate"), (beta, "restart"))
+        for headers in (acme, beta):
+            deploy(client, headers, "long", LONG)
+            items = [
+                {"id": name, "params": {"url": f"{slow.url}/sleep?s=2"}, "tags": {"do": name}}
+                for owner, name in plan
+                if owner is headers
+            ]
+            reply = client.post(
+                "/v1/workflows/long/instances/batch", json={"instances": items}, headers=headers
+            )
+            assert reply.status_code == 200 and not reply.json()["errors"], reply.text
+        wait_for(lambda: dict(slow.calls), lambda c: all(c.get(name) for _, name in plan))
+        for headers, name in plan:
+            job = _run(client, headers, name, {"tags": {"do": name}, "status": "running"})
+            assert (job["matched"], job["done"], job["failed"]) == (1, 1, 0), job
+
+        def get(headers: dict[str, str], instance_id: str) -> dict[str, Any]:
+            return dict(client.get(_long_path(instance_id), headers=headers).json())
+
+        paused = wait_for(lambda: get(acme, "pause"), lambda i: i["status"] == "paused")
+        assert [(s["name"], s["status"]) for s in paused["steps"]] == [("long", "complete")]
+        restarted = wait_for(lambda: get(beta, "restart"), lambda i: i["status"] == "complete")
+        assert restarted["output"] == {"slept": 2.0, "after": "done"}
+        assert slow.calls["restart"] == 2  # from the beginning: its body ran again
+        # The terminated one's body has long returned: nothing of it was recorded.
+        terminated = get(acme, "terminate")
+        assert (terminated["status"], terminated["steps"]) == ("terminated", [])
+        assert slow.calls["terminate"] == 1
+
+        job = _run(client, acme, "resume", {"tags": {"do": "pause"}})
+        assert (job["done"], job["failed"]) == (1, 0)
+        done = wait_for(lambda: get(acme, "pause"), lambda i: i["status"] == "complete")
+        assert done["output"] == {"slept": 2.0, "after": "done"}
+        assert slow.calls["pause"] == 1  # the step ran once, across the pause
+        assert get(acme, "terminate")["status"] == "terminated"
 
 
 def test_sdk(client: httpx.Client) -> None:

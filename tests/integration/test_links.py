@@ -146,6 +146,27 @@ def test_a_link_expires_after_its_ttl(
     assert client.get(f"{BASE}/o1", headers=headers).json()["status"] == "waiting"
 
 
+def test_an_instance_has_at_most_100_live_links(
+    client: Client, acme: dict[str, str], platform: Platform
+) -> None:
+    """The 101st live link is refused with nothing written; a link used up gives its place
+    (and its row) back at the next mint."""
+    waiting(client, acme, "o1")
+    path = f"{BASE}/o1/events/nudge/links"  # an event it does not wait for: it stays waiting
+    links = [mint(client, acme, path) for _ in range(100)]
+    refused = mint(client, acme, path, status=409)
+    assert refused["error"]["code"] == "link.too_many", refused
+    assert "100 live links" in refused["error"]["message"]
+    assert len(link_rows(platform)) == 100
+    assert use(client, links[0]["url"], {"by": "ann"}).status_code == 202
+    fresh = mint(client, acme, path)
+    rows = link_rows(platform)
+    assert len(rows) == 100 and all(r.uses_left == 1 for r in rows)
+    assert expired(use(client, links[0]["url"], {"by": "ann"}))  # its row gone: still 410
+    assert mint(client, acme, path, status=409)["error"]["code"] == "link.too_many"
+    assert fresh["url"] != links[0]["url"]
+
+
 def test_links_of_ended_instances_are_expired(
     client: Client, acme: dict[str, str], platform: Platform
 ) -> None:
