@@ -76,8 +76,8 @@ export class Api {
     }
   }
 
-  // `options`: the create's flow control, each sent only when given: {key, priority, delay,
-  // start_at} (docs/flow-control.md).
+  // `options`: the create's tags and flow control, each sent only when given: {tags, key,
+  // priority, delay, start_at} (docs/api.md, docs/flow-control.md).
   create(name, params, options = {}) {
     const body = { params };
     for (const [field, value] of Object.entries(options)) {

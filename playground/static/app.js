@@ -193,7 +193,20 @@ function showProblems(problems) {
 
 // -- the run form's flow control (docs/flow-control.md) ----------------------------------------
 
-const OPTION_FIELDS = { key: "run-key", priority: "run-priority", delay: "run-delay", flow: "flow" };
+const OPTION_FIELDS = { tags: "run-tags", key: "run-key", priority: "run-priority", delay: "run-delay",
+  flow: "flow" };
+
+// Tags typed as "k=v k2=v2" (space or comma between pairs; a value holds no space), as an
+// object; an Error saying `how` they are typed for a pair that is not k=v.
+function tagPairs(text, how) {
+  const tags = {};
+  for (const pair of text.split(/[\s,]+/).filter(Boolean)) {
+    const at = pair.indexOf("=");
+    if (at < 1) throw new Error(`${how} as k=v, not '${pair}'.`);
+    tags[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return tags;
+}
 
 function saveOptions() {
   const saved = Object.fromEntries(Object.entries(OPTION_FIELDS).map(([name, id]) => [name, $(id).value]));
@@ -211,6 +224,8 @@ function showOptions() {
 // What is set, beside the summary, so that a closed section still says it is in effect.
 function summarizeOptions() {
   const parts = [];
+  const tags = $("run-tags").value.trim().split(/[\s,]+/).filter(Boolean).length;
+  if (tags) parts.push(`${tags} tag${tags === 1 ? "" : "s"}`);
   if ($("run-key").value.trim()) parts.push(`key '${$("run-key").value.trim()}'`);
   if ($("run-priority").value.trim()) parts.push(`priority ${$("run-priority").value.trim()}`);
   if ($("run-delay").value.trim()) parts.push(`delay ${$("run-delay").value.trim()}`);
@@ -231,6 +246,13 @@ function runOptions() {
     }
   }
   const options = {};
+  if (field("run-tags")) {
+    try {
+      options.tags = tagPairs(field("run-tags"), "Give tags");
+    } catch (error) {
+      throw Object.assign(error, { field: "run-tags" });
+    }
+  }
   if (field("run-key")) options.key = field("run-key");
   if (field("run-priority")) {
     const priority = Number(field("run-priority"));
@@ -262,8 +284,8 @@ function showOptionsError(error) {
 // "flow.debounce: ..."), if any.
 function optionFieldOf(error) {
   const named = /^(?:invalid request: )?(?:instances\.\d+\.)?([a-z_]+)[.:]/.exec(error.message || "");
-  const fields = { key: "run-key", priority: "run-priority", delay: "run-delay", start_at: "run-delay",
-    flow: "flow" };
+  const fields = { tags: "run-tags", key: "run-key", priority: "run-priority", delay: "run-delay",
+    start_at: "run-delay", flow: "flow" };
   return named && fields[named[1]];
 }
 
@@ -624,10 +646,8 @@ function currentFilter() {
   const filter = {};
   const status = $("runs-status").value;
   if (status) filter.status = status;
-  for (const pair of $("runs-tag").value.split(/[\s,]+/).filter(Boolean)) {
-    const at = pair.indexOf("=");
-    if (at < 1) throw new Error(`Filter runs by tag as k=v, not '${pair}'.`);
-    filter[`tag.${pair.slice(0, at)}`] = pair.slice(at + 1);
+  for (const [key, value] of Object.entries(tagPairs($("runs-tag").value, "Filter runs by tag"))) {
+    filter[`tag.${key}`] = value;
   }
   const key = $("runs-key").value.trim();
   if (key) filter.key = key;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 import time
 
@@ -74,3 +75,42 @@ def test_past_runs_are_filtered_by_status_tag_key_and_id_prefix(
     page.locator("#runs-tag").fill("novalue")
     page.locator("#runs-refresh").click()
     expect(page.locator("#banner")).to_contain_text("k=v")
+
+
+def test_a_run_takes_its_tags_from_the_run_form(
+    signed_in: Page, server: Server, shot: Shot
+) -> None:
+    page = signed_in
+    page.locator("#example").select_option(label="Approval event")
+    page.locator("#workflow").fill("tagged-run")
+    page.locator("#run-options summary").click()
+
+    # Not k=v: said under the field, and nothing is sent.
+    page.locator("#run-tags").fill("team=ml oops")
+    page.locator("#run").click()
+    expect(page.locator("#run-options-error")).to_have_text("Give tags as k=v, not 'oops'.")
+    expect(page.locator("#run-tags")).to_have_class(re.compile(r"\binvalid\b"))
+    shot("tag-not-k-v")
+
+    # A key the server refuses: its 400 names the field, which is marked; no run starts.
+    page.locator("#run-tags").fill("b@d=1")
+    page.locator("#run").click()
+    expect(page.locator("#run-tags")).to_have_class(re.compile(r"\binvalid\b"))
+    expect(page.locator("#run-options-error")).to_contain_text("tags: key 'b@d' must be")
+    with Client(server.url, api_key=server.key) as sdk:
+        assert sdk.instances("tagged-run").instances == []
+
+    page.locator("#run-tags").fill("team=ml env=prod")
+    expect(page.locator("#run-options-summary")).to_contain_text("2 tags")
+    page.locator("#run").click()
+    expect(page.locator("#run-status")).to_have_text("waiting")
+    created = page.locator("#run-title").inner_text().split(" / ")[1]
+    with Client(server.url, api_key=server.key) as sdk:
+        assert sdk.get("tagged-run", created).tags == {"team": "ml", "env": "prod"}
+    page.locator("#runs-tag").fill("team=ml env=prod")
+    page.locator("#runs-id-prefix").fill(created)
+    until_shown(page, [created])
+    expect(page.locator(f'.past-run[data-id="{created}"] .tags')).to_have_text("team=ml env=prod")
+    shot("tagged-run")
+    page.locator('[data-action="terminate"]').click()
+    expect(page.locator("#run-status")).to_have_text("terminated")
