@@ -196,11 +196,16 @@ function showProblems(problems) {
 const OPTION_FIELDS = { tags: "run-tags", key: "run-key", priority: "run-priority", delay: "run-delay",
   flow: "flow" };
 
-// Tags typed as "k=v k2=v2" (space or comma between pairs; a value holds no space), as an
-// object; an Error saying `how` they are typed for a pair that is not k=v.
+// The pairs typed in a tags field: "k=v k2=v2", a space or comma between pairs (a value holds
+// no space).
+function typedPairs(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
+
+// Typed tags as an object; an Error saying `how` they are typed for a pair that is not k=v.
 function tagPairs(text, how) {
   const tags = {};
-  for (const pair of text.split(/[\s,]+/).filter(Boolean)) {
+  for (const pair of typedPairs(text)) {
     const at = pair.indexOf("=");
     if (at < 1) throw new Error(`${how} as k=v, not '${pair}'.`);
     tags[pair.slice(0, at)] = pair.slice(at + 1);
@@ -224,7 +229,7 @@ function showOptions() {
 // What is set, beside the summary, so that a closed section still says it is in effect.
 function summarizeOptions() {
   const parts = [];
-  const tags = $("run-tags").value.trim().split(/[\s,]+/).filter(Boolean).length;
+  const tags = typedPairs($("run-tags").value).length;
   if (tags) parts.push(`${tags} tag${tags === 1 ? "" : "s"}`);
   if ($("run-key").value.trim()) parts.push(`key '${$("run-key").value.trim()}'`);
   if ($("run-priority").value.trim()) parts.push(`priority ${$("run-priority").value.trim()}`);
